@@ -10,7 +10,11 @@
 #include <string>
 #include <vector>
 
+#include <csignal>
+
 #include "reprocheck/error.h"
+#include "reprocheck/interrupt.h"
+#include "reprocheck/run.h"
 #include "reprocheck/model.h"
 #include "reprocheck/version.h"
 
@@ -30,6 +34,7 @@ std::string group_digits(int64_t n) {
 constexpr const char* kOverview = R"(reprocheck: proves whether a PyTorch model's training is reproducible.
 
 usage:
+  reprocheck record MODEL.pt -o RUN.h5  one seeded training run, every captured tensor dumped to HDF5
   reprocheck info MODEL.pt              list the model's modules with path, type and parameters
   reprocheck --version                  versions of reprocheck, LibTorch, CUDA, cuDNN and HDF5
 
@@ -51,6 +56,108 @@ int parse(CLI::App& app, std::vector<std::string> args) {
     fmt::print(stderr, "reprocheck: error: {}; run '{} --help' for usage\n", rc::first_line(e.what()), app.get_name());
     return kExitUsage;
   }
+}
+
+std::vector<int64_t> parse_shape(const std::string& text) {
+  std::vector<int64_t> dims;
+  std::string cur;
+  for (char c : text + ",") {
+    if (c == ',' || c == 'x' || c == ' ') {
+      if (cur.empty()) continue;
+      try {
+        dims.push_back(std::stoll(cur));
+      } catch (const std::exception&) {
+        throw rc::UsageError(fmt::format("bad --input-shape '{}': expected dimensions such as 4,3,32,32", text));
+      }
+      cur.clear();
+    } else if (c == '[' || c == ']') {
+      continue;
+    } else {
+      cur += c;
+    }
+  }
+  if (dims.empty()) throw rc::UsageError(fmt::format("bad --input-shape '{}': expected dimensions such as 4,3,32,32", text));
+  return dims;
+}
+
+// The options every command that runs a model shares (record, and the runner's workers).
+struct RunFlags {
+  rc::RunOptions o;
+  std::string input_shape;
+  void add_to(CLI::App& app) {
+    app.add_option("model", o.model, "TorchScript model file (.pt)")->required();
+    app.add_option("--steps", o.steps, "training steps")->capture_default_str();
+    app.add_option("--seed", o.seed, "seed of the model's RNG (init, dropout): N, or 'random'")->capture_default_str();
+    app.add_option("--data-seed", o.data_seed, "seed of the input batches and targets: N, or 'random'")
+        ->capture_default_str();
+    app.add_option("--deterministic", o.deterministic,
+                   "deterministic algorithms (cuDNN deterministic, use_deterministic_algorithms, "
+                   "CUBLAS_WORKSPACE_CONFIG): off, on, warn")
+        ->expected(0, 1)
+        ->default_str("on")
+        ->capture_default_str();
+    app.add_flag("--benchmark", o.benchmark, "turn the cuDNN autotuner on (cudnn.benchmark = True)");
+    app.add_option("--threads", o.threads, "intra-op threads (default: LibTorch's)");
+    app.add_option("--device", o.device, "cpu, cuda, cuda:N or auto (cuda when available)")->capture_default_str();
+    app.add_option("--mode", o.mode, "module mode: train or eval")->capture_default_str();
+    app.add_option("--reinit", o.reinit, "re-initialize parameters with dim >= 2 under the seed: xavier_normal");
+    app.add_option("--input-shape", input_shape, "input shape, e.g. 4,3,32,32 (default: the model's reprocheck.json)");
+    app.add_option("--dtype", o.dtype, "float32, float64, float16 or bfloat16 (default: reprocheck.json, float32)");
+    app.add_option("--loss", o.loss, "mse, cross_entropy or sum (default: reprocheck.json, mse)");
+    app.add_option("--lr", o.lr, "SGD learning rate")->capture_default_str();
+    app.add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str();
+    app.add_option("--load-library", o.libraries, "shared library with custom ops the model uses (repeatable)");
+    app.add_option("--layers", o.layers, rc::layer_categories_help())->capture_default_str();
+    app.add_flag("--ops", o.ops, "also tap every aten op of the forward graphs (finer localization)");
+  }
+  const rc::RunOptions& finish() {
+    if (!input_shape.empty()) o.input_shape = parse_shape(input_shape);
+    rc::validate(o);
+    return o;
+  }
+};
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+  int u = 0;
+  while (b >= 1000 && u < 4) b /= 1000, ++u;
+  return u == 0 ? fmt::format("{:.0f} {}", b, units[u]) : fmt::format("{:.1f} {}", b, units[u]);
+}
+
+void on_sigint(int) { rc::request_interrupt(); }
+
+void install_interrupt_handler() {
+  struct sigaction sa {};
+  sa.sa_handler = on_sigint;
+  sa.sa_flags = SA_RESETHAND;  // a second Ctrl-C ends the process at once
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+int cmd_record(const std::vector<std::string>& args) {
+  CLI::App app("Run seeded training steps once and dump every captured tensor to HDF5", "reprocheck record");
+  RunFlags flags;
+  std::string out;
+  bool force = false, plain = false;
+  flags.add_to(app);
+  app.add_option("-o,--output", out, "dump file to write (HDF5)");
+  app.add_flag("--force", force, "overwrite the output if it exists");
+  app.add_flag("--plain", plain, "run the same steps without capture and without a dump (for timing)");
+  if (int rc = parse(app, args); rc >= 0) return rc;
+  if (out.empty() && !plain) throw rc::UsageError("record needs -o RUN.h5 (or --plain for a run without a dump)");
+  if (!out.empty() && plain) throw rc::UsageError("--plain writes no dump: drop -o or --plain");
+  const auto& o = flags.finish();
+  install_interrupt_handler();
+  rc::RecordTarget target{out, force, !plain};
+  auto r = rc::record_run(o, target);
+  if (plain) {
+    fmt::print("ran {} step(s) of {} without capture in {:.3f} s (seed {}, {})\n", o.steps, o.model, r.seconds, r.seed,
+               r.device);
+  } else {
+    fmt::print("wrote {}: {} tensors, {}, {} step(s) in {:.3f} s (seed {}, data seed {}, {})\n", out, r.tensors,
+               human_bytes(static_cast<double>(r.bytes)), o.steps, r.seconds, r.seed, r.data_seed, r.device);
+  }
+  return kExitOk;
 }
 
 int cmd_version() {
@@ -100,6 +207,7 @@ int dispatch(int argc, char** argv) {
   std::string cmd = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (cmd == "info") return cmd_info(rest);
+  if (cmd == "record") return cmd_record(rest);
   throw rc::UsageError(fmt::format("unknown command '{}'; run 'reprocheck --help' for the commands", cmd));
 }
 

@@ -8,13 +8,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <mutex>
 
 #include "reprocheck/error.h"
+#include "reprocheck/files.h"
 #include "reprocheck/version.h"
-
-namespace fs = std::filesystem;
 
 namespace reprocheck {
 
@@ -202,16 +200,14 @@ struct DumpWriter::Impl {
 
 DumpWriter::DumpWriter(std::string path, bool overwrite) : impl_(std::make_unique<Impl>()), path_(std::move(path)) {
   quiet_hdf5();
-  std::error_code ec;
-  if (fs::exists(path_, ec) && !overwrite)
-    throw InputError(fmt::format("output '{}' already exists; pass --force to overwrite it, or choose another name", path_));
-  if (fs::is_directory(path_, ec))
+  if (files::is_directory(path_))
     throw InputError(fmt::format("output '{}' is a directory; name a file such as run.h5", path_));
-  fs::path p(path_);
-  fs::path dir = p.parent_path().empty() ? fs::path(".") : p.parent_path();
-  if (!fs::is_directory(dir, ec))
-    throw InputError(fmt::format("cannot write dump '{}': folder '{}' does not exist; create it first", path_, dir.string()));
-  tmp_path_ = (dir / fmt::format(".{}.tmp-{}", p.filename().string(), getpid())).string();
+  if (files::exists(path_) && !overwrite)
+    throw InputError(fmt::format("output '{}' already exists; pass --force to overwrite it, or choose another name", path_));
+  std::string dir = files::parent_dir(path_);
+  if (!files::is_directory(dir))
+    throw InputError(fmt::format("cannot write dump '{}': folder '{}' does not exist; create it first", path_, dir));
+  tmp_path_ = fmt::format("{}/.{}.tmp-{}", dir, files::base_name(path_), getpid());
   Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
   impl_->file = Handle(H5Fcreate(tmp_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose);
@@ -309,8 +305,7 @@ DumpReader::~DumpReader() = default;
 
 DumpReader::DumpReader(std::string path) : impl_(std::make_unique<Impl>()), path_(std::move(path)) {
   quiet_hdf5();
-  std::error_code ec;
-  if (!fs::exists(path_, ec)) throw InputError(fmt::format("cannot read dump '{}': no such file; check the path", path_));
+  if (!files::exists(path_)) throw InputError(fmt::format("cannot read dump '{}': no such file; check the path", path_));
   if (H5Fis_hdf5(path_.c_str()) <= 0)
     throw InputError(fmt::format("cannot read dump '{}': not an HDF5 file; pass a dump written by 'reprocheck record'", path_));
   impl_->file = Handle(H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);

@@ -9,3 +9,22 @@ std::string first_line(const std::string& message) {
 }
 
 }  // namespace reprocheck
+
+#include <atomic>
+
+#include "reprocheck/interrupt.h"
+
+namespace reprocheck {
+
+namespace {
+std::atomic<bool> g_interrupt{false};
+}
+
+void request_interrupt() noexcept { g_interrupt.store(true, std::memory_order_relaxed); }
+bool interrupt_requested() noexcept { return g_interrupt.load(std::memory_order_relaxed); }
+void reset_interrupt() noexcept { g_interrupt.store(false, std::memory_order_relaxed); }
+void check_interrupt() {
+  if (interrupt_requested()) throw Interrupted();
+}
+
+}  // namespace reprocheck

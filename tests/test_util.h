@@ -1,0 +1,25 @@
+// Helpers shared by the unit tests.
+#pragma once
+
+#include <string>
+
+#include "reprocheck/files.h"
+
+namespace testutil {
+
+inline std::string fixture(const std::string& name) { return std::string(REPROCHECK_FIXTURE_DIR) + "/" + name; }
+
+// A fresh, empty folder removed with the object.
+class TempDir {
+ public:
+  TempDir() : path_(reprocheck::files::make_temp_dir("reprocheck-test-")) {}
+  ~TempDir() { reprocheck::files::remove_tree(path_); }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  const std::string& path() const { return path_; }
+  size_t entries() const { return reprocheck::files::count_entries(path_); }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace testutil
