@@ -257,13 +257,6 @@ const TensorMeta& DumpWriter::write(TensorMeta meta, const void* data, size_t nb
   if (!ds.ok() || (nbytes > 0 && H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0))
     throw RunError(fmt::format("cannot write tensor '{}' to dump '{}': {}; check free disk space", meta.tensor_name(),
                                path_, hdf5_error()));
-  write_attr(ds, "phase", meta.phase);
-  write_attr(ds, "layer", meta.layer);
-  write_attr(ds, "kind", meta.kind);
-  write_attr(ds, "dtype", meta.dtype);
-  write_attr_num(ds, "step", static_cast<int64_t>(meta.step), H5T_NATIVE_INT64);
-  write_attr_num(ds, "order", meta.order, H5T_NATIVE_INT64);
-  write_attr_num(ds, "hash", meta.hash, H5T_NATIVE_UINT64);
   bytes_ += nbytes;
   index_.push_back(std::move(meta));
   return index_.back();

@@ -34,6 +34,9 @@
 #include <xxhash.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <thread>
 #include <functional>
 #include <ctime>
 #include <fstream>
@@ -194,12 +197,103 @@ struct Site {
   std::vector<std::string> op_names;    // for --ops: op k's name in this instance's type graph
 };
 
+// Adds the scope's duration to a counter.
+struct Timer {
+  explicit Timer(double* acc) : acc_(acc), start_(Clock::now()) {}
+  ~Timer() { *acc_ += std::chrono::duration<double>(Clock::now() - start_).count(); }
+  double* acc_;
+  Clock::time_point start_;
+};
+
+// Writes captured tensors on a background thread, so that storage writes overlap the training
+// computation. Each job owns a private copy of its tensor's data (the live tensor may be changed
+// in place later, e.g. by an in-place ReLU). At most `limit` bytes wait at a time; beyond that
+// the producer waits. All HDF5 calls during a run happen on this thread.
+class AsyncWriter {
+ public:
+  AsyncWriter(DumpWriter* writer, size_t limit) : writer_(writer), limit_(limit), thread_([this] { loop(); }) {}
+  ~AsyncWriter() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closing_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  void put(TensorMeta meta, at::Tensor data) {
+    size_t n = data.nbytes();
+    std::unique_lock<std::mutex> lock(mu_);
+    space_.wait(lock, [&] { return queued_bytes_ == 0 || queued_bytes_ + n <= limit_ || error_; });
+    if (error_) std::rethrow_exception(error_);
+    queued_bytes_ += n;
+    queue_.push_back({std::move(meta), std::move(data)});
+    cv_.notify_one();
+  }
+
+  // Waits until every queued tensor is written; rethrows a write error.
+  void drain() {
+    std::unique_lock<std::mutex> lock(mu_);
+    space_.wait(lock, [&] { return (queue_.empty() && !busy_) || error_; });
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  struct Job {
+    TensorMeta meta;
+    at::Tensor data;
+  };
+
+  void loop() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return !queue_.empty() || closing_; });
+        if (queue_.empty()) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+        busy_ = true;
+      }
+      size_t n = job.data.nbytes();
+      std::exception_ptr err;
+      try {
+        if (!error_) writer_->write(std::move(job.meta), job.data.data_ptr(), n);
+      } catch (...) {
+        err = std::current_exception();
+      }
+      job.data = at::Tensor();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        queued_bytes_ -= n;
+        busy_ = false;
+        if (err && !error_) error_ = err;
+      }
+      space_.notify_all();
+    }
+  }
+
+  DumpWriter* writer_;
+  size_t limit_;
+  std::mutex mu_;
+  std::condition_variable cv_, space_;
+  std::deque<Job> queue_;
+  size_t queued_bytes_ = 0;
+  bool busy_ = false, closing_ = false;
+  std::exception_ptr error_;
+  std::thread thread_;  // last: starts after the members it uses
+};
+
 class Session;
 Session* g_session = nullptr;  // set while a run is recording; the tap kernels do nothing otherwise
 
 class Session {
  public:
-  Session(DumpWriter* writer, std::vector<Site> sites) : writer_(writer), sites_(std::move(sites)) {}
+  Session(DumpWriter* writer, std::vector<Site> sites)
+      : writer_(writer, kMaxQueuedBytes), sites_(std::move(sites)) {}
+
+  // Waits for every captured tensor to reach the dump.
+  void finish() { writer_.drain(); }
 
   void begin_step(int step) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -212,6 +306,7 @@ class Session {
   void on_inputs(at::TensorList xs, int64_t id) {
     if (!valid(id) || !sites_[id].layer) return;
     check_interrupt();
+    Timer t(&hash_seconds_);
     uint64_t h = 0;
     for (const auto& x : xs) {
       uint64_t hx = tensor_hash(x);
@@ -274,6 +369,7 @@ class Session {
 
   int step() const { return step_; }
   double write_seconds() const { return write_seconds_; }
+  double hash_seconds() const { return hash_seconds_; }
 
  private:
   bool valid(int64_t id) const { return id >= 0 && static_cast<size_t>(id) < sites_.size(); }
@@ -302,18 +398,26 @@ class Session {
     });
   }
 
+  // Takes a private host copy of `t` and queues it for the dump.
   void write(TensorMeta m, const at::Tensor& t) {
     auto start = Clock::now();
-    at::Tensor h = host_view(t);
+    at::Tensor h;
+    {
+      at::NoGradGuard no_grad;
+      at::Tensor d = t.detach();
+      // A device tensor's host copy is already private; a host tensor is cloned.
+      h = d.device().is_cpu() ? d.clone(at::MemoryFormat::Contiguous) : d.to(at::kCPU).contiguous();
+    }
     m.dtype = dtype_name(h.scalar_type());
     m.shape.assign(h.sizes().begin(), h.sizes().end());
     dtype_size(m.dtype);  // unsupported dtypes fail here with a clear line
     std::lock_guard<std::mutex> lock(mu_);
-    writer_->write(std::move(m), h.data_ptr(), h.nbytes());
+    writer_.put(std::move(m), std::move(h));
     write_seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
   }
 
-  DumpWriter* writer_;
+  static constexpr size_t kMaxQueuedBytes = size_t{256} << 20;
+  AsyncWriter writer_;
   std::vector<Site> sites_;
   std::mutex mu_;
   int step_ = -1;
@@ -321,6 +425,7 @@ class Session {
   std::map<std::pair<int64_t, int64_t>, int> op_calls_;
   std::unordered_map<int64_t, std::vector<uint64_t>> pending_inputs_;
   double write_seconds_ = 0;
+  double hash_seconds_ = 0;
 };
 
 void tap_in(at::TensorList xs, int64_t id) {
@@ -599,13 +704,13 @@ RecordResult record_run(const RunOptions& o, const RecordTarget& target) {
   std::unique_ptr<Session> session;
   if (target.capture) {
     auto sites = instrument(module, o, mods);
-    session = std::make_unique<Session>(writer.get(), std::move(sites));
+    if (writer) session = std::make_unique<Session>(writer.get(), std::move(sites));
   }
   // The session only reports while it is the current one.
   struct Current {
     explicit Current(Session* s) { g_session = s; }
     ~Current() { g_session = nullptr; }
-  } current(writer ? session.get() : nullptr);
+  } current(session.get());
 
   std::map<std::string, std::string> type_of;
   for (const auto& m : mods) type_of[m.path] = m.type;
@@ -775,8 +880,12 @@ RecordResult record_run(const RunOptions& o, const RecordTarget& target) {
     if (interrupt_requested()) throw Interrupted();
     throw;
   }
+  if (session) session->finish();
   result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  if (session) result.write_seconds = session->write_seconds();
+  if (session) {
+    result.write_seconds = session->write_seconds();
+    result.hash_seconds = session->hash_seconds();
+  }
   if (writer) {
     result.tensors = static_cast<int64_t>(writer->tensor_count());
     result.bytes = writer->bytes_written();

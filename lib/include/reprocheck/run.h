@@ -47,7 +47,9 @@ struct RecordResult {
   int64_t tensors = 0;
   uint64_t bytes = 0;
   double seconds = 0;          // the training steps, capture and dump writing included
-  double write_seconds = 0;    // of which spent copying, hashing and writing tensors
+  double write_seconds = 0;    // of which the training thread spent copying tensors and waiting
+                               // for the background writer (hashing and HDF5 writes run there)
+  double hash_seconds = 0;     // of which spent hashing the tapped layers' inputs
   std::string device;
   bool forward_only = false;   // the model has no trainable parameters: no backward, no step
   // Per step: XXH3 of the model output, the loss, every parameter gradient and every parameter
