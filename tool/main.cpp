@@ -7,13 +7,17 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include <csignal>
 
+#include "reprocheck/compare.h"
 #include "reprocheck/error.h"
 #include "reprocheck/interrupt.h"
+#include "reprocheck/report.h"
+#include "reprocheck/runner.h"
 #include "reprocheck/run.h"
 #include "reprocheck/model.h"
 #include "reprocheck/version.h"
@@ -34,6 +38,9 @@ std::string group_digits(int64_t n) {
 constexpr const char* kOverview = R"(reprocheck: proves whether a PyTorch model's training is reproducible.
 
 usage:
+  reprocheck MODEL.pt [options]         run the seeded training N times in fresh processes, compare,
+                                        and name the first divergent tensor
+  reprocheck diff A.h5 B.h5 [C.h5...]   compare existing dumps (the first is the reference)
   reprocheck record MODEL.pt -o RUN.h5  one seeded training run, every captured tensor dumped to HDF5
   reprocheck info MODEL.pt              list the model's modules with path, type and parameters
   reprocheck --version                  versions of reprocheck, LibTorch, CUDA, cuDNN and HDF5
@@ -160,6 +167,144 @@ int cmd_record(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+constexpr int kExitDivergent = 1;
+
+// Options shared by the commands that compare (check and diff).
+struct CompareFlags {
+  double atol = -1, rtol = -1;
+  std::string tolerance = "bitwise";
+  std::string json, junit, markdown;
+  void add_to(CLI::App& app) {
+    app.add_option("--atol", atol, "absolute tolerance: |a-b| <= atol + rtol*|a| (default: bitwise)");
+    app.add_option("--rtol", rtol, "relative tolerance (see --atol)");
+    app.add_option("--tolerance", tolerance, "bitwise, or torch (per-dtype presets of torch.testing)")
+        ->capture_default_str();
+    app.add_option("--json", json, "write the report as JSON (docs/report-json.md)");
+    app.add_option("--junit", junit, "write a JUnit XML report (one test case per tensor group)");
+    app.add_option("--markdown", markdown, "write a Markdown summary (for a CI step summary)");
+  }
+  rc::Tolerance tol() const {
+    if (tolerance != "bitwise" && tolerance != "torch")
+      throw rc::UsageError(fmt::format("bad value '{}' for --tolerance: expected bitwise or torch", tolerance));
+    if (atol >= 0 || rtol >= 0) {
+      if (tolerance == "torch") throw rc::UsageError("--tolerance torch and --atol/--rtol exclude each other: pick one");
+      return rc::Tolerance::fixed(std::max(atol, 0.0), std::max(rtol, 0.0));
+    }
+    return tolerance == "torch" ? rc::Tolerance::torch_presets() : rc::Tolerance{};
+  }
+  // Prints the text report, writes the requested files, returns the exit code.
+  int report(const rc::Comparison& c) const {
+    rc::ReportOptions ro;
+    ro.color = isatty(STDOUT_FILENO) && !std::getenv("NO_COLOR");
+    if (!json.empty()) rc::write_report_file(json, rc::render_json(c));
+    if (!junit.empty()) rc::write_report_file(junit, rc::render_junit(c));
+    if (!markdown.empty()) rc::write_report_file(markdown, rc::render_markdown(c, ro));
+    fmt::print("{}", rc::render_text(c, ro));
+    return c.divergent() ? kExitDivergent : kExitOk;
+  }
+};
+
+int cmd_diff(const std::vector<std::string>& args) {
+  CLI::App app("Compare existing dumps in execution order; the first is the reference", "reprocheck diff");
+  std::vector<std::string> dumps;
+  CompareFlags cf;
+  app.add_option("dumps", dumps, "dumps written by 'reprocheck record' (two or more)")->required();
+  cf.add_to(app);
+  if (int rc = parse(app, args); rc >= 0) return rc;
+  if (dumps.size() < 2) throw rc::UsageError("diff needs at least two dumps: the reference and one to compare");
+  auto tol = cf.tol();
+  rc::CompareOptions co;
+  co.tolerance = tol;
+  return cf.report(rc::compare_dumps(dumps, co));
+}
+
+// Progress of the workers on stderr: one updating line on a terminal, plain lines otherwise.
+class Progress {
+ public:
+  Progress() : tty_(isatty(STDERR_FILENO) != 0) {}
+  ~Progress() { clear(); }
+  void operator()(const rc::WorkerEvent& e) {
+    std::string label = e.label.empty() ? "" : fmt::format(" ({})", e.label);
+    switch (e.kind) {
+      case rc::WorkerEvent::Kind::started:
+        if (!tty_) fmt::print(stderr, "run {}/{}{}: started\n", e.index + 1, e.runs, label);
+        break;
+      case rc::WorkerEvent::Kind::tick:
+        if (tty_) {
+          fmt::print(stderr, "\r\033[Krun {}/{}{}: running, {:.1f} s", e.index + 1, e.runs, label, e.seconds);
+          shown_ = true;
+        }
+        break;
+      case rc::WorkerEvent::Kind::finished:
+        clear();
+        fmt::print(stderr, "run {}/{}{}: recorded {} in {:.2f} s\n", e.index + 1, e.runs, label,
+                   human_bytes(static_cast<double>(e.dump_bytes)), e.seconds);
+        break;
+    }
+    std::fflush(stderr);
+  }
+
+ private:
+  void clear() {
+    if (tty_ && shown_) fmt::print(stderr, "\r\033[K");
+    shown_ = false;
+  }
+  bool tty_;
+  bool shown_ = false;
+};
+
+int cmd_check(const std::vector<std::string>& args) {
+  CLI::App app("Run the seeded training N times in fresh processes, compare the runs in execution order, and "
+               "name the first divergent tensor",
+               "reprocheck");
+  RunFlags flags;
+  CompareFlags cf;
+  rc::RunnerOptions ro;
+  std::string vary;
+  flags.add_to(app);
+  app.add_option("--runs", ro.runs, "number of runs (workers)")->capture_default_str();
+  app.add_option("--jobs", ro.jobs, "runs at a time")->capture_default_str();
+  app.add_option("--timeout", ro.timeout_s, "seconds a run may take before it is killed (0: no limit)")
+      ->capture_default_str();
+  app.add_option("--keep", ro.keep_dir, "keep the dumps in this folder (run-0.h5, run-1.h5, ...)");
+  app.add_flag("--force", ro.overwrite, "overwrite dumps already in the --keep folder");
+  app.add_option("--vary", vary, "run with different values of one knob, one run each: KNOB=V1,V2,... (threads, "
+                                 "device, deterministic, benchmark, seed, data-seed, mode)");
+  cf.add_to(app);
+  if (int rc = parse(app, args); rc >= 0) return rc;
+  ro.run = flags.finish();
+  auto tol = cf.tol();
+  if (!vary.empty()) {
+    bool runs_given = app.count("--runs") > 0;
+    rc::parse_vary(vary, ro);
+    if (runs_given && ro.runs != static_cast<int>(ro.vary_values.size()))
+      throw rc::UsageError(fmt::format("--runs {} and --vary with {} values disagree: drop --runs", ro.runs,
+                                       ro.vary_values.size()));
+  }
+  // Fail fast on a model the workers could not load.
+  for (const auto& lib : ro.run.libraries) rc::load_library(lib);
+  rc::inspect_model(ro.run.model);
+  install_interrupt_handler();
+  rc::Runner runner(ro);
+  std::vector<std::string> dumps;
+  {
+    Progress progress;
+    dumps = runner.run([&](const rc::WorkerEvent& e) { progress(e); });
+  }
+  rc::CompareOptions co;
+  co.tolerance = tol;
+  auto cmp = rc::compare_dumps(dumps, co);
+  if (!ro.keep_dir.empty()) {
+    auto kept = runner.keep();
+    cmp.runs = kept;
+    for (size_t i = 0; i < cmp.pairs.size(); ++i) {
+      cmp.pairs[i].ref_path = kept[0];
+      cmp.pairs[i].other_path = kept[i + 1];
+    }
+  }
+  return cf.report(cmp);
+}
+
 int cmd_version() {
   auto b = rc::build_info();
   fmt::print("reprocheck {}\nLibTorch   {}\nCUDA       {} ({})\ncuDNN      {}\nHDF5       {}\n", b.reprocheck, b.libtorch,
@@ -208,6 +353,8 @@ int dispatch(int argc, char** argv) {
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (cmd == "info") return cmd_info(rest);
   if (cmd == "record") return cmd_record(rest);
+  if (cmd == "diff") return cmd_diff(rest);
+  if (cmd.rfind("-", 0) != 0 && cmd.find('.') != std::string::npos) return cmd_check(args);
   throw rc::UsageError(fmt::format("unknown command '{}'; run 'reprocheck --help' for the commands", cmd));
 }
 
@@ -219,6 +366,9 @@ int main(int argc, char** argv) {
   } catch (const rc::Error& e) {
     fmt::print(stderr, "reprocheck: error: {}\n", e.what());
     return e.exit_code();
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "reprocheck: error: out of memory; use a smaller --input-shape, fewer --steps, or a narrower --layers\n");
+    return 3;
   } catch (const std::exception& e) {
     fmt::print(stderr, "reprocheck: error: internal error: {}; please report it\n", rc::first_line(e.what()));
     return 3;
