@@ -1,19 +1,32 @@
 """End-to-end tests: run the built reprocheck binary as a user would."""
+import json
 import os
+import signal
 import subprocess
 import tempfile
+import time
 import unittest
 
 import h5py
 import numpy as np
 import xxhash
+from lxml import etree
 
 BIN = os.environ["REPROCHECK_BINARY"]
 FIX = os.environ["REPROCHECK_FIXTURE_DIR"]
+FIXTURES = ["seed_convnet", "dropout_mlp", "bn_net", "resnet_mini", "traced_convnet"]
 
 
-def run(*args, timeout=120):
-    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=timeout)
+OPS = os.environ.get("REPROCHECK_TEST_OPS", "")
+XSD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "junit.xsd")
+
+
+def run(*args, timeout=120, env=None):
+    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def fixture(name):
+    return os.path.join(FIX, name + ".pt")
 
 
 class Basics(unittest.TestCase):
@@ -58,7 +71,6 @@ class Basics(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("model", r.stderr)
 
-FIXTURES = ["seed_convnet", "dropout_mlp", "bn_net", "resnet_mini", "traced_convnet"]
 
 
 def raw_bytes(ds):
@@ -162,6 +174,205 @@ class Record(unittest.TestCase):
                 self.assertTrue(r.stderr.startswith("reprocheck: error: "), r.stderr)
                 self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
         self.assertEqual(os.listdir(self.tmp.name), [])
+
+
+
+class Reproducible(unittest.TestCase):
+    """Fixed seeds and equal thread counts: no false divergence, invocation after invocation."""
+
+    def test_every_fixture_five_times(self):
+        for model in FIXTURES:
+            for i in range(5):
+                with self.subTest(model=model, invocation=i):
+                    r = run(fixture(model), "--device", "cpu", "--threads", "1")
+                    self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                    self.assertIn("verdict: REPRODUCIBLE", r.stdout)
+
+
+class Check(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.env = dict(os.environ, TMPDIR=self.tmp.name)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def check(self, model, *args, expect=1):
+        r = run(fixture(model), "--device", "cpu", "--json", self.path("r.json"), "--junit", self.path("r.xml"),
+                "--markdown", self.path("r.md"), *args, env=self.env)
+        self.assertEqual(r.returncode, expect, r.stdout + r.stderr)
+        with open(self.path("r.json")) as f:
+            report = json.load(f)
+        self.assertEqual(sorted(os.listdir(self.tmp.name)), ["r.json", "r.md", "r.xml"])  # no temp files left
+        return r, report
+
+    def test_random_seed_diverges_at_the_dropout_forward(self):
+        r, report = self.check("dropout_mlp", "--seed", "random")
+        self.assertEqual(report["verdict"], "divergent")
+        fd = report["first_divergence"]
+        self.assertEqual((fd["step"], fd["phase"], fd["layer"], fd["kind"]), (0, "forward", "drop", "activation"))
+        self.assertEqual(fd["layer_type"], "torch.nn.modules.dropout.Dropout")
+        self.assertTrue(fd["inputs_identical"])
+        for key in ("numel", "mismatched", "max_abs", "max_rel", "mean_abs", "rms", "max_ulp", "cosine", "first_index"):
+            self.assertIn(key, fd["stats"])
+        self.assertGreater(fd["stats"]["mismatched"], 0)
+        self.assertIn("seed_value", report["pairs"][0]["knob_diffs"])
+        self.assertGreater(len(report["divergent_tensors"]), 1)
+        self.assertIn("verdict: DIVERGENT", r.stdout)
+        self.assertIn("first divergence  step 0 · forward · drop (Dropout) output", r.stdout)
+        self.assertNotIn("\033[", r.stdout)  # no color when not on a terminal
+
+    def test_thread_counts_diverge_in_conv_backward_never_forward(self):
+        r, report = self.check("seed_convnet", "--vary", "threads=1,2")
+        fd = report["first_divergence"]
+        self.assertIn(fd["phase"], ("param_grad", "backward"))
+        self.assertEqual(fd["layer_type"], "torch.nn.modules.conv.Conv2d")
+        self.assertEqual(report["pairs"][0]["knob_diffs"]["threads"], "1 vs 2")
+        self.assertIn("run 1/2 (threads=1): started", r.stderr)
+        self.assertIn("run 2/2 (threads=2): recorded", r.stderr)
+
+    def test_reports_when_reproducible(self):
+        r, report = self.check("bn_net", "--threads", "1", expect=0)
+        self.assertEqual(report["verdict"], "reproducible")
+        self.assertIsNone(report["first_divergence"])
+        self.assertEqual(report["divergent_tensors"], [])
+        self.assertEqual(len(report["runs"]), 2)
+        xml = etree.parse(self.path("r.xml"))
+        etree.XMLSchema(etree.parse(XSD)).assertValid(xml)
+        self.assertEqual(xml.getroot().get("failures"), "0")
+        self.assertGreater(int(xml.getroot().get("tests")), 5)
+        with open(self.path("r.md")) as f:
+            self.assertIn("### reprocheck: **reproducible**", f.read())
+
+    def test_junit_and_markdown_name_the_divergence(self):
+        _, report = self.check("dropout_mlp", "--seed", "random")
+        xml = etree.parse(self.path("r.xml"))
+        etree.XMLSchema(etree.parse(XSD)).assertValid(xml)
+        failures = xml.findall(".//testcase/failure")
+        self.assertGreater(len(failures), 0)
+        names = [tc.get("name") for tc in xml.findall(".//testcase") if tc.find("failure") is not None]
+        self.assertIn("forward drop (Dropout)", names)
+        passed = [tc.get("name") for tc in xml.findall(".//testcase") if tc.find("failure") is None]
+        self.assertIn("input input", passed)  # the input batch did not diverge
+        with open(self.path("r.md")) as f:
+            md = f.read()
+        self.assertIn("### reprocheck: **divergent**", md)
+        self.assertIn("**First divergence:** step 0 · forward · drop (Dropout) output", md)
+        self.assertIn("| mismatched elements |", md)
+
+    def test_crashing_worker_exits_3_with_the_signal(self):
+        r = run(fixture("crash_net"), "--device", "cpu", "--load-library", OPS, "--layers", "all", env=self.env)
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertIn("killed by signal 11 (SIGSEGV)", r.stderr)
+        self.assertEqual(os.listdir(self.tmp.name), [])
+
+    def test_timeout_exits_3(self):
+        r = run(fixture("resnet_mini"), "--device", "cpu", "--steps", "50", "--timeout", "0.5", env=self.env)
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertIn("timed out after 0.5 s", r.stderr)
+        self.assertEqual(os.listdir(self.tmp.name), [])
+
+    def test_input_error_in_the_model_is_relayed_as_one_line(self):
+        r = run(fixture("seed_convnet"), "--device", "cpu", "--input-shape", "4,5,32,32", env=self.env)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        errors = [l for l in r.stderr.splitlines() if l.startswith("reprocheck: error:")]
+        self.assertEqual(len(errors), 1, r.stderr)
+        self.assertIn("expected input[4, 5, 32, 32] to have 3 channels", errors[0])
+
+    def test_ctrl_c_stops_workers_and_cleans_up(self):
+        p = subprocess.Popen([BIN, fixture("resnet_mini"), "--device", "cpu", "--steps", "400", "--jobs", "2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env)
+        time.sleep(2.5)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+        self.assertEqual(p.returncode, 130, err)
+        self.assertEqual(os.listdir(self.tmp.name), [])
+        ps = subprocess.run(["pgrep", "-f", "record " + fixture("resnet_mini")], capture_output=True, text=True)
+        self.assertEqual(ps.stdout.strip(), "", "a worker outlived the runner")
+
+    def test_keep_keeps_dumps_and_never_overwrites(self):
+        keep = self.path("dumps")
+        r = run(fixture("dropout_mlp"), "--device", "cpu", "--keep", keep, "--runs", "3", env=self.env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(os.listdir(keep)), ["run-0.h5", "run-1.h5", "run-2.h5"])
+        before = os.path.getmtime(os.path.join(keep, "run-0.h5"))
+        r = run(fixture("dropout_mlp"), "--device", "cpu", "--keep", keep, env=self.env)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--force", r.stderr)
+        self.assertEqual(os.path.getmtime(os.path.join(keep, "run-0.h5")), before)
+        r = run("diff", *(os.path.join(keep, f"run-{i}.h5") for i in range(3)))
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_bad_runner_flags(self):
+        for args in (["--runs", "1"], ["--vary", "threads"], ["--vary", "colour=1,2"], ["--vary", "threads=1,x"],
+                     ["--vary", "threads=1,2", "--runs", "3"], ["--tolerance", "loose"]):
+            with self.subTest(args=args):
+                r = run(fixture("dropout_mlp"), "--device", "cpu", *args, env=self.env)
+                self.assertEqual(r.returncode, 2, r.stderr)
+                self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+
+
+class Diff(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def record(self, model, out, *args):
+        path = os.path.join(self.tmp.name, out)
+        r = run("record", fixture(model), "-o", path, "--device", "cpu", "--threads", "1", *args)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return path
+
+    def test_same_and_different_seeds(self):
+        a = self.record("bn_net", "a.h5")
+        b = self.record("bn_net", "b.h5")
+        c = self.record("bn_net", "c.h5", "--data-seed", "5")
+        r = run("diff", a, b)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("verdict: REPRODUCIBLE", r.stdout)
+        j = os.path.join(self.tmp.name, "d.json")
+        r = run("diff", a, b, c, "--json", j)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        with open(j) as f:
+            report = json.load(f)
+        fd = report["first_divergence"]
+        self.assertEqual((fd["run"], fd["phase"], fd["kind"]), (2, "input", "input"))
+        self.assertEqual(report["pairs"][0]["divergent"], 0)
+        self.assertEqual(report["pairs"][1]["knob_diffs"]["data_seed"], "0 vs 5")
+
+    def test_tolerance_flags(self):
+        a = self.record("seed_convnet", "a.h5")
+        b = self.record("seed_convnet", "b.h5", "--threads", "2")
+        self.assertEqual(run("diff", a, b).returncode, 1)
+        r = run("diff", a, b, "--atol", "1e-4")
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn("within tolerance", r.stdout)
+        self.assertIn(run("diff", a, b, "--tolerance", "torch").returncode, (0, 1))
+
+    def test_refuses_other_models_versions_and_non_dumps(self):
+        a = self.record("bn_net", "a.h5")
+        b = self.record("dropout_mlp", "b.h5")
+        r = run("diff", a, b)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("different models", r.stderr)
+        v2 = os.path.join(self.tmp.name, "v2.h5")
+        with open(a, "rb") as src, open(v2, "wb") as dst:
+            dst.write(src.read())
+        with h5py.File(v2, "r+") as f:
+            f.attrs["format_version"] = np.int64(2)
+        r = run("diff", a, v2)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("format version 2", r.stderr)
+        r = run("diff", a, fixture("bn_net"))
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("not an HDF5 file", r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1)
+        self.assertEqual(run("diff", a).returncode, 2)
 
 
 if __name__ == "__main__":

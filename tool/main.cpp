@@ -92,6 +92,8 @@ struct RunFlags {
   rc::RunOptions o;
   std::string input_shape;
   void add_to(CLI::App& app) {
+    // A flag given twice takes its last value, so that a script's defaults can be overridden.
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
     app.add_option("model", o.model, "TorchScript model file (.pt)")->required();
     app.add_option("--steps", o.steps, "training steps")->capture_default_str();
     app.add_option("--seed", o.seed, "seed of the model's RNG (init, dropout): N, or 'random'")->capture_default_str();
@@ -113,7 +115,8 @@ struct RunFlags {
     app.add_option("--loss", o.loss, "mse, cross_entropy or sum (default: reprocheck.json, mse)");
     app.add_option("--lr", o.lr, "SGD learning rate")->capture_default_str();
     app.add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str();
-    app.add_option("--load-library", o.libraries, "shared library with custom ops the model uses (repeatable)");
+    app.add_option("--load-library", o.libraries, "shared library with custom ops the model uses (repeatable)")
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     app.add_option("--layers", o.layers, rc::layer_categories_help())->capture_default_str();
     app.add_flag("--ops", o.ops, "also tap every aten op of the forward graphs (finer localization)");
   }

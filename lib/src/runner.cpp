@@ -166,7 +166,7 @@ std::vector<std::string> Runner::run(const std::function<void(const WorkerEvent&
                                                         : tail.rfind("reprocheck: error: ") + 19));
           throw InputError(line.empty() ? fmt::format("run {} rejected its input", s.index) : line);
         }
-        if (st->exited && st->code == 130) throw Interrupted();
+        if (!st->timed_out && st->exited && st->code == 130 && interrupt_requested()) throw Interrupted();
         std::string label = s.label.empty() ? "" : fmt::format(" ({})", s.label);
         throw RunError(fmt::format("run {} of {}{} failed: {}; its last output:\n{}", s.index + 1, o_.runs, label,
                                    st->describe(o_.timeout_s), tail.empty() ? "  (none)\n" : tail));
