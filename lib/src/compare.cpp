@@ -8,7 +8,9 @@
 #include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <future>
 #include <set>
+#include <thread>
 #include <unordered_map>
 
 #include "reprocheck/error.h"
@@ -141,49 +143,54 @@ struct Int {
   static double min_normal() { return 1; }
 };
 
-template <typename E>
-DiffStats stats_for(const void* pa, const void* pb, int64_t n, double atol, double rtol, bool bitwise) {
-  using Raw = typename E::Raw;
-  const auto* a = static_cast<const Raw*>(pa);
-  const auto* b = static_cast<const Raw*>(pb);
+// Partial statistics of one chunk of elements; merged in chunk order, so that the result does not
+// depend on how many threads computed it.
+struct Partial {
   DiffStats s;
-  s.numel = n;
   double sum_abs = 0, sum_sq = 0, dot = 0, na = 0, nb = 0;
   int64_t finite = 0;
+};
+
+template <typename E>
+void stats_chunk(const typename E::Raw* a, const typename E::Raw* b, int64_t begin, int64_t end, double atol,
+                 double rtol, bool bitwise, Partial& p) {
+  using Raw = typename E::Raw;
+  DiffStats& s = p.s;
   const double eps = E::min_normal();
-  for (int64_t i = 0; i < n; ++i) {
+  auto mismatch = [&](int64_t i) {
+    ++s.mismatched;
+    if (s.first_index < 0) s.first_index = i;
+  };
+  for (int64_t i = begin; i < end; ++i) {
     const Raw ra = a[i], rb = b[i];
     const double x = E::value(ra), y = E::value(rb);
-    bool equal;
     if constexpr (E::kFloat) {
-      const bool xn = std::isnan(x), yn = std::isnan(y);
-      if (xn || yn) {
-        if (xn != yn) {
-          ++s.nan_mismatch;
-          ++s.mismatched;
-          if (s.first_index < 0) s.first_index = i;
-        }
-        continue;
-      }
-      if (std::isinf(x) || std::isinf(y)) {
-        if (x != y) {
+      if (!(std::isfinite(x) && std::isfinite(y))) {
+        const bool xn = std::isnan(x), yn = std::isnan(y);
+        if (xn || yn) {
+          if (xn != yn) {
+            ++s.nan_mismatch;
+            mismatch(i);
+          }
+        } else if (x != y) {
           ++s.inf_mismatch;
-          ++s.mismatched;
-          if (s.first_index < 0) s.first_index = i;
+          mismatch(i);
         }
         continue;
       }
-      if (x == 0 && y == 0 && ra != rb) ++s.signed_zeros;
     }
     const double d = std::fabs(x - y);
-    equal = bitwise ? ra == rb : d <= atol + rtol * std::fabs(x);
-    ++finite;
-    sum_abs += d;
-    sum_sq += d * d;
-    dot += x * y;
-    na += x * x;
-    nb += y * y;
-    if (d > s.max_abs || (s.max_abs_index < 0 && ra != rb)) {
+    ++p.finite;
+    p.sum_abs += d;
+    p.sum_sq += d * d;
+    p.dot += x * y;
+    p.na += x * x;
+    p.nb += y * y;
+    if (ra == rb) continue;
+    if constexpr (E::kFloat) {
+      if (x == 0 && y == 0) ++s.signed_zeros;
+    }
+    if (d > s.max_abs || s.max_abs_index < 0) {
       s.max_abs = d;
       s.max_abs_index = i;
       s.a_at_max = x;
@@ -191,33 +198,78 @@ DiffStats stats_for(const void* pa, const void* pb, int64_t n, double atol, doub
       s.a_bits = static_cast<uint64_t>(ra);
       s.b_bits = static_cast<uint64_t>(rb);
     }
-    if (ra != rb) {
-      double rel = d / std::max({std::fabs(x), std::fabs(y), eps});
-      if (rel > s.max_rel) s.max_rel = rel;
-      uint64_t ulp;
-      if constexpr (E::kFloat) {
-        int64_t oa = FloatBits<Raw>::ordered(ra, E::kWidth), ob = FloatBits<Raw>::ordered(rb, E::kWidth);
-        ulp = oa > ob ? static_cast<uint64_t>(oa - ob) : static_cast<uint64_t>(ob - oa);
-      } else {
-        ulp = static_cast<uint64_t>(d);
-      }
-      if (ulp > s.max_ulp) s.max_ulp = ulp;
+    const double denom = std::max(std::max(std::fabs(x), std::fabs(y)), eps);
+    if (d > s.max_rel * denom) s.max_rel = d / denom;
+    uint64_t ulp;
+    if constexpr (E::kFloat) {
+      int64_t oa = FloatBits<Raw>::ordered(ra, E::kWidth), ob = FloatBits<Raw>::ordered(rb, E::kWidth);
+      ulp = oa > ob ? static_cast<uint64_t>(oa - ob) : static_cast<uint64_t>(ob - oa);
+    } else {
+      ulp = static_cast<uint64_t>(d);
     }
-    if (!equal) {
-      ++s.mismatched;
-      if (s.first_index < 0) s.first_index = i;
+    if (ulp > s.max_ulp) s.max_ulp = ulp;
+    if (bitwise || d > atol + rtol * std::fabs(x)) mismatch(i);
+  }
+}
+
+constexpr int64_t kChunk = int64_t{1} << 20;
+
+template <typename E>
+DiffStats stats_for(const void* pa, const void* pb, int64_t n, double atol, double rtol, bool bitwise) {
+  const auto* a = static_cast<const typename E::Raw*>(pa);
+  const auto* b = static_cast<const typename E::Raw*>(pb);
+  const int64_t chunks = std::max<int64_t>(1, (n + kChunk - 1) / kChunk);
+  std::vector<Partial> parts(static_cast<size_t>(chunks));
+  auto work = [&](int64_t first, int64_t step) {
+    for (int64_t c = first; c < chunks; c += step)
+      stats_chunk<E>(a, b, c * kChunk, std::min(n, (c + 1) * kChunk), atol, rtol, bitwise, parts[c]);
+  };
+  const int64_t threads = std::min<int64_t>(chunks, std::max(1u, std::thread::hardware_concurrency()));
+  if (threads > 1) {
+    std::vector<std::thread> pool;
+    for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work, t, threads);
+    work(0, threads);
+    for (auto& t : pool) t.join();
+  } else {
+    work(0, 1);
+  }
+  DiffStats s;
+  s.numel = n;
+  Partial total;
+  for (const auto& p : parts) {
+    const DiffStats& c = p.s;
+    s.mismatched += c.mismatched;
+    s.nan_mismatch += c.nan_mismatch;
+    s.inf_mismatch += c.inf_mismatch;
+    s.signed_zeros += c.signed_zeros;
+    if (s.first_index < 0) s.first_index = c.first_index;
+    if (c.max_abs_index >= 0 && (s.max_abs_index < 0 || c.max_abs > s.max_abs)) {
+      s.max_abs = c.max_abs;
+      s.max_abs_index = c.max_abs_index;
+      s.a_at_max = c.a_at_max;
+      s.b_at_max = c.b_at_max;
+      s.a_bits = c.a_bits;
+      s.b_bits = c.b_bits;
     }
+    s.max_rel = std::max(s.max_rel, c.max_rel);
+    s.max_ulp = std::max(s.max_ulp, c.max_ulp);
+    total.sum_abs += p.sum_abs;
+    total.sum_sq += p.sum_sq;
+    total.dot += p.dot;
+    total.na += p.na;
+    total.nb += p.nb;
+    total.finite += p.finite;
   }
-  if (finite > 0) {
-    s.mean_abs = sum_abs / static_cast<double>(finite);
-    s.rms = std::sqrt(sum_sq / static_cast<double>(finite));
+  if (total.finite > 0) {
+    s.mean_abs = total.sum_abs / static_cast<double>(total.finite);
+    s.rms = std::sqrt(total.sum_sq / static_cast<double>(total.finite));
   }
-  if (na == 0 && nb == 0)
+  if (total.na == 0 && total.nb == 0)
     s.cosine = 1;
-  else if (na == 0 || nb == 0)
+  else if (total.na == 0 || total.nb == 0)
     s.cosine = 0;
   else
-    s.cosine = dot / std::sqrt(na * nb);
+    s.cosine = total.dot / std::sqrt(total.na * total.nb);
   return s;
 }
 
@@ -278,10 +330,11 @@ PairComparison compare_pair(const DumpReader& a, const DumpReader& b, const Comp
   in_b.reserve(b.index().size());
   for (size_t i = 0; i < b.index().size(); ++i) in_b.emplace(b.index()[i].key(), i);
   std::vector<bool> b_seen(b.index().size(), false);
-  std::vector<std::byte> da, db;
-  bool all_matched_so_far = true;
-  int64_t last_b_order = -1;
 
+  // Pass 1: structure and hashes, from the indexes alone.
+  std::vector<TensorDiff> all;
+  std::vector<size_t> need_data;  // entries of `all` whose bytes must be compared
+  int64_t last_b_order = -1;
   for (const auto& ma : a.index()) {
     TensorDiff d;
     d.ref = ma;
@@ -305,20 +358,45 @@ PairComparison compare_pair(const DumpReader& a, const DumpReader& b, const Comp
       } else if (opt.hash_shortcut && ma.hash == mb.hash) {
         d.status = Status::match;
       } else {
-        size_t nbytes = static_cast<size_t>(ma.numel) * dtype_size(ma.dtype);
-        da.resize(nbytes);
-        db.resize(nbytes);
-        a.read_into(ma, da.data(), nbytes);
-        b.read_into(mb, db.data(), nbytes);
-        pc.bytes_read += 2 * nbytes;
-        if (std::memcmp(da.data(), db.data(), nbytes) == 0) {
-          d.status = Status::match;
-        } else {
-          d.stats = diff_stats(ma.dtype, da.data(), db.data(), ma.numel, opt.tolerance);
-          d.status = d.stats.mismatched > 0 ? Status::values_differ : Status::close;
-        }
+        need_data.push_back(all.size());
       }
     }
+    all.push_back(std::move(d));
+  }
+
+  // Pass 2: the data of the tensors whose hashes differ. The next pair of tensors is read on
+  // another thread while this one's statistics are computed.
+  struct Data {
+    std::vector<std::byte> a, b;
+  };
+  auto read = [&](size_t k) {
+    Data data;
+    const TensorDiff& d = all[need_data[k]];
+    size_t nbytes = static_cast<size_t>(d.ref.numel) * dtype_size(d.ref.dtype);
+    data.a.resize(nbytes);
+    data.b.resize(nbytes);
+    a.read_into(d.ref, data.a.data(), nbytes);
+    b.read_into(d.other, data.b.data(), nbytes);
+    return data;
+  };
+  std::future<Data> next;
+  if (!need_data.empty()) next = std::async(std::launch::async, read, size_t{0});
+  for (size_t k = 0; k < need_data.size(); ++k) {
+    Data cur = next.get();
+    if (k + 1 < need_data.size()) next = std::async(std::launch::async, read, k + 1);
+    TensorDiff& d = all[need_data[k]];
+    pc.bytes_read += cur.a.size() + cur.b.size();
+    if (std::memcmp(cur.a.data(), cur.b.data(), cur.a.size()) == 0) {
+      d.status = Status::match;
+    } else {
+      d.stats = diff_stats(d.ref.dtype, cur.a.data(), cur.b.data(), d.ref.numel, opt.tolerance);
+      d.status = d.stats.mismatched > 0 ? Status::values_differ : Status::close;
+    }
+  }
+
+  // Pass 3: in execution order, tell sources from inherited divergences.
+  bool all_matched_so_far = true;
+  for (auto& d : all) {
     if (d.status == Status::match) {
       ++pc.identical;
       continue;
@@ -326,8 +404,8 @@ PairComparison compare_pair(const DumpReader& a, const DumpReader& b, const Comp
     if (d.status == Status::close) ++pc.close;
     if (is_divergent(d.status)) {
       ++pc.divergent;
-      if (ma.has_input_hash && d.other.has_input_hash) {
-        d.inputs_identical = ma.input_hash == d.other.input_hash;
+      if (d.ref.has_input_hash && d.other.has_input_hash) {
+        d.inputs_identical = d.ref.input_hash == d.other.input_hash;
         d.inputs_basis = "input_hash";
       } else {
         d.inputs_identical = all_matched_so_far;
@@ -345,12 +423,10 @@ PairComparison compare_pair(const DumpReader& a, const DumpReader& b, const Comp
     d.other = b.index()[i];
     d.status = Status::extra;
     d.detail = "recorded only in the other run";
-    d.inputs_identical = std::nullopt;
     ++pc.divergent;
     pc.diffs.push_back(std::move(d));
   }
-  // An extra tensor in the other run may come before the first difference the reference shows:
-  // order the divergences by the position they take in the other run for extras.
+  // A tensor only the other run recorded may come before the reference's first difference.
   for (size_t i = 0; i < pc.diffs.size(); ++i) {
     if (!is_divergent(pc.diffs[i].status)) continue;
     if (!pc.first || pc.diffs[i].ref.order < pc.diffs[*pc.first].ref.order) pc.first = i;
