@@ -100,7 +100,7 @@ std::string steps_of(const Comparison& c) { return c.ref_attributes.count("steps
 std::string render_text(const Comparison& c, const ReportOptions& o) {
   auto paint = [&](const std::string& s, const char* code) { return o.color ? fmt::format("\033[{}m{}\033[0m", code, s) : s; };
   std::string out;
-  out += fmt::format("{}: {} run(s) of {} step(s), {} tensors each, tolerance {}\n", model_name(c), c.runs.size(),
+  out += fmt::format("{}: {} runs of {} step(s), {} tensors each, tolerance {}\n", model_name(c), c.runs.size(),
                      steps_of(c), group_digits(c.tensors), c.tolerance.describe());
   for (const auto& p : c.pairs)
     if (!p.knob_diffs.empty()) out += fmt::format("run {} differs from run 0 in: {}\n", p.other_run, knobs(p));
@@ -110,7 +110,7 @@ std::string render_text(const Comparison& c, const ReportOptions& o) {
     for (const auto& p : c.pairs) close += p.close;
     std::string how = close ? fmt::format("{} within tolerance, the rest bitwise identical", group_digits(close))
                             : "all bitwise identical";
-    out += fmt::format("\n{} every tensor matches across {} runs ({})\n", paint("verdict: REPRODUCIBLE", "1;32"),
+    out += fmt::format("\n{} (every tensor matches across {} runs: {})\n", paint("verdict: REPRODUCIBLE", "1;32"),
                        c.runs.size(), how);
     return out;
   }
@@ -154,7 +154,7 @@ std::string render_text(const Comparison& c, const ReportOptions& o) {
                          rows[i].count, rows[i].max_abs);
     if (rows.size() > o.max_cascade) out += fmt::format("  ... {} more groups\n", rows.size() - o.max_cascade);
   }
-  out += fmt::format("\n{} run {} differs from run 0, first at {}\n", paint("verdict: DIVERGENT", "1;31"), h->other_run,
+  out += fmt::format("\n{} (run {} differs from run 0, first at {})\n", paint("verdict: DIVERGENT", "1;31"), h->other_run,
                      describe(d.ref));
   return out;
 }
