@@ -17,7 +17,7 @@ FIX = os.environ["REPROCHECK_FIXTURE_DIR"]
 FIXTURES = ["seed_convnet", "dropout_mlp", "bn_net", "resnet_mini", "traced_convnet"]
 
 
-OPS = os.environ.get("REPROCHECK_TEST_OPS", "")
+OPS = os.environ.get("REPROCHECK_ZOO_OPS", "")
 XSD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "junit.xsd")
 
 

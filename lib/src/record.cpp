@@ -485,10 +485,14 @@ std::vector<Value*> tensors_of(Graph& g, Value* v) {
   return out;
 }
 
+// Ops with one tensor output: aten ops and custom ops (torch.ops.NS.op), not the interpreter's
+// prim nodes nor reprocheck's own taps.
 void collect_ops(torch::jit::Block* b, std::vector<Node*>& out) {
   for (Node* n : b->nodes()) {
     for (auto* sub : n->blocks()) collect_ops(sub, out);
-    if (n->kind().is_aten() && n->outputs().size() == 1 && is_tensor(n->output())) out.push_back(n);
+    const std::string ns = n->kind().ns().toUnqualString();
+    if (ns == "prim" || ns == "reprocheck" || ns == "attr" || ns == "scope" || ns == "namespaces") continue;
+    if (n->outputs().size() == 1 && is_tensor(n->output())) out.push_back(n);
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include "reprocheck/error.h"
 #include "reprocheck/files.h"
+#include "reprocheck/hints.h"
 
 namespace reprocheck {
 
@@ -134,6 +135,14 @@ std::string render_text(const Comparison& c, const ReportOptions& o) {
     out += fmt::format("  first mismatch   {}\n", unravel_index(s.first_index, d.ref.shape));
   } else {
     out += fmt::format("{}: {}\n", to_string(d.status), d.detail);
+  }
+  auto hints = explain(c);
+  for (size_t i = 0; i < hints.size(); ++i) {
+    const auto& x = hints[i];
+    out += fmt::format("\n{}  {}\n", paint(i == 0 ? "likely cause" : "also possible", "1"), x.title);
+    out += fmt::format("  evidence   {}\n", x.evidence);
+    if (x.fix_python != "-") out += fmt::format("  fix        {}\n", x.fix_python);
+    out += fmt::format("  test it    reprocheck ... {}\n", x.fix_flag);
   }
   for (const auto& p : c.pairs) {
     auto rows = cascade(p);
@@ -259,6 +268,11 @@ std::string render_json(const Comparison& c) {
   }
   j["pairs"] = pairs;
   j["divergent_tensors"] = divergent;
+  nlohmann::json hints = nlohmann::json::array();
+  for (const auto& x : explain(c))
+    hints.push_back({{"cause", x.cause}, {"title", x.title}, {"evidence", x.evidence}, {"fix_python", x.fix_python},
+                     {"fix_flag", x.fix_flag}});
+  j["hints"] = hints;
   return j.dump(2) + "\n";
 }
 
@@ -351,6 +365,9 @@ std::string render_markdown(const Comparison& c, const ReportOptions& o) {
   }
   const auto& d = h->diffs[*h->first];
   out += fmt::format("**First divergence:** {} ({})\n\n", describe(d.ref), provenance_tag(d));
+  for (const auto& x : explain(c))
+    out += fmt::format("**Likely cause:** {}. {}.{} Test it with `{}`.\n\n", x.title, x.evidence,
+                       x.fix_python == "-" ? "" : fmt::format(" Fix: `{}`.", x.fix_python), x.fix_flag);
   if (d.status == Status::values_differ) {
     const auto& s = d.stats;
     out += "| statistic | value |\n|---|---|\n";
