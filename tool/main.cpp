@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -153,12 +155,22 @@ int cmd_record(const std::vector<std::string>& args) {
   app.add_option("-o,--output", out, "dump file to write (HDF5)");
   app.add_flag("--force", force, "overwrite the output if it exists");
   app.add_flag("--plain", plain, "run the same steps without capture and without a dump (for timing)");
+  std::string replay, replay_keys;
+  app.add_option("--replay", replay, "reference dump whose values replace the tensors named by --replay-keys");
+  app.add_option("--replay-keys", replay_keys, "file of tensor keys to replay, one per line (used by --isolate)");
   if (int rc = parse(app, args); rc >= 0) return rc;
   if (out.empty() && !plain) throw rc::UsageError("record needs -o RUN.h5 (or --plain for a run without a dump)");
   if (!out.empty() && plain) throw rc::UsageError("--plain writes no dump: drop -o or --plain");
   const auto& o = flags.finish();
   install_interrupt_handler();
   rc::RecordTarget target{out, force, !plain};
+  if (!replay_keys.empty()) {
+    std::ifstream in(replay_keys);
+    if (!in) throw rc::InputError(fmt::format("cannot read --replay-keys '{}'; check the path", replay_keys));
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty()) target.replay_keys.push_back(line);
+    target.replay_dump = replay;
+  }
   auto r = rc::record_run(o, target);
   if (plain) {
     fmt::print("ran {} step(s) of {} without capture in {:.3f} s (seed {}, {})\n", o.steps, o.model, r.seconds, r.seed,
@@ -196,13 +208,19 @@ struct CompareFlags {
     return tolerance == "torch" ? rc::Tolerance::torch_presets() : rc::Tolerance{};
   }
   // Prints the text report, writes the requested files, returns the exit code.
-  int report(const rc::Comparison& c) const {
+  int report(const rc::Comparison& c, const rc::Isolation* iso = nullptr) const {
     rc::ReportOptions ro;
     ro.color = isatty(STDOUT_FILENO) && !std::getenv("NO_COLOR");
-    if (!json.empty()) rc::write_report_file(json, rc::render_json(c));
+    if (!json.empty()) rc::write_report_file(json, rc::render_json(c, iso));
     if (!junit.empty()) rc::write_report_file(junit, rc::render_junit(c));
-    if (!markdown.empty()) rc::write_report_file(markdown, rc::render_markdown(c, ro));
-    fmt::print("{}", rc::render_text(c, ro));
+    if (!markdown.empty()) rc::write_report_file(markdown, rc::render_markdown(c, ro, iso));
+    std::string text = rc::render_text(c, ro);
+    if (iso) {
+      // The isolation section goes before the verdict, the report's last line.
+      auto at = text.rfind("\n", text.size() - 2);
+      text.insert(at == std::string::npos ? 0 : at, rc::render_isolation_text(*iso, ro));
+    }
+    fmt::print("{}", text);
     return c.divergent() ? kExitDivergent : kExitOk;
   }
 };
@@ -271,6 +289,10 @@ int cmd_check(const std::vector<std::string>& args) {
       ->capture_default_str();
   app.add_option("--keep", ro.keep_dir, "keep the dumps in this folder (run-0.h5, run-1.h5, ...)");
   app.add_flag("--force", ro.overwrite, "overwrite dumps already in the --keep folder");
+  bool isolate = false;
+  app.add_flag("--isolate", isolate,
+               "find every independent source in the step of the first divergence: replay each source found "
+               "in the other runs and run them again, until the runs agree");
   app.add_option("--vary", vary, "run with different values of one knob, one run each: KNOB=V1,V2,... (threads, "
                                  "device, deterministic, benchmark, seed, data-seed, mode)");
   cf.add_to(app);
@@ -297,6 +319,11 @@ int cmd_check(const std::vector<std::string>& args) {
   rc::CompareOptions co;
   co.tolerance = tol;
   auto cmp = rc::compare_dumps(dumps, co);
+  std::optional<rc::Isolation> iso;
+  if (isolate && cmp.divergent()) {
+    Progress progress;
+    iso = rc::isolate(runner, dumps, cmp, co, [&](const rc::WorkerEvent& e) { progress(e); });
+  }
   if (!ro.keep_dir.empty()) {
     auto kept = runner.keep();
     cmp.runs = kept;
@@ -305,7 +332,7 @@ int cmd_check(const std::vector<std::string>& args) {
       cmp.pairs[i].other_path = kept[i + 1];
     }
   }
-  return cf.report(cmp);
+  return cf.report(cmp, iso ? &*iso : nullptr);
 }
 
 int cmd_version() {

@@ -149,7 +149,7 @@ std::vector<Hint> explain(const Comparison& c) {
                     where(d), all_layers ? "" : fmt::format(" (layer selection: {})", e.layers)),
         "-", e.ops ? "--ops already taps every op: look at functional code outside modules" : "--layers all, or --ops for every op");
   }
-  if (e.source() && d.ref.phase == "forward" && !is_conv(kind) && !is_dropout(kind) && !is_bn(kind) &&
+  if (e.source() && (d.ref.phase == "forward" || d.ref.phase == "output") && !is_conv(kind) && !is_dropout(kind) && !is_bn(kind) &&
       !seed_differs && !e.differs("threads") && !e.differs("mode") && !e.differs("data_seed_value")) {
     add(e.cuda() ? "deterministic_algorithms" : "custom_or_atomic_op",
         e.cuda() ? "a CUDA kernel accumulates with atomics" : "a custom or atomic op accumulates in arrival order",

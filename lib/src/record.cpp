@@ -34,6 +34,7 @@
 #include <xxhash.h>
 
 #include <chrono>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <thread>
@@ -75,6 +76,19 @@ std::string dtype_name(at::ScalarType t) {
     case at::kBool: return "bool";
     default: return c10::toString(t);
   }
+}
+
+at::ScalarType scalar_type_any(const std::string& name) {
+  if (name == "int8") return at::kChar;
+  if (name == "uint8") return at::kByte;
+  if (name == "int16") return at::kShort;
+  if (name == "int32") return at::kInt;
+  if (name == "int64") return at::kLong;
+  if (name == "bool") return at::kBool;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float16") return at::kHalf;
+  if (name == "float64") return at::kDouble;
+  return at::kFloat;
 }
 
 at::ScalarType scalar_type(const std::string& name) {
@@ -289,8 +303,26 @@ Session* g_session = nullptr;  // set while a run is recording; the tap kernels 
 
 class Session {
  public:
-  Session(DumpWriter* writer, std::vector<Site> sites)
-      : writer_(writer, kMaxQueuedBytes), sites_(std::move(sites)) {}
+  Session(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay)
+      : writer_(writer, kMaxQueuedBytes), sites_(std::move(sites)), replay_(std::move(replay)) {}
+
+  // The reference value for a tensor being replayed (undefined when it is not).
+  at::Tensor replacement(const TensorMeta& m, const at::Tensor& like) const {
+    if (replay_.empty()) return {};
+    auto it = replay_.find(m.key());
+    if (it == replay_.end()) return {};
+    return it->second.to(like.device(), like.scalar_type()).view(like.sizes());
+  }
+
+  // Overwrites `t` with its reference value when it is replayed. The write goes through a
+  // tensor that shares the storage but not autograd's version counter: downstream ops and the
+  // backward pass see the reference value as if the op had produced it.
+  void substitute(const TensorMeta& m, const at::Tensor& t) const {
+    at::Tensor r = replacement(m, t);
+    if (!r.defined()) return;
+    at::NoGradGuard no_grad;
+    t.variable_data().copy_(r);
+  }
 
   // Waits for every captured tensor to reach the dump.
   void finish() { writer_.drain(); }
@@ -337,6 +369,7 @@ class Session {
       TensorMeta m = meta("forward", s.path, s.type, "activation", ys.size() == 1 ? "out" : fmt::format("out.{}", slot), call);
       m.input_hash = input_hash;
       m.has_input_hash = has_input_hash;
+      substitute(m, ys[slot]);
       write(std::move(m), ys[slot]);
       hook_grad(ys[slot], s.path, s.type, ys.size() == 1 ? "out" : fmt::format("out.{}", slot), call);
     }
@@ -353,18 +386,27 @@ class Session {
       std::lock_guard<std::mutex> lock(mu_);
       call = op_calls_[{id, k}]++;
     }
-    write(meta("forward", layer, op, "activation", "out", call), x);
+    TensorMeta m = meta("forward", layer, op, "activation", "out", call);
+    substitute(m, x);
+    write(std::move(m), x);
     hook_grad(x, layer, op, "out", call);
   }
 
-  void on_param_grad(const std::string& layer, const std::string& type, const std::string& name, const at::Tensor& g) {
-    write(meta("param_grad", layer, type, "param_grad", name, 0), g);
+  // Records a parameter gradient; returns its replacement when it is replayed.
+  at::Tensor on_param_grad(const std::string& layer, const std::string& type, const std::string& name,
+                           const at::Tensor& g) {
+    TensorMeta m = meta("param_grad", layer, type, "param_grad", name, 0);
+    at::Tensor r = replacement(m, g);
+    write(std::move(m), r.defined() ? r : g);
+    return r.defined() ? r : g;
   }
 
   // Records a tensor of the training loop itself (input, target, output, loss, parameters).
   void record(const std::string& phase, const std::string& layer, const std::string& type, const std::string& kind,
               const std::string& name, const at::Tensor& t) {
-    write(meta(phase, layer, type, kind, name, 0), t);
+    TensorMeta m = meta(phase, layer, type, kind, name, 0);
+    substitute(m, t);
+    write(std::move(m), t);
   }
 
   int step() const { return step_; }
@@ -390,11 +432,13 @@ class Session {
   void hook_grad(const at::Tensor& y, const std::string& layer, const std::string& type, const std::string& name, int call) {
     if (!y.requires_grad()) return;
     int step = step_;
-    const_cast<at::Tensor&>(y).register_hook([this, layer, type, name, call, step](const at::Tensor& g) {
-      if (g_session != this || !g.defined()) return;
+    const_cast<at::Tensor&>(y).register_hook([this, layer, type, name, call, step](const at::Tensor& g) -> at::Tensor {
+      if (g_session != this || !g.defined()) return g;
       TensorMeta m = meta("backward", layer, type, "grad", name, call);
       m.step = step;
-      write(std::move(m), g);
+      at::Tensor r = replacement(m, g);
+      write(std::move(m), r.defined() ? r : g);
+      return r.defined() ? r : g;
     });
   }
 
@@ -419,6 +463,7 @@ class Session {
   static constexpr size_t kMaxQueuedBytes = size_t{256} << 20;
   AsyncWriter writer_;
   std::vector<Site> sites_;
+  std::map<std::string, at::Tensor> replay_;
   std::mutex mu_;
   int step_ = -1;
   std::unordered_map<int64_t, int> calls_;
@@ -606,6 +651,28 @@ std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, co
 // ---------------------------------------------------------------------------------------------
 // The run
 
+// The reference values to replay, read before the run starts (HDF5 is not used from two
+// threads at once: during the run, only the dump writer's thread calls it).
+std::map<std::string, at::Tensor> load_replay(const RecordTarget& t) {
+  std::map<std::string, at::Tensor> out;
+  if (t.replay_keys.empty()) return out;
+  if (t.replay_dump.empty()) throw UsageError("--replay-keys needs --replay REF.h5");
+  DumpReader ref(t.replay_dump);
+  std::set<std::string> wanted(t.replay_keys.begin(), t.replay_keys.end());
+  for (const auto& m : ref.index()) {
+    if (!wanted.count(m.key())) continue;
+    auto bytes = ref.read(m);
+    at::ScalarType st = m.dtype == "bfloat16" ? at::kBFloat16 : m.dtype == "bool" ? at::kBool : scalar_type_any(m.dtype);
+    at::Tensor v = at::empty(m.shape, at::TensorOptions().dtype(st));
+    std::memcpy(v.data_ptr(), bytes.data(), bytes.size());
+    out.emplace(m.key(), v);
+    wanted.erase(m.key());
+  }
+  if (!wanted.empty())
+    throw InputError(fmt::format("--replay '{}' has no tensor '{}'; pass keys of that dump", t.replay_dump, *wanted.begin()));
+  return out;
+}
+
 int64_t resolve_seed(const std::string& s) {
   if (s != "random") return std::stoll(s);
   std::random_device rd;
@@ -708,7 +775,7 @@ RecordResult record_run(const RunOptions& o, const RecordTarget& target) {
   std::unique_ptr<Session> session;
   if (target.capture) {
     auto sites = instrument(module, o, mods);
-    if (writer) session = std::make_unique<Session>(writer.get(), std::move(sites));
+    if (writer) session = std::make_unique<Session>(writer.get(), std::move(sites), load_replay(target));
   }
   // The session only reports while it is the current one.
   struct Current {
@@ -743,8 +810,9 @@ RecordResult record_run(const RunOptions& o, const RecordTarget& target) {
     if (g_session) {
       auto [layer, name] = split(p.name);
       std::string type = type_of[layer];
-      at::Tensor(p.value).register_hook([layer, type, name](const at::Tensor& g) {
-        if (g_session && g.defined()) g_session->on_param_grad(layer, type, name, g);
+      at::Tensor(p.value).register_hook([layer, type, name](const at::Tensor& g) -> at::Tensor {
+        if (g_session && g.defined()) return g_session->on_param_grad(layer, type, name, g);
+        return g;
       });
     }
   }
@@ -843,20 +911,22 @@ RecordResult record_run(const RunOptions& o, const RecordTarget& target) {
         std::vector<int64_t> tshape(out.sizes().begin(), out.sizes().end());
         tshape.erase(tshape.begin() + 1);
         tgt = at::randint(0, out.size(1), tshape, data_gen, at::TensorOptions().dtype(at::kLong)).to(device);
-        loss = torch::nn::functional::cross_entropy(out, tgt);
       } else if (loss_name == "mse") {
         tgt = at::randn(out.sizes(), data_gen, at::TensorOptions().dtype(out.scalar_type())).to(device);
-        loss = torch::mse_loss(out, tgt);
-      } else {
-        loss = out.sum();
       }
+      if (g_session && tgt.defined()) g_session->record("input", "", "", "target", "target", tgt);
+      if (loss_name == "cross_entropy")
+        loss = torch::nn::functional::cross_entropy(out, tgt);
+      else if (loss_name == "mse")
+        loss = torch::mse_loss(out, tgt);
+      else
+        loss = out.sum();
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {
       throw InputError(fmt::format("loss {} failed on the output {} of model '{}': {}; pass another --loss", loss_name,
                                    detail::shape_string(out.sizes()), o.model, torch_error_summary(torch_message(e))));
     }
-    if (g_session && tgt.defined()) g_session->record("input", "", "", "target", "target", tgt);
     if (g_session) g_session->record("loss", "", "", "loss", "loss", loss);
     fp(out);
     fp(loss);

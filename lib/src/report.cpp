@@ -226,7 +226,28 @@ nlohmann::json tensor_json(const TensorDiff& d, int run) {
 
 }  // namespace
 
-std::string render_json(const Comparison& c) {
+std::string render_isolation_text(const Isolation& iso, const ReportOptions& o) {
+  auto paint = [&](const std::string& s, const char* code) { return o.color ? fmt::format("\033[{}m{}\033[0m", code, s) : s; };
+  std::string out = fmt::format("\n{}  {} independent source(s) in step {}, in execution order:\n",
+                                paint("isolation", "1"), iso.sources.size(), iso.step);
+  for (size_t i = 0; i < iso.sources.size(); ++i) {
+    const auto& d = iso.sources[i];
+    out += fmt::format("  {}. {}  ({}; max abs diff {:.3g})\n", i + 1, describe(d.ref), provenance_tag(d), d.stats.max_abs);
+  }
+  if (iso.agreed)
+    out += fmt::format("  with these replayed from run 0, the runs agree through step {}\n", iso.step);
+  else
+    out += fmt::format("  stopped: {}\n", iso.note);
+  return out;
+}
+
+namespace {
+
+nlohmann::json isolation_json(const Isolation& iso);
+
+}  // namespace
+
+std::string render_json(const Comparison& c, const Isolation* isolation) {
   nlohmann::json j;
   j["schema"] = "reprocheck-report/1";
   j["verdict"] = c.divergent() ? "divergent" : "reproducible";
@@ -273,10 +294,23 @@ std::string render_json(const Comparison& c) {
     hints.push_back({{"cause", x.cause}, {"title", x.title}, {"evidence", x.evidence}, {"fix_python", x.fix_python},
                      {"fix_flag", x.fix_flag}});
   j["hints"] = hints;
+  if (isolation) j["isolation"] = isolation_json(*isolation);
   return j.dump(2) + "\n";
 }
 
 namespace {
+
+nlohmann::json isolation_json(const Isolation& iso) {
+  nlohmann::json sources = nlohmann::json::array();
+  for (const auto& d : iso.sources) {
+    auto t = tensor_json(d, 0);
+    t.erase("run");
+    t["max_abs"] = d.stats.max_abs;
+    sources.push_back(t);
+  }
+  return {{"step", iso.step}, {"sources", sources}, {"agreed", iso.agreed},
+          {"note", iso.note.empty() ? nlohmann::json(nullptr) : nlohmann::json(iso.note)}};
+}
 
 std::string xml_escape(const std::string& s) {
   std::string out;
@@ -351,7 +385,7 @@ std::string render_junit(const Comparison& c) {
   return out;
 }
 
-std::string render_markdown(const Comparison& c, const ReportOptions& o) {
+std::string render_markdown(const Comparison& c, const ReportOptions& o, const Isolation* iso) {
   std::string out;
   const PairComparison* h = c.headline();
   out += fmt::format("### reprocheck: {}\n\n", h ? "**divergent**" : "**reproducible**");
@@ -379,6 +413,13 @@ std::string render_markdown(const Comparison& c, const ReportOptions& o) {
     out += fmt::format("| first mismatch | {} |\n\n", unravel_index(s.first_index, d.ref.shape));
   } else {
     out += fmt::format("`{}`: {}\n\n", to_string(d.status), d.detail);
+  }
+  if (iso) {
+    out += fmt::format("**Independent sources in step {}:**\n\n", iso->step);
+    for (size_t i = 0; i < iso->sources.size(); ++i)
+      out += fmt::format("{}. {} ({})\n", i + 1, describe(iso->sources[i].ref), provenance_tag(iso->sources[i]));
+    out += iso->agreed ? fmt::format("\nWith these replayed, the runs agree through step {}.\n\n", iso->step)
+                       : fmt::format("\nStopped: {}.\n\n", iso->note);
   }
   auto rows = cascade(*h);
   if (!rows.empty()) {

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -108,6 +109,32 @@ Runner::~Runner() {
 }
 
 std::vector<std::string> Runner::run(const std::function<void(const WorkerEvent&)>& progress) {
+  std::vector<int> all(static_cast<size_t>(o_.runs));
+  for (int i = 0; i < o_.runs; ++i) all[i] = i;
+  dumps_ = run_workers(all, {}, "", progress);
+  return dumps_;
+}
+
+std::vector<std::string> Runner::rerun_with_replay(const std::string& reference, const std::vector<std::string>& keys,
+                                                   const std::function<void(const WorkerEvent&)>& progress) {
+  ++replays_;
+  std::string keys_file = temp_dir_ + fmt::format("/replay-{}.keys", replays_);
+  {
+    std::ofstream f(keys_file);
+    for (const auto& k : keys) f << k << "\n";
+    if (!f.flush()) throw RunError(fmt::format("cannot write '{}': {}", keys_file, std::strerror(errno)));
+  }
+  std::vector<int> others;
+  for (int i = 1; i < o_.runs; ++i) others.push_back(i);
+  auto out = run_workers(others, {"--replay", reference, "--replay-keys", keys_file}, fmt::format(".replay-{}", replays_),
+                         progress);
+  out[0] = reference;
+  return out;
+}
+
+std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, const std::vector<std::string>& extra,
+                                             const std::string& suffix,
+                                             const std::function<void(const WorkerEvent&)>& progress) {
   struct Slot {
     int index;
     std::unique_ptr<Process> proc;
@@ -116,7 +143,7 @@ std::vector<std::string> Runner::run(const std::function<void(const WorkerEvent&
   };
   using Clock = std::chrono::steady_clock;
   std::vector<Slot> running;
-  int next = 0, done = 0;
+  size_t next = 0, done = 0;
   std::vector<std::string> dumps(o_.runs);
   auto last_tick = Clock::now();
 
@@ -127,23 +154,25 @@ std::vector<std::string> Runner::run(const std::function<void(const WorkerEvent&
     argv.insert(argv.end(), args.begin(), args.end());
     Slot s;
     s.index = i;
-    s.dump = temp_dir_ + "/" + dump_name(i);
-    s.out = temp_dir_ + fmt::format("/run-{}.out", i);
-    s.err = temp_dir_ + fmt::format("/run-{}.err", i);
+    s.dump = temp_dir_ + fmt::format("/run-{}{}.h5", i, suffix);
+    s.out = temp_dir_ + fmt::format("/run-{}{}.out", i, suffix);
+    s.err = temp_dir_ + fmt::format("/run-{}{}.err", i, suffix);
     s.label = o_.vary_knob.empty() ? "" : fmt::format("{}={}", o_.vary_knob, o_.vary_values[i]);
+    if (!suffix.empty()) s.label += s.label.empty() ? "replay" : ", replay";
     argv.insert(argv.end(), {"-o", s.dump});
+    argv.insert(argv.end(), extra.begin(), extra.end());
     s.proc = std::make_unique<Process>(argv, s.out, s.err);
     s.start = Clock::now();
     progress({WorkerEvent::Kind::started, i, o_.runs, 0, 0, s.label});
     running.push_back(std::move(s));
   };
 
-  while (done < o_.runs) {
+  while (done < indices.size()) {
     if (interrupt_requested()) {
       for (auto& s : running) s.proc->stop(1.0);
       throw Interrupted();
     }
-    while (next < o_.runs && static_cast<int>(running.size()) < o_.jobs) start_worker(next++);
+    while (next < indices.size() && static_cast<int>(running.size()) < o_.jobs) start_worker(indices[next++]);
     for (size_t k = 0; k < running.size();) {
       Slot& s = running[k];
       double elapsed = std::chrono::duration<double>(Clock::now() - s.start).count();
@@ -184,10 +213,55 @@ std::vector<std::string> Runner::run(const std::function<void(const WorkerEvent&
         progress({WorkerEvent::Kind::tick, s.index, o_.runs,
                   std::chrono::duration<double>(Clock::now() - s.start).count(), 0, s.label});
     }
-    if (done < o_.runs) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (done < indices.size()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  dumps_ = dumps;
   return dumps;
+}
+
+Isolation isolate(Runner& runner, const std::vector<std::string>& dumps, const Comparison& first,
+                  const CompareOptions& options, const std::function<void(const WorkerEvent&)>& progress,
+                  int max_sources) {
+  Isolation iso;
+  iso.last = first;
+  const PairComparison* h = first.headline();
+  if (!h) {
+    iso.agreed = true;
+    return iso;
+  }
+  iso.step = h->diffs[*h->first].ref.step;
+  std::vector<std::string> keys;
+  const Comparison* cur = &first;
+  for (;;) {
+    const PairComparison* p = cur->headline();
+    if (!p || p->diffs[*p->first].ref.step > iso.step) {
+      iso.agreed = true;
+      break;
+    }
+    const TensorDiff& d = p->diffs[*p->first];
+    if (d.status != Status::values_differ) {
+      iso.note = fmt::format("{} is {}, which cannot be replayed", d.ref.tensor_name(), to_string(d.status));
+      break;
+    }
+    if (d.ref.phase == "after_step") {
+      iso.note = fmt::format("{} differs after the optimizer step only; the step itself is the source", d.ref.tensor_name());
+      iso.sources.push_back(d);
+      break;
+    }
+    if (std::find(keys.begin(), keys.end(), d.ref.key()) != keys.end()) {
+      iso.note = fmt::format("{} still differs although it was replayed", d.ref.tensor_name());
+      break;
+    }
+    if (static_cast<int>(iso.sources.size()) >= max_sources) {
+      iso.note = fmt::format("stopped after {} sources", max_sources);
+      break;
+    }
+    iso.sources.push_back(d);
+    keys.push_back(d.ref.key());
+    auto replayed = runner.rerun_with_replay(dumps[0], keys, progress);
+    iso.last = compare_dumps(replayed, options);
+    cur = &iso.last;
+  }
+  return iso;
 }
 
 std::vector<std::string> Runner::keep() {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "reprocheck/compare.h"
+#include "reprocheck/runner.h"
 
 namespace reprocheck {
 
@@ -13,9 +14,10 @@ struct ReportOptions {
 };
 
 std::string render_text(const Comparison& c, const ReportOptions& o = {});
-std::string render_json(const Comparison& c);   // schema: docs/report-json.md
+std::string render_json(const Comparison& c, const Isolation* isolation = nullptr);  // docs/report-json.md
 std::string render_junit(const Comparison& c);
-std::string render_markdown(const Comparison& c, const ReportOptions& o = {});
+std::string render_markdown(const Comparison& c, const ReportOptions& o = {}, const Isolation* isolation = nullptr);
+std::string render_isolation_text(const Isolation& iso, const ReportOptions& o = {});
 
 // Writes `text` to `path` through a temporary file and a rename. Throws InputError.
 void write_report_file(const std::string& path, const std::string& text);

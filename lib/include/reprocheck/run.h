@@ -39,6 +39,11 @@ struct RecordTarget {
   std::string path;        // dump to write; "" runs without a dump
   bool overwrite = false;  // --force
   bool capture = true;     // false: no instrumentation at all (the plain run)
+  // Replay (used by --isolate): the tensors with these keys (TensorMeta::key()) take the values
+  // they have in `replay_dump` as soon as they are produced: inputs and targets, initial
+  // parameters, layer and op outputs, gradients of outputs and parameter gradients.
+  std::string replay_dump;
+  std::vector<std::string> replay_keys;
 };
 
 struct RecordResult {

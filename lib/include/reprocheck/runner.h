@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "reprocheck/compare.h"
 #include "reprocheck/run.h"
 
 namespace reprocheck {
@@ -48,14 +49,42 @@ class Runner {
   // fails (InputError when it failed on the user's input), Interrupted on Ctrl-C.
   std::vector<std::string> run(const std::function<void(const WorkerEvent&)>& progress);
 
+  // Runs runs 1..N-1 again, each replaying `keys` from `reference` (see RecordTarget); returns
+  // the new dumps in run order (run 0's is `reference` itself).
+  std::vector<std::string> rerun_with_replay(const std::string& reference, const std::vector<std::string>& keys,
+                                             const std::function<void(const WorkerEvent&)>& progress);
+
   // Moves the dumps into keep_dir; returns their new paths.
   std::vector<std::string> keep();
   const std::string& temp_dir() const { return temp_dir_; }
 
  private:
+  std::vector<std::string> run_workers(const std::vector<int>& indices, const std::vector<std::string>& extra,
+                                       const std::string& suffix,
+                                       const std::function<void(const WorkerEvent&)>& progress);
   RunnerOptions o_;
   std::string temp_dir_;
+  int replays_ = 0;
   std::vector<std::string> dumps_;
 };
+
+}  // namespace reprocheck
+
+namespace reprocheck {
+
+// --isolate: every independent source of divergence in the step of the first one. Each found
+// source is replayed (its reference value substituted) in the other runs, which are run again,
+// until the runs agree through that step.
+struct Isolation {
+  std::vector<TensorDiff> sources;  // in the order found (execution order)
+  int step = -1;                    // the step searched
+  bool agreed = false;              // the runs agreed through `step` once every source was replayed
+  std::string note;                 // why the search stopped early, if it did
+  Comparison last;                  // the comparison after the last replay
+};
+
+Isolation isolate(Runner& runner, const std::vector<std::string>& dumps, const Comparison& first,
+                  const CompareOptions& options, const std::function<void(const WorkerEvent&)>& progress,
+                  int max_sources = 16);
 
 }  // namespace reprocheck
