@@ -367,3 +367,27 @@ TEST(RunOptions, ValidatesAndRoundTripsToArguments) {
   o.mode = "training";
   EXPECT_THROW(rc::validate(o), rc::UsageError);
 }
+
+TEST(Record, ReplaySubstitutesTheReferenceValue) {
+  testutil::TempDir dir;
+  auto o = options("dropout_mlp");
+  record(o, dir.file("ref.h5"));
+  rc::DumpReader ref(dir.file("ref.h5"));
+  const rc::TensorMeta* drop = select(ref, 0, "forward")[0];
+  o.seed = "1";  // another dropout mask
+  rc::RecordTarget t{dir.file("replayed.h5"), true, true};
+  t.replay_dump = dir.file("ref.h5");
+  t.replay_keys = {drop->key()};
+  rc::record_run(o, t);
+  rc::record_run(o, {dir.file("plain.h5"), true, true});
+  rc::DumpReader replayed(dir.file("replayed.h5")), other(dir.file("plain.h5"));
+  // The replayed mask is the reference's, and so is everything computed from it in step 0 ...
+  EXPECT_EQ(select(replayed, 0, "forward")[0]->hash, drop->hash);
+  EXPECT_EQ(select(replayed, 0, "output")[0]->hash, select(ref, 0, "output")[0]->hash);
+  EXPECT_EQ(select(replayed, 0, "param_grad")[0]->hash, select(ref, 0, "param_grad")[0]->hash);
+  // ... while without replay seed 1 differs, and step 1 draws its own mask again.
+  EXPECT_NE(select(other, 0, "forward")[0]->hash, drop->hash);
+  EXPECT_NE(select(replayed, 1, "forward")[0]->hash, select(ref, 1, "forward")[0]->hash);
+  t.replay_keys = {"9|forward|nope|activation|out|0"};
+  EXPECT_THROW(rc::record_run(o, t), rc::InputError);
+}
