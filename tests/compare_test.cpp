@@ -244,3 +244,36 @@ TEST(Report, FormatsAgreeOnTheVerdict) {
   EXPECT_NE(rc::render_json(same).find("\"verdict\": \"reproducible\""), std::string::npos);
   EXPECT_EQ(rc::render_junit(same).find("<failure"), std::string::npos);
 }
+
+TEST(Compare, DifferentDevicesGetPerDtypeToleranceUnlessChosen) {
+  testutil::TempDir d;
+  auto write = [&](const std::string& path, const std::string& device, float v) {
+    rc::DumpWriter w(path, true);
+    w.set_attribute("model_signature", std::string("sig"));
+    w.set_attribute("device", device);
+    rc::TensorMeta m;
+    m.step = 0;
+    m.phase = "forward";
+    m.layer = "conv";
+    m.kind = "activation";
+    m.name = "out";
+    m.dtype = "float32";
+    m.shape = {1};
+    w.write(m, &v, 4);
+    w.commit();
+  };
+  write(d.file("a.h5"), "cpu", 1.0f);
+  write(d.file("b.h5"), "cuda:0", 1.0f + 1e-6f);
+  auto c = cmp(d);
+  EXPECT_EQ(c.tolerance.mode, rc::Tolerance::Mode::torch);
+  EXPECT_FALSE(c.divergent());
+  ASSERT_EQ(c.notes.size(), 1u);
+  EXPECT_NE(rc::render_text(c).find("note: runs on different devices (cpu vs cuda:0)"), std::string::npos);
+  rc::CompareOptions o;
+  o.tolerance_explicit = true;  // --tolerance bitwise
+  auto strict = rc::compare_dumps({d.file("a.h5"), d.file("b.h5")}, o);
+  EXPECT_TRUE(strict.divergent());
+  EXPECT_EQ(strict.notes.size(), 1u);
+  write(d.file("b.h5"), "cpu", 1.0f + 1e-6f);
+  EXPECT_TRUE(cmp(d).notes.empty());
+}

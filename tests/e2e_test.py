@@ -293,6 +293,18 @@ class Check(unittest.TestCase):
         ps = subprocess.run(["pgrep", "-f", "record " + fixture("resnet_mini")], capture_output=True, text=True)
         self.assertEqual(ps.stdout.strip(), "", "a worker outlived the runner")
 
+    def test_op_without_deterministic_implementation_is_named(self):
+        args = [fixture("put_net"), "--device", "cpu", "--load-library", OPS, "--layers", "all"]
+        r = run(*args, "--deterministic", env=self.env)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        errors = [l for l in r.stderr.splitlines() if l.startswith("reprocheck: error:")]
+        self.assertEqual(len(errors), 1, r.stderr)
+        self.assertIn("aten::put_ in layer 'scatter' (ScatterPut) has no deterministic implementation", errors[0])
+        self.assertIn("--deterministic=warn", errors[0])
+        r = run(*args, "--deterministic=warn", env=self.env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("put_ does not have a deterministic implementation", r.stderr)  # LibTorch's warning
+
     def test_keep_keeps_dumps_and_never_overwrites(self):
         keep = self.path("dumps")
         r = run(fixture("dropout_mlp"), "--device", "cpu", "--keep", keep, "--runs", "3", env=self.env)

@@ -391,3 +391,14 @@ TEST(Record, ReplaySubstitutesTheReferenceValue) {
   t.replay_keys = {"9|forward|nope|activation|out|0"};
   EXPECT_THROW(rc::record_run(o, t), rc::InputError);
 }
+
+TEST(Record, DumpedCopiesHoldTheLiveValues) {
+  // The dump's copies (taken at tap time, written by the background thread) hash like the live
+  // output and loss that the fingerprint hashes synchronously.
+  testutil::TempDir dir;
+  auto res = record(options("resnet_mini"), dir.file("run.h5"));
+  rc::DumpReader r(dir.file("run.h5"));
+  EXPECT_EQ(select(r, 0, "output")[0]->hash, res.fingerprint[0]);
+  EXPECT_EQ(select(r, 0, "loss")[0]->hash, res.fingerprint[1]);
+  EXPECT_EQ(r.attribute("tf32_cublas").empty(), false);
+}

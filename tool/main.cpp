@@ -93,6 +93,7 @@ std::vector<int64_t> parse_shape(const std::string& text) {
 struct RunFlags {
   rc::RunOptions o;
   std::string input_shape;
+  CLI::Option* deterministic_ = nullptr;
   void add_to(CLI::App& app) {
     // A flag given twice takes its last value, so that a script's defaults can be overridden.
     app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
@@ -101,12 +102,11 @@ struct RunFlags {
     app.add_option("--seed", o.seed, "seed of the model's RNG (init, dropout): N, or 'random'")->capture_default_str();
     app.add_option("--data-seed", o.data_seed, "seed of the input batches and targets: N, or 'random'")
         ->capture_default_str();
-    app.add_option("--deterministic", o.deterministic,
-                   "deterministic algorithms (cuDNN deterministic, use_deterministic_algorithms, "
-                   "CUBLAS_WORKSPACE_CONFIG): off, on, warn")
-        ->expected(0, 1)
-        ->default_str("on")
-        ->capture_default_str();
+    deterministic_ = app.add_option("--deterministic", o.deterministic,
+                                    "deterministic algorithms (cuDNN deterministic, use_deterministic_algorithms, "
+                                    "CUBLAS_WORKSPACE_CONFIG): on (the flag alone), off (default), or warn "
+                                    "(warn_only)")
+                         ->expected(0, 1);
     app.add_flag("--benchmark", o.benchmark, "turn the cuDNN autotuner on (cudnn.benchmark = True)");
     app.add_option("--threads", o.threads, "intra-op threads (default: LibTorch's)");
     app.add_option("--device", o.device, "cpu, cuda, cuda:N or auto (cuda when available)")->capture_default_str();
@@ -124,6 +124,11 @@ struct RunFlags {
   }
   const rc::RunOptions& finish() {
     if (!input_shape.empty()) o.input_shape = parse_shape(input_shape);
+    // "--deterministic" alone means on.
+    if (deterministic_->count() > 0) {
+      const auto& r = deterministic_->results();
+      if (r.empty() || r.back().empty() || r.back() == "true") o.deterministic = "on";
+    }
     rc::validate(o);
     return o;
   }
@@ -207,6 +212,9 @@ struct CompareFlags {
     }
     return tolerance == "torch" ? rc::Tolerance::torch_presets() : rc::Tolerance{};
   }
+  bool explicit_tolerance(const CLI::App& app) const {
+    return app.count("--atol") + app.count("--rtol") + app.count("--tolerance") > 0;
+  }
   // Prints the text report, writes the requested files, returns the exit code.
   int report(const rc::Comparison& c, const rc::Isolation* iso = nullptr) const {
     rc::ReportOptions ro;
@@ -233,9 +241,9 @@ int cmd_diff(const std::vector<std::string>& args) {
   cf.add_to(app);
   if (int rc = parse(app, args); rc >= 0) return rc;
   if (dumps.size() < 2) throw rc::UsageError("diff needs at least two dumps: the reference and one to compare");
-  auto tol = cf.tol();
   rc::CompareOptions co;
-  co.tolerance = tol;
+  co.tolerance = cf.tol();
+  co.tolerance_explicit = cf.explicit_tolerance(app);
   return cf.report(rc::compare_dumps(dumps, co));
 }
 
@@ -260,6 +268,7 @@ class Progress {
         clear();
         fmt::print(stderr, "run {}/{}{}: recorded {} in {:.2f} s\n", e.index + 1, e.runs, label,
                    human_bytes(static_cast<double>(e.dump_bytes)), e.seconds);
+        for (const auto& m : e.messages) fmt::print(stderr, "  {}\n", m);
         break;
     }
     std::fflush(stderr);
@@ -318,6 +327,7 @@ int cmd_check(const std::vector<std::string>& args) {
   }
   rc::CompareOptions co;
   co.tolerance = tol;
+  co.tolerance_explicit = cf.explicit_tolerance(app);
   auto cmp = rc::compare_dumps(dumps, co);
   std::optional<rc::Isolation> iso;
   if (isolate && cmp.divergent()) {

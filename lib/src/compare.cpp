@@ -436,15 +436,35 @@ PairComparison compare_pair(const DumpReader& a, const DumpReader& b, const Comp
 
 }  // namespace
 
-Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOptions& opt) {
+Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOptions& options) {
   if (runs.size() < 2) throw UsageError("compare needs at least two dumps: the reference and one other");
   Comparison c;
   c.runs = runs;
-  c.tolerance = opt.tolerance;
   std::vector<std::unique_ptr<DumpReader>> readers;
   for (const auto& r : runs) readers.push_back(std::make_unique<DumpReader>(r));
   const DumpReader& ref = *readers[0];
   c.ref_attributes = ref.attributes();
+  auto device_type = [](const DumpReader& r) {
+    std::string d = r.attribute("device");
+    return d.substr(0, d.find(':'));
+  };
+  CompareOptions opt = options;
+  for (const auto& r : readers) {
+    if (device_type(*r) == device_type(ref)) continue;
+    if (!opt.tolerance_explicit && opt.tolerance.mode == Tolerance::Mode::bitwise) {
+      opt.tolerance = Tolerance::torch_presets();
+      c.notes.push_back(fmt::format(
+          "runs on different devices ({} vs {}): bitwise equality is not expected across devices, so tensors are "
+          "compared with torch's per-dtype tolerances (pass --atol/--rtol or --tolerance bitwise to choose)",
+          ref.attribute("device"), r->attribute("device")));
+    } else {
+      c.notes.push_back(fmt::format("runs on different devices ({} vs {}): bitwise equality is not expected across "
+                                    "devices",
+                                    ref.attribute("device"), r->attribute("device")));
+    }
+    break;
+  }
+  c.tolerance = opt.tolerance;
   c.tensors = static_cast<int64_t>(ref.index().size());
   auto ref_opts = run_options(ref);
   for (size_t i = 1; i < readers.size(); ++i) {

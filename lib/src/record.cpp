@@ -18,6 +18,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
+#include <c10/core/Event.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/csrc/jit/api/function_impl.h>
@@ -32,6 +34,10 @@
 #include <torch/script.h>
 #include <unistd.h>
 #include <xxhash.h>
+#ifdef REPROCHECK_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <cuda_runtime_api.h>
+#endif
 
 #include <chrono>
 #include <cstring>
@@ -235,13 +241,15 @@ class AsyncWriter {
     if (thread_.joinable()) thread_.join();
   }
 
-  void put(TensorMeta meta, at::Tensor data) {
+  // `ready`, when given, is an event recorded after the asynchronous device-to-host copy that
+  // fills `data`; the writer thread waits for it before reading the data.
+  void put(TensorMeta meta, at::Tensor data, std::shared_ptr<c10::Event> ready = nullptr) {
     size_t n = data.nbytes();
     std::unique_lock<std::mutex> lock(mu_);
     space_.wait(lock, [&] { return queued_bytes_ == 0 || queued_bytes_ + n <= limit_ || error_; });
     if (error_) std::rethrow_exception(error_);
     queued_bytes_ += n;
-    queue_.push_back({std::move(meta), std::move(data)});
+    queue_.push_back({std::move(meta), std::move(data), std::move(ready)});
     cv_.notify_one();
   }
 
@@ -256,6 +264,7 @@ class AsyncWriter {
   struct Job {
     TensorMeta meta;
     at::Tensor data;
+    std::shared_ptr<c10::Event> ready;
   };
 
   void loop() {
@@ -272,6 +281,7 @@ class AsyncWriter {
       size_t n = job.data.nbytes();
       std::exception_ptr err;
       try {
+        if (job.ready) job.ready->synchronize();
         if (!error_) writer_->write(std::move(job.meta), job.data.data_ptr(), n);
       } catch (...) {
         err = std::current_exception();
@@ -442,21 +452,33 @@ class Session {
     });
   }
 
-  // Takes a private host copy of `t` and queues it for the dump.
+  // Takes a private host copy of `t` and queues it for the dump. A host tensor is cloned. A device
+  // tensor is copied into pinned host memory asynchronously, on the stream that produced it (so
+  // the copy sees the value at this point, before any later in-place op), and the writer thread
+  // waits for the copy's event: the training thread does not stall on the transfer.
   void write(TensorMeta m, const at::Tensor& t) {
     auto start = Clock::now();
     at::Tensor h;
+    std::shared_ptr<c10::Event> ready;
     {
       at::NoGradGuard no_grad;
       at::Tensor d = t.detach();
-      // A device tensor's host copy is already private; a host tensor is cloned.
-      h = d.device().is_cpu() ? d.clone(at::MemoryFormat::Contiguous) : d.to(at::kCPU).contiguous();
+      if (d.device().is_cpu()) {
+        h = d.clone(at::MemoryFormat::Contiguous);
+      } else {
+        at::Tensor src = d.contiguous();
+        h = at::empty(src.sizes(), src.options().device(at::kCPU).pinned_memory(true));
+        h.copy_(src, /*non_blocking=*/true);
+        const auto* impl = c10::impl::getDeviceGuardImpl(src.device().type());
+        ready = std::make_shared<c10::Event>(src.device().type());
+        ready->record(impl->getStream(src.device()));
+      }
     }
     m.dtype = dtype_name(h.scalar_type());
     m.shape.assign(h.sizes().begin(), h.sizes().end());
     dtype_size(m.dtype);  // unsupported dtypes fail here with a clear line
     std::lock_guard<std::mutex> lock(mu_);
-    writer_.put(std::move(m), std::move(h));
+    writer_.put(std::move(m), std::move(h), std::move(ready));
     write_seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
   }
 
@@ -648,6 +670,55 @@ std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, co
   return sites;
 }
 
+// The layers whose forward graph (with its own methods and functions inlined) runs an op named
+// `base` ("upsample_bilinear2d", "put_"), as "path (Type)".
+std::vector<std::string> layers_running(const torch::jit::Module& module, const std::string& base) {
+  std::vector<std::string> out;
+  std::set<const c10::ClassType*> seen;
+  for (const auto& item : module.named_modules()) {
+    auto type = item.value.type();
+    torch::jit::Function* fn = type->findMethod("forward");
+    if (!fn || seen.count(type.get())) continue;
+    seen.insert(type.get());
+    auto g = torch::jit::toGraphFunction(*fn).graph()->copy();
+    inline_local_calls(*g);
+    std::vector<Node*> ops;
+    collect_ops(g->block(), ops);
+    for (Node* n : ops) {
+      std::string name = n->kind().toUnqualString();
+      if (name == base || name == base + "_" || (!base.empty() && base.back() == '_' && name + "_" == base)) {
+        std::string path = item.name.empty() ? "<model>" : item.name;
+        out.push_back(fmt::format("'{}' ({})", path, demangle_type_name(type->name()->qualifiedName())));
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+// For LibTorch's "X does not have a deterministic implementation" errors: one line naming the op
+// and the layer that runs it. "" for other errors.
+std::string deterministic_error(const std::string& msg, const torch::jit::Module& module, const RunOptions&,
+                                const c10::Device& device) {
+  static const std::regex re(R"(([A-Za-z0-9_]+) does not have a deterministic implementation)");
+  std::smatch m;
+  if (!std::regex_search(msg, m, re)) return "";
+  std::string op = m[1];
+  std::string base = op;
+  for (const char* suffix : {"_cuda_", "_cuda", "_cpu_", "_cpu", "_out", "_backward"}) {
+    std::string sfx = suffix;
+    if (base.size() > sfx.size() && base.compare(base.size() - sfx.size(), sfx.size(), sfx) == 0)
+      base.erase(base.size() - sfx.size());
+  }
+  auto layers = layers_running(module, base);
+  std::string where = layers.empty() ? "" : fmt::format(" in layer {}{}", layers.front(),
+                                                         layers.size() > 1 ? fmt::format(" (and {} more)", layers.size() - 1) : "");
+  return fmt::format("--deterministic: aten::{}{} has no deterministic implementation on {} (LibTorch raised it for {}); "
+                     "run with --deterministic=warn to run it anyway with a warning, or replace the op",
+                     base, where, device.is_cuda() ? "CUDA" : "the CPU", op) +
+         "";
+}
+
 // ---------------------------------------------------------------------------------------------
 // The run
 
@@ -704,6 +775,19 @@ std::string host_name() {
   char buf[256] = {};
   gethostname(buf, sizeof buf - 1);
   return buf;
+}
+
+// GPU name and driver version of a CUDA device ("", "" without CUDA support in this build).
+std::pair<std::string, std::string> gpu_name_and_driver(const c10::Device& d) {
+#ifdef REPROCHECK_WITH_CUDA
+  const cudaDeviceProp* prop = at::cuda::getDeviceProperties(d.index());
+  int driver = 0;
+  cudaDriverGetVersion(&driver);
+  return {prop ? prop->name : "cuda", fmt::format("{}.{}", driver / 1000, (driver % 1000) / 10)};
+#else
+  (void)d;
+  return {"cuda", "unknown (reprocheck built without CUDA headers)"};
+#endif
 }
 
 std::string cpu_name() {
@@ -846,7 +930,20 @@ RecordResult record_run(const RunOptions& o, const RecordTarget& target) {
     w.set_attribute("cudnn_version", b.cudnn);
     w.set_attribute("hdf5_version", b.hdf5);
     w.set_attribute("device", result.device);
-    w.set_attribute("device_name", device.is_cuda() ? std::string("cuda") : cpu_name());
+    if (device.is_cuda()) {
+      auto [name, driver] = gpu_name_and_driver(device);
+      w.set_attribute("device_name", name);
+      w.set_attribute("cuda_driver_version", driver);
+    } else {
+      w.set_attribute("device_name", cpu_name());
+    }
+    auto& ctx = at::globalContext();
+    w.set_attribute("tf32_cublas", static_cast<int64_t>(ctx.allowTF32CuBLAS()));
+    w.set_attribute("tf32_cudnn", static_cast<int64_t>(ctx.allowTF32CuDNN()));
+    w.set_attribute("float32_matmul_precision",
+                    ctx.float32MatmulPrecision() == at::Float32MatmulPrecision::HIGHEST ? "highest"
+                    : ctx.float32MatmulPrecision() == at::Float32MatmulPrecision::HIGH  ? "high"
+                                                                                        : "medium");
     w.set_attribute("host", host_name());
     w.set_attribute("time", iso_time_utc());
     w.set_attribute("seed", result.seed);
@@ -893,6 +990,7 @@ RecordResult record_run(const RunOptions& o, const RecordTarget& target) {
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {
+      if (auto det = deterministic_error(torch_message(e), module, o, device); !det.empty()) throw InputError(det);
       std::string expected = meta.input_shape ? fmt::format("; the model's reprocheck.json gives input shape {}",
                                                             detail::shape_string(*meta.input_shape))
                                               : "; check --input-shape";
@@ -938,6 +1036,7 @@ RecordResult record_run(const RunOptions& o, const RecordTarget& target) {
       } catch (const Error&) {
         throw;
       } catch (const std::exception& e) {
+        if (auto det = deterministic_error(torch_message(e), module, o, device); !det.empty()) throw InputError(det);
         throw RunError(fmt::format("backward of model '{}' failed at step {}: {}", o.model, step,
                                    torch_error_summary(torch_message(e))));
       }

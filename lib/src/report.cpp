@@ -105,6 +105,7 @@ std::string render_text(const Comparison& c, const ReportOptions& o) {
                      steps_of(c), group_digits(c.tensors), c.tolerance.describe());
   for (const auto& p : c.pairs)
     if (!p.knob_diffs.empty()) out += fmt::format("run {} differs from run 0 in: {}\n", p.other_run, knobs(p));
+  for (const auto& n : c.notes) out += fmt::format("note: {}\n", n);
   const PairComparison* h = c.headline();
   if (!h) {
     int64_t close = 0;
@@ -254,6 +255,7 @@ std::string render_json(const Comparison& c, const Isolation* isolation) {
   j["model"] = model_name(c);
   j["tolerance"] = c.tolerance.describe();
   j["tensors"] = c.tensors;
+  j["notes"] = c.notes;
   nlohmann::json runs = nlohmann::json::array();
   for (size_t i = 0; i < c.runs.size(); ++i) runs.push_back({{"index", i}, {"dump", c.runs[i]}});
   j["runs"] = runs;
@@ -393,6 +395,7 @@ std::string render_markdown(const Comparison& c, const ReportOptions& o, const I
                      steps_of(c), group_digits(c.tensors), c.tolerance.describe());
   for (const auto& p : c.pairs)
     if (!p.knob_diffs.empty()) out += fmt::format("Run {} differs from run 0 in: {}\n\n", p.other_run, knobs(p));
+  for (const auto& n : c.notes) out += fmt::format("Note: {}\n\n", n);
   if (!h) {
     out += "Every tensor matches across all runs.\n";
     return out;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <memory>
 #include <thread>
 
@@ -163,7 +164,7 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
     argv.insert(argv.end(), extra.begin(), extra.end());
     s.proc = std::make_unique<Process>(argv, s.out, s.err);
     s.start = Clock::now();
-    progress({WorkerEvent::Kind::started, i, o_.runs, 0, 0, s.label});
+    progress({WorkerEvent::Kind::started, i, o_.runs, 0, 0, s.label, {}});
     running.push_back(std::move(s));
   };
 
@@ -202,7 +203,16 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
       }
       struct stat sb {};
       stat(s.dump.c_str(), &sb);
-      progress({WorkerEvent::Kind::finished, s.index, o_.runs, elapsed, static_cast<uint64_t>(sb.st_size), s.label});
+      WorkerEvent ev{WorkerEvent::Kind::finished, s.index, o_.runs, elapsed, static_cast<uint64_t>(sb.st_size), s.label, {}};
+      // Warnings the run printed (LibTorch's, with --deterministic=warn), each once.
+      std::istringstream lines(tail_lines(s.err, 200));
+      for (std::string line; std::getline(lines, line) && ev.messages.size() < 5;) {
+        // LibTorch prefixes its warnings with "[W<date> <time> <file>:<line>] ": drop it.
+        if (line.rfind("[W", 0) == 0 && line.find("] ") != std::string::npos) line = line.substr(line.find("] ") + 2);
+        if (!line.empty() && std::find(ev.messages.begin(), ev.messages.end(), line) == ev.messages.end())
+          ev.messages.push_back(line);
+      }
+      progress(ev);
       dumps[s.index] = s.dump;
       ++done;
       running.erase(running.begin() + static_cast<long>(k));
@@ -211,7 +221,7 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
       last_tick = Clock::now();
       for (const auto& s : running)
         progress({WorkerEvent::Kind::tick, s.index, o_.runs,
-                  std::chrono::duration<double>(Clock::now() - s.start).count(), 0, s.label});
+                  std::chrono::duration<double>(Clock::now() - s.start).count(), 0, s.label, {}});
     }
     if (done < indices.size()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }

@@ -86,6 +86,7 @@ struct Comparison {
   std::map<std::string, std::string> ref_attributes;
   std::vector<PairComparison> pairs;  // the reference against each other run
   int64_t tensors = 0;                // in the reference run
+  std::vector<std::string> notes;     // e.g. why the tolerance is not the one asked for
   bool divergent() const;
   // The pair whose first divergence comes first in execution order.
   const PairComparison* headline() const;
@@ -93,6 +94,9 @@ struct Comparison {
 
 struct CompareOptions {
   Tolerance tolerance;
+  // False: the tolerance is the default, and runs on different devices (CPU against CUDA) are
+  // compared with torch's per-dtype presets instead of bitwise.
+  bool tolerance_explicit = false;
   bool hash_shortcut = true;  // false: read and compare every tensor's data (benchmarks)
 };
 
