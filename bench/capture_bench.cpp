@@ -1,6 +1,6 @@
 // Capture overhead: K training steps with and without capture (default layer set), on the CPU.
 //
-//   build/bench/capture_bench [REPEATS] [STEPS]
+//   build/bench/capture_bench [REPEATS] [STEPS] [DEVICE]   (DEVICE: cpu, the default, or cuda)
 //
 // For each model: the median over REPEATS runs of the steps' wall time without capture (no
 // instrumentation, no dump) and with capture into a dump in $TMPDIR (until the last byte is
@@ -33,14 +33,15 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   int repeats = argc > 1 ? std::atoi(argv[1]) : 7;
   int steps = argc > 2 ? std::atoi(argv[2]) : 2;
+  std::string device = argc > 3 ? argv[3] : "cpu";
   std::string dir = rc::files::make_temp_dir("reprocheck-bench-");
   std::string dump = dir + "/run.h5";
-  fmt::print("capture overhead, {} steps, median of {} runs, CPU\n\n", steps, repeats);
+  fmt::print("capture overhead, {} steps, median of {} runs, device {}\n\n", steps, repeats, device);
   fmt::print("| model | plain (ms) | captured (ms) | ratio | capture copies (ms) | input hashes (ms) | dump (MB) | dump rate (MB/s) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const char* name : {"seed_convnet", "dropout_mlp", "bn_net", "resnet_mini", "traced_convnet", "resnet_wide64"}) {
     rc::RunOptions o;
     o.model = std::string(REPROCHECK_FIXTURE_DIR) + "/" + name + ".pt";
-    o.device = "cpu";
+    o.device = device;
     o.steps = steps;
     rc::record_run(o, {"", false, false});  // warm-up
     std::vector<double> plain, captured, write_s, hash_s;
