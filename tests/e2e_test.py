@@ -318,6 +318,37 @@ class Check(unittest.TestCase):
         r = run("diff", *(os.path.join(keep, f"run-{i}.h5") for i in range(3)))
         self.assertEqual(r.returncode, 0, r.stderr)
 
+    def run_on_terminal(self, *args, env):
+        """Runs the binary with stdout and stderr on a pseudo-terminal; returns what it printed."""
+        import pty
+        master, slave = pty.openpty()
+        p = subprocess.Popen([BIN, *args], stdout=slave, stderr=slave, env=env)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        p.wait(timeout=120)
+        os.close(master)
+        return p.returncode, out.decode(errors="replace")
+
+    def test_color_only_on_a_terminal_and_never_with_no_color(self):
+        args = (fixture("dropout_mlp"), "--device", "cpu", "--seed", "random")
+        code, out = self.run_on_terminal(*args, env=self.env)
+        self.assertEqual(code, 1, out)
+        self.assertIn("\033[1;31mverdict: DIVERGENT", out)
+        self.assertIn("\r\033[K", out)  # the progress line is rewritten in place
+        env = dict(self.env, NO_COLOR="1")
+        code, out = self.run_on_terminal(*args, env=env)
+        self.assertEqual(code, 1, out)
+        self.assertNotIn("\033[1;31m", out)
+        self.assertIn("verdict: DIVERGENT", out)
+
     def test_bad_runner_flags(self):
         for args in (["--runs", "1"], ["--vary", "threads"], ["--vary", "colour=1,2"], ["--vary", "threads=1,x"],
                      ["--vary", "threads=1,2", "--runs", "3"], ["--tolerance", "loose"]):
