@@ -698,8 +698,7 @@ std::vector<std::string> layers_running(const torch::jit::Module& module, const 
 
 // For LibTorch's "X does not have a deterministic implementation" errors: one line naming the op
 // and the layer that runs it. "" for other errors.
-std::string deterministic_error(const std::string& msg, const torch::jit::Module& module, const RunOptions&,
-                                const c10::Device& device) {
+std::string deterministic_error(const std::string& msg, const torch::jit::Module& module, const c10::Device& device) {
   static const std::regex re(R"(([A-Za-z0-9_]+) does not have a deterministic implementation)");
   std::smatch m;
   if (!std::regex_search(msg, m, re)) return "";
@@ -715,8 +714,7 @@ std::string deterministic_error(const std::string& msg, const torch::jit::Module
                                                          layers.size() > 1 ? fmt::format(" (and {} more)", layers.size() - 1) : "");
   return fmt::format("--deterministic: aten::{}{} has no deterministic implementation on {} (LibTorch raised it for {}); "
                      "run with --deterministic=warn to run it anyway with a warning, or replace the op",
-                     base, where, device.is_cuda() ? "CUDA" : "the CPU", op) +
-         "";
+                     base, where, device.is_cuda() ? "CUDA" : "the CPU", op);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -990,7 +988,7 @@ RecordResult record_run(const RunOptions& o, const RecordTarget& target) {
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {
-      if (auto det = deterministic_error(torch_message(e), module, o, device); !det.empty()) throw InputError(det);
+      if (auto det = deterministic_error(torch_message(e), module, device); !det.empty()) throw InputError(det);
       std::string expected = meta.input_shape ? fmt::format("; the model's reprocheck.json gives input shape {}",
                                                             detail::shape_string(*meta.input_shape))
                                               : "; check --input-shape";
@@ -1036,7 +1034,7 @@ RecordResult record_run(const RunOptions& o, const RecordTarget& target) {
       } catch (const Error&) {
         throw;
       } catch (const std::exception& e) {
-        if (auto det = deterministic_error(torch_message(e), module, o, device); !det.empty()) throw InputError(det);
+        if (auto det = deterministic_error(torch_message(e), module, device); !det.empty()) throw InputError(det);
         throw RunError(fmt::format("backward of model '{}' failed at step {}: {}", o.model, step,
                                    torch_error_summary(torch_message(e))));
       }
