@@ -225,6 +225,26 @@ struct Timer {
   Clock::time_point start_;
 };
 
+// A layer's input hash between its tap_in and tap_out: a value (host inputs) or per-input hashes
+// still on the device.
+struct PendingHash {
+  uint64_t value = 0;
+  at::Tensor device_parts;
+};
+
+// An exact 64-bit hash of a tensor's bytes computed with integer ops where the tensor lives: the
+// bytes as little-endian 32-bit words w_i, hashed as sum_i w_i * (2 * i * K + 1) mod 2^64 plus the
+// byte count. Integer addition is associative, so the value does not depend on how the device
+// orders the reduction. A 0-dim int64 tensor on the tensor's device.
+at::Tensor device_hash(const at::Tensor& t) {
+  at::Tensor bytes = t.detach().contiguous().reshape({-1}).view(at::kByte);
+  const int64_t n = bytes.numel();
+  if (n % 4) bytes = at::cat({bytes, at::zeros({4 - n % 4}, bytes.options())});
+  at::Tensor words = bytes.view(at::kInt).to(at::kLong).bitwise_and_(0xffffffffLL);
+  at::Tensor odd = at::arange(words.numel(), words.options()).mul_(static_cast<int64_t>(0x3C6EF372FE94F82ALL)).add_(1);
+  return words.mul_(odd).sum().add_(n);
+}
+
 // Writes captured tensors on a background thread, so that storage writes overlap the training
 // computation. Each job owns a private copy of its tensor's data (the live tensor may be changed
 // in place later, e.g. by an in-place ReLU). At most `limit` bytes wait at a time; beyond that
@@ -243,13 +263,16 @@ class AsyncWriter {
 
   // `ready`, when given, is an event recorded after the asynchronous device-to-host copy that
   // fills `data`; the writer thread waits for it before reading the data.
-  void put(TensorMeta meta, at::Tensor data, std::shared_ptr<c10::Event> ready = nullptr) {
+  // `input_hash_parts`, when defined, holds per-input device hashes copied with the data: the
+  // writer thread folds them into meta.input_hash once the event has completed.
+  void put(TensorMeta meta, at::Tensor data, std::shared_ptr<c10::Event> ready = nullptr,
+           at::Tensor input_hash_parts = {}) {
     size_t n = data.nbytes();
     std::unique_lock<std::mutex> lock(mu_);
     space_.wait(lock, [&] { return queued_bytes_ == 0 || queued_bytes_ + n <= limit_ || error_; });
     if (error_) std::rethrow_exception(error_);
     queued_bytes_ += n;
-    queue_.push_back({std::move(meta), std::move(data), std::move(ready)});
+    queue_.push_back({std::move(meta), std::move(data), std::move(ready), std::move(input_hash_parts)});
     cv_.notify_one();
   }
 
@@ -265,6 +288,7 @@ class AsyncWriter {
     TensorMeta meta;
     at::Tensor data;
     std::shared_ptr<c10::Event> ready;
+    at::Tensor input_hash_parts;
   };
 
   void loop() {
@@ -282,6 +306,15 @@ class AsyncWriter {
       std::exception_ptr err;
       try {
         if (job.ready) job.ready->synchronize();
+        if (job.input_hash_parts.defined()) {
+          const int64_t* parts = job.input_hash_parts.data_ptr<int64_t>();
+          uint64_t h = 0;
+          for (int64_t k = 0; k < job.input_hash_parts.numel(); ++k) {
+            uint64_t hx = static_cast<uint64_t>(parts[k]);
+            h = XXH3_64bits_withSeed(&hx, sizeof hx, h);
+          }
+          job.meta.input_hash = h;
+        }
         if (!error_) writer_->write(std::move(job.meta), job.data.data_ptr(), n);
       } catch (...) {
         err = std::current_exception();
@@ -345,17 +378,29 @@ class Session {
     pending_inputs_.clear();
   }
 
+  // Hashes a tapped layer's inputs. Host tensors: XXH3 of their bytes, now. Device tensors: an
+  // integer hash computed on the device (exact, so independent of reduction order), whose value
+  // travels to the host with the layer's output copy: no synchronization in the forward pass.
   void on_inputs(at::TensorList xs, int64_t id) {
     if (!valid(id) || !sites_[id].layer) return;
     check_interrupt();
     Timer t(&hash_seconds_);
-    uint64_t h = 0;
-    for (const auto& x : xs) {
-      uint64_t hx = tensor_hash(x);
-      h = XXH3_64bits_withSeed(&hx, sizeof hx, h);
+    PendingHash p;
+    bool on_device = false;
+    for (const auto& x : xs) on_device |= !x.device().is_cpu();
+    if (on_device) {
+      at::NoGradGuard no_grad;
+      std::vector<at::Tensor> parts;
+      for (const auto& x : xs) parts.push_back(device_hash(x.device().is_cpu() ? x.to(xs[0].device()) : x));
+      p.device_parts = parts.empty() ? at::Tensor() : at::stack(parts);
+    } else {
+      for (const auto& x : xs) {
+        uint64_t hx = tensor_hash(x);
+        p.value = XXH3_64bits_withSeed(&hx, sizeof hx, p.value);
+      }
     }
     std::lock_guard<std::mutex> lock(mu_);
-    pending_inputs_[id].push_back(h);
+    pending_inputs_[id].push_back(std::move(p));
   }
 
   void on_outputs(at::TensorList ys, int64_t id) {
@@ -363,24 +408,24 @@ class Session {
     check_interrupt();
     const Site& s = sites_[id];
     int call;
-    uint64_t input_hash = 0;
+    PendingHash input;
     bool has_input_hash = false;
     {
       std::lock_guard<std::mutex> lock(mu_);
       call = calls_[id]++;
       auto& pending = pending_inputs_[id];
       if (!pending.empty()) {
-        input_hash = pending.back();
+        input = std::move(pending.back());
         has_input_hash = true;
         pending.pop_back();
       }
     }
     for (size_t slot = 0; slot < ys.size(); ++slot) {
       TensorMeta m = meta("forward", s.path, s.type, "activation", ys.size() == 1 ? "out" : fmt::format("out.{}", slot), call);
-      m.input_hash = input_hash;
+      m.input_hash = input.value;
       m.has_input_hash = has_input_hash;
       substitute(m, ys[slot]);
-      write(std::move(m), ys[slot]);
+      write(std::move(m), ys[slot], input.device_parts);
       hook_grad(ys[slot], s.path, s.type, ys.size() == 1 ? "out" : fmt::format("out.{}", slot), call);
     }
   }
@@ -456,9 +501,9 @@ class Session {
   // tensor is copied into pinned host memory asynchronously, on the stream that produced it (so
   // the copy sees the value at this point, before any later in-place op), and the writer thread
   // waits for the copy's event: the training thread does not stall on the transfer.
-  void write(TensorMeta m, const at::Tensor& t) {
+  void write(TensorMeta m, const at::Tensor& t, const at::Tensor& input_hash_parts = {}) {
     auto start = Clock::now();
-    at::Tensor h;
+    at::Tensor h, hash_parts;
     std::shared_ptr<c10::Event> ready;
     {
       at::NoGradGuard no_grad;
@@ -469,6 +514,10 @@ class Session {
         at::Tensor src = d.contiguous();
         h = at::empty(src.sizes(), src.options().device(at::kCPU).pinned_memory(true));
         h.copy_(src, /*non_blocking=*/true);
+        if (input_hash_parts.defined()) {
+          hash_parts = at::empty(input_hash_parts.sizes(), input_hash_parts.options().device(at::kCPU).pinned_memory(true));
+          hash_parts.copy_(input_hash_parts, /*non_blocking=*/true);
+        }
         const auto* impl = c10::impl::getDeviceGuardImpl(src.device().type());
         ready = std::make_shared<c10::Event>(src.device().type());
         ready->record(impl->getStream(src.device()));
@@ -478,7 +527,7 @@ class Session {
     m.shape.assign(h.sizes().begin(), h.sizes().end());
     dtype_size(m.dtype);  // unsupported dtypes fail here with a clear line
     std::lock_guard<std::mutex> lock(mu_);
-    writer_.put(std::move(m), std::move(h), std::move(ready));
+    writer_.put(std::move(m), std::move(h), std::move(ready), std::move(hash_parts));
     write_seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
   }
 
@@ -490,7 +539,7 @@ class Session {
   int step_ = -1;
   std::unordered_map<int64_t, int> calls_;
   std::map<std::pair<int64_t, int64_t>, int> op_calls_;
-  std::unordered_map<int64_t, std::vector<uint64_t>> pending_inputs_;
+  std::unordered_map<int64_t, std::vector<PendingHash>> pending_inputs_;
   double write_seconds_ = 0;
   double hash_seconds_ = 0;
 };
