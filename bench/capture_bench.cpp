@@ -37,7 +37,9 @@ int main(int argc, char** argv) {
   std::string dir = rc::files::make_temp_dir("reprocheck-bench-");
   std::string dump = dir + "/run.h5";
   fmt::print("capture overhead, {} steps, median of {} runs, device {}\n\n", steps, repeats, device);
-  fmt::print("| model | plain (ms) | captured (ms) | ratio | capture copies (ms) | input hashes (ms) | dump (MB) | dump rate (MB/s) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+  fmt::print(
+      "| model | plain (ms) | captured (ms) | ratio | capture copies (ms) | input hashes (ms) | dump (MB) | dump rate "
+      "(MB/s) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const char* name : {"seed_convnet", "dropout_mlp", "bn_net", "resnet_mini", "traced_convnet", "resnet_wide64"}) {
     rc::RunOptions o;
     o.model = std::string(REPROCHECK_FIXTURE_DIR) + "/" + name + ".pt";
@@ -55,8 +57,8 @@ int main(int argc, char** argv) {
       bytes = static_cast<double>(r.bytes);
     }
     double p = median(plain), c = median(captured), w = median(write_s), h = median(hash_s);
-    fmt::print("| {} | {:.2f} | {:.2f} | {:.2f}x | {:.2f} | {:.2f} | {:.1f} | {:.0f} |\n", name, p * 1e3, c * 1e3, c / p,
-               w * 1e3, h * 1e3, bytes / 1e6, bytes / 1e6 / c);
+    fmt::print("| {} | {:.2f} | {:.2f} | {:.2f}x | {:.2f} | {:.2f} | {:.1f} | {:.0f} |\n", name, p * 1e3, c * 1e3,
+               c / p, w * 1e3, h * 1e3, bytes / 1e6, bytes / 1e6 / c);
   }
   rc::files::remove_tree(dir);
   return 0;

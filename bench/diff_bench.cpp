@@ -69,9 +69,11 @@ int main(int argc, char** argv) {
   double mb = 0;
   for (const auto& m : ra.index()) mb += static_cast<double>(m.numel * rc::dtype_size(m.dtype)) / 1e6;
   size_t n = ra.index().size();
-  fmt::print("comparison of resnet_wide64 dumps: {} tensors, {:.0f} MB each; median of {} from the page cache\n\n", n, mb,
-             repeats);
-  fmt::print("| comparison | median (ms) | per 1000 tensors (ms) | MB/s (both dumps' data) | verdict |\n|---|---:|---:|---:|---|\n");
+  fmt::print("comparison of resnet_wide64 dumps: {} tensors, {:.0f} MB each; median of {} from the page cache\n\n", n,
+             mb, repeats);
+  fmt::print(
+      "| comparison | median (ms) | per 1000 tensors (ms) | MB/s (both dumps' data) | verdict "
+      "|\n|---|---:|---:|---:|---|\n");
   struct Case {
     const char* name;
     std::string other;
@@ -93,7 +95,8 @@ int main(int argc, char** argv) {
   rc::files::remove_tree(b);
   rc::files::remove_tree(c);
 
-  fmt::print("\nend to end: `reprocheck MODEL --runs 2` against two `record --plain` processes (median of {})\n\n", repeats);
+  fmt::print("\nend to end: `reprocheck MODEL --runs 2` against two `record --plain` processes (median of {})\n\n",
+             repeats);
   fmt::print("| model | 2 plain runs (s) | reprocheck N=2 (s) | ratio |\n|---|---:|---:|---:|\n");
   for (const char* model : {"resnet_mini", "resnet_wide64"}) {
     std::string path = fixtures + "/" + model + ".pt";

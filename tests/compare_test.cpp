@@ -1,10 +1,11 @@
+#include "reprocheck/compare.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 #include <limits>
 
-#include "reprocheck/compare.h"
 #include "reprocheck/error.h"
 #include "reprocheck/report.h"
 #include "test_util.h"

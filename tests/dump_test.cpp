@@ -1,9 +1,10 @@
+#include "reprocheck/dump.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <fstream>
 
-#include "reprocheck/dump.h"
 #include "reprocheck/error.h"
 #include "test_util.h"
 
@@ -31,8 +32,8 @@ TEST(Dump, RoundTripsEveryDtypeWithItsIndex) {
   std::string path = dir.file("run.h5");
   std::vector<float> f32 = {1.5f, -0.0f, 3.25f, 1e-30f, -7.f, 8.f};
   std::vector<double> f64 = {1.0 / 3.0, -2.0};
-  std::vector<uint16_t> f16 = {0x3c00, 0xc000};     // 1.0, -2.0
-  std::vector<uint16_t> bf16 = {0x3f80, 0x4049};    // 1.0, 3.140625
+  std::vector<uint16_t> f16 = {0x3c00, 0xc000};   // 1.0, -2.0
+  std::vector<uint16_t> bf16 = {0x3f80, 0x4049};  // 1.0, 3.140625
   std::vector<int64_t> i64 = {1, -2, 1LL << 40};
   std::vector<uint8_t> b = {1, 0, 1};
   std::vector<int32_t> i32 = {7};
@@ -49,7 +50,7 @@ TEST(Dump, RoundTripsEveryDtypeWithItsIndex) {
     w.write(meta("d", "bfloat16", {2}), bf16.data(), 4);
     w.write(meta("e", "int64", {3}), i64.data(), 24);
     w.write(meta("f", "bool", {3}), b.data(), 3);
-    w.write(meta("g", "int32", {}), i32.data(), 4);  // a scalar
+    w.write(meta("g", "int32", {}), i32.data(), 4);     // a scalar
     w.write(meta("h", "float32", {0, 4}), nullptr, 0);  // no elements
     w.commit();
   }

@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "reprocheck/hints.h"
+
+#include <gtest/gtest.h>
 
 namespace rc = reprocheck;
 
@@ -78,16 +78,17 @@ TEST(Hints, ChosenFromEvidenceNotNames) {
   // The same conv backward on CUDA with deterministic off: cuDNN.
   EXPECT_EQ(first_cause(divergence(meta(0, "backward", "c", conv, "grad"), true, "earlier_tensors", {}, "cuda:0")),
             "cudnn_nondeterministic");
-  EXPECT_EQ(first_cause(divergence(meta(0, "input", "", "", "input"), true, "earlier_tensors",
-                                   {{"data_seed", "0 vs 1"}})),
-            "data_pipeline");
+  EXPECT_EQ(
+      first_cause(divergence(meta(0, "input", "", "", "input"), true, "earlier_tensors", {{"data_seed", "0 vs 1"}})),
+      "data_pipeline");
   EXPECT_EQ(first_cause(divergence(meta(-1, "init", "c", conv, "param", "weight"), true, "earlier_tensors",
                                    {{"seed_value", "1 vs 2"}})),
             "unseeded_init");
   EXPECT_EQ(first_cause(divergence(meta(0, "forward", "mix", "RacyMix", "activation"), true, "input_hash", {})),
             "custom_or_atomic_op");
-  EXPECT_EQ(first_cause(divergence(meta(0, "forward", "mix", "RacyMix", "activation"), true, "input_hash", {}, "cuda:0")),
-            "deterministic_algorithms");
+  EXPECT_EQ(
+      first_cause(divergence(meta(0, "forward", "mix", "RacyMix", "activation"), true, "input_hash", {}, "cuda:0")),
+      "deterministic_algorithms");
 }
 
 TEST(Hints, TrainEvalNamesTheRunningStatistics) {

@@ -1,10 +1,11 @@
+#include "reprocheck/model.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <string>
 
 #include "reprocheck/error.h"
-#include "reprocheck/model.h"
 
 namespace rc = reprocheck;
 
@@ -105,9 +106,7 @@ TEST(Model, SignatureIgnoresWeightsButNotArchitecture) {
   EXPECT_NE(a.signature, b.signature);
 }
 
-TEST(ModelErrors, MissingFile) {
-  EXPECT_NE(load_error(fixture("nope.pt")).find("no such file"), std::string::npos);
-}
+TEST(ModelErrors, MissingFile) { EXPECT_NE(load_error(fixture("nope.pt")).find("no such file"), std::string::npos); }
 
 TEST(ModelErrors, Directory) { EXPECT_NE(load_error(fixture("broken")).find("is a directory"), std::string::npos); }
 

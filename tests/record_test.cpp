@@ -206,7 +206,8 @@ TEST(Record, LayerSelectionByKindAndPath) {
   o.layers = "path:^layer2\\.1\\.";
   record(o, dir.file("b.h5"));
   rc::DumpReader b(dir.file("b.h5"));
-  EXPECT_EQ(layers(select(b, 0, "forward")), (std::vector<std::string>{"layer2.1.conv1", "layer2.1.bn1", "layer2.1.relu", "layer2.1.conv2",
+  EXPECT_EQ(layers(select(b, 0, "forward")),
+            (std::vector<std::string>{"layer2.1.conv1", "layer2.1.bn1", "layer2.1.relu", "layer2.1.conv2",
                                       "layer2.1.bn2", "layer2.1.downsample", "layer2.1.relu"}));
 }
 
@@ -241,7 +242,8 @@ TEST(Record, FrozenModelNeedsOps) {
   EXPECT_TRUE(res.forward_only);  // freezing folded the parameters into constants
   rc::DumpReader r(dir.file("run.h5"));
   auto fwd = layers(select(r, 0, "forward"));
-  EXPECT_TRUE(std::any_of(fwd.begin(), fwd.end(), [](const std::string& l) { return l.rfind("aten::conv2d#", 0) == 0; }));
+  EXPECT_TRUE(
+      std::any_of(fwd.begin(), fwd.end(), [](const std::string& l) { return l.rfind("aten::conv2d#", 0) == 0; }));
   EXPECT_TRUE(select(r, 0, "backward").empty());
 }
 
@@ -280,7 +282,8 @@ TEST(Record, WrongInputShapeNamesTheExpectedShapeAndLeavesNoFile) {
 TEST(Record, ExistingOutputIsKeptWithoutForce) {
   testutil::TempDir dir;
   std::ofstream(dir.file("run.h5")) << "keep me";
-  EXPECT_THROW(rc::record_run(options("dropout_mlp"), rc::RecordTarget{dir.file("run.h5"), false, true}), rc::InputError);
+  EXPECT_THROW(rc::record_run(options("dropout_mlp"), rc::RecordTarget{dir.file("run.h5"), false, true}),
+               rc::InputError);
   std::ifstream in(dir.file("run.h5"));
   std::string s;
   std::getline(in, s);
@@ -342,7 +345,8 @@ TEST(Record, ProvenanceIsRecorded) {
   EXPECT_EQ(r.attribute("threads"), "1");
   EXPECT_EQ(r.attribute("device"), "cpu");
   EXPECT_EQ(r.attribute("libtorch_version"), "2.11.0");
-  for (const char* k : {"cuda_version", "cudnn_version", "host", "time", "model_signature", "run_options", "deterministic"})
+  for (const char* k :
+       {"cuda_version", "cudnn_version", "host", "time", "model_signature", "run_options", "deterministic"})
     EXPECT_FALSE(r.attribute(k).empty()) << k;
 }
 

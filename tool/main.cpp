@@ -1,27 +1,27 @@
 // The reprocheck command: parses flags, calls the library, prints, and maps results to exit codes.
 // Nothing else in the project prints to the terminal or exits.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <optional>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
-#include <csignal>
-
 #include "reprocheck/compare.h"
 #include "reprocheck/error.h"
+#include "reprocheck/files.h"
 #include "reprocheck/interrupt.h"
-#include "reprocheck/report.h"
-#include "reprocheck/runner.h"
-#include "reprocheck/run.h"
 #include "reprocheck/model.h"
+#include "reprocheck/report.h"
+#include "reprocheck/run.h"
+#include "reprocheck/runner.h"
 #include "reprocheck/version.h"
 
 namespace rc = reprocheck;
@@ -85,7 +85,8 @@ std::vector<int64_t> parse_shape(const std::string& text) {
       cur += c;
     }
   }
-  if (dims.empty()) throw rc::UsageError(fmt::format("bad --input-shape '{}': expected dimensions such as 4,3,32,32", text));
+  if (dims.empty())
+    throw rc::UsageError(fmt::format("bad --input-shape '{}': expected dimensions such as 4,3,32,32", text));
   return dims;
 }
 
@@ -207,7 +208,8 @@ struct CompareFlags {
     if (tolerance != "bitwise" && tolerance != "torch")
       throw rc::UsageError(fmt::format("bad value '{}' for --tolerance: expected bitwise or torch", tolerance));
     if (atol >= 0 || rtol >= 0) {
-      if (tolerance == "torch") throw rc::UsageError("--tolerance torch and --atol/--rtol exclude each other: pick one");
+      if (tolerance == "torch")
+        throw rc::UsageError("--tolerance torch and --atol/--rtol exclude each other: pick one");
       return rc::Tolerance::fixed(std::max(atol, 0.0), std::max(rtol, 0.0));
     }
     return tolerance == "torch" ? rc::Tolerance::torch_presets() : rc::Tolerance{};
@@ -284,9 +286,10 @@ class Progress {
 };
 
 int cmd_check(const std::vector<std::string>& args) {
-  CLI::App app("Run the seeded training N times in fresh processes, compare the runs in execution order, and "
-               "name the first divergent tensor",
-               "reprocheck");
+  CLI::App app(
+      "Run the seeded training N times in fresh processes, compare the runs in execution order, and "
+      "name the first divergent tensor",
+      "reprocheck");
   RunFlags flags;
   CompareFlags cf;
   rc::RunnerOptions ro;
@@ -302,8 +305,9 @@ int cmd_check(const std::vector<std::string>& args) {
   app.add_flag("--isolate", isolate,
                "find every independent source in the step of the first divergence: replay each source found "
                "in the other runs and run them again, until the runs agree");
-  app.add_option("--vary", vary, "run with different values of one knob, one run each: KNOB=V1,V2,... (threads, "
-                                 "device, deterministic, benchmark, seed, data-seed, mode)");
+  app.add_option("--vary", vary,
+                 "run with different values of one knob, one run each: KNOB=V1,V2,... (threads, "
+                 "device, deterministic, benchmark, seed, data-seed, mode)");
   cf.add_to(app);
   if (int rc = parse(app, args); rc >= 0) return rc;
   ro.run = flags.finish();
@@ -312,8 +316,8 @@ int cmd_check(const std::vector<std::string>& args) {
     bool runs_given = app.count("--runs") > 0;
     rc::parse_vary(vary, ro);
     if (runs_given && ro.runs != static_cast<int>(ro.vary_values.size()))
-      throw rc::UsageError(fmt::format("--runs {} and --vary with {} values disagree: drop --runs", ro.runs,
-                                       ro.vary_values.size()));
+      throw rc::UsageError(
+          fmt::format("--runs {} and --vary with {} values disagree: drop --runs", ro.runs, ro.vary_values.size()));
   }
   // Fail fast on a model the workers could not load.
   for (const auto& lib : ro.run.libraries) rc::load_library(lib);
@@ -347,8 +351,9 @@ int cmd_check(const std::vector<std::string>& args) {
 
 int cmd_version() {
   auto b = rc::build_info();
-  fmt::print("reprocheck {}\nLibTorch   {}\nCUDA       {} ({})\ncuDNN      {}\nHDF5       {}\n", b.reprocheck, b.libtorch,
-             b.cuda, b.cuda_available ? fmt::format("available, {} device(s)", b.cuda_devices) : "not available", b.cudnn,
+  fmt::print("reprocheck {}\nLibTorch   {}\nCUDA       {} ({})\ncuDNN      {}\nHDF5       {}\n", b.reprocheck,
+             b.libtorch, b.cuda,
+             b.cuda_available ? fmt::format("available, {} device(s)", b.cuda_devices) : "not available", b.cudnn,
              b.hdf5);
   return kExitOk;
 }
@@ -394,7 +399,10 @@ int dispatch(int argc, char** argv) {
   if (cmd == "info") return cmd_info(rest);
   if (cmd == "record") return cmd_record(rest);
   if (cmd == "diff") return cmd_diff(rest);
-  if (cmd.rfind("-", 0) != 0 && cmd.find('.') != std::string::npos) return cmd_check(args);
+  // Anything else that is not a flag is the model of the main command.
+  if (cmd.rfind("-", 0) != 0 &&
+      (cmd.find('.') != std::string::npos || cmd.find('/') != std::string::npos || rc::files::exists(cmd)))
+    return cmd_check(args);
   throw rc::UsageError(fmt::format("unknown command '{}'; run 'reprocheck --help' for the commands", cmd));
 }
 
@@ -407,7 +415,9 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "reprocheck: error: {}\n", e.what());
     return e.exit_code();
   } catch (const std::bad_alloc&) {
-    fmt::print(stderr, "reprocheck: error: out of memory; use a smaller --input-shape, fewer --steps, or a narrower --layers\n");
+    fmt::print(
+        stderr,
+        "reprocheck: error: out of memory; use a smaller --input-shape, fewer --steps, or a narrower --layers\n");
     return 3;
   } catch (const std::exception& e) {
     fmt::print(stderr, "reprocheck: error: internal error: {}; please report it\n", rc::first_line(e.what()));

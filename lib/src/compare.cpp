@@ -5,10 +5,10 @@
 
 #include <cmath>
 #include <cstring>
+#include <future>
 #include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <future>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -19,13 +19,20 @@ namespace reprocheck {
 
 const char* to_string(Status s) {
   switch (s) {
-    case Status::match: return "match";
-    case Status::close: return "close";
-    case Status::values_differ: return "values_differ";
-    case Status::shape_mismatch: return "shape_mismatch";
-    case Status::dtype_mismatch: return "dtype_mismatch";
-    case Status::missing: return "missing";
-    case Status::extra: return "extra";
+    case Status::match:
+      return "match";
+    case Status::close:
+      return "close";
+    case Status::values_differ:
+      return "values_differ";
+    case Status::shape_mismatch:
+      return "shape_mismatch";
+    case Status::dtype_mismatch:
+      return "dtype_mismatch";
+    case Status::missing:
+      return "missing";
+    case Status::extra:
+      return "extra";
   }
   return "?";
 }
@@ -43,9 +50,12 @@ std::pair<double, double> Tolerance::for_dtype(const std::string& dtype) const {
 
 std::string Tolerance::describe() const {
   switch (mode) {
-    case Mode::bitwise: return "bitwise";
-    case Mode::fixed: return fmt::format("atol={:g} rtol={:g}", atol, rtol);
-    case Mode::torch: return "torch presets (float32: atol=1e-05 rtol=1.3e-06)";
+    case Mode::bitwise:
+      return "bitwise";
+    case Mode::fixed:
+      return fmt::format("atol={:g} rtol={:g}", atol, rtol);
+    case Mode::torch:
+      return "torch presets (float32: atol=1e-05 rtol=1.3e-06)";
   }
   return "";
 }
@@ -458,9 +468,10 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
           "compared with torch's per-dtype tolerances (pass --atol/--rtol or --tolerance bitwise to choose)",
           ref.attribute("device"), r->attribute("device")));
     } else {
-      c.notes.push_back(fmt::format("runs on different devices ({} vs {}): bitwise equality is not expected across "
-                                    "devices",
-                                    ref.attribute("device"), r->attribute("device")));
+      c.notes.push_back(
+          fmt::format("runs on different devices ({} vs {}): bitwise equality is not expected across "
+                      "devices",
+                      ref.attribute("device"), r->attribute("device")));
     }
     break;
   }
@@ -470,10 +481,11 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
   for (size_t i = 1; i < readers.size(); ++i) {
     const DumpReader& other = *readers[i];
     if (ref.attribute("model_signature") != other.attribute("model_signature"))
-      throw InputError(fmt::format("dumps of different models: '{}' records {} (signature {}), '{}' records {} "
-                                   "(signature {}); compare dumps of the same model",
-                                   ref.path(), ref.attribute("model"), ref.attribute("model_signature"), other.path(),
-                                   other.attribute("model"), other.attribute("model_signature")));
+      throw InputError(
+          fmt::format("dumps of different models: '{}' records {} (signature {}), '{}' records {} "
+                      "(signature {}); compare dumps of the same model",
+                      ref.path(), ref.attribute("model"), ref.attribute("model_signature"), other.path(),
+                      other.attribute("model"), other.attribute("model_signature")));
     PairComparison pc = compare_pair(ref, other, opt);
     pc.other_run = static_cast<int>(i);
     auto other_opts = run_options(other);

@@ -30,9 +30,7 @@ std::string TensorMeta::tensor_name() const {
   return base;
 }
 
-std::string TensorMeta::key() const {
-  return fmt::format("{}|{}|{}|{}|{}|{}", step, phase, layer, kind, name, call);
-}
+std::string TensorMeta::key() const { return fmt::format("{}|{}|{}|{}|{}|{}", step, phase, layer, kind, name, call); }
 
 uint64_t hash_bytes(const void* data, size_t nbytes) { return XXH3_64bits(data, nbytes); }
 
@@ -41,9 +39,10 @@ size_t dtype_size(const std::string& dtype) {
   if (dtype == "float32" || dtype == "int32") return 4;
   if (dtype == "float16" || dtype == "bfloat16" || dtype == "int16") return 2;
   if (dtype == "int8" || dtype == "uint8" || dtype == "bool") return 1;
-  throw InputError(fmt::format("unsupported tensor dtype '{}': reprocheck stores float64/32/16, bfloat16, "
-                               "int64/32/16/8, uint8 and bool; convert the tensor or skip its layer",
-                               dtype));
+  throw InputError(
+      fmt::format("unsupported tensor dtype '{}': reprocheck stores float64/32/16, bfloat16, "
+                  "int64/32/16/8, uint8 and bool; convert the tensor or skip its layer",
+                  dtype));
 }
 
 namespace {
@@ -136,14 +135,16 @@ void write_attr(hid_t obj, const char* name, const std::string& value) {
   Handle space(H5Screate(H5S_SCALAR), H5Sclose);
   Handle attr(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
   const char* p = value.c_str();
-  if (!attr.ok() || H5Awrite(attr, type, &p) < 0) throw InputError(fmt::format("cannot write attribute '{}': {}", name, hdf5_error()));
+  if (!attr.ok() || H5Awrite(attr, type, &p) < 0)
+    throw InputError(fmt::format("cannot write attribute '{}': {}", name, hdf5_error()));
 }
 
 template <typename T>
 void write_attr_num(hid_t obj, const char* name, T value, hid_t type) {
   Handle space(H5Screate(H5S_SCALAR), H5Sclose);
   Handle attr(H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose);
-  if (!attr.ok() || H5Awrite(attr, type, &value) < 0) throw InputError(fmt::format("cannot write attribute '{}': {}", name, hdf5_error()));
+  if (!attr.ok() || H5Awrite(attr, type, &value) < 0)
+    throw InputError(fmt::format("cannot write attribute '{}': {}", name, hdf5_error()));
 }
 
 // One row of /index, in memory.
@@ -195,7 +196,7 @@ Handle index_type() {
 struct DumpWriter::Impl {
   Handle file;
   Handle tensors;
-  Handle dcpl;  // dataset creation: no modification times (cheaper, and equal runs give equal files)
+  Handle dcpl;    // dataset creation: no modification times (cheaper, and equal runs give equal files)
   std::mutex mu;  // backward hooks may run on autograd's device threads
 };
 
@@ -204,7 +205,8 @@ DumpWriter::DumpWriter(std::string path, bool overwrite) : impl_(std::make_uniqu
   if (files::is_directory(path_))
     throw InputError(fmt::format("output '{}' is a directory; name a file such as run.h5", path_));
   if (files::exists(path_) && !overwrite)
-    throw InputError(fmt::format("output '{}' already exists; pass --force to overwrite it, or choose another name", path_));
+    throw InputError(
+        fmt::format("output '{}' already exists; pass --force to overwrite it, or choose another name", path_));
   std::string dir = files::parent_dir(path_);
   if (!files::is_directory(dir))
     throw InputError(fmt::format("cannot write dump '{}': folder '{}' does not exist; create it first", path_, dir));
@@ -245,8 +247,8 @@ const TensorMeta& DumpWriter::write(TensorMeta meta, const void* data, size_t nb
   meta.numel = 1;
   for (auto d : meta.shape) meta.numel *= d;
   if (static_cast<size_t>(meta.numel) * dtype_size(meta.dtype) != nbytes)
-    throw RunError(fmt::format("internal error writing '{}': {} bytes for {} elements of {}", meta.tensor_name(), nbytes,
-                               meta.numel, meta.dtype));
+    throw RunError(fmt::format("internal error writing '{}': {} bytes for {} elements of {}", meta.tensor_name(),
+                               nbytes, meta.numel, meta.dtype));
   meta.order = static_cast<int64_t>(index_.size());
   meta.hash = hash ? *hash : hash_bytes(data, nbytes);
   std::string local = fmt::format("{:06d}", meta.order);
@@ -254,7 +256,8 @@ const TensorMeta& DumpWriter::write(TensorMeta meta, const void* data, size_t nb
 
   Handle type = file_type(meta.dtype);
   std::vector<hsize_t> dims(meta.shape.begin(), meta.shape.end());
-  Handle space(meta.shape.empty() ? H5Screate(H5S_SCALAR) : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
+  Handle space(meta.shape.empty() ? H5Screate(H5S_SCALAR)
+                                  : H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr),
                H5Sclose);
   Handle ds(H5Dcreate2(impl_->tensors, local.c_str(), type, space, H5P_DEFAULT, impl_->dcpl, H5P_DEFAULT), H5Dclose);
   if (!ds.ok() || (nbytes > 0 && H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0))
@@ -269,10 +272,21 @@ void DumpWriter::commit() {
   std::vector<IndexRow> rows(index_.size());
   for (size_t i = 0; i < index_.size(); ++i) {
     const auto& m = index_[i];
-    rows[i] = IndexRow{m.order, m.step, m.phase.c_str(), m.layer.c_str(), m.layer_type.c_str(), m.kind.c_str(),
-                       m.name.c_str(), m.call, m.dtype.c_str(),
-                       hvl_t{m.shape.size(), const_cast<int64_t*>(m.shape.data())}, m.numel, m.hash, m.input_hash,
-                       static_cast<uint8_t>(m.has_input_hash), m.dataset.c_str()};
+    rows[i] = IndexRow{m.order,
+                       m.step,
+                       m.phase.c_str(),
+                       m.layer.c_str(),
+                       m.layer_type.c_str(),
+                       m.kind.c_str(),
+                       m.name.c_str(),
+                       m.call,
+                       m.dtype.c_str(),
+                       hvl_t{m.shape.size(), const_cast<int64_t*>(m.shape.data())},
+                       m.numel,
+                       m.hash,
+                       m.input_hash,
+                       static_cast<uint8_t>(m.has_input_hash),
+                       m.dataset.c_str()};
   }
   Handle type = index_type();
   hsize_t n = rows.size();
@@ -301,9 +315,11 @@ DumpReader::~DumpReader() = default;
 
 DumpReader::DumpReader(std::string path) : impl_(std::make_unique<Impl>()), path_(std::move(path)) {
   quiet_hdf5();
-  if (!files::exists(path_)) throw InputError(fmt::format("cannot read dump '{}': no such file; check the path", path_));
+  if (!files::exists(path_))
+    throw InputError(fmt::format("cannot read dump '{}': no such file; check the path", path_));
   if (H5Fis_hdf5(path_.c_str()) <= 0)
-    throw InputError(fmt::format("cannot read dump '{}': not an HDF5 file; pass a dump written by 'reprocheck record'", path_));
+    throw InputError(
+        fmt::format("cannot read dump '{}': not an HDF5 file; pass a dump written by 'reprocheck record'", path_));
   impl_->file = Handle(H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (!impl_->file.ok()) throw InputError(fmt::format("cannot read dump '{}': {}", path_, hdf5_error()));
 
@@ -334,17 +350,20 @@ DumpReader::DumpReader(std::string path) : impl_(std::make_unique<Impl>()), path
       },
       &attributes_);
   if (attribute("format") != kDumpFormatName)
-    throw InputError(fmt::format("cannot read dump '{}': an HDF5 file but not a reprocheck dump (no format attribute); "
-                                 "pass a dump written by 'reprocheck record'",
-                                 path_));
+    throw InputError(
+        fmt::format("cannot read dump '{}': an HDF5 file but not a reprocheck dump (no format attribute); "
+                    "pass a dump written by 'reprocheck record'",
+                    path_));
   version_ = std::stoi(attribute("format_version", "0"));
   if (version_ != kDumpFormatVersion)
-    throw InputError(fmt::format("cannot read dump '{}': format version {}, this reprocheck reads version {}; "
-                                 "record it again or use the reprocheck that wrote it",
-                                 path_, version_, kDumpFormatVersion));
+    throw InputError(
+        fmt::format("cannot read dump '{}': format version {}, this reprocheck reads version {}; "
+                    "record it again or use the reprocheck that wrote it",
+                    path_, version_, kDumpFormatVersion));
 
   Handle ds(H5Dopen2(impl_->file, "index", H5P_DEFAULT), H5Dclose);
-  if (!ds.ok()) throw InputError(fmt::format("cannot read dump '{}': it has no index (incomplete file?); record it again", path_));
+  if (!ds.ok())
+    throw InputError(fmt::format("cannot read dump '{}': it has no index (incomplete file?); record it again", path_));
   Handle space(H5Dget_space(ds), H5Sclose);
   hssize_t n = H5Sget_simple_extent_npoints(space);
   std::vector<IndexRow> rows(static_cast<size_t>(n));
@@ -390,13 +409,16 @@ std::string DumpReader::attribute(const std::string& name, const std::string& fa
 void DumpReader::read_into(const TensorMeta& meta, void* out, size_t nbytes) const {
   size_t expected = static_cast<size_t>(meta.numel) * dtype_size(meta.dtype);
   if (nbytes != expected)
-    throw InputError(fmt::format("dump '{}': tensor '{}' has {} bytes, {} asked for", path_, meta.dataset, expected, nbytes));
+    throw InputError(
+        fmt::format("dump '{}': tensor '{}' has {} bytes, {} asked for", path_, meta.dataset, expected, nbytes));
   if (nbytes == 0) return;
   Handle ds(H5Dopen2(impl_->file, meta.dataset.c_str(), H5P_DEFAULT), H5Dclose);
-  if (!ds.ok()) throw InputError(fmt::format("dump '{}' is damaged: tensor '{}' is missing; record it again", path_, meta.dataset));
+  if (!ds.ok())
+    throw InputError(fmt::format("dump '{}' is damaged: tensor '{}' is missing; record it again", path_, meta.dataset));
   Handle type(H5Dget_type(ds), H5Tclose);
   if (H5Tget_size(type) != dtype_size(meta.dtype) || H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
-    throw InputError(fmt::format("dump '{}' is damaged: cannot read tensor '{}': {}", path_, meta.dataset, hdf5_error()));
+    throw InputError(
+        fmt::format("dump '{}' is damaged: cannot read tensor '{}': {}", path_, meta.dataset, hdf5_error()));
 }
 
 std::vector<std::byte> DumpReader::read(const TensorMeta& meta) const {

@@ -23,8 +23,8 @@ bool is_bn(const std::string& kind) { return kind.find("BatchNorm") != std::stri
 struct Evidence {
   const TensorDiff* first = nullptr;
   const PairComparison* pair = nullptr;
-  std::string device;     // of the reference run
-  std::string layers;     // the layer selection
+  std::string device;  // of the reference run
+  std::string layers;  // the layer selection
   bool ops = false;
   std::set<std::string> knobs;  // run options that differ
   std::string knob(const std::string& k) const {
@@ -80,8 +80,9 @@ std::vector<Hint> explain(const Comparison& c) {
 
   if (d.ref.kind == "input" || d.ref.kind == "target") {
     add("data_pipeline", "data loading is not seeded",
-        fmt::format("the {} batch of step {} differs before the model ran{}", d.ref.kind == "input" ? "input" : "target",
-                    d.ref.step, knob_note(e, {"data_seed", "data_seed_value"})),
+        fmt::format("the {} batch of step {} differs before the model ran{}",
+                    d.ref.kind == "input" ? "input" : "target", d.ref.step,
+                    knob_note(e, {"data_seed", "data_seed_value"})),
         "seed the data pipeline: DataLoader(..., generator=torch.Generator().manual_seed(0), "
         "worker_init_fn=seed_worker) with seed_worker seeding numpy and random from torch.initial_seed(), and seed "
         "the augmentation RNGs",
@@ -100,9 +101,10 @@ std::vector<Hint> explain(const Comparison& c) {
     for (const auto& x : h->diffs)
       if (x.ref.phase == "after_step" && x.ref.kind == "buffer" && is_divergent(x.status) &&
           (x.ref.name == "running_mean" || x.ref.name == "running_var")) {
-        stats = fmt::format("; batch-norm running statistics differ after step {} ({}.{}: train mode updates them, "
-                            "eval mode does not)",
-                            x.ref.step, x.ref.layer, x.ref.name);
+        stats = fmt::format(
+            "; batch-norm running statistics differ after step {} ({}.{}: train mode updates them, "
+            "eval mode does not)",
+            x.ref.step, x.ref.layer, x.ref.name);
         break;
       }
     add("train_eval_mode", "train/eval mode differs between runs",
@@ -147,10 +149,12 @@ std::vector<Hint> explain(const Comparison& c) {
         fmt::format("the inputs of {} already differed, yet no tapped layer before it diverged: an untapped layer "
                     "or op between them changed the values{}",
                     where(d), all_layers ? "" : fmt::format(" (layer selection: {})", e.layers)),
-        "-", e.ops ? "--ops already taps every op: look at functional code outside modules" : "--layers all, or --ops for every op");
+        "-",
+        e.ops ? "--ops already taps every op: look at functional code outside modules"
+              : "--layers all, or --ops for every op");
   }
-  if (e.source() && (d.ref.phase == "forward" || d.ref.phase == "output") && !is_conv(kind) && !is_dropout(kind) && !is_bn(kind) &&
-      !seed_differs && !e.differs("threads") && !e.differs("mode") && !e.differs("data_seed_value")) {
+  if (e.source() && (d.ref.phase == "forward" || d.ref.phase == "output") && !is_conv(kind) && !is_dropout(kind) &&
+      !is_bn(kind) && !seed_differs && !e.differs("threads") && !e.differs("mode") && !e.differs("data_seed_value")) {
     add(e.cuda() ? "deterministic_algorithms" : "custom_or_atomic_op",
         e.cuda() ? "a CUDA kernel accumulates with atomics" : "a custom or atomic op accumulates in arrival order",
         fmt::format("{} produced different outputs from identical inputs with the same seeds and settings: an op "

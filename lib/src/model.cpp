@@ -1,3 +1,5 @@
+#include <ATen/Context.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <caffe2/serialize/inline_container.h>
 #include <dlfcn.h>
 #include <fmt/format.h>
@@ -8,8 +10,6 @@
 #include <torch/script.h>
 #include <xxhash.h>
 
-#include <ATen/Context.h>
-#include <ATen/detail/CUDAHooksInterface.h>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -40,9 +40,10 @@ std::string demangle_type_name(const std::string& qualified) {
 void load_library(const std::string& path) {
   if (!dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL)) {
     const char* why = dlerror();
-    throw InputError(fmt::format("cannot load library '{}': {}; pass the path of a shared library "
-                                 "built against LibTorch {}",
-                                 path, why ? first_line(why) : "unknown error", TORCH_VERSION));
+    throw InputError(
+        fmt::format("cannot load library '{}': {}; pass the path of a shared library "
+                    "built against LibTorch {}",
+                    path, why ? first_line(why) : "unknown error", TORCH_VERSION));
   }
 }
 
@@ -123,9 +124,10 @@ ModelMeta parse_meta(const std::string& path, const std::string& text) {
     if (j.contains("dtype")) meta.dtype = j.at("dtype").get<std::string>();
     if (j.contains("loss")) meta.loss = j.at("loss").get<std::string>();
   } catch (const nlohmann::json::exception& e) {
-    throw InputError(fmt::format("bad reprocheck.json in model '{}': {}; fix the extra file or pass "
-                                 "--input-shape/--dtype/--loss",
-                                 path, e.what()));
+    throw InputError(
+        fmt::format("bad reprocheck.json in model '{}': {}; fix the extra file or pass "
+                    "--input-shape/--dtype/--loss",
+                    path, e.what()));
   }
   return meta;
 }

@@ -40,18 +40,18 @@
 #endif
 
 #include <chrono>
-#include <cstring>
 #include <condition_variable>
-#include <deque>
-#include <thread>
-#include <functional>
+#include <cstring>
 #include <ctime>
+#include <deque>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <regex>
 #include <set>
+#include <thread>
 #include <unordered_map>
 
 #include "reprocheck/dump.h"
@@ -70,17 +70,28 @@ constexpr const char* kIdAttr = "_reprocheck_id";
 
 std::string dtype_name(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return "float32";
-    case at::kDouble: return "float64";
-    case at::kHalf: return "float16";
-    case at::kBFloat16: return "bfloat16";
-    case at::kChar: return "int8";
-    case at::kByte: return "uint8";
-    case at::kShort: return "int16";
-    case at::kInt: return "int32";
-    case at::kLong: return "int64";
-    case at::kBool: return "bool";
-    default: return c10::toString(t);
+    case at::kFloat:
+      return "float32";
+    case at::kDouble:
+      return "float64";
+    case at::kHalf:
+      return "float16";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kChar:
+      return "int8";
+    case at::kByte:
+      return "uint8";
+    case at::kShort:
+      return "int16";
+    case at::kInt:
+      return "int32";
+    case at::kLong:
+      return "int64";
+    case at::kBool:
+      return "bool";
+    default:
+      return c10::toString(t);
   }
 }
 
@@ -135,16 +146,16 @@ uint64_t tensor_hash(const at::Tensor& t) {
 // ---------------------------------------------------------------------------------------------
 // Layer selection
 
-const std::set<std::string> kConv = {"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
-                                     "ConvTranspose3d", "LazyConv1d", "LazyConv2d", "LazyConv3d",
-                                     "LazyConvTranspose1d", "LazyConvTranspose2d", "LazyConvTranspose3d"};
-const std::set<std::string> kDropout = {"Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout",
-                                        "FeatureAlphaDropout"};
-const std::set<std::string> kBatchNorm = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm",
+const std::set<std::string> kConv = {
+    "Conv1d",     "Conv2d",     "Conv3d",     "ConvTranspose1d",     "ConvTranspose2d",     "ConvTranspose3d",
+    "LazyConv1d", "LazyConv2d", "LazyConv3d", "LazyConvTranspose1d", "LazyConvTranspose2d", "LazyConvTranspose3d"};
+const std::set<std::string> kDropout = {"Dropout",   "Dropout1d",    "Dropout2d",
+                                        "Dropout3d", "AlphaDropout", "FeatureAlphaDropout"};
+const std::set<std::string> kBatchNorm = {"BatchNorm1d",     "BatchNorm2d",     "BatchNorm3d",    "SyncBatchNorm",
                                           "LazyBatchNorm1d", "LazyBatchNorm2d", "LazyBatchNorm3d"};
 const std::set<std::string> kLinear = {"Linear", "Bilinear", "LazyLinear"};
-const std::set<std::string> kNorm = {"LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d",
-                                     "LocalResponseNorm", "RMSNorm"};
+const std::set<std::string> kNorm = {"LayerNorm",      "GroupNorm",         "InstanceNorm1d", "InstanceNorm2d",
+                                     "InstanceNorm3d", "LocalResponseNorm", "RMSNorm"};
 
 bool is_torch_nn(const ModuleInfo& m) { return m.type.rfind("torch.nn.modules.", 0) == 0; }
 
@@ -213,8 +224,8 @@ std::vector<bool> select_layers(const std::string& spec, const std::vector<Modul
 
 struct Site {
   std::string path, type, kind;
-  bool layer = false;                   // selected for layer taps
-  std::vector<std::string> op_names;    // for --ops: op k's name in this instance's type graph
+  bool layer = false;                 // selected for layer taps
+  std::vector<std::string> op_names;  // for --ops: op k's name in this instance's type graph
 };
 
 // Adds the scope's duration to a counter.
@@ -421,7 +432,8 @@ class Session {
       }
     }
     for (size_t slot = 0; slot < ys.size(); ++slot) {
-      TensorMeta m = meta("forward", s.path, s.type, "activation", ys.size() == 1 ? "out" : fmt::format("out.{}", slot), call);
+      TensorMeta m =
+          meta("forward", s.path, s.type, "activation", ys.size() == 1 ? "out" : fmt::format("out.{}", slot), call);
       m.input_hash = input.value;
       m.has_input_hash = has_input_hash;
       substitute(m, ys[slot]);
@@ -484,7 +496,8 @@ class Session {
     return m;
   }
 
-  void hook_grad(const at::Tensor& y, const std::string& layer, const std::string& type, const std::string& name, int call) {
+  void hook_grad(const at::Tensor& y, const std::string& layer, const std::string& type, const std::string& name,
+                 int call) {
     if (!y.requires_grad()) return;
     int step = step_;
     const_cast<at::Tensor&>(y).register_hook([this, layer, type, name, call, step](const at::Tensor& g) -> at::Tensor {
@@ -515,7 +528,8 @@ class Session {
         h = at::empty(src.sizes(), src.options().device(at::kCPU).pinned_memory(true));
         h.copy_(src, /*non_blocking=*/true);
         if (input_hash_parts.defined()) {
-          hash_parts = at::empty(input_hash_parts.sizes(), input_hash_parts.options().device(at::kCPU).pinned_memory(true));
+          hash_parts =
+              at::empty(input_hash_parts.sizes(), input_hash_parts.options().device(at::kCPU).pinned_memory(true));
           hash_parts.copy_(input_hash_parts, /*non_blocking=*/true);
         }
         const auto* impl = c10::impl::getDeviceGuardImpl(src.device().type());
@@ -623,8 +637,8 @@ void inline_local_calls(Graph& g) {
     std::function<void(torch::jit::Block*)> walk = [&](torch::jit::Block* b) {
       for (Node* n : b->nodes()) {
         for (auto* sub : n->blocks()) walk(sub);
-        bool local = n->kind() == c10::prim::CallFunction ||
-                     (n->kind() == c10::prim::CallMethod && n->input(0) == self);
+        bool local =
+            n->kind() == c10::prim::CallFunction || (n->kind() == c10::prim::CallMethod && n->input(0) == self);
         if (local && torch::jit::tryToGraphFunction(n)) calls.push_back(n);
       }
     };
@@ -684,12 +698,14 @@ std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, co
   size_t n_sel = std::count(sel.begin(), sel.end(), true);
   if (n_sel == 0 && !o.ops && o.layers != "none") {
     if (mods.size() <= 1)
-      throw InputError(fmt::format("--layers {} selects nothing in model '{}': it has no submodules (a frozen or "
-                                   "fully inlined model); use --ops to tap the ops of its forward graph",
-                                   o.layers, o.model));
-    throw InputError(fmt::format("--layers {} selects nothing in model '{}'; its layer types are: {}; pass one of "
-                                 "them, 'all', or --ops",
-                                 o.layers, o.model, layer_types_of(mods)));
+      throw InputError(
+          fmt::format("--layers {} selects nothing in model '{}': it has no submodules (a frozen or "
+                      "fully inlined model); use --ops to tap the ops of its forward graph",
+                      o.layers, o.model));
+    throw InputError(
+        fmt::format("--layers {} selects nothing in model '{}'; its layer types are: {}; pass one of "
+                    "them, 'all', or --ops",
+                    o.layers, o.model, layer_types_of(mods)));
   }
   std::vector<Site> sites(mods.size());
   std::vector<torch::jit::Module> instances;
@@ -759,11 +775,14 @@ std::string deterministic_error(const std::string& msg, const torch::jit::Module
       base.erase(base.size() - sfx.size());
   }
   auto layers = layers_running(module, base);
-  std::string where = layers.empty() ? "" : fmt::format(" in layer {}{}", layers.front(),
-                                                         layers.size() > 1 ? fmt::format(" (and {} more)", layers.size() - 1) : "");
-  return fmt::format("--deterministic: aten::{}{} has no deterministic implementation on {} (LibTorch raised it for {}); "
-                     "run with --deterministic=warn to run it anyway with a warning, or replace the op",
-                     base, where, device.is_cuda() ? "CUDA" : "the CPU", op);
+  std::string where = layers.empty()
+                          ? ""
+                          : fmt::format(" in layer {}{}", layers.front(),
+                                        layers.size() > 1 ? fmt::format(" (and {} more)", layers.size() - 1) : "");
+  return fmt::format(
+      "--deterministic: aten::{}{} has no deterministic implementation on {} (LibTorch raised it for {}); "
+      "run with --deterministic=warn to run it anyway with a warning, or replace the op",
+      base, where, device.is_cuda() ? "CUDA" : "the CPU", op);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -780,14 +799,17 @@ std::map<std::string, at::Tensor> load_replay(const RecordTarget& t) {
   for (const auto& m : ref.index()) {
     if (!wanted.count(m.key())) continue;
     auto bytes = ref.read(m);
-    at::ScalarType st = m.dtype == "bfloat16" ? at::kBFloat16 : m.dtype == "bool" ? at::kBool : scalar_type_any(m.dtype);
+    at::ScalarType st = m.dtype == "bfloat16" ? at::kBFloat16
+                        : m.dtype == "bool"   ? at::kBool
+                                              : scalar_type_any(m.dtype);
     at::Tensor v = at::empty(m.shape, at::TensorOptions().dtype(st));
     std::memcpy(v.data_ptr(), bytes.data(), bytes.size());
     out.emplace(m.key(), v);
     wanted.erase(m.key());
   }
   if (!wanted.empty())
-    throw InputError(fmt::format("--replay '{}' has no tensor '{}'; pass keys of that dump", t.replay_dump, *wanted.begin()));
+    throw InputError(
+        fmt::format("--replay '{}' has no tensor '{}'; pass keys of that dump", t.replay_dump, *wanted.begin()));
   return out;
 }
 
@@ -802,9 +824,10 @@ c10::Device resolve_device(const std::string& d) {
   bool avail = torch::cuda::is_available();
   if (d == "auto") return avail ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
   if (!avail)
-    throw UsageError(fmt::format("--device {}: CUDA is not available on this machine (no GPU or driver); use "
-                                 "--device cpu or auto",
-                                 d));
+    throw UsageError(
+        fmt::format("--device {}: CUDA is not available on this machine (no GPU or driver); use "
+                    "--device cpu or auto",
+                    d));
   c10::Device dev(d);
   if (dev.index() >= static_cast<int>(torch::cuda::device_count()))
     throw UsageError(fmt::format("--device {}: this machine has {} CUDA device(s)", d, torch::cuda::device_count()));
@@ -882,12 +905,14 @@ RecordResult record_run(const RunOptions& o, const RecordTarget& target) {
   ModelMeta meta;
   torch::jit::Module module = detail::load_module(o.model, device, &meta);
   std::vector<ModuleInfo> mods = detail::describe_modules(module);
-  std::vector<int64_t> shape = !o.input_shape.empty() ? o.input_shape : meta.input_shape.value_or(std::vector<int64_t>{});
+  std::vector<int64_t> shape =
+      !o.input_shape.empty() ? o.input_shape : meta.input_shape.value_or(std::vector<int64_t>{});
   if (shape.empty())
-    throw InputError(fmt::format("model '{}' has no input shape: it carries no reprocheck.json; pass --input-shape "
-                                 "N,C,H,W (or embed one with torch.jit.save(m, path, _extra_files={{'reprocheck.json': "
-                                 "'{{\"input_shape\": [...]}}'}}))",
-                                 o.model));
+    throw InputError(
+        fmt::format("model '{}' has no input shape: it carries no reprocheck.json; pass --input-shape "
+                    "N,C,H,W (or embed one with torch.jit.save(m, path, _extra_files={{'reprocheck.json': "
+                    "'{{\"input_shape\": [...]}}'}}))",
+                    o.model));
   const std::string dtype = !o.dtype.empty() ? o.dtype : meta.dtype.value_or("float32");
   const std::string loss_name = !o.loss.empty() ? o.loss : meta.loss.value_or("mse");
   const at::ScalarType stype = scalar_type(dtype);
@@ -1018,84 +1043,87 @@ RecordResult record_run(const RunOptions& o, const RecordTarget& target) {
   // The tap kernels throw Interrupted on Ctrl-C; the TorchScript interpreter may rethrow it as
   // another exception type, so any exception after an interrupt request is reported as one.
   try {
-  for (int step = 0; step < o.steps; ++step) {
-    check_interrupt();
-    if (g_session) g_session->begin_step(step);
-    at::Tensor x = at::randn(shape, data_gen, at::TensorOptions().dtype(stype)).to(device);
-    if (g_session) g_session->record("input", "", "", "input", "input", x);
-    at::Tensor out;
-    try {
-      c10::IValue r = module.forward({x});
-      if (r.isTuple() && !r.toTupleRef().elements().empty() && r.toTupleRef().elements()[0].isTensor())
-        out = r.toTupleRef().elements()[0].toTensor();
-      else if (r.isTensor())
-        out = r.toTensor();
-      else
-        throw InputError(fmt::format("model '{}' returns {}, not a tensor; reprocheck trains on a tensor output (or "
-                                     "the first tensor of a tuple)",
-                                     o.model, r.tagKind()));
-    } catch (const Error&) {
-      throw;
-    } catch (const std::exception& e) {
-      if (auto det = deterministic_error(torch_message(e), module, device); !det.empty()) throw InputError(det);
-      std::string expected = meta.input_shape ? fmt::format("; the model's reprocheck.json gives input shape {}",
-                                                            detail::shape_string(*meta.input_shape))
-                                              : "; check --input-shape";
-      throw InputError(fmt::format("forward of model '{}' failed on input {} {}: {}{}", o.model,
-                                   detail::shape_string(shape), dtype, torch_error_summary(torch_message(e)),
-                                   expected));
-    }
-    if (g_session) g_session->record("output", "", "", "output", "output", out);
-    at::Tensor tgt, loss;
-    try {
-      if (loss_name == "cross_entropy") {
-        if (out.dim() < 2)
-          throw InputError(fmt::format("--loss cross_entropy needs a model output of shape [N, C, ...], model '{}' "
-                                       "returns {}; pass --loss mse or --loss sum",
-                                       o.model, detail::shape_string(out.sizes())));
-        std::vector<int64_t> tshape(out.sizes().begin(), out.sizes().end());
-        tshape.erase(tshape.begin() + 1);
-        tgt = at::randint(0, out.size(1), tshape, data_gen, at::TensorOptions().dtype(at::kLong)).to(device);
-      } else if (loss_name == "mse") {
-        tgt = at::randn(out.sizes(), data_gen, at::TensorOptions().dtype(out.scalar_type())).to(device);
-      }
-      if (g_session && tgt.defined()) g_session->record("input", "", "", "target", "target", tgt);
-      if (loss_name == "cross_entropy")
-        loss = torch::nn::functional::cross_entropy(out, tgt);
-      else if (loss_name == "mse")
-        loss = torch::mse_loss(out, tgt);
-      else
-        loss = out.sum();
-    } catch (const Error&) {
-      throw;
-    } catch (const std::exception& e) {
-      throw InputError(fmt::format("loss {} failed on the output {} of model '{}': {}; pass another --loss", loss_name,
-                                   detail::shape_string(out.sizes()), o.model, torch_error_summary(torch_message(e))));
-    }
-    if (g_session) g_session->record("loss", "", "", "loss", "loss", loss);
-    fp(out);
-    fp(loss);
-    // A model without trainable parameters (a frozen one) is run forward only.
-    result.forward_only = !loss.requires_grad();
-    if (!result.forward_only) {
+    for (int step = 0; step < o.steps; ++step) {
+      check_interrupt();
+      if (g_session) g_session->begin_step(step);
+      at::Tensor x = at::randn(shape, data_gen, at::TensorOptions().dtype(stype)).to(device);
+      if (g_session) g_session->record("input", "", "", "input", "input", x);
+      at::Tensor out;
       try {
-        loss.backward();
+        c10::IValue r = module.forward({x});
+        if (r.isTuple() && !r.toTupleRef().elements().empty() && r.toTupleRef().elements()[0].isTensor())
+          out = r.toTupleRef().elements()[0].toTensor();
+        else if (r.isTensor())
+          out = r.toTensor();
+        else
+          throw InputError(
+              fmt::format("model '{}' returns {}, not a tensor; reprocheck trains on a tensor output (or "
+                          "the first tensor of a tuple)",
+                          o.model, r.tagKind()));
       } catch (const Error&) {
         throw;
       } catch (const std::exception& e) {
         if (auto det = deterministic_error(torch_message(e), module, device); !det.empty()) throw InputError(det);
-        throw RunError(fmt::format("backward of model '{}' failed at step {}: {}", o.model, step,
-                                   torch_error_summary(torch_message(e))));
+        std::string expected = meta.input_shape ? fmt::format("; the model's reprocheck.json gives input shape {}",
+                                                              detail::shape_string(*meta.input_shape))
+                                                : "; check --input-shape";
+        throw InputError(fmt::format("forward of model '{}' failed on input {} {}: {}{}", o.model,
+                                     detail::shape_string(shape), dtype, torch_error_summary(torch_message(e)),
+                                     expected));
       }
-      for (size_t i = 0; i < params.size(); ++i)
-        if (params[i].grad().defined()) fp(params[i].grad());
-      opt.step();
-      opt.zero_grad();
+      if (g_session) g_session->record("output", "", "", "output", "output", out);
+      at::Tensor tgt, loss;
+      try {
+        if (loss_name == "cross_entropy") {
+          if (out.dim() < 2)
+            throw InputError(
+                fmt::format("--loss cross_entropy needs a model output of shape [N, C, ...], model '{}' "
+                            "returns {}; pass --loss mse or --loss sum",
+                            o.model, detail::shape_string(out.sizes())));
+          std::vector<int64_t> tshape(out.sizes().begin(), out.sizes().end());
+          tshape.erase(tshape.begin() + 1);
+          tgt = at::randint(0, out.size(1), tshape, data_gen, at::TensorOptions().dtype(at::kLong)).to(device);
+        } else if (loss_name == "mse") {
+          tgt = at::randn(out.sizes(), data_gen, at::TensorOptions().dtype(out.scalar_type())).to(device);
+        }
+        if (g_session && tgt.defined()) g_session->record("input", "", "", "target", "target", tgt);
+        if (loss_name == "cross_entropy")
+          loss = torch::nn::functional::cross_entropy(out, tgt);
+        else if (loss_name == "mse")
+          loss = torch::mse_loss(out, tgt);
+        else
+          loss = out.sum();
+      } catch (const Error&) {
+        throw;
+      } catch (const std::exception& e) {
+        throw InputError(fmt::format("loss {} failed on the output {} of model '{}': {}; pass another --loss",
+                                     loss_name, detail::shape_string(out.sizes()), o.model,
+                                     torch_error_summary(torch_message(e))));
+      }
+      if (g_session) g_session->record("loss", "", "", "loss", "loss", loss);
+      fp(out);
+      fp(loss);
+      // A model without trainable parameters (a frozen one) is run forward only.
+      result.forward_only = !loss.requires_grad();
+      if (!result.forward_only) {
+        try {
+          loss.backward();
+        } catch (const Error&) {
+          throw;
+        } catch (const std::exception& e) {
+          if (auto det = deterministic_error(torch_message(e), module, device); !det.empty()) throw InputError(det);
+          throw RunError(fmt::format("backward of model '{}' failed at step {}: {}", o.model, step,
+                                     torch_error_summary(torch_message(e))));
+        }
+        for (size_t i = 0; i < params.size(); ++i)
+          if (params[i].grad().defined()) fp(params[i].grad());
+        opt.step();
+        opt.zero_grad();
+      }
+      record_state("after_step");
+      for (const auto& p : module.parameters(true)) fp(p);
+      for (const auto& b : module.buffers(true)) fp(b);
     }
-    record_state("after_step");
-    for (const auto& p : module.parameters(true)) fp(p);
-    for (const auto& b : module.buffers(true)) fp(b);
-  }
   } catch (...) {
     if (interrupt_requested()) throw Interrupted();
     throw;

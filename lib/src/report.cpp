@@ -20,7 +20,9 @@ namespace reprocheck {
 
 namespace {
 
-std::string model_name(const Comparison& c) { return c.ref_attributes.count("model") ? c.ref_attributes.at("model") : "?"; }
+std::string model_name(const Comparison& c) {
+  return c.ref_attributes.count("model") ? c.ref_attributes.at("model") : "?";
+}
 
 std::string short_type(const std::string& type) {
   auto dot = type.rfind('.');
@@ -94,12 +96,16 @@ std::string knobs(const PairComparison& p) {
   return fmt::format("{}", fmt::join(parts, ", "));
 }
 
-std::string steps_of(const Comparison& c) { return c.ref_attributes.count("steps") ? c.ref_attributes.at("steps") : "?"; }
+std::string steps_of(const Comparison& c) {
+  return c.ref_attributes.count("steps") ? c.ref_attributes.at("steps") : "?";
+}
 
 }  // namespace
 
 std::string render_text(const Comparison& c, const ReportOptions& o) {
-  auto paint = [&](const std::string& s, const char* code) { return o.color ? fmt::format("\033[{}m{}\033[0m", code, s) : s; };
+  auto paint = [&](const std::string& s, const char* code) {
+    return o.color ? fmt::format("\033[{}m{}\033[0m", code, s) : s;
+  };
   std::string out;
   out += fmt::format("{}: {} runs of {} step(s), {} tensors each, tolerance {}\n", model_name(c), c.runs.size(),
                      steps_of(c), group_digits(c.tensors), c.tolerance.describe());
@@ -126,8 +132,8 @@ std::string render_text(const Comparison& c, const ReportOptions& o) {
                        100.0 * static_cast<double>(s.mismatched) / static_cast<double>(std::max<int64_t>(s.numel, 1)));
     if (s.max_abs_index >= 0)
       out += fmt::format("  max abs diff     {:.4g} at {}: {} ({}) vs {} ({})\n", s.max_abs,
-                         unravel_index(s.max_abs_index, d.ref.shape), value(s.a_at_max), bits_hex(s.a_bits, d.ref.dtype),
-                         value(s.b_at_max), bits_hex(s.b_bits, d.ref.dtype));
+                         unravel_index(s.max_abs_index, d.ref.shape), value(s.a_at_max),
+                         bits_hex(s.a_bits, d.ref.dtype), value(s.b_at_max), bits_hex(s.b_bits, d.ref.dtype));
     out += fmt::format("  max rel diff     {:<12.4g} mean abs {:<12.4g} rms {:.4g}\n", s.max_rel, s.mean_abs, s.rms);
     out += fmt::format("  max ulp          {:<12} cosine   {:.9f}\n", s.max_ulp, s.cosine);
     if (s.nan_mismatch || s.inf_mismatch || s.signed_zeros)
@@ -155,8 +161,8 @@ std::string render_text(const Comparison& c, const ReportOptions& o) {
       out += fmt::format("\nrun {} vs run 0: identical\n", p.other_run);
       continue;
     }
-    out += fmt::format("\nafter it  {} more divergent tensor(s) of {} compared (run {} vs run 0)\n", group_digits(after),
-                       group_digits(p.compared), p.other_run);
+    out += fmt::format("\nafter it  {} more divergent tensor(s) of {} compared (run {} vs run 0)\n",
+                       group_digits(after), group_digits(p.compared), p.other_run);
     if (!rows.empty()) out += fmt::format("  {:<14} {:<11} {:>7}   {}\n", "step", "phase", "tensors", "max abs diff");
     for (size_t i = 0; i < rows.size() && i < o.max_cascade; ++i)
       out += fmt::format("  {:<14} {:<11} {:>7}   {:.3g}\n",
@@ -164,8 +170,8 @@ std::string render_text(const Comparison& c, const ReportOptions& o) {
                          rows[i].count, rows[i].max_abs);
     if (rows.size() > o.max_cascade) out += fmt::format("  ... {} more groups\n", rows.size() - o.max_cascade);
   }
-  out += fmt::format("\n{} (run {} differs from run 0, first at {})\n", paint("verdict: DIVERGENT", "1;31"), h->other_run,
-                     describe(d.ref));
+  out += fmt::format("\n{} (run {} differs from run 0, first at {})\n", paint("verdict: DIVERGENT", "1;31"),
+                     h->other_run, describe(d.ref));
   return out;
 }
 
@@ -228,12 +234,15 @@ nlohmann::json tensor_json(const TensorDiff& d, int run) {
 }  // namespace
 
 std::string render_isolation_text(const Isolation& iso, const ReportOptions& o) {
-  auto paint = [&](const std::string& s, const char* code) { return o.color ? fmt::format("\033[{}m{}\033[0m", code, s) : s; };
+  auto paint = [&](const std::string& s, const char* code) {
+    return o.color ? fmt::format("\033[{}m{}\033[0m", code, s) : s;
+  };
   std::string out = fmt::format("\n{}  {} independent source(s) in step {}, in execution order:\n",
                                 paint("isolation", "1"), iso.sources.size(), iso.step);
   for (size_t i = 0; i < iso.sources.size(); ++i) {
     const auto& d = iso.sources[i];
-    out += fmt::format("  {}. {}  ({}; max abs diff {:.3g})\n", i + 1, describe(d.ref), provenance_tag(d), d.stats.max_abs);
+    out += fmt::format("  {}. {}  ({}; max abs diff {:.3g})\n", i + 1, describe(d.ref), provenance_tag(d),
+                       d.stats.max_abs);
   }
   if (iso.agreed)
     out += fmt::format("  with these replayed from run 0, the runs agree through step {}\n", iso.step);
@@ -271,7 +280,8 @@ std::string render_json(const Comparison& c, const Isolation* isolation) {
     nlohmann::json knobs = nlohmann::json::object();
     for (const auto& [k, v] : p.knob_diffs) knobs[k] = v;
     nlohmann::json cas = nlohmann::json::array();
-    for (const auto& r : cascade(p)) cas.push_back({{"step", r.step}, {"phase", r.phase}, {"count", r.count}, {"max_abs", r.max_abs}});
+    for (const auto& r : cascade(p))
+      cas.push_back({{"step", r.step}, {"phase", r.phase}, {"count", r.count}, {"max_abs", r.max_abs}});
     pairs.push_back({{"run", p.other_run},
                      {"dump", p.other_path},
                      {"compared", p.compared},
@@ -293,7 +303,10 @@ std::string render_json(const Comparison& c, const Isolation* isolation) {
   j["divergent_tensors"] = divergent;
   nlohmann::json hints = nlohmann::json::array();
   for (const auto& x : explain(c))
-    hints.push_back({{"cause", x.cause}, {"title", x.title}, {"evidence", x.evidence}, {"fix_python", x.fix_python},
+    hints.push_back({{"cause", x.cause},
+                     {"title", x.title},
+                     {"evidence", x.evidence},
+                     {"fix_python", x.fix_python},
                      {"fix_flag", x.fix_flag}});
   j["hints"] = hints;
   if (isolation) j["isolation"] = isolation_json(*isolation);
@@ -310,7 +323,9 @@ nlohmann::json isolation_json(const Isolation& iso) {
     t["max_abs"] = d.stats.max_abs;
     sources.push_back(t);
   }
-  return {{"step", iso.step}, {"sources", sources}, {"agreed", iso.agreed},
+  return {{"step", iso.step},
+          {"sources", sources},
+          {"agreed", iso.agreed},
           {"note", iso.note.empty() ? nlohmann::json(nullptr) : nlohmann::json(iso.note)}};
 }
 
@@ -318,11 +333,21 @@ std::string xml_escape(const std::string& s) {
   std::string out;
   for (char ch : s) {
     switch (ch) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
       default:
         if (static_cast<unsigned char>(ch) < 0x20 && ch != '\n' && ch != '\t') continue;  // not allowed in XML 1.0
         out += ch;
@@ -350,9 +375,9 @@ std::string render_junit(const Comparison& c) {
       if (is_divergent(d.status))
         failures[group_name(d.ref)].push_back(fmt::format(
             "run {} vs run 0: {}: {}", p.other_run, describe(d.ref),
-            d.status == Status::values_differ
-                ? fmt::format("{} of {} elements differ, max abs diff {:.4g}", d.stats.mismatched, d.stats.numel, d.stats.max_abs)
-                : fmt::format("{} ({})", to_string(d.status), d.detail)));
+            d.status == Status::values_differ ? fmt::format("{} of {} elements differ, max abs diff {:.4g}",
+                                                            d.stats.mismatched, d.stats.numel, d.stats.max_abs)
+                                              : fmt::format("{} ({})", to_string(d.status), d.detail)));
   }
   DumpReader ref(c.runs[0]);
   for (const auto& m : ref.index()) {
@@ -368,11 +393,14 @@ std::string render_junit(const Comparison& c) {
   for (const auto& g : order) nfail += failures.count(g) ? 1 : 0;
   std::string suite = fmt::format("reprocheck {}", model_name(c));
   std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-  out += fmt::format("<testsuites name=\"reprocheck\" tests=\"{}\" failures=\"{}\" errors=\"0\">\n", order.size(), nfail);
-  out += fmt::format("  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\">\n", xml_escape(suite),
-                     order.size(), nfail);
-  out += fmt::format("    <properties>\n      <property name=\"tolerance\" value=\"{}\"/>\n      <property name=\"runs\" value=\"{}\"/>\n    </properties>\n",
-                     xml_escape(c.tolerance.describe()), c.runs.size());
+  out +=
+      fmt::format("<testsuites name=\"reprocheck\" tests=\"{}\" failures=\"{}\" errors=\"0\">\n", order.size(), nfail);
+  out += fmt::format("  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\">\n",
+                     xml_escape(suite), order.size(), nfail);
+  out += fmt::format(
+      "    <properties>\n      <property name=\"tolerance\" value=\"{}\"/>\n      <property name=\"runs\" "
+      "value=\"{}\"/>\n    </properties>\n",
+      xml_escape(c.tolerance.describe()), c.runs.size());
   for (const auto& g : order) {
     out += fmt::format("    <testcase classname=\"{}\" name=\"{}\" time=\"0\"", xml_escape(suite), xml_escape(g));
     auto it = failures.find(g);
@@ -391,8 +419,8 @@ std::string render_markdown(const Comparison& c, const ReportOptions& o, const I
   std::string out;
   const PairComparison* h = c.headline();
   out += fmt::format("### reprocheck: {}\n\n", h ? "**divergent**" : "**reproducible**");
-  out += fmt::format("Model `{}` · {} runs of {} step(s) · {} tensors per run · tolerance {}\n\n", model_name(c), c.runs.size(),
-                     steps_of(c), group_digits(c.tensors), c.tolerance.describe());
+  out += fmt::format("Model `{}` · {} runs of {} step(s) · {} tensors per run · tolerance {}\n\n", model_name(c),
+                     c.runs.size(), steps_of(c), group_digits(c.tensors), c.tolerance.describe());
   for (const auto& p : c.pairs)
     if (!p.knob_diffs.empty()) out += fmt::format("Run {} differs from run 0 in: {}\n\n", p.other_run, knobs(p));
   for (const auto& n : c.notes) out += fmt::format("Note: {}\n\n", n);
@@ -409,9 +437,10 @@ std::string render_markdown(const Comparison& c, const ReportOptions& o, const I
     const auto& s = d.stats;
     out += "| statistic | value |\n|---|---|\n";
     out += fmt::format("| mismatched elements | {} of {} |\n", group_digits(s.mismatched), group_digits(s.numel));
-    out += fmt::format("| max abs diff | {:.4g} at {}: `{}` vs `{}` |\n", s.max_abs, unravel_index(s.max_abs_index, d.ref.shape),
-                       value(s.a_at_max), value(s.b_at_max));
-    out += fmt::format("| max rel diff | {:.4g} |\n| mean abs / rms | {:.4g} / {:.4g} |\n", s.max_rel, s.mean_abs, s.rms);
+    out += fmt::format("| max abs diff | {:.4g} at {}: `{}` vs `{}` |\n", s.max_abs,
+                       unravel_index(s.max_abs_index, d.ref.shape), value(s.a_at_max), value(s.b_at_max));
+    out +=
+        fmt::format("| max rel diff | {:.4g} |\n| mean abs / rms | {:.4g} / {:.4g} |\n", s.max_rel, s.mean_abs, s.rms);
     out += fmt::format("| max ulp | {} |\n| cosine | {:.9f} |\n", s.max_ulp, s.cosine);
     out += fmt::format("| first mismatch | {} |\n\n", unravel_index(s.first_index, d.ref.shape));
   } else {
@@ -426,7 +455,9 @@ std::string render_markdown(const Comparison& c, const ReportOptions& o, const I
   }
   auto rows = cascade(*h);
   if (!rows.empty()) {
-    out += "<details><summary>Divergent tensors after it</summary>\n\n| step | phase | tensors | max abs diff |\n|---|---|---:|---:|\n";
+    out +=
+        "<details><summary>Divergent tensors after it</summary>\n\n| step | phase | tensors | max abs diff "
+        "|\n|---|---|---:|---:|\n";
     for (size_t i = 0; i < rows.size() && i < o.max_cascade * 4; ++i)
       out += fmt::format("| {} | {} | {} | {:.3g} |\n", rows[i].step, rows[i].phase, rows[i].count, rows[i].max_abs);
     out += "\n</details>\n";
@@ -444,7 +475,8 @@ void write_report_file(const std::string& path, const std::string& text) {
     std::ofstream f(tmp, std::ios::binary);
     f << text;
     if (!f.flush())
-      throw InputError(fmt::format("cannot write report '{}': {}; check that the folder is writable", path, std::strerror(errno)));
+      throw InputError(
+          fmt::format("cannot write report '{}': {}; check that the folder is writable", path, std::strerror(errno)));
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::remove(tmp.c_str());

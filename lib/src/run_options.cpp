@@ -9,8 +9,11 @@
 namespace reprocheck {
 
 std::vector<std::string> to_args(const RunOptions& o) {
-  std::vector<std::string> a{o.model, "--steps", std::to_string(o.steps), "--seed", o.seed, "--data-seed", o.data_seed,
-                             "--device", o.device, "--mode", o.mode, "--layers", o.layers};
+  std::vector<std::string> a{o.model,     "--steps",  std::to_string(o.steps),
+                             "--seed",    o.seed,     "--data-seed",
+                             o.data_seed, "--device", o.device,
+                             "--mode",    o.mode,     "--layers",
+                             o.layers};
   auto num = [](double v) { return fmt::format("{}", v); };
   a.insert(a.end(), {"--lr", num(o.lr), "--momentum", num(o.momentum), "--deterministic", o.deterministic});
   if (o.benchmark) a.push_back("--benchmark");
@@ -36,7 +39,8 @@ void validate(const RunOptions& o) {
   };
   seed_ok("--seed", o.seed);
   seed_ok("--data-seed", o.data_seed);
-  if (o.steps < 1 || o.steps > 100000) throw UsageError(fmt::format("bad value {} for --steps: expected 1 or more", o.steps));
+  if (o.steps < 1 || o.steps > 100000)
+    throw UsageError(fmt::format("bad value {} for --steps: expected 1 or more", o.steps));
   if (o.threads < 0) throw UsageError(fmt::format("bad value {} for --threads: expected 1 or more", o.threads));
   one_of("--deterministic", o.deterministic, {"off", "on", "warn"});
   one_of("--mode", o.mode, {"train", "eval"});
@@ -46,8 +50,10 @@ void validate(const RunOptions& o) {
   if (o.device != "auto" && o.device != "cpu" && !std::regex_match(o.device, std::regex("cuda(:[0-9]+)?")))
     throw UsageError(fmt::format("bad value '{}' for --device: expected cpu, cuda, cuda:N or auto", o.device));
   for (auto d : o.input_shape)
-    if (d < 0) throw UsageError(fmt::format("bad --input-shape {}: dimensions must be >= 0", fmt::join(o.input_shape, ",")));
-  if (o.layers.empty()) throw UsageError("empty --layers: pass default, all, none, a comma list of kinds, or path:REGEX");
+    if (d < 0)
+      throw UsageError(fmt::format("bad --input-shape {}: dimensions must be >= 0", fmt::join(o.input_shape, ",")));
+  if (o.layers.empty())
+    throw UsageError("empty --layers: pass default, all, none, a comma list of kinds, or path:REGEX");
 }
 
 }  // namespace reprocheck

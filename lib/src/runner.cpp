@@ -4,14 +4,14 @@
 #include <fmt/ranges.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <algorithm>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 #include <memory>
+#include <sstream>
 #include <thread>
 
 #include "reprocheck/error.h"
@@ -98,8 +98,9 @@ Runner::Runner(RunnerOptions o) : o_(std::move(o)) {
       throw InputError(fmt::format("--keep '{}': cannot create the folder: {}", o_.keep_dir, std::strerror(errno)));
     for (int i = 0; i < o_.runs; ++i)
       if (files::exists(o_.keep_dir + "/" + dump_name(i)) && !o_.overwrite)
-        throw InputError(fmt::format("--keep '{}' already holds {}; pass --force to overwrite, or choose another folder",
-                                     o_.keep_dir, dump_name(i)));
+        throw InputError(
+            fmt::format("--keep '{}' already holds {}; pass --force to overwrite, or choose another folder",
+                        o_.keep_dir, dump_name(i)));
   }
   if (o_.executable.empty()) o_.executable = self_executable();
   temp_dir_ = files::make_temp_dir("reprocheck-");
@@ -127,8 +128,8 @@ std::vector<std::string> Runner::rerun_with_replay(const std::string& reference,
   }
   std::vector<int> others;
   for (int i = 1; i < o_.runs; ++i) others.push_back(i);
-  auto out = run_workers(others, {"--replay", reference, "--replay-keys", keys_file}, fmt::format(".replay-{}", replays_),
-                         progress);
+  auto out = run_workers(others, {"--replay", reference, "--replay-keys", keys_file},
+                         fmt::format(".replay-{}", replays_), progress);
   out[0] = reference;
   return out;
 }
@@ -191,9 +192,8 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
         std::string tail = tail_lines(s.err, 12);
         if (st->exited && st->code == 2) {
           // The worker rejected the input: relay its own one-line error.
-          std::string line = first_line(tail.substr(tail.rfind("reprocheck: error: ") == std::string::npos
-                                                        ? 0
-                                                        : tail.rfind("reprocheck: error: ") + 19));
+          std::string line = first_line(tail.substr(
+              tail.rfind("reprocheck: error: ") == std::string::npos ? 0 : tail.rfind("reprocheck: error: ") + 19));
           throw InputError(line.empty() ? fmt::format("run {} rejected its input", s.index) : line);
         }
         if (!st->timed_out && st->exited && st->code == 130 && interrupt_requested()) throw Interrupted();
@@ -203,7 +203,8 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
       }
       struct stat sb {};
       stat(s.dump.c_str(), &sb);
-      WorkerEvent ev{WorkerEvent::Kind::finished, s.index, o_.runs, elapsed, static_cast<uint64_t>(sb.st_size), s.label, {}};
+      WorkerEvent ev{WorkerEvent::Kind::finished,       s.index, o_.runs, elapsed,
+                     static_cast<uint64_t>(sb.st_size), s.label, {}};
       // Warnings the run printed (LibTorch's, with --deterministic=warn), each once.
       std::istringstream lines(tail_lines(s.err, 200));
       for (std::string line; std::getline(lines, line) && ev.messages.size() < 5;) {
@@ -220,8 +221,13 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
     if (Clock::now() - last_tick > std::chrono::milliseconds(100)) {
       last_tick = Clock::now();
       for (const auto& s : running)
-        progress({WorkerEvent::Kind::tick, s.index, o_.runs,
-                  std::chrono::duration<double>(Clock::now() - s.start).count(), 0, s.label, {}});
+        progress({WorkerEvent::Kind::tick,
+                  s.index,
+                  o_.runs,
+                  std::chrono::duration<double>(Clock::now() - s.start).count(),
+                  0,
+                  s.label,
+                  {}});
     }
     if (done < indices.size()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -253,7 +259,8 @@ Isolation isolate(Runner& runner, const std::vector<std::string>& dumps, const C
       break;
     }
     if (d.ref.phase == "after_step") {
-      iso.note = fmt::format("{} differs after the optimizer step only; the step itself is the source", d.ref.tensor_name());
+      iso.note =
+          fmt::format("{} differs after the optimizer step only; the step itself is the source", d.ref.tensor_name());
       iso.sources.push_back(d);
       break;
     }

@@ -29,37 +29,37 @@ struct Tolerance {
 };
 
 enum class Status {
-  match,           // bitwise equal (hashes equal, or every element's bits equal)
-  close,           // bytes differ, but every element is within the tolerance
-  values_differ,   // some elements are not within the tolerance
+  match,          // bitwise equal (hashes equal, or every element's bits equal)
+  close,          // bytes differ, but every element is within the tolerance
+  values_differ,  // some elements are not within the tolerance
   shape_mismatch,
   dtype_mismatch,
-  missing,         // in the reference run only
-  extra,           // in the other run only
+  missing,  // in the reference run only
+  extra,    // in the other run only
 };
 const char* to_string(Status s);
 inline bool is_divergent(Status s) { return s != Status::match && s != Status::close; }
 
 struct DiffStats {
   int64_t numel = 0;
-  int64_t mismatched = 0;        // elements not within the tolerance
-  double max_abs = 0;            // over finite pairs
-  int64_t max_abs_index = -1;    // flat, row-major
+  int64_t mismatched = 0;      // elements not within the tolerance
+  double max_abs = 0;          // over finite pairs
+  int64_t max_abs_index = -1;  // flat, row-major
   double a_at_max = 0, b_at_max = 0;
   uint64_t a_bits = 0, b_bits = 0;  // raw bits of the two values at max_abs_index
-  double max_rel = 0;            // |a-b| / max(|a|, |b|): 1 where the reference is 0 and the other is not
-  double mean_abs = 0, rms = 0;  // of a - b over finite pairs
-  uint64_t max_ulp = 0;          // units in the last place (floats), |a - b| (integers)
-  double cosine = 1;             // of a and b over finite pairs; 1 when both are zero
-  int64_t nan_mismatch = 0;      // positions where exactly one is NaN
-  int64_t inf_mismatch = 0;      // positions where the infinities differ
-  int64_t signed_zeros = 0;      // positions holding +0 in one and -0 in the other
-  int64_t first_index = -1;      // first element not within the tolerance
+  double max_rel = 0;               // |a-b| / max(|a|, |b|): 1 where the reference is 0 and the other is not
+  double mean_abs = 0, rms = 0;     // of a - b over finite pairs
+  uint64_t max_ulp = 0;             // units in the last place (floats), |a - b| (integers)
+  double cosine = 1;                // of a and b over finite pairs; 1 when both are zero
+  int64_t nan_mismatch = 0;         // positions where exactly one is NaN
+  int64_t inf_mismatch = 0;         // positions where the infinities differ
+  int64_t signed_zeros = 0;         // positions holding +0 in one and -0 in the other
+  int64_t first_index = -1;         // first element not within the tolerance
 };
 
 struct TensorDiff {
-  TensorMeta ref;      // the reference run's record (the other run's, for `extra`)
-  TensorMeta other;    // the other run's record, where it has one
+  TensorMeta ref;    // the reference run's record (the other run's, for `extra`)
+  TensorMeta other;  // the other run's record, where it has one
   Status status = Status::match;
   DiffStats stats;     // for close and values_differ
   std::string detail;  // for shape and dtype mismatches: "[4, 3] vs [4, 4]"
@@ -73,9 +73,9 @@ struct PairComparison {
   std::string ref_path, other_path;
   int other_run = 1;
   int64_t compared = 0, identical = 0, close = 0, divergent = 0;
-  uint64_t bytes_read = 0;  // tensor data read to compute statistics
-  std::vector<TensorDiff> diffs;   // every tensor that is not a bitwise match, in execution order
-  std::optional<size_t> first;     // index in `diffs` of the first divergent tensor
+  uint64_t bytes_read = 0;        // tensor data read to compute statistics
+  std::vector<TensorDiff> diffs;  // every tensor that is not a bitwise match, in execution order
+  std::optional<size_t> first;    // index in `diffs` of the first divergent tensor
   std::vector<std::pair<std::string, std::string>> knob_diffs;  // run options that differ: name, "a vs b"
   bool has_divergence() const { return first.has_value(); }
 };

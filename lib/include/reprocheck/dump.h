@@ -17,20 +17,20 @@ inline constexpr const char* kDumpFormatName = "reprocheck-dump";
 // What a captured tensor is. Order is the execution order within the run, assigned on write.
 struct TensorMeta {
   int64_t order = -1;
-  int32_t step = -1;          // -1 for tensors before the first step (initial parameters)
-  std::string phase;          // init, input, forward, output, loss, backward, param_grad, after_step
-  std::string layer;          // module path ("" for the model itself) or "path:aten::op#k"
-  std::string layer_type;     // demangled module type or op name
-  std::string kind;           // activation, grad, param, buffer, input, target, output, loss
-  std::string name;           // parameter/buffer name, or "out" / "out.1" for activations
-  int32_t call = 0;           // how many times this layer had already been called in this step
-  std::string dtype;          // float32, float64, float16, bfloat16, int8, uint8, int16, int32, int64, bool
+  int32_t step = -1;       // -1 for tensors before the first step (initial parameters)
+  std::string phase;       // init, input, forward, output, loss, backward, param_grad, after_step
+  std::string layer;       // module path ("" for the model itself) or "path:aten::op#k"
+  std::string layer_type;  // demangled module type or op name
+  std::string kind;        // activation, grad, param, buffer, input, target, output, loss
+  std::string name;        // parameter/buffer name, or "out" / "out.1" for activations
+  int32_t call = 0;        // how many times this layer had already been called in this step
+  std::string dtype;       // float32, float64, float16, bfloat16, int8, uint8, int16, int32, int64, bool
   std::vector<int64_t> shape;
   int64_t numel = 0;
-  uint64_t hash = 0;          // XXH3-64 of the raw little-endian bytes, row-major
-  uint64_t input_hash = 0;    // combined XXH3-64 of the layer's tensor inputs (activations)
+  uint64_t hash = 0;        // XXH3-64 of the raw little-endian bytes, row-major
+  uint64_t input_hash = 0;  // combined XXH3-64 of the layer's tensor inputs (activations)
   bool has_input_hash = false;
-  std::string dataset;        // "tensors/000123"
+  std::string dataset;  // "tensors/000123"
 
   // A readable name: "layer1.0.conv1", "features.0.weight", "<model>".
   std::string tensor_name() const;

@@ -11,13 +11,13 @@
 namespace reprocheck {
 
 struct Hint {
-  std::string cause;      // stable id: rng_not_seeded, unseeded_init, data_pipeline, thread_reduction,
-                          // train_eval_mode, cudnn_autotuner, cudnn_nondeterministic,
-                          // deterministic_algorithms, custom_or_atomic_op, untapped_source, no_evidence
-  std::string title;      // "RNG not seeded"
-  std::string evidence;   // what in the dumps points there
-  std::string fix_python; // the PyTorch setting
-  std::string fix_flag;   // the reprocheck flag that tests it
+  std::string cause;       // stable id: rng_not_seeded, unseeded_init, data_pipeline, thread_reduction,
+                           // train_eval_mode, cudnn_autotuner, cudnn_nondeterministic,
+                           // deterministic_algorithms, custom_or_atomic_op, untapped_source, no_evidence
+  std::string title;       // "RNG not seeded"
+  std::string evidence;    // what in the dumps points there
+  std::string fix_python;  // the PyTorch setting
+  std::string fix_flag;    // the reprocheck flag that tests it
 };
 
 // The likely causes of the headline divergence, most likely first; empty when reproducible.

@@ -9,11 +9,11 @@
 namespace reprocheck {
 
 struct ModuleInfo {
-  std::string path;       // "" for the root, else "layer1.0.conv1"
-  std::string type;       // demangled qualified type, e.g. "torch.nn.modules.conv.Conv2d"
-  std::string kind;       // last component of type, e.g. "Conv2d"
-  int64_t params = 0;     // elements in this module's parameters, submodules included
-  int64_t own_params = 0; // elements in the parameters registered on this module itself
+  std::string path;          // "" for the root, else "layer1.0.conv1"
+  std::string type;          // demangled qualified type, e.g. "torch.nn.modules.conv.Conv2d"
+  std::string kind;          // last component of type, e.g. "Conv2d"
+  int64_t params = 0;        // elements in this module's parameters, submodules included
+  int64_t own_params = 0;    // elements in the parameters registered on this module itself
   bool shares_type = false;  // another instance in the model has the same TorchScript class type
 };
 

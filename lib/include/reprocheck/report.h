@@ -9,8 +9,8 @@
 namespace reprocheck {
 
 struct ReportOptions {
-  bool color = false;      // ANSI colors (the tool enables them on a terminal without NO_COLOR)
-  size_t max_cascade = 12; // rows of the after-the-first-divergence summary in text and Markdown
+  bool color = false;       // ANSI colors (the tool enables them on a terminal without NO_COLOR)
+  size_t max_cascade = 12;  // rows of the after-the-first-divergence summary in text and Markdown
 };
 
 std::string render_text(const Comparison& c, const ReportOptions& o = {});

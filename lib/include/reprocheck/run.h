@@ -11,8 +11,8 @@ namespace reprocheck {
 struct RunOptions {
   std::string model;
   int steps = 2;
-  std::string seed = "0";       // an integer, or "random" (the negative control)
-  std::string data_seed = "0";  // seed of the input batches and targets, independent of `seed`
+  std::string seed = "0";             // an integer, or "random" (the negative control)
+  std::string data_seed = "0";        // seed of the input batches and targets, independent of `seed`
   std::string deterministic = "off";  // off | on | warn
   bool benchmark = false;             // cuDNN autotuner
   int threads = 0;                    // intra-op threads; 0 keeps LibTorch's default
@@ -25,8 +25,8 @@ struct RunOptions {
   double lr = 0.01;
   double momentum = 0.9;
   std::vector<std::string> libraries;
-  std::string layers = "default";     // see docs/capture.md
-  bool ops = false;                   // also tap every aten op inside the forward graphs
+  std::string layers = "default";  // see docs/capture.md
+  bool ops = false;                // also tap every aten op inside the forward graphs
 };
 
 // The command-line arguments of `reprocheck record` that reproduce `o` (model first).
@@ -51,12 +51,12 @@ struct RecordResult {
   int64_t data_seed = 0;
   int64_t tensors = 0;
   uint64_t bytes = 0;
-  double seconds = 0;          // the training steps, capture and dump writing included
-  double write_seconds = 0;    // of which the training thread spent copying tensors and waiting
-                               // for the background writer (hashing and HDF5 writes run there)
-  double hash_seconds = 0;     // of which spent hashing the tapped layers' inputs
+  double seconds = 0;        // the training steps, capture and dump writing included
+  double write_seconds = 0;  // of which the training thread spent copying tensors and waiting
+                             // for the background writer (hashing and HDF5 writes run there)
+  double hash_seconds = 0;   // of which spent hashing the tapped layers' inputs
   std::string device;
-  bool forward_only = false;   // the model has no trainable parameters: no backward, no step
+  bool forward_only = false;  // the model has no trainable parameters: no backward, no step
   // Per step: XXH3 of the model output, the loss, every parameter gradient and every parameter
   // and buffer after the step, computed from the live tensors (not from the dump). Equal
   // fingerprints mean bitwise-equal training.

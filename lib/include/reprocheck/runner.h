@@ -35,7 +35,7 @@ struct WorkerEvent {
   int runs = 0;
   double seconds = 0;  // since the worker started
   uint64_t dump_bytes = 0;
-  std::string label;   // "threads=2" for a varied run, else ""
+  std::string label;                  // "threads=2" for a varied run, else ""
   std::vector<std::string> messages;  // finished: distinct lines the run wrote to stderr (warnings)
 };
 
