@@ -60,6 +60,11 @@ std::string Tolerance::describe() const {
   return "";
 }
 
+std::string short_type_name(const std::string& type) {
+  auto dot = type.rfind('.');
+  return dot == std::string::npos ? type : type.substr(dot + 1);
+}
+
 std::string unravel_index(int64_t flat, const std::vector<int64_t>& shape) {
   if (flat < 0) return "-";
   std::vector<int64_t> idx(shape.size());

@@ -9,11 +9,6 @@ namespace reprocheck {
 
 namespace {
 
-std::string short_type(const std::string& type) {
-  auto dot = type.rfind('.');
-  return dot == std::string::npos ? type : type.substr(dot + 1);
-}
-
 bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
 
 bool is_conv(const std::string& kind) { return starts_with(kind, "Conv") || starts_with(kind, "LazyConv"); }
@@ -40,7 +35,7 @@ struct Evidence {
 
 std::string where(const TensorDiff& d) {
   std::string name = d.ref.tensor_name();
-  std::string type = d.ref.layer_type.empty() ? "" : fmt::format(" ({})", short_type(d.ref.layer_type));
+  std::string type = d.ref.layer_type.empty() ? "" : fmt::format(" ({})", short_type_name(d.ref.layer_type));
   return fmt::format("{}{} at step {} ({})", name, type, d.ref.step, d.ref.phase);
 }
 
@@ -70,7 +65,7 @@ std::vector<Hint> explain(const Comparison& c) {
   e.ops = attr("run_options").find("\"ops\":true") != std::string::npos;
   for (const auto& [k, v] : h->knob_diffs) e.knobs.insert(k);
   const TensorDiff& d = *e.first;
-  const std::string kind = short_type(d.ref.layer_type);
+  const std::string kind = short_type_name(d.ref.layer_type);
   const bool seed_differs = e.differs("seed_value") || e.differs("seed");
   auto add = [&](const char* cause, const char* title, std::string evidence, const char* py, const char* flag) {
     for (const auto& x : hints)

@@ -24,16 +24,11 @@ std::string model_name(const Comparison& c) {
   return c.ref_attributes.count("model") ? c.ref_attributes.at("model") : "?";
 }
 
-std::string short_type(const std::string& type) {
-  auto dot = type.rfind('.');
-  return dot == std::string::npos ? type : type.substr(dot + 1);
-}
-
 // "step 0 · backward · features.3 (Conv2d) grad of output", "step 0 · param_grad · features.0.weight (Conv2d)"
 std::string describe(const TensorMeta& m) {
   std::string where = m.tensor_name();
   if (!m.layer_type.empty() && m.kind != "input" && m.kind != "target" && m.kind != "loss" && m.kind != "output")
-    where += fmt::format(" ({})", short_type(m.layer_type));
+    where += fmt::format(" ({})", short_type_name(m.layer_type));
   if (m.kind == "activation") where += " output";
   if (m.kind == "grad") where += " grad of output";
   if (m.kind == "target") where = "target";
@@ -360,7 +355,7 @@ std::string xml_escape(const std::string& s) {
 // the output, the loss).
 std::string group_name(const TensorMeta& m) {
   if (m.layer.empty()) return fmt::format("{} {}", m.phase, m.kind);
-  return fmt::format("{} {} ({})", m.phase, m.layer, short_type(m.layer_type));
+  return fmt::format("{} {} ({})", m.phase, m.layer, short_type_name(m.layer_type));
 }
 
 }  // namespace

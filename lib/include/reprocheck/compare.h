@@ -107,6 +107,9 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
 // Statistics of one pair of equally shaped tensors of `dtype` (raw bytes, as stored).
 DiffStats diff_stats(const std::string& dtype, const void* a, const void* b, int64_t numel, const Tolerance& tol);
 
+// "torch.nn.modules.conv.Conv2d" -> "Conv2d".
+std::string short_type_name(const std::string& type);
+
 // "[3, 0, 1, 2]" for a flat row-major index into `shape`.
 std::string unravel_index(int64_t flat, const std::vector<int64_t>& shape);
 
