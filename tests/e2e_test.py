@@ -410,7 +410,10 @@ class Diff(unittest.TestCase):
         r = run("diff", a, b, "--atol", "1e-4")
         self.assertEqual(r.returncode, 0, r.stdout)
         self.assertIn("within tolerance", r.stdout)
-        self.assertIn(run("diff", a, b, "--tolerance", "torch").returncode, (0, 1))
+        # Thread-count differences (a few 1e-7) are inside torch's float32 presets.
+        r = run("diff", a, b, "--tolerance", "torch")
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn("tolerance torch presets", r.stdout)
 
     def test_refuses_other_models_versions_and_non_dumps(self):
         a = self.record("bn_net", "a.h5")

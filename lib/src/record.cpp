@@ -799,9 +799,7 @@ std::map<std::string, at::Tensor> load_replay(const RecordTarget& t) {
   for (const auto& m : ref.index()) {
     if (!wanted.count(m.key())) continue;
     auto bytes = ref.read(m);
-    at::ScalarType st = m.dtype == "bfloat16" ? at::kBFloat16
-                        : m.dtype == "bool"   ? at::kBool
-                                              : scalar_type_any(m.dtype);
+    at::ScalarType st = scalar_type_any(m.dtype);
     at::Tensor v = at::empty(m.shape, at::TensorOptions().dtype(st));
     std::memcpy(v.data_ptr(), bytes.data(), bytes.size());
     out.emplace(m.key(), v);
