@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "reprocheck/files.h"
-#include "reprocheck/run.h"
+#include "reprocheck/record.h"
 
 namespace rc = reprocheck;
 

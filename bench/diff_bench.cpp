@@ -20,7 +20,7 @@
 #include "reprocheck/compare.h"
 #include "reprocheck/dump.h"
 #include "reprocheck/files.h"
-#include "reprocheck/run.h"
+#include "reprocheck/record.h"
 #include "reprocheck/subprocess.h"
 
 namespace rc = reprocheck;

@@ -1,4 +1,4 @@
-# Finds LibTorch and defines the interface target reprocheck::torch.
+# Finds LibTorch and defines the interface target reprocheck::libtorch.
 #
 # LibTorch comes from Torch_DIR / CMAKE_PREFIX_PATH (a LibTorch of your own, or the torch Python
 # package's share/cmake). The PyPI torch wheel is built with CUDA, and its TorchConfig insists on a
@@ -17,13 +17,13 @@ if(REPROCHECK_CUDA)
   endif()
 endif()
 
-add_library(reprocheck_torch INTERFACE)
-add_library(reprocheck::torch ALIAS reprocheck_torch)
+add_library(reprocheck_libtorch INTERFACE)
+add_library(reprocheck::libtorch ALIAS reprocheck_libtorch)
 
 if(_rc_cuda)
   find_package(Torch REQUIRED)
-  target_link_libraries(reprocheck_torch INTERFACE ${TORCH_LIBRARIES})
-  target_compile_definitions(reprocheck_torch INTERFACE REPROCHECK_WITH_CUDA=1)
+  target_link_libraries(reprocheck_libtorch INTERFACE ${TORCH_LIBRARIES})
+  target_compile_definitions(reprocheck_libtorch INTERFACE REPROCHECK_WITH_CUDA=1)
   message(STATUS "reprocheck: LibTorch ${Torch_VERSION} with CUDA ${CUDAToolkit_VERSION}")
 else()
   find_path(_rc_torch_prefix NAMES include/torch/script.h
@@ -31,17 +31,17 @@ else()
   get_filename_component(_rc_torch_prefix "${_rc_torch_prefix}" ABSOLUTE)
   foreach(_lib torch torch_cpu c10)
     find_library(_rc_lib_${_lib} ${_lib} PATHS ${_rc_torch_prefix}/lib NO_DEFAULT_PATH REQUIRED)
-    target_link_libraries(reprocheck_torch INTERFACE ${_rc_lib_${_lib}})
+    target_link_libraries(reprocheck_libtorch INTERFACE ${_rc_lib_${_lib}})
   endforeach()
   # libtorch.so pulls in libtorch_cuda.so when present; keep it on the link line so that the CUDA
   # backend registers itself at load time.
   find_library(_rc_lib_torch_cuda torch_cuda PATHS ${_rc_torch_prefix}/lib NO_DEFAULT_PATH)
   if(_rc_lib_torch_cuda)
-    target_link_options(reprocheck_torch INTERFACE "LINKER:--no-as-needed" ${_rc_lib_torch_cuda} "LINKER:--as-needed")
+    target_link_options(reprocheck_libtorch INTERFACE "LINKER:--no-as-needed" ${_rc_lib_torch_cuda} "LINKER:--as-needed")
   endif()
-  target_include_directories(reprocheck_torch SYSTEM INTERFACE
+  target_include_directories(reprocheck_libtorch SYSTEM INTERFACE
     ${_rc_torch_prefix}/include ${_rc_torch_prefix}/include/torch/csrc/api/include)
-  target_compile_definitions(reprocheck_torch INTERFACE _GLIBCXX_USE_CXX11_ABI=1)
-  set_property(TARGET reprocheck_torch APPEND PROPERTY INTERFACE_LINK_DIRECTORIES ${_rc_torch_prefix}/lib)
+  target_compile_definitions(reprocheck_libtorch INTERFACE _GLIBCXX_USE_CXX11_ABI=1)
+  set_property(TARGET reprocheck_libtorch APPEND PROPERTY INTERFACE_LINK_DIRECTORIES ${_rc_torch_prefix}/lib)
   message(STATUS "reprocheck: LibTorch at ${_rc_torch_prefix} (no CUDA toolkit: built without CUDA headers)")
 endif()

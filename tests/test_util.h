@@ -7,7 +7,9 @@
 
 namespace testutil {
 
+#ifdef REPROCHECK_FIXTURE_DIR
 inline std::string fixture(const std::string& name) { return std::string(REPROCHECK_FIXTURE_DIR) + "/" + name; }
+#endif
 
 // A fresh, empty folder removed with the object.
 class TempDir {

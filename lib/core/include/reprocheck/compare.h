@@ -1,0 +1,80 @@
+// Comparing dumps in execution order: structure first, then hashes, then statistics for the
+// tensors whose bytes differ. A comparison result is a value, never an exception.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "reprocheck/run_options.h"
+#include "reprocheck/stats.h"
+#include "reprocheck/tensor_meta.h"
+
+namespace reprocheck {
+
+enum class Status {
+  match,          // bitwise equal (hashes equal, or every element's bits equal)
+  close,          // bytes differ, but every element is within the tolerance
+  values_differ,  // some elements are not within the tolerance
+  shape_mismatch,
+  dtype_mismatch,
+  missing,  // in the reference run only
+  extra,    // in the other run only
+};
+const char* to_string(Status s);
+inline bool is_divergent(Status s) { return s != Status::match && s != Status::close; }
+
+struct TensorDiff {
+  TensorMeta ref;    // the reference run's record (the other run's, for `extra`)
+  TensorMeta other;  // the other run's record, where it has one
+  Status status = Status::match;
+  DiffStats stats;     // for close and values_differ
+  std::string detail;  // for shape and dtype mismatches: "[4, 3] vs [4, 4]"
+  // Whether the inputs were identical: for layer activations from the input hashes; for other
+  // tensors, whether every tensor recorded before it matched. nullopt: unknown.
+  std::optional<bool> inputs_identical;
+  std::string inputs_basis;  // "input_hash", "earlier_tensors"
+};
+
+struct PairComparison {
+  std::string ref_path, other_path;
+  int other_run = 1;
+  int64_t compared = 0, identical = 0, close = 0, divergent = 0;
+  uint64_t bytes_read = 0;        // tensor data read to compute statistics
+  std::vector<TensorDiff> diffs;  // every tensor that is not a bitwise match, in execution order
+  std::optional<size_t> first;    // index in `diffs` of the first divergent tensor
+  std::vector<std::pair<std::string, std::string>> knob_diffs;  // run options that differ: name, "a vs b"
+  bool has_divergence() const { return first.has_value(); }
+};
+
+struct Comparison {
+  std::vector<std::string> runs;  // dump paths, the reference first
+  Tolerance tolerance;
+  std::map<std::string, std::string> ref_attributes;
+  RunOptions ref_options;              // the reference run's options, from its dump
+  std::vector<TensorMeta> ref_index;   // the reference run's tensors, in execution order
+  std::vector<PairComparison> pairs;   // the reference against each other run
+  int64_t tensors = 0;                 // in the reference run
+  std::vector<std::string> notes;      // e.g. why the tolerance is not the one asked for
+  bool divergent() const;
+  // The pair whose first divergence comes first in execution order.
+  const PairComparison* headline() const;
+  std::string attribute(const std::string& name) const;  // of the reference run; "" when absent
+};
+
+struct CompareOptions {
+  Tolerance tolerance;
+  // False: the tolerance is the default, and runs on different devices (CPU against CUDA) are
+  // compared with torch's per-dtype presets instead of bitwise.
+  bool tolerance_explicit = false;
+  bool hash_shortcut = true;  // false: read and compare every tensor's data (benchmarks)
+};
+
+// Compares runs[1..] against runs[0]. Throws InputError for unreadable dumps, dumps of another
+// format version, or dumps of different models (different model signatures).
+Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOptions& options = {});
+
+}  // namespace reprocheck

@@ -1,0 +1,80 @@
+// The HDF5 dump of one run: every captured tensor at full precision plus an ordered index.
+// Layout and semantics: docs/dump-format.md. All HDF5 calls of the project live in dump_*.cpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "reprocheck/files.h"
+#include "reprocheck/tensor_meta.h"
+
+namespace reprocheck {
+
+inline constexpr int kDumpFormatVersion = 1;
+inline constexpr const char* kDumpFormatName = "reprocheck-dump";
+
+// Writes a dump under a temporary name in the destination's folder; commit() writes the index and
+// renames it into place. A writer destroyed without commit() removes its temporary file, so a
+// crash or an error never leaves a file that looks whole.
+class DumpWriter {
+ public:
+  // Throws InputError when `path` exists and !overwrite, or when its folder is not writable.
+  DumpWriter(std::string path, bool overwrite);
+  ~DumpWriter();
+  DumpWriter(const DumpWriter&) = delete;
+  DumpWriter& operator=(const DumpWriter&) = delete;
+
+  void set_attribute(const std::string& name, const std::string& value);
+  void set_attribute(const std::string& name, int64_t value);
+
+  // Stores `nbytes` bytes of `meta.dtype` data with `meta.shape`; fills order, numel, hash and
+  // dataset. `hash` may be given when it is already known (e.g. computed on the device).
+  const TensorMeta& write(TensorMeta meta, const void* data, size_t nbytes, const uint64_t* hash = nullptr);
+
+  void commit();
+  const std::string& path() const { return file_.path(); }
+  size_t tensor_count() const { return index_.size(); }
+  uint64_t bytes_written() const { return bytes_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  files::PendingFile file_;
+  std::vector<TensorMeta> index_;
+  uint64_t bytes_ = 0;
+};
+
+class DumpReader {
+ public:
+  // Throws InputError for a missing file, a file that is not a reprocheck dump, or another
+  // format version.
+  explicit DumpReader(std::string path);
+  ~DumpReader();
+  DumpReader(const DumpReader&) = delete;
+  DumpReader& operator=(const DumpReader&) = delete;
+
+  const std::string& path() const { return path_; }
+  int format_version() const { return version_; }
+  // Root attributes, integers rendered as decimal strings.
+  const std::map<std::string, std::string>& attributes() const { return attributes_; }
+  std::string attribute(const std::string& name, const std::string& fallback = "") const;
+  // The tensors in execution order.
+  const std::vector<TensorMeta>& index() const { return index_; }
+  // Raw bytes of one tensor, in the dtype's in-memory layout (bfloat16 and bool as their bits).
+  std::vector<std::byte> read(const TensorMeta& meta) const;
+  void read_into(const TensorMeta& meta, void* out, size_t nbytes) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::string path_;
+  int version_ = 0;
+  std::map<std::string, std::string> attributes_;
+  std::vector<TensorMeta> index_;
+};
+
+}  // namespace reprocheck

@@ -1,0 +1,50 @@
+// Small POSIX file helpers. The project does not use std::filesystem: the PyPI LibTorch exports
+// its own copy of libstdc++'s std::filesystem symbols, which interpose on the system's and crash
+// (remove_all calls through a null pointer) in any program that links LibTorch.
+#pragma once
+
+#include <string>
+
+namespace reprocheck::files {
+
+bool exists(const std::string& path);
+bool is_directory(const std::string& path);
+std::string parent_dir(const std::string& path);  // "." for a bare file name
+std::string base_name(const std::string& path);
+// Removes a file or a whole folder tree; missing paths are fine. Returns false on failure.
+bool remove_tree(const std::string& path);
+// Creates a fresh private folder "<parent>/<prefix>XXXXXX"; throws RunError on failure.
+std::string make_temp_dir(const std::string& prefix, const std::string& parent = "");
+// The system's temporary folder ($TMPDIR or /tmp).
+std::string temp_root();
+size_t count_entries(const std::string& dir);
+
+// A file written under a temporary name in its destination's folder and renamed into place by
+// commit(): nothing ever appears under the final name unless it is whole. Destroyed without
+// commit(), it removes the temporary file. `what` names the file in error messages ("report",
+// "dump").
+class PendingFile {
+ public:
+  // Throws InputError when the destination is a folder or its folder does not exist.
+  PendingFile(std::string path, std::string what);
+  ~PendingFile();
+  PendingFile(const PendingFile&) = delete;
+  PendingFile& operator=(const PendingFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  const std::string& temp_path() const { return temp_; }
+  // Renames the temporary file to the final name. Throws RunError.
+  void commit();
+
+ private:
+  std::string path_, temp_, what_;
+  bool committed_ = false;
+};
+
+// Writes `text` to `path` through a PendingFile. Throws InputError (unwritable folder).
+void write_file_atomically(const std::string& path, const std::string& text, const std::string& what);
+
+// Copies `from` to `to` through a PendingFile. Throws InputError.
+void copy_file_atomically(const std::string& from, const std::string& to, const std::string& what);
+
+}  // namespace reprocheck::files

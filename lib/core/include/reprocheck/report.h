@@ -1,0 +1,34 @@
+// Reports: pure functions of a Report value (a comparison, its hints, and the isolation when
+// --isolate ran) that return text. They do no I/O; the tool writes them.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "reprocheck/compare.h"
+#include "reprocheck/hints.h"
+#include "reprocheck/isolate.h"
+
+namespace reprocheck {
+
+struct Report {
+  Comparison comparison;
+  std::vector<Hint> hints;             // explain(comparison)
+  std::optional<Isolation> isolation;  // when --isolate ran
+};
+
+// The report of a comparison, with its hints.
+Report make_report(Comparison comparison, std::optional<Isolation> isolation = std::nullopt);
+
+struct ReportOptions {
+  bool color = false;       // ANSI colors (the tool enables them on a terminal without NO_COLOR)
+  size_t max_cascade = 12;  // rows of the after-the-first-divergence summary in text and Markdown
+};
+
+std::string render_text(const Report& r, const ReportOptions& o = {});
+std::string render_json(const Report& r);  // docs/report-json.md
+std::string render_junit(const Report& r);
+std::string render_markdown(const Report& r, const ReportOptions& o = {});
+
+}  // namespace reprocheck

@@ -1,0 +1,68 @@
+// Everything that determines a run, defined once: the struct, its validation, the worker's
+// command line, JSON both ways (the dump's `run_options` attribute), and the knobs `--vary` can
+// change. A new option is a field here, a line in for_each_field (run_options.cpp), its checks in
+// validate(), and one line in the tool's CLI.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace reprocheck {
+
+struct RunOptions {
+  std::string model;
+  int steps = 2;
+  std::string seed = "0";             // an integer, or "random" (the negative control)
+  std::string data_seed = "0";        // seed of the input batches and targets, independent of `seed`
+  std::string deterministic = "off";  // off | on | warn
+  bool benchmark = false;             // cuDNN autotuner
+  int threads = 0;                    // intra-op threads; 0 keeps LibTorch's default
+  std::string device = "auto";        // cpu | cuda | cuda:N | auto
+  std::string mode = "train";         // train | eval
+  std::string reinit;                 // "" or "xavier_normal"
+  std::vector<int64_t> input_shape;   // empty: from the model's reprocheck.json
+  std::string dtype;                  // "": from reprocheck.json, else float32
+  std::string loss;                   // "": from reprocheck.json, else mse
+  double lr = 0.01;
+  double momentum = 0.9;
+  std::vector<std::string> libraries;
+  std::string layers = "default";  // see docs/capture.md
+  bool ops = false;                // also tap every aten op inside the forward graphs
+};
+
+inline constexpr int kMaxSteps = 100000;
+
+// Checks values that do not need the model (throws UsageError).
+void validate(const RunOptions& o);
+
+// The command-line arguments of `reprocheck record` that reproduce `o` (model first).
+std::vector<std::string> to_args(const RunOptions& o);
+
+// JSON object with one key per option (the dump's `run_options` attribute).
+std::string to_json(const RunOptions& o);
+// Reads what to_json wrote; keys it does not know are ignored, missing keys keep their defaults.
+// Throws InputError for text that is not a JSON object or a value of the wrong type.
+RunOptions from_json(const std::string& json);
+// Each option's value as text, keyed as in JSON ("threads" -> "2", "benchmark" -> "false").
+std::map<std::string, std::string> to_strings(const RunOptions& o);
+
+// "--deterministic" values: on/true/1, off/false/0, warn -> "on", "off", "warn". Throws UsageError.
+std::string normalize_deterministic(const std::string& value);
+
+// The knobs --vary can change, one run per value.
+const std::vector<std::string>& knob_names();
+std::string knob_list();  // "threads, device, ..."
+// `base` with the knob set to `value`, validated. Throws UsageError for an unknown knob or a bad value.
+RunOptions with_knob(const RunOptions& base, const std::string& knob, const std::string& value);
+
+struct Vary {
+  std::string knob;
+  std::vector<std::string> values;  // one per run
+  bool empty() const { return knob.empty(); }
+};
+// Parses "KNOB=V1,V2,..." and checks every value against `base`. Throws UsageError.
+Vary parse_vary(const std::string& spec, const RunOptions& base);
+
+}  // namespace reprocheck

@@ -1,0 +1,72 @@
+// What a captured tensor is: its place in the run (step, phase, execution order), where it comes
+// from (layer, kind, name) and its content (dtype, shape, hash).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace reprocheck {
+
+// When in a training step a tensor was recorded. Stored in dumps by name (to_string).
+enum class Phase {
+  init,        // before the first step: initial parameters and buffers (step -1)
+  input,       // the batch: model inputs and targets
+  forward,     // layer and op outputs, in forward order
+  output,      // the model's output
+  loss,
+  backward,    // gradients with respect to layer and op outputs, in backward order
+  param_grad,  // parameter gradients, as autograd produces them
+  after_step,  // parameters and buffers after the optimizer step
+};
+
+// What a tensor holds. Stored in dumps by name (to_string).
+enum class Kind { activation, grad, param, buffer, input, target, output, loss, param_grad };
+
+const char* to_string(Phase p);
+const char* to_string(Kind k);
+std::optional<Phase> parse_phase(std::string_view s);
+std::optional<Kind> parse_kind(std::string_view s);
+
+struct TensorMeta {
+  int64_t order = -1;      // execution order within the run, assigned on write
+  int32_t step = -1;       // -1 for tensors before the first step (initial parameters)
+  Phase phase = Phase::forward;
+  std::string layer;       // module path ("" for the model itself) or "path:aten::op#k"
+  std::string layer_type;  // demangled module type or op name
+  Kind kind = Kind::activation;
+  std::string name;        // parameter/buffer name, or "out" / "out.1" for activations
+  int32_t call = 0;        // how many times this layer had already been called in this step
+  std::string dtype;       // a name from dtype.h
+  std::vector<int64_t> shape;
+  int64_t numel = 0;
+  uint64_t hash = 0;        // XXH3-64 of the raw little-endian bytes, row-major
+  uint64_t input_hash = 0;  // combined XXH3-64 of the layer's tensor inputs (activations)
+  bool has_input_hash = false;
+  std::string dataset;  // "tensors/000123"
+
+  // A readable name: "layer1.0.conv1", "features.0.weight", "<model>".
+  std::string tensor_name() const;
+  // The identity used to pair tensors across runs.
+  std::string key() const;
+  // Parameters, buffers and their gradients, named by the parameter.
+  bool is_state() const { return kind == Kind::param || kind == Kind::buffer || kind == Kind::param_grad; }
+  // Tensors of the training loop itself: input, target, output, loss.
+  bool is_loop_tensor() const {
+    return kind == Kind::input || kind == Kind::target || kind == Kind::output || kind == Kind::loss;
+  }
+};
+
+// "[3, 0, 1, 2]" for a flat row-major index into `shape`; "-" for a negative index.
+std::string unravel_index(int64_t flat, const std::vector<int64_t>& shape);
+// The same as a vector of coordinates (empty for a negative index).
+std::vector<int64_t> unravel(int64_t flat, const std::vector<int64_t>& shape);
+
+// "torch.nn.modules.conv.Conv2d" -> "Conv2d".
+std::string short_type_name(const std::string& type);
+
+uint64_t hash_bytes(const void* data, size_t nbytes);  // XXH3-64
+
+}  // namespace reprocheck

@@ -1,0 +1,30 @@
+// Pieces shared by the report formats. Not a public header.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "reprocheck/report.h"
+
+namespace reprocheck::report_detail {
+
+std::string model_name(const Comparison& c);
+// "step 0 · backward · features.3 (Conv2d) grad of output", "step 0 · param_grad · features.0.weight (Conv2d)"
+std::string describe(const TensorMeta& m);
+std::string provenance_tag(const TensorDiff& d);
+std::string group_digits(int64_t n);
+std::string bits_hex(uint64_t bits, const std::string& dtype);
+std::string value(double v);
+
+struct CascadeRow {
+  int step;
+  Phase phase;
+  int64_t count = 0;
+  double max_abs = 0;
+};
+// Divergent tensors after the first, grouped by (step, phase), in order of first appearance.
+std::vector<CascadeRow> cascade(const PairComparison& p);
+std::string knobs(const PairComparison& p);
+std::string steps_of(const Comparison& c);
+
+}  // namespace reprocheck::report_detail

@@ -1,0 +1,130 @@
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include "report_common.h"
+
+namespace reprocheck {
+
+using namespace report_detail;
+
+namespace {
+
+nlohmann::json stats_json(const TensorDiff& d) {
+  const auto& s = d.stats;
+  auto nd = [&](int64_t flat) { return flat < 0 ? nlohmann::json(nullptr) : nlohmann::json(unravel(flat, d.ref.shape)); };
+  return {{"numel", s.numel},
+          {"mismatched", s.mismatched},
+          {"max_abs", s.max_abs},
+          {"max_abs_index", s.max_abs_index < 0 ? nlohmann::json(nullptr) : nlohmann::json(s.max_abs_index)},
+          {"max_abs_index_nd", nd(s.max_abs_index)},
+          {"a_at_max", s.a_at_max},
+          {"b_at_max", s.b_at_max},
+          {"a_bits", bits_hex(s.a_bits, d.ref.dtype)},
+          {"b_bits", bits_hex(s.b_bits, d.ref.dtype)},
+          {"max_rel", s.max_rel},
+          {"mean_abs", s.mean_abs},
+          {"rms", s.rms},
+          {"max_ulp", s.max_ulp},
+          {"cosine", s.cosine},
+          {"nan_mismatch", s.nan_mismatch},
+          {"inf_mismatch", s.inf_mismatch},
+          {"signed_zeros", s.signed_zeros},
+          {"first_index", s.first_index < 0 ? nlohmann::json(nullptr) : nlohmann::json(s.first_index)},
+          {"first_index_nd", nd(s.first_index)}};
+}
+
+nlohmann::json tensor_json(const TensorDiff& d, int run) {
+  nlohmann::json j = {{"run", run},
+                      {"order", d.ref.order},
+                      {"step", d.ref.step},
+                      {"phase", to_string(d.ref.phase)},
+                      {"layer", d.ref.layer},
+                      {"layer_type", d.ref.layer_type},
+                      {"kind", to_string(d.ref.kind)},
+                      {"name", d.ref.name},
+                      {"call", d.ref.call},
+                      {"tensor", d.ref.tensor_name()},
+                      {"dtype", d.ref.dtype},
+                      {"shape", d.ref.shape},
+                      {"status", to_string(d.status)},
+                      {"detail", d.detail}};
+  j["inputs_identical"] = d.inputs_identical ? nlohmann::json(*d.inputs_identical) : nlohmann::json(nullptr);
+  j["inputs_basis"] = d.inputs_basis.empty() ? nlohmann::json(nullptr) : nlohmann::json(d.inputs_basis);
+  return j;
+}
+
+nlohmann::json isolation_json(const Isolation& iso) {
+  nlohmann::json sources = nlohmann::json::array();
+  for (const auto& d : iso.sources) {
+    auto t = tensor_json(d, 0);
+    t.erase("run");
+    t["max_abs"] = d.stats.max_abs;
+    sources.push_back(t);
+  }
+  return {{"step", iso.step},
+          {"sources", sources},
+          {"agreed", iso.agreed},
+          {"note", iso.note.empty() ? nlohmann::json(nullptr) : nlohmann::json(iso.note)}};
+}
+
+}  // namespace
+
+std::string render_json(const Report& r) {
+  const Comparison& c = r.comparison;
+  nlohmann::json j;
+  j["schema"] = "reprocheck-report/1";
+  j["verdict"] = c.divergent() ? "divergent" : "reproducible";
+  j["model"] = model_name(c);
+  j["tolerance"] = c.tolerance.describe();
+  j["tensors"] = c.tensors;
+  j["notes"] = c.notes;
+  nlohmann::json runs = nlohmann::json::array();
+  for (size_t i = 0; i < c.runs.size(); ++i) runs.push_back({{"index", i}, {"dump", c.runs[i]}});
+  j["runs"] = runs;
+  j["first_divergence"] = nullptr;
+  if (const auto* h = c.headline()) {
+    const auto& d = h->diffs[*h->first];
+    auto fd = tensor_json(d, h->other_run);
+    fd["stats"] = stats_json(d);
+    j["first_divergence"] = fd;
+  }
+  nlohmann::json pairs = nlohmann::json::array(), divergent = nlohmann::json::array();
+  for (const auto& p : c.pairs) {
+    nlohmann::json knobs = nlohmann::json::object();
+    for (const auto& [k, v] : p.knob_diffs) knobs[k] = v;
+    nlohmann::json cas = nlohmann::json::array();
+    for (const auto& row : cascade(p))
+      cas.push_back({{"step", row.step}, {"phase", to_string(row.phase)}, {"count", row.count}, {"max_abs", row.max_abs}});
+    pairs.push_back({{"run", p.other_run},
+                     {"dump", p.other_path},
+                     {"compared", p.compared},
+                     {"identical", p.identical},
+                     {"close", p.close},
+                     {"divergent", p.divergent},
+                     {"knob_diffs", knobs},
+                     {"after_first", cas}});
+    for (const auto& d : p.diffs) {
+      if (!is_divergent(d.status)) continue;
+      auto t = tensor_json(d, p.other_run);
+      t["mismatched"] = d.stats.mismatched;
+      t["numel"] = d.stats.numel ? d.stats.numel : d.ref.numel;
+      t["max_abs"] = d.stats.max_abs;
+      divergent.push_back(t);
+    }
+  }
+  j["pairs"] = pairs;
+  j["divergent_tensors"] = divergent;
+  nlohmann::json hints = nlohmann::json::array();
+  for (const auto& x : r.hints)
+    hints.push_back({{"cause", x.cause},
+                     {"title", x.title},
+                     {"evidence", x.evidence},
+                     {"fix_python", x.fix_python},
+                     {"fix_flag", x.fix_flag}});
+  j["hints"] = hints;
+  if (r.isolation) j["isolation"] = isolation_json(*r.isolation);
+  return j.dump(2) + "\n";
+}
+
+}  // namespace reprocheck

@@ -1,0 +1,100 @@
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <map>
+
+#include "report_common.h"
+
+namespace reprocheck {
+
+using namespace report_detail;
+
+namespace {
+
+std::string xml_escape(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    switch (ch) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      default:
+        if (static_cast<unsigned char>(ch) < 0x20 && ch != '\n' && ch != '\t') continue;  // not allowed in XML 1.0
+        out += ch;
+    }
+  }
+  return out;
+}
+
+// A tensor group: one layer's records of one phase, across steps and calls (or the input batch,
+// the output, the loss).
+std::string group_name(const TensorMeta& m) {
+  if (m.layer.empty()) return fmt::format("{} {}", to_string(m.phase), to_string(m.kind));
+  return fmt::format("{} {} ({})", to_string(m.phase), m.layer, short_type_name(m.layer_type));
+}
+
+}  // namespace
+
+std::string render_junit(const Report& r) {
+  const Comparison& c = r.comparison;
+  // Groups in order of first appearance in the reference run.
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<std::string>> failures;
+  std::map<std::string, bool> seen;
+  for (const auto& p : c.pairs) {
+    for (const auto& d : p.diffs)
+      if (is_divergent(d.status))
+        failures[group_name(d.ref)].push_back(fmt::format(
+            "run {} vs run 0: {}: {}", p.other_run, describe(d.ref),
+            d.status == Status::values_differ ? fmt::format("{} of {} elements differ, max abs diff {:.4g}",
+                                                            d.stats.mismatched, d.stats.numel, d.stats.max_abs)
+                                              : fmt::format("{} ({})", to_string(d.status), d.detail)));
+  }
+  for (const auto& m : c.ref_index) {
+    auto g = group_name(m);
+    if (!seen[g]) {
+      seen[g] = true;
+      order.push_back(g);
+    }
+  }
+  for (const auto& [g, f] : failures)
+    if (!seen[g]) order.push_back(g);
+  size_t nfail = 0;
+  for (const auto& g : order) nfail += failures.count(g) ? 1 : 0;
+  std::string suite = fmt::format("reprocheck {}", model_name(c));
+  std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+  out +=
+      fmt::format("<testsuites name=\"reprocheck\" tests=\"{}\" failures=\"{}\" errors=\"0\">\n", order.size(), nfail);
+  out += fmt::format("  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\">\n",
+                     xml_escape(suite), order.size(), nfail);
+  out += fmt::format(
+      "    <properties>\n      <property name=\"tolerance\" value=\"{}\"/>\n      <property name=\"runs\" "
+      "value=\"{}\"/>\n    </properties>\n",
+      xml_escape(c.tolerance.describe()), c.runs.size());
+  for (const auto& g : order) {
+    out += fmt::format("    <testcase classname=\"{}\" name=\"{}\" time=\"0\"", xml_escape(suite), xml_escape(g));
+    auto it = failures.find(g);
+    if (it == failures.end()) {
+      out += "/>\n";
+      continue;
+    }
+    out += fmt::format(">\n      <failure type=\"divergence\" message=\"{}\">{}</failure>\n    </testcase>\n",
+                       xml_escape(it->second.front()), xml_escape(fmt::format("{}", fmt::join(it->second, "\n"))));
+  }
+  out += "  </testsuite>\n</testsuites>\n";
+  return out;
+}
+
+}  // namespace reprocheck

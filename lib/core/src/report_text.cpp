@@ -1,0 +1,104 @@
+#include <fmt/format.h>
+
+#include "report_common.h"
+
+namespace reprocheck {
+
+using namespace report_detail;
+
+namespace {
+
+template <typename Paint>
+std::string isolation_text(const Isolation& iso, const Paint& paint) {
+  std::string out = fmt::format("\n{}  {} independent source(s) in step {}, in execution order:\n",
+                                paint("isolation", "1"), iso.sources.size(), iso.step);
+  for (size_t i = 0; i < iso.sources.size(); ++i) {
+    const auto& d = iso.sources[i];
+    out += fmt::format("  {}. {}  ({}; max abs diff {:.3g})\n", i + 1, describe(d.ref), provenance_tag(d),
+                       d.stats.max_abs);
+  }
+  if (iso.agreed)
+    out += fmt::format("  with these replayed from run 0, the runs agree through step {}\n", iso.step);
+  else
+    out += fmt::format("  stopped: {}\n", iso.note);
+  return out;
+}
+
+}  // namespace
+
+std::string render_text(const Report& r, const ReportOptions& o) {
+  const Comparison& c = r.comparison;
+  auto paint = [&](const std::string& s, const char* code) {
+    return o.color ? fmt::format("\033[{}m{}\033[0m", code, s) : s;
+  };
+  std::string out;
+  out += fmt::format("{}: {} runs of {} step(s), {} tensors each, tolerance {}\n", model_name(c), c.runs.size(),
+                     steps_of(c), group_digits(c.tensors), c.tolerance.describe());
+  for (const auto& p : c.pairs)
+    if (!p.knob_diffs.empty()) out += fmt::format("run {} differs from run 0 in: {}\n", p.other_run, knobs(p));
+  for (const auto& n : c.notes) out += fmt::format("note: {}\n", n);
+  const PairComparison* h = c.headline();
+  if (!h) {
+    int64_t close = 0;
+    for (const auto& p : c.pairs) close += p.close;
+    std::string how = close ? fmt::format("{} within tolerance, the rest bitwise identical", group_digits(close))
+                            : "all bitwise identical";
+    out += fmt::format("\n{} (every tensor matches across {} runs: {})\n", paint("verdict: REPRODUCIBLE", "1;32"),
+                       c.runs.size(), how);
+    return out;
+  }
+  const TensorDiff& d = h->diffs[*h->first];
+  out += fmt::format("\n{}  {}\n", paint("first divergence", "1;31"), describe(d.ref));
+  out += fmt::format("  {}\n", provenance_tag(d));
+  out += fmt::format("  run {} vs run 0   ", h->other_run);
+  if (d.status == Status::values_differ) {
+    const auto& s = d.stats;
+    out += fmt::format("{} of {} elements differ ({:.3g}%)\n", group_digits(s.mismatched), group_digits(s.numel),
+                       100.0 * static_cast<double>(s.mismatched) / static_cast<double>(std::max<int64_t>(s.numel, 1)));
+    if (s.max_abs_index >= 0)
+      out += fmt::format("  max abs diff     {:.4g} at {}: {} ({}) vs {} ({})\n", s.max_abs,
+                         unravel_index(s.max_abs_index, d.ref.shape), value(s.a_at_max),
+                         bits_hex(s.a_bits, d.ref.dtype), value(s.b_at_max), bits_hex(s.b_bits, d.ref.dtype));
+    out += fmt::format("  max rel diff     {:<12.4g} mean abs {:<12.4g} rms {:.4g}\n", s.max_rel, s.mean_abs, s.rms);
+    out += fmt::format("  max ulp          {:<12} cosine   {:.9f}\n", s.max_ulp, s.cosine);
+    if (s.nan_mismatch || s.inf_mismatch || s.signed_zeros)
+      out += fmt::format("  nan mismatches   {:<12} inf mismatches {:<6} signed zeros {}\n", s.nan_mismatch,
+                         s.inf_mismatch, s.signed_zeros);
+    out += fmt::format("  first mismatch   {}\n", unravel_index(s.first_index, d.ref.shape));
+  } else {
+    out += fmt::format("{}: {}\n", to_string(d.status), d.detail);
+  }
+  const auto& hints = r.hints;
+  for (size_t i = 0; i < hints.size(); ++i) {
+    const auto& x = hints[i];
+    out += fmt::format("\n{}  {}\n", paint(i == 0 ? "likely cause" : "also possible", "1"), x.title);
+    out += fmt::format("  evidence   {}\n", x.evidence);
+    if (x.fix_python != "-") out += fmt::format("  fix        {}\n", x.fix_python);
+    out += fmt::format("  test it    reprocheck ... {}\n", x.fix_flag);
+  }
+  for (const auto& p : c.pairs) {
+    auto rows = cascade(p);
+    int64_t after = 0;
+    for (const auto& r : rows) after += r.count;
+    if (&p != h && p.first) {
+      out += fmt::format("\nrun {} vs run 0: first divergence {}\n", p.other_run, describe(p.diffs[*p.first].ref));
+    } else if (&p != h) {
+      out += fmt::format("\nrun {} vs run 0: identical\n", p.other_run);
+      continue;
+    }
+    out += fmt::format("\nafter it  {} more divergent tensor(s) of {} compared (run {} vs run 0)\n",
+                       group_digits(after), group_digits(p.compared), p.other_run);
+    if (!rows.empty()) out += fmt::format("  {:<14} {:<11} {:>7}   {}\n", "step", "phase", "tensors", "max abs diff");
+    for (size_t i = 0; i < rows.size() && i < o.max_cascade; ++i)
+      out += fmt::format("  {:<14} {:<11} {:>7}   {:.3g}\n",
+                         rows[i].step < 0 ? "before step 0" : fmt::format("step {}", rows[i].step), to_string(rows[i].phase),
+                         rows[i].count, rows[i].max_abs);
+    if (rows.size() > o.max_cascade) out += fmt::format("  ... {} more groups\n", rows.size() - o.max_cascade);
+  }
+  if (r.isolation) out += isolation_text(*r.isolation, paint);
+  out += fmt::format("\n{} (run {} differs from run 0, first at {})\n", paint("verdict: DIVERGENT", "1;31"),
+                     h->other_run, describe(d.ref));
+  return out;
+}
+
+}  // namespace reprocheck

@@ -1,0 +1,208 @@
+#include "reprocheck/run_options.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "reprocheck/error.h"
+
+namespace reprocheck {
+
+namespace {
+
+// One option: its JSON key and its flag ("" for the positional model).
+struct Field {
+  const char* key;
+  const char* flag;
+};
+
+// Calls f(field, member) for every option, in command-line order.
+template <typename Options, typename F>
+void for_each_field(Options& o, F&& f) {
+  f(Field{"model", ""}, o.model);
+  f(Field{"steps", "--steps"}, o.steps);
+  f(Field{"seed", "--seed"}, o.seed);
+  f(Field{"data_seed", "--data-seed"}, o.data_seed);
+  f(Field{"device", "--device"}, o.device);
+  f(Field{"mode", "--mode"}, o.mode);
+  f(Field{"layers", "--layers"}, o.layers);
+  f(Field{"lr", "--lr"}, o.lr);
+  f(Field{"momentum", "--momentum"}, o.momentum);
+  f(Field{"deterministic", "--deterministic"}, o.deterministic);
+  f(Field{"benchmark", "--benchmark"}, o.benchmark);
+  f(Field{"threads", "--threads"}, o.threads);
+  f(Field{"reinit", "--reinit"}, o.reinit);
+  f(Field{"input_shape", "--input-shape"}, o.input_shape);
+  f(Field{"dtype", "--dtype"}, o.dtype);
+  f(Field{"loss", "--loss"}, o.loss);
+  f(Field{"libraries", "--load-library"}, o.libraries);
+  f(Field{"ops", "--ops"}, o.ops);
+}
+
+const std::vector<std::string> kKnobs = {"threads", "device", "deterministic", "benchmark", "seed", "data-seed",
+                                         "mode"};
+
+std::string number(double v) { return fmt::format("{}", v); }
+
+void append_arg(std::vector<std::string>& args, const Field& f, const std::string& v) {
+  if (!v.empty()) args.insert(args.end(), {f.flag, v});
+}
+void append_arg(std::vector<std::string>& args, const Field& f, int v) {
+  args.insert(args.end(), {f.flag, std::to_string(v)});
+}
+void append_arg(std::vector<std::string>& args, const Field& f, double v) { args.insert(args.end(), {f.flag, number(v)}); }
+void append_arg(std::vector<std::string>& args, const Field& f, bool v) {
+  if (v) args.push_back(f.flag);
+}
+void append_arg(std::vector<std::string>& args, const Field& f, const std::vector<int64_t>& v) {
+  if (!v.empty()) args.insert(args.end(), {f.flag, fmt::format("{}", fmt::join(v, ","))});
+}
+void append_arg(std::vector<std::string>& args, const Field& f, const std::vector<std::string>& v) {
+  for (const auto& s : v) args.insert(args.end(), {f.flag, s});
+}
+
+bool parse_bool(const std::string& knob, const std::string& v) {
+  if (v == "on" || v == "true" || v == "1") return true;
+  if (v == "off" || v == "false" || v == "0") return false;
+  throw UsageError(fmt::format("bad value '{}' for {}: expected on/off, true/false or 1/0", v, knob));
+}
+
+int parse_count(const std::string& knob, const std::string& v) {
+  try {
+    size_t used = 0;
+    int n = std::stoi(v, &used);
+    if (used == v.size() && n >= 1) return n;
+  } catch (const std::exception&) {
+  }
+  throw UsageError(fmt::format("bad value '{}' for {}: expected a count of 1 or more", v, knob));
+}
+
+}  // namespace
+
+void validate(const RunOptions& o) {
+  auto one_of = [](const std::string& flag, const std::string& v, std::initializer_list<const char*> ok) {
+    for (const char* s : ok)
+      if (v == s) return;
+    throw UsageError(fmt::format("bad value '{}' for {}: expected one of {}", v, flag, fmt::join(ok, ", ")));
+  };
+  auto seed_ok = [](const std::string& flag, const std::string& v) {
+    if (v != "random" && !std::regex_match(v, std::regex("[0-9]{1,18}")))
+      throw UsageError(fmt::format("bad value '{}' for {}: expected a non-negative integer or 'random'", v, flag));
+  };
+  seed_ok("--seed", o.seed);
+  seed_ok("--data-seed", o.data_seed);
+  if (o.steps < 1 || o.steps > kMaxSteps)
+    throw UsageError(fmt::format("bad value {} for --steps: expected 1 or more", o.steps));
+  if (o.threads < 0) throw UsageError(fmt::format("bad value {} for --threads: expected 1 or more", o.threads));
+  one_of("--deterministic", o.deterministic, {"off", "on", "warn"});
+  one_of("--mode", o.mode, {"train", "eval"});
+  if (!o.reinit.empty()) one_of("--reinit", o.reinit, {"xavier_normal"});
+  if (!o.dtype.empty()) one_of("--dtype", o.dtype, {"float32", "float64", "float16", "bfloat16"});
+  if (!o.loss.empty()) one_of("--loss", o.loss, {"mse", "cross_entropy", "sum"});
+  if (o.device != "auto" && o.device != "cpu" && !std::regex_match(o.device, std::regex("cuda(:[0-9]+)?")))
+    throw UsageError(fmt::format("bad value '{}' for --device: expected cpu, cuda, cuda:N or auto", o.device));
+  for (auto d : o.input_shape)
+    if (d < 0)
+      throw UsageError(fmt::format("bad --input-shape {}: dimensions must be >= 0", fmt::join(o.input_shape, ",")));
+  if (o.layers.empty())
+    throw UsageError("empty --layers: pass default, all, none, a comma list of kinds, or path:REGEX");
+}
+
+std::vector<std::string> to_args(const RunOptions& o) {
+  std::vector<std::string> args{o.model};
+  for_each_field(o, [&](const Field& f, const auto& v) {
+    if (*f.flag) append_arg(args, f, v);
+  });
+  return args;
+}
+
+std::string to_json(const RunOptions& o) {
+  nlohmann::json j = nlohmann::json::object();
+  for_each_field(o, [&](const Field& f, const auto& v) { j[f.key] = v; });
+  return j.dump();
+}
+
+RunOptions from_json(const std::string& text) {
+  RunOptions o;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(fmt::format("run options are not valid JSON ({})", first_line(e.what())));
+  }
+  if (!j.is_object()) throw InputError("run options are not a JSON object");
+  for_each_field(o, [&](const Field& f, auto& v) {
+    auto it = j.find(f.key);
+    if (it == j.end() || it->is_null()) return;
+    try {
+      it->get_to(v);
+    } catch (const nlohmann::json::exception&) {
+      throw InputError(fmt::format("run option '{}' has a value of the wrong type ({})", f.key, it->dump()));
+    }
+  });
+  return o;
+}
+
+std::map<std::string, std::string> to_strings(const RunOptions& o) {
+  std::map<std::string, std::string> out;
+  for_each_field(o, [&](const Field& f, const auto& v) {
+    nlohmann::json j = v;
+    out[f.key] = j.is_string() ? j.get<std::string>() : j.dump();
+  });
+  return out;
+}
+
+std::string normalize_deterministic(const std::string& v) {
+  if (v == "warn") return "warn";
+  return parse_bool("--deterministic", v) ? "on" : "off";
+}
+
+const std::vector<std::string>& knob_names() { return kKnobs; }
+
+std::string knob_list() { return fmt::format("{}", fmt::join(kKnobs, ", ")); }
+
+RunOptions with_knob(const RunOptions& base, const std::string& knob, const std::string& v) {
+  RunOptions o = base;
+  const std::string flag = "--vary " + knob;
+  if (knob == "threads")
+    o.threads = parse_count(flag, v);
+  else if (knob == "device")
+    o.device = v;
+  else if (knob == "deterministic")
+    o.deterministic = normalize_deterministic(v);
+  else if (knob == "benchmark")
+    o.benchmark = parse_bool(flag, v);
+  else if (knob == "seed")
+    o.seed = v;
+  else if (knob == "data-seed" || knob == "data_seed")
+    o.data_seed = v;
+  else if (knob == "mode")
+    o.mode = v;
+  else
+    throw UsageError(fmt::format("unknown knob '{}' for --vary: expected one of {}", knob, knob_list()));
+  validate(o);
+  return o;
+}
+
+Vary parse_vary(const std::string& spec, const RunOptions& base) {
+  auto eq = spec.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
+    throw UsageError(fmt::format("bad --vary '{}': expected KNOB=V1,V2,... (knobs: {})", spec, knob_list()));
+  Vary vary;
+  vary.knob = spec.substr(0, eq);
+  std::string rest = spec.substr(eq + 1);
+  for (size_t start = 0; start <= rest.size();) {
+    size_t end = std::min(rest.find(',', start), rest.size());
+    vary.values.push_back(rest.substr(start, end - start));
+    start = end + 1;
+  }
+  if (vary.values.size() < 2)
+    throw UsageError(fmt::format("bad --vary '{}': give at least two values, e.g. {}=1,2", spec, vary.knob));
+  for (const auto& v : vary.values) with_knob(base, vary.knob, v);  // validates each value
+  return vary;
+}
+
+}  // namespace reprocheck

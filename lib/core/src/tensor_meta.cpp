@@ -1,0 +1,65 @@
+#include "reprocheck/tensor_meta.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <xxhash.h>
+
+namespace reprocheck {
+
+namespace {
+
+constexpr const char* kPhaseNames[] = {"init",     "input",    "forward",    "output",
+                                       "loss",     "backward", "param_grad", "after_step"};
+constexpr const char* kKindNames[] = {"activation", "grad", "param", "buffer",    "input",
+                                      "target",     "output", "loss", "param_grad"};
+
+template <typename E, size_t N>
+std::optional<E> parse_name(std::string_view s, const char* const (&names)[N]) {
+  for (size_t i = 0; i < N; ++i)
+    if (s == names[i]) return static_cast<E>(i);
+  return std::nullopt;
+}
+
+}  // namespace
+
+const char* to_string(Phase p) { return kPhaseNames[static_cast<size_t>(p)]; }
+const char* to_string(Kind k) { return kKindNames[static_cast<size_t>(k)]; }
+std::optional<Phase> parse_phase(std::string_view s) { return parse_name<Phase>(s, kPhaseNames); }
+std::optional<Kind> parse_kind(std::string_view s) { return parse_name<Kind>(s, kKindNames); }
+
+std::string TensorMeta::tensor_name() const {
+  std::string base = layer.empty() ? "<model>" : layer;
+  if (is_state()) return layer.empty() ? name : layer + "." + name;
+  if (is_loop_tensor()) return to_string(kind);
+  if (!name.empty() && name != "out") return fmt::format("{}[{}]", base, name.substr(name.find('.') + 1));
+  return base;
+}
+
+std::string TensorMeta::key() const {
+  return fmt::format("{}|{}|{}|{}|{}|{}", step, to_string(phase), layer, to_string(kind), name, call);
+}
+
+std::vector<int64_t> unravel(int64_t flat, const std::vector<int64_t>& shape) {
+  if (flat < 0) return {};
+  std::vector<int64_t> idx(shape.size());
+  for (size_t i = shape.size(); i-- > 0;) {
+    int64_t d = shape[i] > 0 ? shape[i] : 1;
+    idx[i] = flat % d;
+    flat /= d;
+  }
+  return idx;
+}
+
+std::string unravel_index(int64_t flat, const std::vector<int64_t>& shape) {
+  if (flat < 0) return "-";
+  return fmt::format("[{}]", fmt::join(unravel(flat, shape), ", "));
+}
+
+std::string short_type_name(const std::string& type) {
+  auto dot = type.rfind('.');
+  return dot == std::string::npos ? type : type.substr(dot + 1);
+}
+
+uint64_t hash_bytes(const void* data, size_t nbytes) { return XXH3_64bits(data, nbytes); }
+
+}  // namespace reprocheck

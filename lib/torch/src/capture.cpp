@@ -1,0 +1,450 @@
+#include "capture.h"
+
+#include <c10/core/Event.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <fmt/format.h>
+#include <torch/library.h>
+#include <xxhash.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+
+#include "reprocheck/error.h"
+#include "reprocheck/interrupt.h"
+#include "torch_dtype.h"
+
+namespace reprocheck::detail {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Contiguous CPU copy (or the tensor itself when it already is one) of a tensor's data.
+at::Tensor host_view(const at::Tensor& t) {
+  at::NoGradGuard no_grad;
+  at::Tensor h = t.detach();
+  if (!h.device().is_cpu()) h = h.to(at::kCPU);
+  return h.contiguous();
+}
+
+
+// Adds the scope's duration to a counter.
+struct Timer {
+  explicit Timer(double* acc) : acc_(acc), start_(Clock::now()) {}
+  ~Timer() { *acc_ += std::chrono::duration<double>(Clock::now() - start_).count(); }
+  double* acc_;
+  Clock::time_point start_;
+};
+
+// A layer's input hash between its tap_in and tap_out: a value (host inputs) or per-input hashes
+// still on the device.
+struct PendingHash {
+  uint64_t value = 0;
+  at::Tensor device_parts;
+};
+
+// An exact 64-bit hash of a tensor's bytes computed with integer ops where the tensor lives: the
+// bytes as little-endian 32-bit words w_i, hashed as sum_i w_i * (2 * i * K + 1) mod 2^64 plus the
+// byte count. Integer addition is associative, so the value does not depend on how the device
+// orders the reduction. A 0-dim int64 tensor on the tensor's device.
+at::Tensor device_hash(const at::Tensor& t) {
+  at::Tensor bytes = t.detach().contiguous().reshape({-1}).view(at::kByte);
+  const int64_t n = bytes.numel();
+  if (n % 4) bytes = at::cat({bytes, at::zeros({4 - n % 4}, bytes.options())});
+  at::Tensor words = bytes.view(at::kInt).to(at::kLong).bitwise_and_(0xffffffffLL);
+  at::Tensor odd = at::arange(words.numel(), words.options()).mul_(static_cast<int64_t>(0x3C6EF372FE94F82ALL)).add_(1);
+  return words.mul_(odd).sum().add_(n);
+}
+
+// Writes captured tensors on a background thread, so that storage writes overlap the training
+// computation. Each job owns a private copy of its tensor's data (the live tensor may be changed
+// in place later, e.g. by an in-place ReLU). At most `limit` bytes wait at a time; beyond that
+// the producer waits. All HDF5 calls during a run happen on this thread.
+class AsyncWriter {
+ public:
+  AsyncWriter(DumpWriter* writer, size_t limit) : writer_(writer), limit_(limit), thread_([this] { loop(); }) {}
+  ~AsyncWriter() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closing_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // `ready`, when given, is an event recorded after the asynchronous device-to-host copy that
+  // fills `data`; the writer thread waits for it before reading the data.
+  // `input_hash_parts`, when defined, holds per-input device hashes copied with the data: the
+  // writer thread folds them into meta.input_hash once the event has completed.
+  void put(TensorMeta meta, at::Tensor data, std::shared_ptr<c10::Event> ready = nullptr,
+           at::Tensor input_hash_parts = {}) {
+    size_t n = data.nbytes();
+    std::unique_lock<std::mutex> lock(mu_);
+    space_.wait(lock, [&] { return queued_bytes_ == 0 || queued_bytes_ + n <= limit_ || error_; });
+    if (error_) std::rethrow_exception(error_);
+    queued_bytes_ += n;
+    queue_.push_back({std::move(meta), std::move(data), std::move(ready), std::move(input_hash_parts)});
+    cv_.notify_one();
+  }
+
+  // Waits until every queued tensor is written; rethrows a write error.
+  void drain() {
+    std::unique_lock<std::mutex> lock(mu_);
+    space_.wait(lock, [&] { return (queue_.empty() && !busy_) || error_; });
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  struct Job {
+    TensorMeta meta;
+    at::Tensor data;
+    std::shared_ptr<c10::Event> ready;
+    at::Tensor input_hash_parts;
+  };
+
+  void loop() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return !queue_.empty() || closing_; });
+        if (queue_.empty()) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+        busy_ = true;
+      }
+      size_t n = job.data.nbytes();
+      std::exception_ptr err;
+      try {
+        if (job.ready) job.ready->synchronize();
+        if (job.input_hash_parts.defined()) {
+          const int64_t* parts = job.input_hash_parts.data_ptr<int64_t>();
+          uint64_t h = 0;
+          for (int64_t k = 0; k < job.input_hash_parts.numel(); ++k) {
+            uint64_t hx = static_cast<uint64_t>(parts[k]);
+            h = XXH3_64bits_withSeed(&hx, sizeof hx, h);
+          }
+          job.meta.input_hash = h;
+        }
+        if (!error_) writer_->write(std::move(job.meta), job.data.data_ptr(), n);
+      } catch (...) {
+        err = std::current_exception();
+      }
+      job.data = at::Tensor();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        queued_bytes_ -= n;
+        busy_ = false;
+        if (err && !error_) error_ = err;
+      }
+      space_.notify_all();
+    }
+  }
+
+  DumpWriter* writer_;
+  size_t limit_;
+  std::mutex mu_;
+  std::condition_variable cv_, space_;
+  std::deque<Job> queue_;
+  size_t queued_bytes_ = 0;
+  bool busy_ = false, closing_ = false;
+  std::exception_ptr error_;
+  std::thread thread_;  // last: starts after the members it uses
+};
+
+}  // namespace
+
+static Session* g_session = nullptr;  // set while a capture is active; the tap kernels do nothing otherwise
+
+class Session {
+ public:
+  Session(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay)
+      : writer_(writer, kMaxQueuedBytes), sites_(std::move(sites)), replay_(std::move(replay)) {}
+
+  // The reference value for a tensor being replayed (undefined when it is not).
+  at::Tensor replacement(const TensorMeta& m, const at::Tensor& like) const {
+    if (replay_.empty()) return {};
+    auto it = replay_.find(m.key());
+    if (it == replay_.end()) return {};
+    return it->second.to(like.device(), like.scalar_type()).view(like.sizes());
+  }
+
+  // Overwrites `t` with its reference value when it is replayed. The write goes through a
+  // tensor that shares the storage but not autograd's version counter: downstream ops and the
+  // backward pass see the reference value as if the op had produced it.
+  void substitute(const TensorMeta& m, const at::Tensor& t) const {
+    at::Tensor r = replacement(m, t);
+    if (!r.defined()) return;
+    at::NoGradGuard no_grad;
+    t.variable_data().copy_(r);
+  }
+
+  // Waits for every captured tensor to reach the dump.
+  void finish() { writer_.drain(); }
+
+  void begin_step(int step) {
+    std::lock_guard<std::mutex> lock(mu_);
+    step_ = step;
+    calls_.clear();
+    op_calls_.clear();
+    pending_inputs_.clear();
+  }
+
+  // Hashes a tapped layer's inputs. Host tensors: XXH3 of their bytes, now. Device tensors: an
+  // integer hash computed on the device (exact, so independent of reduction order), whose value
+  // travels to the host with the layer's output copy: no synchronization in the forward pass.
+  void on_inputs(at::TensorList xs, int64_t id) {
+    if (!valid(id) || !sites_[id].layer) return;
+    check_interrupt();
+    Timer t(&hash_seconds_);
+    PendingHash p;
+    bool on_device = false;
+    for (const auto& x : xs) on_device |= !x.device().is_cpu();
+    if (on_device) {
+      at::NoGradGuard no_grad;
+      std::vector<at::Tensor> parts;
+      for (const auto& x : xs) parts.push_back(device_hash(x.device().is_cpu() ? x.to(xs[0].device()) : x));
+      p.device_parts = parts.empty() ? at::Tensor() : at::stack(parts);
+    } else {
+      for (const auto& x : xs) {
+        uint64_t hx = tensor_hash(x);
+        p.value = XXH3_64bits_withSeed(&hx, sizeof hx, p.value);
+      }
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_inputs_[id].push_back(std::move(p));
+  }
+
+  void on_outputs(at::TensorList ys, int64_t id) {
+    if (!valid(id) || !sites_[id].layer) return;
+    check_interrupt();
+    const Site& s = sites_[id];
+    int call;
+    PendingHash input;
+    bool has_input_hash = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      call = calls_[id]++;
+      auto& pending = pending_inputs_[id];
+      if (!pending.empty()) {
+        input = std::move(pending.back());
+        has_input_hash = true;
+        pending.pop_back();
+      }
+    }
+    for (size_t slot = 0; slot < ys.size(); ++slot) {
+      TensorMeta m =
+          meta(Phase::forward, s.path, s.type, Kind::activation, ys.size() == 1 ? "out" : fmt::format("out.{}", slot), call);
+      m.input_hash = input.value;
+      m.has_input_hash = has_input_hash;
+      substitute(m, ys[slot]);
+      write(std::move(m), ys[slot], input.device_parts);
+      hook_grad(ys[slot], s.path, s.type, ys.size() == 1 ? "out" : fmt::format("out.{}", slot), call);
+    }
+  }
+
+  void on_op(const at::Tensor& x, int64_t id, int64_t k) {
+    if (!valid(id) || k < 0 || static_cast<size_t>(k) >= sites_[id].op_names.size()) return;
+    check_interrupt();
+    const Site& s = sites_[id];
+    const std::string& op = s.op_names[k];
+    std::string layer = s.path.empty() ? fmt::format("{}#{}", op, k) : fmt::format("{}:{}#{}", s.path, op, k);
+    int call;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      call = op_calls_[{id, k}]++;
+    }
+    TensorMeta m = meta(Phase::forward, layer, op, Kind::activation, "out", call);
+    substitute(m, x);
+    write(std::move(m), x);
+    hook_grad(x, layer, op, "out", call);
+  }
+
+  // Records a parameter gradient; returns its replacement when it is replayed.
+  at::Tensor on_param_grad(const std::string& layer, const std::string& type, const std::string& name,
+                           const at::Tensor& g) {
+    TensorMeta m = meta(Phase::param_grad, layer, type, Kind::param_grad, name, 0);
+    at::Tensor r = replacement(m, g);
+    write(std::move(m), r.defined() ? r : g);
+    return r.defined() ? r : g;
+  }
+
+  // Records a tensor of the training loop itself (input, target, output, loss, parameters).
+  void record(Phase phase, const std::string& layer, const std::string& type, Kind kind, const std::string& name,
+              const at::Tensor& t) {
+    TensorMeta m = meta(phase, layer, type, kind, name, 0);
+    substitute(m, t);
+    write(std::move(m), t);
+  }
+
+  int step() const { return step_; }
+  double write_seconds() const { return write_seconds_; }
+  double hash_seconds() const { return hash_seconds_; }
+
+ private:
+  bool valid(int64_t id) const { return id >= 0 && static_cast<size_t>(id) < sites_.size(); }
+
+  TensorMeta meta(Phase phase, const std::string& layer, const std::string& type, Kind kind, const std::string& name,
+                  int call) const {
+    TensorMeta m;
+    m.step = step_;
+    m.phase = phase;
+    m.layer = layer;
+    m.layer_type = type;
+    m.kind = kind;
+    m.name = name;
+    m.call = call;
+    return m;
+  }
+
+  void hook_grad(const at::Tensor& y, const std::string& layer, const std::string& type, const std::string& name,
+                 int call) {
+    if (!y.requires_grad()) return;
+    int step = step_;
+    const_cast<at::Tensor&>(y).register_hook([this, layer, type, name, call, step](const at::Tensor& g) -> at::Tensor {
+      if (g_session != this || !g.defined()) return g;
+      TensorMeta m = meta(Phase::backward, layer, type, Kind::grad, name, call);
+      m.step = step;
+      at::Tensor r = replacement(m, g);
+      write(std::move(m), r.defined() ? r : g);
+      return r.defined() ? r : g;
+    });
+  }
+
+  // Takes a private host copy of `t` and queues it for the dump. A host tensor is cloned. A device
+  // tensor is copied into pinned host memory asynchronously, on the stream that produced it (so
+  // the copy sees the value at this point, before any later in-place op), and the writer thread
+  // waits for the copy's event: the training thread does not stall on the transfer.
+  void write(TensorMeta m, const at::Tensor& t, const at::Tensor& input_hash_parts = {}) {
+    auto start = Clock::now();
+    at::Tensor h, hash_parts;
+    std::shared_ptr<c10::Event> ready;
+    {
+      at::NoGradGuard no_grad;
+      at::Tensor d = t.detach();
+      if (d.device().is_cpu()) {
+        h = d.clone(at::MemoryFormat::Contiguous);
+      } else {
+        at::Tensor src = d.contiguous();
+        h = at::empty(src.sizes(), src.options().device(at::kCPU).pinned_memory(true));
+        h.copy_(src, /*non_blocking=*/true);
+        if (input_hash_parts.defined()) {
+          hash_parts =
+              at::empty(input_hash_parts.sizes(), input_hash_parts.options().device(at::kCPU).pinned_memory(true));
+          hash_parts.copy_(input_hash_parts, /*non_blocking=*/true);
+        }
+        const auto* impl = c10::impl::getDeviceGuardImpl(src.device().type());
+        ready = std::make_shared<c10::Event>(src.device().type());
+        ready->record(impl->getStream(src.device()));
+      }
+    }
+    m.dtype = dtype_name_of(h.scalar_type());
+    m.shape.assign(h.sizes().begin(), h.sizes().end());
+    dtype_size(m.dtype);  // unsupported dtypes fail here with a clear line
+    std::lock_guard<std::mutex> lock(mu_);
+    writer_.put(std::move(m), std::move(h), std::move(ready), std::move(hash_parts));
+    write_seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
+  }
+
+  static constexpr size_t kMaxQueuedBytes = size_t{256} << 20;
+  AsyncWriter writer_;
+  std::vector<Site> sites_;
+  std::map<std::string, at::Tensor> replay_;
+  std::mutex mu_;
+  int step_ = -1;
+  std::unordered_map<int64_t, int> calls_;
+  std::map<std::pair<int64_t, int64_t>, int> op_calls_;
+  std::unordered_map<int64_t, std::vector<PendingHash>> pending_inputs_;
+  double write_seconds_ = 0;
+  double hash_seconds_ = 0;
+};
+
+namespace {
+
+void tap_in(at::TensorList xs, int64_t id) {
+  if (g_session) g_session->on_inputs(xs, id);
+}
+void tap_out(at::TensorList ys, int64_t id) {
+  if (g_session) g_session->on_outputs(ys, id);
+}
+void tap_op(const at::Tensor& x, int64_t id, int64_t k) {
+  if (g_session) g_session->on_op(x, id, k);
+}
+
+}  // namespace
+
+uint64_t tensor_hash(const at::Tensor& t) {
+  at::Tensor h = host_view(t);
+  return hash_bytes(h.data_ptr(), h.nbytes());
+}
+
+Capture::Capture(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay)
+    : session_(std::make_unique<Session>(writer, std::move(sites), std::move(replay))) {
+  g_session = session_.get();
+}
+
+Capture::~Capture() {
+  if (g_session == session_.get()) g_session = nullptr;
+}
+
+void Capture::begin_step(int step) { session_->begin_step(step); }
+
+void Capture::record(Phase phase, const std::string& layer, const std::string& type, Kind kind,
+                     const std::string& name, const at::Tensor& t) {
+  session_->record(phase, layer, type, kind, name, t);
+}
+
+void Capture::hook_param_grad(at::Tensor param, const std::string& layer, const std::string& type,
+                              const std::string& name) {
+  Session* session = session_.get();
+  param.register_hook([session, layer, type, name](const at::Tensor& g) -> at::Tensor {
+    if (g_session == session && g.defined()) return session->on_param_grad(layer, type, name, g);
+    return g;
+  });
+}
+
+void Capture::finish() { session_->finish(); }
+double Capture::write_seconds() const { return session_->write_seconds(); }
+double Capture::hash_seconds() const { return session_->hash_seconds(); }
+
+// The reference values to replay, read before the run starts (HDF5 is not used from two
+// threads at once: during the run, only the dump writer's thread calls it).
+std::map<std::string, at::Tensor> load_replay(const RecordTarget& t) {
+  std::map<std::string, at::Tensor> out;
+  if (t.replay_keys.empty()) return out;
+  if (t.replay_dump.empty()) throw UsageError("--replay-keys needs --replay REF.h5");
+  DumpReader ref(t.replay_dump);
+  std::set<std::string> wanted(t.replay_keys.begin(), t.replay_keys.end());
+  for (const auto& m : ref.index()) {
+    if (!wanted.count(m.key())) continue;
+    auto bytes = ref.read(m);
+    at::Tensor v = at::empty(m.shape, at::TensorOptions().dtype(to_scalar_type(dtype_from_name(m.dtype))));
+    std::memcpy(v.data_ptr(), bytes.data(), bytes.size());
+    out.emplace(m.key(), v);
+    wanted.erase(m.key());
+  }
+  if (!wanted.empty())
+    throw InputError(
+        fmt::format("--replay '{}' has no tensor '{}'; pass keys of that dump", t.replay_dump, *wanted.begin()));
+  return out;
+}
+
+}  // namespace reprocheck::detail
+
+TORCH_LIBRARY(reprocheck, m) {
+  m.def(torch::schema("reprocheck::tap_in(Tensor[] xs, int id) -> ()", c10::AliasAnalysisKind::CONSERVATIVE));
+  m.def(torch::schema("reprocheck::tap_out(Tensor[] ys, int id) -> ()", c10::AliasAnalysisKind::CONSERVATIVE));
+  m.def(torch::schema("reprocheck::tap_op(Tensor x, int id, int k) -> ()", c10::AliasAnalysisKind::CONSERVATIVE));
+}
+
+TORCH_LIBRARY_IMPL(reprocheck, CompositeImplicitAutograd, m) {
+  m.impl("tap_in", &reprocheck::detail::tap_in);
+  m.impl("tap_out", &reprocheck::detail::tap_out);
+  m.impl("tap_op", &reprocheck::detail::tap_op);
+}

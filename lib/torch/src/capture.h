@@ -1,0 +1,57 @@
+// The capture session: what the tap ops and the training loop's hooks report to, and how captured
+// tensors reach the dump. Not a public header.
+//
+// For the gradient with respect to a tapped output, tap_out registers a tensor hook on it: autograd
+// calls it when that gradient is computed, in true backward order. A hook registered before a
+// later in-place op (an in-place ReLU after batch norm) stays with the original producer and still
+// receives the gradient with respect to the layer's own output. Parameter gradients come from hooks
+// on the parameters.
+#pragma once
+
+#include <torch/script.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "graph_patch.h"
+#include "reprocheck/dump.h"
+#include "reprocheck/record.h"
+
+namespace reprocheck::detail {
+
+class Session;
+
+// A capture in progress: while it lives, the tap ops report to it and it writes every captured
+// tensor to `writer` (on a background thread).
+class Capture {
+ public:
+  Capture(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay);
+  ~Capture();
+  Capture(const Capture&) = delete;
+  Capture& operator=(const Capture&) = delete;
+
+  void begin_step(int step);
+  // Records a tensor of the training loop itself (input, target, output, loss, parameters),
+  // replacing it with its reference value first when it is replayed.
+  void record(Phase phase, const std::string& layer, const std::string& type, Kind kind, const std::string& name,
+              const at::Tensor& t);
+  // Records `param`'s gradient when autograd produces it, while this capture is active.
+  void hook_param_grad(at::Tensor param, const std::string& layer, const std::string& type, const std::string& name);
+  // Waits for every captured tensor to reach the dump; rethrows a write error.
+  void finish();
+  double write_seconds() const;  // the training thread's time copying tensors and waiting for the writer
+  double hash_seconds() const;   // of which hashing the tapped layers' inputs
+
+ private:
+  std::unique_ptr<Session> session_;
+};
+
+// XXH3 of a tensor's bytes (copied to the host when needed).
+uint64_t tensor_hash(const at::Tensor& t);
+
+// The reference values to replay, read before the run starts. Throws InputError.
+std::map<std::string, at::Tensor> load_replay(const RecordTarget& target);
+
+}  // namespace reprocheck::detail

@@ -1,0 +1,41 @@
+// Instrumenting a TorchScript module's graphs with tap ops. Not a public header.
+//
+// TorchScript modules have no forward hooks, so the forward graph of every module type that holds
+// a selected instance is patched once after loading:
+//   - every instance of a patched type gets an integer attribute `_reprocheck_id` (its index in
+//     named_modules order; types are shared between identical instances, so the graph reads the id
+//     to know which instance runs);
+//   - `reprocheck::tap_in(Tensor[] inputs, int id)` is inserted at the top of the graph and
+//     `reprocheck::tap_out(Tensor[] outputs, int id)` before the return; with --ops,
+//     `reprocheck::tap_op(Tensor x, int id, int k)` after every aten op with a tensor output.
+// The tap ops have no outputs and are declared with conservative alias analysis, so the JIT keeps
+// them as side effects and nothing in the model's data flow changes.
+#pragma once
+
+#include <torch/script.h>
+
+#include <string>
+#include <vector>
+
+#include "reprocheck/model.h"
+#include "reprocheck/run_options.h"
+
+namespace reprocheck::detail {
+
+// What a tap id stands for: a module instance, and for --ops the ops of its type's graph.
+struct Site {
+  std::string path, type, kind;
+  bool layer = false;                 // selected for layer taps
+  std::vector<std::string> op_names;  // for --ops: op k's name in this instance's type graph
+};
+
+// Instruments `module` for the selection in `o` (o.layers, o.ops); returns the sites indexed by
+// instance id. Throws InputError for a selection that selects nothing.
+std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, const std::vector<ModuleInfo>& mods);
+
+// For LibTorch's "X does not have a deterministic implementation" errors: one line naming the op
+// and the layer that runs it. "" for other errors.
+std::string deterministic_error(const std::string& message, const torch::jit::Module& module,
+                                const c10::Device& device);
+
+}  // namespace reprocheck::detail

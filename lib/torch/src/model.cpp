@@ -1,0 +1,203 @@
+#include <ATen/Context.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <caffe2/serialize/inline_container.h>
+#include <dlfcn.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <sys/stat.h>
+#include <torch/cuda.h>
+#include <torch/headeronly/version.h>
+#include <torch/script.h>
+#include <xxhash.h>
+
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+
+#include "reprocheck/error.h"
+#include "reprocheck/build_info.h"
+#include "torch_model.h"
+
+namespace reprocheck {
+
+std::string demangle_type_name(const std::string& qualified) {
+  std::string out;
+  size_t start = 0;
+  while (start <= qualified.size()) {
+    size_t dot = qualified.find('.', start);
+    if (dot == std::string::npos) dot = qualified.size();
+    std::string part = qualified.substr(start, dot - start);
+    if (part != "__torch__" && part.rfind("___torch_mangle_", 0) != 0 && !part.empty()) {
+      if (!out.empty()) out += '.';
+      out += part;
+    }
+    start = dot + 1;
+  }
+  return out;
+}
+
+void load_library(const std::string& path) {
+  if (!dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL)) {
+    const char* why = dlerror();
+    throw InputError(
+        fmt::format("cannot load library '{}': {}; pass the path of a shared library "
+                    "built against LibTorch {}",
+                    path, why ? first_line(why) : "unknown error", TORCH_VERSION));
+  }
+}
+
+BuildInfo build_info() {
+  BuildInfo info;
+  info.libtorch = fmt::format("{}.{}.{}", TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR, TORCH_VERSION_PATCH);
+  const auto& hooks = at::detail::getCUDAHooks();
+  auto dotted = [](long v, long major_div, long minor_div) {
+    return fmt::format("{}.{}.{}", v / major_div, (v % major_div) / minor_div, v % minor_div);
+  };
+  info.cuda = "none";
+  info.cudnn = "none";
+  try {
+    if (long rt = hooks.versionCUDART(); rt > 0) info.cuda = fmt::format("{}.{}", rt / 1000, (rt % 1000) / 10);
+  } catch (const c10::Error&) {
+  }
+  try {
+    if (long v = hooks.versionCuDNN(); v > 0) info.cudnn = dotted(v, 10000, 100);
+  } catch (const c10::Error&) {
+  }
+  info.cuda_available = torch::cuda::is_available();
+  info.cuda_devices = info.cuda_available ? static_cast<int>(torch::cuda::device_count()) : 0;
+  info.hdf5 = hdf5_version();
+  return info;
+}
+
+namespace detail {
+
+std::string shape_string(c10::IntArrayRef shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+
+namespace {
+
+constexpr const char* kExportHint =
+    "export it with torch.jit.script(model).save(path) (or torch.jit.trace) and pass that file";
+
+// Classifies a file that is not a loadable TorchScript archive; returns the reason, or "" when
+// the file looks like a TorchScript archive.
+std::string classify_non_torchscript(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return "no such file; check the path";
+  if (S_ISDIR(st.st_mode)) return "is a directory, not a model file; pass the .pt file inside it";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "cannot be read (permission denied?); check its permissions";
+  if (st.st_size == 0) return "is empty; export the model again";
+  char head[4] = {};
+  in.read(head, sizeof head);
+  const bool zip = in.gcount() == 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4;
+  if (!zip) {
+    if (static_cast<unsigned char>(head[0]) == 0x80)
+      return fmt::format("is a torch.save checkpoint in the legacy pickle format, not TorchScript; {}", kExportHint);
+    return fmt::format("is not a TorchScript archive (not a zip file); {}", kExportHint);
+  }
+  std::vector<std::string> records;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    records = reader.getAllRecords();
+  } catch (const c10::Error& e) {
+    return fmt::format("is a truncated or corrupt archive ({}); export the model again",
+                       first_line(e.what_without_backtrace()));
+  }
+  bool has_code = false, has_data = false;
+  for (const auto& r : records) {
+    if (r.rfind("code/", 0) == 0) has_code = true;
+    if (r == "data.pkl") has_data = true;
+  }
+  if (!has_code && has_data)
+    return fmt::format("is a torch.save checkpoint (a state_dict or a pickled nn.Module), not TorchScript; {}",
+                       kExportHint);
+  if (!has_code) return fmt::format("is a zip file but not a TorchScript archive; {}", kExportHint);
+  return "";
+}
+
+ModelMeta parse_meta(const std::string& path, const std::string& text) {
+  ModelMeta meta;
+  try {
+    auto j = nlohmann::json::parse(text);
+    if (j.contains("input_shape")) meta.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
+    if (j.contains("dtype")) meta.dtype = j.at("dtype").get<std::string>();
+    if (j.contains("loss")) meta.loss = j.at("loss").get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError(
+        fmt::format("bad reprocheck.json in model '{}': {}; fix the extra file or pass "
+                    "--input-shape/--dtype/--loss",
+                    path, e.what()));
+  }
+  return meta;
+}
+
+}  // namespace
+
+torch::jit::Module load_module(const std::string& path, const c10::Device& device, ModelMeta* meta) {
+  if (auto why = classify_non_torchscript(path); !why.empty())
+    throw InputError(fmt::format("cannot load model '{}': {}", path, why));
+  torch::jit::ExtraFilesMap extra{{"reprocheck.json", ""}};
+  torch::jit::Module module;
+  try {
+    module = torch::jit::load(path, device, extra);
+  } catch (const c10::Error& e) {
+    std::string msg = first_line(e.what_without_backtrace());
+    std::string hint = msg.find("Unknown builtin op") != std::string::npos
+                           ? "load the library that defines it with --load-library LIB.so"
+                           : "export the model again with the same PyTorch version as reprocheck's LibTorch";
+    throw InputError(fmt::format("cannot load model '{}': {}; {}", path, msg, hint));
+  }
+  if (meta) {
+    const auto& text = extra["reprocheck.json"];
+    *meta = text.empty() ? ModelMeta{} : parse_meta(path, text);
+  }
+  return module;
+}
+
+std::vector<ModuleInfo> describe_modules(const torch::jit::Module& module) {
+  std::vector<ModuleInfo> out;
+  std::unordered_map<const c10::ClassType*, int> type_count;
+  // named_modules() yields the root first, then every submodule in pre-order.
+  for (const auto& item : module.named_modules()) {
+    ModuleInfo info;
+    info.path = item.name;
+    auto type = item.value.type();
+    info.type = demangle_type_name(type->name() ? type->name()->qualifiedName() : "");
+    auto dot = info.type.rfind('.');
+    info.kind = dot == std::string::npos ? info.type : info.type.substr(dot + 1);
+    for (const auto& p : item.value.parameters(/*recurse=*/true)) info.params += p.numel();
+    for (const auto& p : item.value.parameters(/*recurse=*/false)) info.own_params += p.numel();
+    type_count[type.get()]++;
+    out.push_back(std::move(info));
+  }
+  size_t i = 0;
+  for (const auto& item : module.named_modules()) out[i++].shares_type = type_count[item.value.type().get()] > 1;
+  return out;
+}
+
+std::string model_signature(const torch::jit::Module& module) {
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  auto feed = [&](const std::string& s) { XXH3_64bits_update(state, s.data(), s.size() + 1); };
+  for (const auto& m : describe_modules(module)) feed(m.path + "|" + m.type);
+  for (const auto& p : module.named_parameters(true)) feed(p.name + shape_string(p.value.sizes()));
+  for (const auto& b : module.named_buffers(true)) feed(b.name + shape_string(b.value.sizes()));
+  auto h = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  return fmt::format("{:016x}", h);
+}
+
+}  // namespace detail
+
+ModelSummary inspect_model(const std::string& path) {
+  ModelSummary s;
+  s.path = path;
+  auto module = detail::load_module(path, c10::Device(c10::kCPU), &s.meta);
+  s.modules = detail::describe_modules(module);
+  s.signature = detail::model_signature(module);
+  s.total_params = s.modules.empty() ? 0 : s.modules.front().params;
+  return s;
+}
+
+}  // namespace reprocheck

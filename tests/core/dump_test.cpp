@@ -1,0 +1,154 @@
+#include "reprocheck/dump.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <fstream>
+
+#include "reprocheck/error.h"
+#include "test_util.h"
+
+namespace rc = reprocheck;
+
+namespace {
+
+rc::TensorMeta meta(const std::string& layer, const std::string& dtype, std::vector<int64_t> shape) {
+  rc::TensorMeta m;
+  m.step = 0;
+  m.phase = rc::Phase::forward;
+  m.layer = layer;
+  m.layer_type = "torch.nn.modules.conv.Conv2d";
+  m.kind = rc::Kind::activation;
+  m.name = "out";
+  m.dtype = dtype;
+  m.shape = std::move(shape);
+  return m;
+}
+
+}  // namespace
+
+TEST(Dump, RoundTripsEveryDtypeWithItsIndex) {
+  testutil::TempDir dir;
+  std::string path = dir.file("run.h5");
+  std::vector<float> f32 = {1.5f, -0.0f, 3.25f, 1e-30f, -7.f, 8.f};
+  std::vector<double> f64 = {1.0 / 3.0, -2.0};
+  std::vector<uint16_t> f16 = {0x3c00, 0xc000};   // 1.0, -2.0
+  std::vector<uint16_t> bf16 = {0x3f80, 0x4049};  // 1.0, 3.140625
+  std::vector<int64_t> i64 = {1, -2, 1LL << 40};
+  std::vector<uint8_t> b = {1, 0, 1};
+  std::vector<int32_t> i32 = {7};
+  {
+    rc::DumpWriter w(path, false);
+    w.set_attribute("seed", int64_t{42});
+    w.set_attribute("device", std::string("cpu"));
+    w.write(meta("a", "float32", {2, 3}), f32.data(), f32.size() * 4);
+    auto m = meta("b", "float64", {2});
+    m.input_hash = 0x1234;
+    m.has_input_hash = true;
+    w.write(m, f64.data(), 16);
+    w.write(meta("c", "float16", {2}), f16.data(), 4);
+    w.write(meta("d", "bfloat16", {2}), bf16.data(), 4);
+    w.write(meta("e", "int64", {3}), i64.data(), 24);
+    w.write(meta("f", "bool", {3}), b.data(), 3);
+    w.write(meta("g", "int32", {}), i32.data(), 4);     // a scalar
+    w.write(meta("h", "float32", {0, 4}), nullptr, 0);  // no elements
+    w.commit();
+  }
+  rc::DumpReader r(path);
+  EXPECT_EQ(r.format_version(), rc::kDumpFormatVersion);
+  EXPECT_EQ(r.attribute("seed"), "42");
+  EXPECT_EQ(r.attribute("device"), "cpu");
+  ASSERT_EQ(r.index().size(), 8u);
+  for (size_t i = 0; i < r.index().size(); ++i) EXPECT_EQ(r.index()[i].order, static_cast<int64_t>(i));
+  const auto& a = r.index()[0];
+  EXPECT_EQ(a.layer, "a");
+  EXPECT_EQ(a.shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(a.numel, 6);
+  EXPECT_EQ(a.hash, rc::hash_bytes(f32.data(), 24));
+  EXPECT_FALSE(a.has_input_hash);
+  EXPECT_TRUE(r.index()[1].has_input_hash);
+  EXPECT_EQ(r.index()[1].input_hash, 0x1234u);
+  auto bytes = r.read(a);
+  ASSERT_EQ(bytes.size(), 24u);
+  EXPECT_EQ(std::memcmp(bytes.data(), f32.data(), 24), 0);
+  EXPECT_EQ(std::memcmp(r.read(r.index()[2]).data(), f16.data(), 4), 0);
+  EXPECT_EQ(std::memcmp(r.read(r.index()[3]).data(), bf16.data(), 4), 0);
+  EXPECT_EQ(std::memcmp(r.read(r.index()[4]).data(), i64.data(), 24), 0);
+  EXPECT_EQ(std::memcmp(r.read(r.index()[5]).data(), b.data(), 3), 0);
+  EXPECT_EQ(r.index()[6].shape.size(), 0u);
+  EXPECT_EQ(r.index()[6].numel, 1);
+  EXPECT_EQ(r.index()[7].numel, 0);
+  EXPECT_TRUE(r.read(r.index()[7]).empty());
+}
+
+TEST(Dump, NeverOverwritesWithoutBeingAsked) {
+  testutil::TempDir dir;
+  std::string path = dir.file("keep.h5");
+  std::ofstream(path) << "precious";
+  EXPECT_THROW(rc::DumpWriter(path, false), rc::InputError);
+  std::ifstream in(path);
+  std::string s;
+  in >> s;
+  EXPECT_EQ(s, "precious");
+  {
+    rc::DumpWriter w(path, true);
+    w.commit();
+  }
+  EXPECT_NO_THROW(rc::DumpReader{path});
+}
+
+TEST(Dump, AnUncommittedWriterLeavesNothingBehind) {
+  testutil::TempDir dir;
+  {
+    rc::DumpWriter w(dir.file("run.h5"), false);
+    float x = 1;
+    w.write(meta("a", "float32", {1}), &x, 4);
+    EXPECT_EQ(dir.entries(), 1u);  // the temporary file
+  }
+  EXPECT_EQ(dir.entries(), 0u);
+}
+
+TEST(Dump, RejectsWrongSizesAndUnknownDtypes) {
+  testutil::TempDir dir;
+  rc::DumpWriter w(dir.file("run.h5"), false);
+  float x[2] = {};
+  EXPECT_THROW(w.write(meta("a", "float32", {3}), x, 8), rc::RunError);
+  EXPECT_THROW(w.write(meta("a", "complex64", {1}), x, 8), rc::InputError);
+}
+
+TEST(Dump, ReaderRefusesWhatIsNotADump) {
+  testutil::TempDir dir;
+  std::ofstream(dir.file("text.h5")) << "hello";
+  EXPECT_THROW(rc::DumpReader(dir.file("text.h5")), rc::InputError);
+  EXPECT_THROW(rc::DumpReader(dir.file("missing.h5")), rc::InputError);
+  try {
+    rc::DumpReader r(dir.file("missing.h5"));
+  } catch (const rc::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("no such file"), std::string::npos);
+  }
+}
+
+TEST(Dump, ReaderRefusesAnotherFormatVersion) {
+  testutil::TempDir dir;
+  std::string path = dir.file("v99.h5");
+  {
+    rc::DumpWriter w(path, false);
+    w.set_attribute("format_version", int64_t{99});
+    w.commit();
+  }
+  try {
+    rc::DumpReader r(path);
+    FAIL() << "read a version-99 dump";
+  } catch (const rc::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("format version 99"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Dump, MissingFolderIsAClearError) {
+  try {
+    rc::DumpWriter w("/nonexistent-folder/run.h5", false);
+    FAIL();
+  } catch (const rc::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos) << e.what();
+  }
+}

@@ -1,0 +1,95 @@
+// A stand-in for a front end's worker, for the runner's tests. It writes a small dump:
+//   input   = [1, 2, 3]
+//   layer1  = [a, 1]        a = $FAKE_A (default: the seed)
+//   layer2  = [b, 2]        b = $FAKE_B (default 0), inputs hashed from layer1
+//   loss    = [a + b]
+// and honours --replay/--replay-keys like `reprocheck record`. Behaviours: ok, crash, input-error,
+// sleep (for timeouts), chatty (warnings on stderr).
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "reprocheck/dump.h"
+#include "reprocheck/error.h"
+
+namespace rc = reprocheck;
+
+int main(int argc, char** argv) {
+  std::map<std::string, std::string> flags;
+  for (int i = 1; i + 1 < argc; i += 2) flags[argv[i]] = argv[i + 1];
+  const std::string behaviour = flags.count("--behaviour") ? flags["--behaviour"] : "ok";
+  const int index = std::atoi(flags["--index"].c_str());
+  const int fail_index = flags.count("--fail-index") ? std::atoi(flags["--fail-index"].c_str()) : -1;
+  if (fail_index < 0 || fail_index == index) {
+    if (behaviour == "crash") {
+      std::fprintf(stderr, "fake worker: about to crash\n");
+      std::fflush(stderr);
+      std::abort();
+    }
+    if (behaviour == "input-error") {
+      // A line that looks like an error but is not the one to relay.
+      std::fprintf(stderr, "reprocheck: error: a decoy on stderr\nmore output\n");
+      rc::report_error_to_runner("bad input 'x.pt': the fake worker rejects it; pass another");
+      return 2;
+    }
+    if (behaviour == "sleep") std::this_thread::sleep_for(std::chrono::seconds(30));
+  }
+  if (behaviour == "chatty") std::fprintf(stderr, "warning: same\nwarning: same\nwarning: other\n");
+  float a = static_cast<float>(std::atof(flags["--seed"].c_str()));
+  if (const char* v = std::getenv("FAKE_A")) a = static_cast<float>(std::atof(v));
+  float b = 0;
+  if (const char* v = std::getenv("FAKE_B")) b = static_cast<float>(std::atof(v));
+
+  std::map<std::string, std::vector<float>> replay;
+  if (flags.count("--replay-keys")) {
+    rc::DumpReader ref(flags["--replay"]);
+    std::set<std::string> keys;
+    std::ifstream in(flags["--replay-keys"]);
+    for (std::string line; std::getline(in, line);) keys.insert(line);
+    for (const auto& m : ref.index())
+      if (keys.count(m.key())) {
+        std::vector<float> v(static_cast<size_t>(m.numel));
+        ref.read_into(m, v.data(), v.size() * sizeof(float));
+        replay[m.key()] = v;
+      }
+  }
+  rc::DumpWriter w(flags["--dump"], false);
+  w.set_attribute("model", std::string("fake.pt"));
+  w.set_attribute("model_signature", std::string("fake"));
+  w.set_attribute("steps", int64_t{1});
+  w.set_attribute("device", std::string("cpu"));
+  w.set_attribute("seed", static_cast<int64_t>(a));
+  w.set_attribute("run_options", flags["--options"]);
+  uint64_t previous = 0;
+  auto put = [&](const char* layer, rc::Phase phase, rc::Kind kind, std::vector<float> v, bool hashed_inputs) {
+    rc::TensorMeta m;
+    m.step = 0;
+    m.phase = phase;
+    m.kind = kind;
+    m.layer = layer;
+    m.layer_type = *layer ? "fake.Layer" : "";
+    m.name = "out";
+    m.dtype = "float32";
+    m.shape = {static_cast<int64_t>(v.size())};
+    auto it = replay.find(m.key());
+    if (it != replay.end()) v = it->second;
+    m.input_hash = previous;
+    m.has_input_hash = hashed_inputs;
+    previous = w.write(m, v.data(), v.size() * sizeof(float)).hash;
+    return v;
+  };
+  put("", rc::Phase::input, rc::Kind::input, {1, 2, 3}, false);
+  auto l1 = put("layer1", rc::Phase::forward, rc::Kind::activation, {a, 1}, true);
+  auto l2 = put("layer2", rc::Phase::forward, rc::Kind::activation, {b, 2}, true);
+  put("", rc::Phase::loss, rc::Kind::loss, {l1[0] + l2[0]}, false);
+  w.commit();
+  return 0;
+}

@@ -1,0 +1,108 @@
+"""Runs the zoo of planted nondeterminism (fixtures/zoo/cases.py) and checks each verdict and
+hint, plus the deterministic controls and the isolation of two independent sources.
+
+    python zoo_test.py cpu|gpu|controls|isolate
+A GPU selection without a CUDA device exits 77 (ctest: skipped).
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+BIN = os.environ["REPROCHECK_BINARY"]
+FIX = os.environ["REPROCHECK_FIXTURE_DIR"]
+OPS = os.environ["REPROCHECK_ZOO_OPS"]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "fixtures", "zoo"))
+from cases import CASES  # noqa: E402
+
+FIXTURES = ["seed_convnet", "dropout_mlp", "bn_net", "resnet_mini", "traced_convnet"]
+
+
+def cuda_available():
+    r = subprocess.run([BIN, "--version"], capture_output=True, text=True)
+    return "(available" in r.stdout
+
+
+def reprocheck(model, args, json_path, zoo_ops=False):
+    cmd = [BIN, os.path.join(FIX, model + ".pt"), "--json", json_path, *args]
+    if zoo_ops:
+        cmd += ["--load-library", OPS]
+    if "--device" not in args:
+        cmd += ["--device", "cpu"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+class Zoo(unittest.TestCase):
+    GPU = False
+
+    def test_cases(self):
+        cases = [c for c in CASES if c.get("gpu", False) == self.GPU]
+        self.assertTrue(cases)
+        for case in cases:
+            with self.subTest(case=case["name"]), tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "r.json")
+                r = reprocheck(case["model"], case["args"], path, case.get("zoo_ops", False))
+                if case.get("verdict") == "any" and r.returncode == 0:
+                    continue  # no divergence this time: nothing to explain
+                self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+                with open(path) as f:
+                    report = json.load(f)
+                fd = report["first_divergence"]
+                for key, want in case.get("first", {}).items():
+                    if key == "phase_in":
+                        self.assertIn(fd["phase"], want, fd)
+                    elif key == "layer_prefix":
+                        self.assertTrue(fd["layer"].startswith(want), fd)
+                    else:
+                        self.assertEqual(fd[key], want, (key, fd))
+                hint = report["hints"][0]
+                self.assertEqual(hint["cause"], case["cause"], report["hints"])
+                if "evidence" in case:
+                    self.assertIn(case["evidence"], hint["evidence"])
+                if "fix_flag" in case:
+                    self.assertIn(case["fix_flag"], hint["fix_flag"])
+                self.assertIn("likely cause", r.stdout)
+
+
+class ZooGpu(Zoo):
+    GPU = True
+
+
+class Controls(unittest.TestCase):
+    """Every fixture with fixed seeds: 20 runs, no false divergence."""
+
+    def test_twenty_runs_per_fixture(self):
+        for model in FIXTURES:
+            with self.subTest(model=model), tempfile.TemporaryDirectory() as tmp:
+                r = reprocheck(model, ["--runs", "20", "--jobs", "2"], os.path.join(tmp, "r.json"))
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                with open(os.path.join(tmp, "r.json")) as f:
+                    report = json.load(f)
+                self.assertEqual(len(report["runs"]), 20)
+                self.assertEqual(report["hints"], [])
+
+
+class Isolate(unittest.TestCase):
+    def test_two_independent_sources(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "r.json")
+            r = reprocheck("two_source_net", ["--layers", "all", "--isolate"], path, zoo_ops=True)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            with open(path) as f:
+                iso = json.load(f)["isolation"]
+            self.assertEqual([s["layer"] for s in iso["sources"]], ["mix1", "mix2"])
+            self.assertTrue(all(s["inputs_identical"] for s in iso["sources"]))
+            self.assertTrue(iso["agreed"])
+            self.assertIn("2 independent source(s) in step 0", r.stdout)
+
+
+if __name__ == "__main__":
+    which = sys.argv.pop(1) if len(sys.argv) > 1 else "cpu"
+    if which == "gpu" and not cuda_available():
+        print("no CUDA device: GPU zoo cases skipped")
+        sys.exit(77)
+    suite = {"cpu": Zoo, "gpu": ZooGpu, "controls": Controls, "isolate": Isolate}[which]
+    result = unittest.TextTestRunner(verbosity=2).run(unittest.TestLoader().loadTestsFromTestCase(suite))
+    sys.exit(0 if result.wasSuccessful() else 1)

@@ -1,0 +1,186 @@
+#include "cli.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+
+#include "reprocheck/error.h"
+#include "reprocheck/files.h"
+#include "reprocheck/interrupt.h"
+#include "reprocheck/layers.h"
+
+namespace reprocheck::cli {
+
+int parse(CLI::App& app, std::vector<std::string> args) {
+  std::reverse(args.begin(), args.end());
+  try {
+    app.parse(args);
+    return -1;
+  } catch (const CLI::CallForHelp&) {
+    fmt::print("{}", app.help());
+    return to_int(ExitCode::ok);
+  } catch (const CLI::ParseError& e) {
+    fmt::print(stderr, "{}; run '{} --help' for usage\n", error_line(first_line(e.what())), app.get_name());
+    return to_int(ExitCode::usage);
+  }
+}
+
+namespace {
+
+std::vector<int64_t> parse_shape(const std::string& text) {
+  std::vector<int64_t> dims;
+  std::string current;
+  for (char c : text + ",") {
+    if (c == ',' || c == 'x' || c == ' ') {
+      if (current.empty()) continue;
+      try {
+        dims.push_back(std::stoll(current));
+      } catch (const std::exception&) {
+        throw UsageError(fmt::format("bad --input-shape '{}': expected dimensions such as 4,3,32,32", text));
+      }
+      current.clear();
+    } else if (c != '[' && c != ']') {
+      current += c;
+    }
+  }
+  if (dims.empty()) throw UsageError(fmt::format("bad --input-shape '{}': expected dimensions such as 4,3,32,32", text));
+  return dims;
+}
+
+}  // namespace
+
+void RunFlags::add_to(CLI::App& app) {
+  RunOptions& o = options;
+  // A flag given twice takes its last value, so that a script's defaults can be overridden.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("model", o.model, "TorchScript model file (.pt)")->required();
+  app.add_option("--steps", o.steps, "training steps")->capture_default_str();
+  app.add_option("--seed", o.seed, "seed of the model's RNG (init, dropout): N, or 'random'")->capture_default_str();
+  app.add_option("--data-seed", o.data_seed, "seed of the input batches and targets: N, or 'random'")
+      ->capture_default_str();
+  deterministic = app.add_option("--deterministic", o.deterministic,
+                                 "deterministic algorithms (cuDNN deterministic, use_deterministic_algorithms, "
+                                 "CUBLAS_WORKSPACE_CONFIG): on (the flag alone), off (default), or warn "
+                                 "(warn_only)")
+                      ->expected(0, 1);
+  app.add_flag("--benchmark", o.benchmark, "turn the cuDNN autotuner on (cudnn.benchmark = True)");
+  app.add_option("--threads", o.threads, "intra-op threads (default: LibTorch's)");
+  app.add_option("--device", o.device, "cpu, cuda, cuda:N or auto (cuda when available)")->capture_default_str();
+  app.add_option("--mode", o.mode, "module mode: train or eval")->capture_default_str();
+  app.add_option("--reinit", o.reinit, "re-initialize parameters with dim >= 2 under the seed: xavier_normal");
+  app.add_option("--input-shape", input_shape, "input shape, e.g. 4,3,32,32 (default: the model's reprocheck.json)");
+  app.add_option("--dtype", o.dtype, "float32, float64, float16 or bfloat16 (default: reprocheck.json, float32)");
+  app.add_option("--loss", o.loss, "mse, cross_entropy or sum (default: reprocheck.json, mse)");
+  app.add_option("--lr", o.lr, "SGD learning rate")->capture_default_str();
+  app.add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str();
+  app.add_option("--load-library", o.libraries, "shared library with custom ops the model uses (repeatable)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_option("--layers", o.layers, layer_selection_help())->capture_default_str();
+  app.add_flag("--ops", o.ops, "also tap every aten op of the forward graphs (finer localization)");
+}
+
+const RunOptions& RunFlags::finish() {
+  if (!input_shape.empty()) options.input_shape = parse_shape(input_shape);
+  // "--deterministic" alone means on.
+  if (deterministic->count() > 0) {
+    const auto& r = deterministic->results();
+    options.deterministic = r.empty() || r.back().empty() ? "on" : normalize_deterministic(r.back());
+  }
+  validate(options);
+  return options;
+}
+
+void CompareFlags::add_to(CLI::App& app) {
+  app.add_option("--atol", atol, "absolute tolerance: |a-b| <= atol + rtol*|a| (default: bitwise)");
+  app.add_option("--rtol", rtol, "relative tolerance (see --atol)");
+  app.add_option("--tolerance", tolerance, "bitwise, or torch (per-dtype presets of torch.testing)")
+      ->capture_default_str();
+  app.add_option("--json", json, "write the report as JSON (docs/report-json.md)");
+  app.add_option("--junit", junit, "write a JUnit XML report (one test case per tensor group)");
+  app.add_option("--markdown", markdown, "write a Markdown summary (for a CI step summary)");
+}
+
+CompareOptions CompareFlags::compare_options(const CLI::App& app) const {
+  if (tolerance != "bitwise" && tolerance != "torch")
+    throw UsageError(fmt::format("bad value '{}' for --tolerance: expected bitwise or torch", tolerance));
+  CompareOptions co;
+  if (atol >= 0 || rtol >= 0) {
+    if (tolerance == "torch") throw UsageError("--tolerance torch and --atol/--rtol exclude each other: pick one");
+    co.tolerance = Tolerance::fixed(std::max(atol, 0.0), std::max(rtol, 0.0));
+  } else if (tolerance == "torch") {
+    co.tolerance = Tolerance::torch_presets();
+  }
+  co.tolerance_explicit = app.count("--atol") + app.count("--rtol") + app.count("--tolerance") > 0;
+  return co;
+}
+
+int CompareFlags::report(const Report& r) const {
+  ReportOptions ro;
+  ro.color = isatty(STDOUT_FILENO) && !std::getenv("NO_COLOR");
+  if (!json.empty()) files::write_file_atomically(json, render_json(r), "report");
+  if (!junit.empty()) files::write_file_atomically(junit, render_junit(r), "report");
+  if (!markdown.empty()) files::write_file_atomically(markdown, render_markdown(r, ro), "report");
+  fmt::print("{}", render_text(r, ro));
+  return to_int(r.comparison.divergent() ? ExitCode::divergent : ExitCode::ok);
+}
+
+Progress::Progress() : tty_(isatty(STDERR_FILENO) != 0) {}
+Progress::~Progress() { clear(); }
+
+void Progress::operator()(const WorkerEvent& e) {
+  std::string label = e.label.empty() ? "" : fmt::format(" ({})", e.label);
+  switch (e.kind) {
+    case WorkerEvent::Kind::started:
+      if (!tty_) fmt::print(stderr, "run {}/{}{}: started\n", e.index + 1, e.runs, label);
+      break;
+    case WorkerEvent::Kind::tick:
+      if (tty_) {
+        fmt::print(stderr, "\r\033[Krun {}/{}{}: running, {:.1f} s", e.index + 1, e.runs, label, e.seconds);
+        shown_ = true;
+      }
+      break;
+    case WorkerEvent::Kind::finished:
+      clear();
+      fmt::print(stderr, "run {}/{}{}: recorded {} in {:.2f} s\n", e.index + 1, e.runs, label,
+                 human_bytes(static_cast<double>(e.dump_bytes)), e.seconds);
+      for (const auto& m : e.messages) fmt::print(stderr, "  {}\n", m);
+      break;
+  }
+  std::fflush(stderr);
+}
+
+void Progress::clear() {
+  if (tty_ && shown_) fmt::print(stderr, "\r\033[K");
+  shown_ = false;
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+  int u = 0;
+  while (b >= 1000 && u < 4) b /= 1000, ++u;
+  return u == 0 ? fmt::format("{:.0f} {}", b, units[u]) : fmt::format("{:.1f} {}", b, units[u]);
+}
+
+std::string group_digits(int64_t n) {
+  std::string s = std::to_string(n < 0 ? -n : n);
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
+  return n < 0 ? "-" + s : s;
+}
+
+namespace {
+void on_signal(int) { request_interrupt(); }
+}  // namespace
+
+void install_interrupt_handler() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESETHAND;  // a second Ctrl-C ends the process at once
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
+}  // namespace reprocheck::cli

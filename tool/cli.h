@@ -1,0 +1,61 @@
+// Pieces the commands share: command-line parsing, the run and comparison flags, progress lines
+// and the report writer. Only the tool prints or exits.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+#include "reprocheck/compare.h"
+#include "reprocheck/report.h"
+#include "reprocheck/run_options.h"
+#include "reprocheck/runner.h"
+
+namespace reprocheck::cli {
+
+// Parses `args` into `app`. Returns -1 to go on, else the exit code: 0 after --help, 2 for a bad
+// command line (one line on stderr).
+int parse(CLI::App& app, std::vector<std::string> args);
+
+// The options every command that runs a model shares (record, and the runner's workers): one CLI
+// line per field of RunOptions.
+struct RunFlags {
+  RunOptions options;
+  std::string input_shape;
+  CLI::Option* deterministic = nullptr;
+  void add_to(CLI::App& app);
+  // The options with the flags' text parsed, validated. Throws UsageError.
+  const RunOptions& finish();
+};
+
+// Options shared by the commands that compare (check and diff).
+struct CompareFlags {
+  double atol = -1, rtol = -1;
+  std::string tolerance = "bitwise";
+  std::string json, junit, markdown;
+  void add_to(CLI::App& app);
+  CompareOptions compare_options(const CLI::App& app) const;
+  // Prints the text report, writes the requested files, returns the exit code.
+  int report(const Report& r) const;
+};
+
+// Progress of the workers on stderr: one updating line on a terminal, plain lines otherwise.
+class Progress {
+ public:
+  Progress();
+  ~Progress();
+  void operator()(const WorkerEvent& e);
+
+ private:
+  void clear();
+  bool tty_;
+  bool shown_ = false;
+};
+
+std::string human_bytes(double bytes);
+std::string group_digits(int64_t n);
+
+// SIGINT and SIGTERM request an interrupt; a second one ends the process at once.
+void install_interrupt_handler();
+
+}  // namespace reprocheck::cli

@@ -1,0 +1,15 @@
+// The commands that need the TorchScript front end (commands_torch.cpp); without LibTorch
+// (REPROCHECK_TORCH=OFF) they say so (commands_no_torch.cpp).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace reprocheck::cli {
+
+int cmd_check(const std::vector<std::string>& args);   // reprocheck MODEL.pt
+int cmd_record(const std::vector<std::string>& args);  // reprocheck record
+int cmd_info(const std::vector<std::string>& args);    // reprocheck info
+int cmd_version();                                     // reprocheck --version
+
+}  // namespace reprocheck::cli

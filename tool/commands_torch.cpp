@@ -1,0 +1,142 @@
+// The commands of the TorchScript front end.
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <fstream>
+#include <memory>
+#include <optional>
+
+#include "cli.h"
+#include "commands.h"
+#include "reprocheck/build_info.h"
+#include "reprocheck/error.h"
+#include "reprocheck/isolate.h"
+#include "reprocheck/model.h"
+#include "reprocheck/record.h"
+#include "reprocheck/subprocess.h"
+
+namespace reprocheck::cli {
+
+int cmd_record(const std::vector<std::string>& args) {
+  CLI::App app("Run seeded training steps once and dump every captured tensor to HDF5", "reprocheck record");
+  RunFlags flags;
+  std::string out, replay, replay_keys;
+  bool force = false, plain = false;
+  flags.add_to(app);
+  app.add_option("-o,--output", out, "dump file to write (HDF5)");
+  app.add_flag("--force", force, "overwrite the output if it exists");
+  app.add_flag("--plain", plain, "run the same steps without capture and without a dump (for timing)");
+  app.add_option("--replay", replay, "reference dump whose values replace the tensors named by --replay-keys");
+  app.add_option("--replay-keys", replay_keys, "file of tensor keys to replay, one per line (used by --isolate)");
+  if (int code = parse(app, args); code >= 0) return code;
+  if (out.empty() && !plain) throw UsageError("record needs -o RUN.h5 (or --plain for a run without a dump)");
+  if (!out.empty() && plain) throw UsageError("--plain writes no dump: drop -o or --plain");
+  const auto& o = flags.finish();
+  install_interrupt_handler();
+  RecordTarget target{out, force, !plain, "", {}};
+  if (!replay_keys.empty()) {
+    std::ifstream in(replay_keys);
+    if (!in) throw InputError(fmt::format("cannot read --replay-keys '{}'; check the path", replay_keys));
+    for (std::string line; std::getline(in, line);)
+      if (!line.empty()) target.replay_keys.push_back(line);
+    target.replay_dump = replay;
+  }
+  auto r = record_run(o, target);
+  if (plain)
+    fmt::print("ran {} step(s) of {} without capture in {:.3f} s (seed {}, {})\n", o.steps, o.model, r.seconds, r.seed,
+               r.device);
+  else
+    fmt::print("wrote {}: {} tensors, {}, {} step(s) in {:.3f} s (seed {}, data seed {}, {})\n", out, r.tensors,
+               human_bytes(static_cast<double>(r.bytes)), o.steps, r.seconds, r.seed, r.data_seed, r.device);
+  return to_int(ExitCode::ok);
+}
+
+int cmd_check(const std::vector<std::string>& args) {
+  CLI::App app(
+      "Run the seeded training N times in fresh processes, compare the runs in execution order, and "
+      "name the first divergent tensor",
+      "reprocheck");
+  RunFlags flags;
+  CompareFlags compare_flags;
+  RunnerOptions ro;
+  std::string vary;
+  bool isolate_sources = false;
+  flags.add_to(app);
+  app.add_option("--runs", ro.runs, "number of runs (workers)")->capture_default_str();
+  app.add_option("--jobs", ro.jobs, "runs at a time")->capture_default_str();
+  app.add_option("--timeout", ro.timeout_s, "seconds a run may take before it is killed (0: no limit)")
+      ->capture_default_str();
+  app.add_option("--keep", ro.keep_dir, "keep the dumps in this folder (run-0.h5, run-1.h5, ...)");
+  app.add_flag("--force", ro.overwrite, "overwrite dumps already in the --keep folder");
+  app.add_flag("--isolate", isolate_sources,
+               "find every independent source in the step of the first divergence: replay each source found "
+               "in the other runs and run them again, until the runs agree");
+  app.add_option("--vary", vary,
+                 fmt::format("run with different values of one knob, one run each: KNOB=V1,V2,... ({})", knob_list()));
+  compare_flags.add_to(app);
+  if (int code = parse(app, args); code >= 0) return code;
+  ro.run = flags.finish();
+  const CompareOptions compare_options = compare_flags.compare_options(app);
+  if (!vary.empty()) {
+    ro.vary = parse_vary(vary, ro.run);
+    if (app.count("--runs") > 0 && ro.runs != static_cast<int>(ro.vary.values.size()))
+      throw UsageError(
+          fmt::format("--runs {} and --vary with {} values disagree: drop --runs", ro.runs, ro.vary.values.size()));
+  }
+  // Fail fast on a model the workers could not load.
+  for (const auto& lib : ro.run.libraries) load_library(lib);
+  inspect_model(ro.run.model);
+  install_interrupt_handler();
+  Runner runner(ro, std::make_shared<RecordLauncher>(self_executable()));
+  Progress progress;
+  auto on_event = [&](const WorkerEvent& e) { progress(e); };
+  std::vector<std::string> dumps = runner.run(on_event);
+  if (!ro.keep_dir.empty()) dumps = runner.keep();
+  Comparison comparison = compare_dumps(dumps, compare_options);
+  std::optional<Isolation> isolation;
+  if (isolate_sources && comparison.divergent())
+    isolation = isolate(comparison, compare_options, [&](const std::vector<std::string>& keys) {
+      return runner.rerun_with_replay(dumps[0], keys, on_event);
+    });
+  return compare_flags.report(make_report(std::move(comparison), std::move(isolation)));
+}
+
+int cmd_version() {
+  auto b = build_info();
+  fmt::print("reprocheck {}\nLibTorch   {}\nCUDA       {} ({})\ncuDNN      {}\nHDF5       {}\n", b.reprocheck,
+             b.libtorch, b.cuda,
+             b.cuda_available ? fmt::format("available, {} device(s)", b.cuda_devices) : "not available", b.cudnn,
+             b.hdf5);
+  return to_int(ExitCode::ok);
+}
+
+int cmd_info(const std::vector<std::string>& args) {
+  CLI::App app("List a TorchScript model's modules with path, type and parameter count", "reprocheck info");
+  std::string model;
+  std::vector<std::string> libraries;
+  app.add_option("model", model, "TorchScript model file (.pt)")->required();
+  app.add_option("--load-library", libraries, "shared library with custom ops the model uses (repeatable)");
+  if (int code = parse(app, args); code >= 0) return code;
+  for (const auto& lib : libraries) load_library(lib);
+  auto s = inspect_model(model);
+  fmt::print("model      {}\n", s.path);
+  fmt::print("signature  {}\n", s.signature);
+  fmt::print("parameters {}\n", group_digits(s.total_params));
+  if (s.meta.input_shape)
+    fmt::print("input      [{}] {}, loss {} (from reprocheck.json)\n", fmt::join(*s.meta.input_shape, ", "),
+               s.meta.dtype.value_or("float32"), s.meta.loss.value_or("mse"));
+  else
+    fmt::print("input      unknown (no reprocheck.json in the archive; pass --input-shape when running)\n");
+  size_t path_width = 4, type_width = 4;
+  for (const auto& m : s.modules) {
+    path_width = std::max(path_width, m.path.empty() ? 7 : m.path.size());
+    type_width = std::max(type_width, m.type.size());
+  }
+  fmt::print("\n{:<{}}  {:<{}}  {:>10}  {}\n", "PATH", path_width, "TYPE", type_width, "PARAMS", "");
+  for (const auto& m : s.modules)
+    fmt::print("{:<{}}  {:<{}}  {:>10}  {}\n", m.path.empty() ? "<model>" : m.path, path_width, m.type, type_width,
+               group_digits(m.params), m.shares_type ? "shared type" : "");
+  return to_int(ExitCode::ok);
+}
+
+}  // namespace reprocheck::cli
