@@ -74,116 +74,116 @@ const PairComparison* Comparison::headline() const {
 
 namespace {
 
-PairComparison compare_pair(const DumpReader& a, const DumpReader& b, const CompareOptions& opt) {
-  PairComparison pc;
-  pc.ref_path = a.path();
-  pc.other_path = b.path();
-  std::unordered_map<std::string, size_t> in_b;
-  in_b.reserve(b.index().size());
-  for (size_t i = 0; i < b.index().size(); ++i) in_b.emplace(b.index()[i].key(), i);
-  std::vector<bool> b_seen(b.index().size(), false);
+PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, const CompareOptions& options) {
+  PairComparison pair;
+  pair.ref_path = ref.path();
+  pair.other_path = other.path();
+  std::unordered_map<std::string, size_t> in_other;
+  in_other.reserve(other.index().size());
+  for (size_t i = 0; i < other.index().size(); ++i) in_other.emplace(other.index()[i].key(), i);
+  std::vector<bool> other_seen(other.index().size(), false);
 
   // Pass 1: structure and hashes, from the indexes alone.
   std::vector<TensorDiff> all;
   std::vector<size_t> need_data;  // entries of `all` whose bytes must be compared
-  int64_t last_b_order = -1;
-  for (const auto& ma : a.index()) {
-    TensorDiff d;
-    d.ref = ma;
-    auto it = in_b.find(ma.key());
-    if (it == in_b.end()) {
-      d.status = Status::missing;
-      d.detail = "not recorded in the other run";
+  int64_t last_other_order = -1;
+  for (const auto& ref_meta : ref.index()) {
+    TensorDiff diff;
+    diff.ref = ref_meta;
+    auto it = in_other.find(ref_meta.key());
+    if (it == in_other.end()) {
+      diff.status = Status::missing;
+      diff.detail = "not recorded in the other run";
     } else {
-      const TensorMeta& mb = b.index()[it->second];
-      b_seen[it->second] = true;
-      d.other = mb;
-      ++pc.compared;
-      if (mb.order < last_b_order) d.detail = "recorded in a different order";
-      last_b_order = std::max(last_b_order, mb.order);
-      if (ma.dtype != mb.dtype) {
-        d.status = Status::dtype_mismatch;
-        d.detail = fmt::format("{} vs {}", ma.dtype, mb.dtype);
-      } else if (ma.shape != mb.shape) {
-        d.status = Status::shape_mismatch;
-        d.detail = fmt::format("[{}] vs [{}]", fmt::join(ma.shape, ", "), fmt::join(mb.shape, ", "));
-      } else if (opt.hash_shortcut && ma.hash == mb.hash) {
-        d.status = Status::match;
+      const TensorMeta& other_meta = other.index()[it->second];
+      other_seen[it->second] = true;
+      diff.other = other_meta;
+      ++pair.compared;
+      if (other_meta.order < last_other_order) diff.detail = "recorded in ref different order";
+      last_other_order = std::max(last_other_order, other_meta.order);
+      if (ref_meta.dtype != other_meta.dtype) {
+        diff.status = Status::dtype_mismatch;
+        diff.detail = fmt::format("{} vs {}", ref_meta.dtype, other_meta.dtype);
+      } else if (ref_meta.shape != other_meta.shape) {
+        diff.status = Status::shape_mismatch;
+        diff.detail = fmt::format("[{}] vs [{}]", fmt::join(ref_meta.shape, ", "), fmt::join(other_meta.shape, ", "));
+      } else if (options.hash_shortcut && ref_meta.hash == other_meta.hash) {
+        diff.status = Status::match;
       } else {
         need_data.push_back(all.size());
       }
     }
-    all.push_back(std::move(d));
+    all.push_back(std::move(diff));
   }
 
   // Pass 2: the data of the tensors whose hashes differ. The next pair of tensors is read on
   // another thread while this one's statistics are computed.
   struct Data {
-    std::vector<std::byte> a, b;
+    std::vector<std::byte> ref, other;
   };
   auto read = [&](size_t k) {
     Data data;
-    const TensorDiff& d = all[need_data[k]];
-    size_t nbytes = static_cast<size_t>(d.ref.numel) * dtype_size(d.ref.dtype);
-    data.a.resize(nbytes);
-    data.b.resize(nbytes);
-    a.read_into(d.ref, data.a.data(), nbytes);
-    b.read_into(d.other, data.b.data(), nbytes);
+    const TensorDiff& diff = all[need_data[k]];
+    size_t nbytes = static_cast<size_t>(diff.ref.numel) * dtype_size(diff.ref.dtype);
+    data.ref.resize(nbytes);
+    data.other.resize(nbytes);
+    ref.read_into(diff.ref, data.ref.data(), nbytes);
+    other.read_into(diff.other, data.other.data(), nbytes);
     return data;
   };
   std::future<Data> next;
   if (!need_data.empty()) next = std::async(std::launch::async, read, size_t{0});
   for (size_t k = 0; k < need_data.size(); ++k) {
-    Data cur = next.get();
+    Data current = next.get();
     if (k + 1 < need_data.size()) next = std::async(std::launch::async, read, k + 1);
-    TensorDiff& d = all[need_data[k]];
-    pc.bytes_read += cur.a.size() + cur.b.size();
-    if (std::memcmp(cur.a.data(), cur.b.data(), cur.a.size()) == 0) {
-      d.status = Status::match;
+    TensorDiff& diff = all[need_data[k]];
+    pair.bytes_read += current.ref.size() + current.other.size();
+    if (std::memcmp(current.ref.data(), current.other.data(), current.ref.size()) == 0) {
+      diff.status = Status::match;
     } else {
-      d.stats = diff_stats(d.ref.dtype, cur.a.data(), cur.b.data(), d.ref.numel, opt.tolerance);
-      d.status = d.stats.mismatched > 0 ? Status::values_differ : Status::close;
+      diff.stats = diff_stats(diff.ref.dtype, current.ref.data(), current.other.data(), diff.ref.numel, options.tolerance);
+      diff.status = diff.stats.mismatched > 0 ? Status::values_differ : Status::close;
     }
   }
 
   // Pass 3: in execution order, tell sources from inherited divergences.
   bool all_matched_so_far = true;
-  for (auto& d : all) {
-    if (d.status == Status::match) {
-      ++pc.identical;
+  for (auto& diff : all) {
+    if (diff.status == Status::match) {
+      ++pair.identical;
       continue;
     }
-    if (d.status == Status::close) ++pc.close;
-    if (is_divergent(d.status)) {
-      ++pc.divergent;
-      if (d.ref.has_input_hash && d.other.has_input_hash) {
-        d.inputs_identical = d.ref.input_hash == d.other.input_hash;
-        d.inputs_basis = "input_hash";
+    if (diff.status == Status::close) ++pair.close;
+    if (is_divergent(diff.status)) {
+      ++pair.divergent;
+      if (diff.ref.has_input_hash && diff.other.has_input_hash) {
+        diff.inputs_identical = diff.ref.input_hash == diff.other.input_hash;
+        diff.inputs_basis = "input_hash";
       } else {
-        d.inputs_identical = all_matched_so_far;
-        d.inputs_basis = "earlier_tensors";
+        diff.inputs_identical = all_matched_so_far;
+        diff.inputs_basis = "earlier_tensors";
       }
-      if (!pc.first) pc.first = pc.diffs.size();
+      if (!pair.first) pair.first = pair.diffs.size();
       all_matched_so_far = false;
     }
-    pc.diffs.push_back(std::move(d));
+    pair.diffs.push_back(std::move(diff));
   }
-  for (size_t i = 0; i < b.index().size(); ++i) {
-    if (b_seen[i]) continue;
-    TensorDiff d;
-    d.ref = b.index()[i];
-    d.other = b.index()[i];
-    d.status = Status::extra;
-    d.detail = "recorded only in the other run";
-    ++pc.divergent;
-    pc.diffs.push_back(std::move(d));
+  for (size_t i = 0; i < other.index().size(); ++i) {
+    if (other_seen[i]) continue;
+    TensorDiff diff;
+    diff.ref = other.index()[i];
+    diff.other = other.index()[i];
+    diff.status = Status::extra;
+    diff.detail = "recorded only in the other run";
+    ++pair.divergent;
+    pair.diffs.push_back(std::move(diff));
   }
   // A tensor only the other run recorded may come before the reference's first difference.
-  for (size_t i = 0; i < pc.diffs.size(); ++i) {
-    if (!is_divergent(pc.diffs[i].status)) continue;
-    if (!pc.first || pc.diffs[i].ref.order < pc.diffs[*pc.first].ref.order) pc.first = i;
+  for (size_t i = 0; i < pair.diffs.size(); ++i) {
+    if (!is_divergent(pair.diffs[i].status)) continue;
+    if (!pair.first || pair.diffs[i].ref.order < pair.diffs[*pair.first].ref.order) pair.first = i;
   }
-  return pc;
+  return pair;
 }
 
 }  // namespace
