@@ -7,10 +7,12 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 
 #include "reprocheck/error.h"
 #include "reprocheck/files.h"
 #include "reprocheck/interrupt.h"
+#include "reprocheck/isolate.h"
 #include "reprocheck/layers.h"
 
 namespace reprocheck::cli {
@@ -126,6 +128,47 @@ int CompareFlags::report(const Report& r) const {
   if (!markdown.empty()) files::write_file_atomically(markdown, render_markdown(r, ro), "report");
   fmt::print("{}", render_text(r, ro));
   return to_int(r.comparison.divergent() ? ExitCode::divergent : ExitCode::ok);
+}
+
+void RunnerFlags::add_to(CLI::App& app) {
+  app.add_option("--runs", options.runs, "number of runs (workers)")->capture_default_str();
+  app.add_option("--jobs", options.jobs, "runs at a time")->capture_default_str();
+  app.add_option("--timeout", options.timeout_s, "seconds a run may take before it is killed (0: no limit)")
+      ->capture_default_str();
+  app.add_option("--keep", options.keep_dir, "keep the dumps in this folder (run-0.h5, run-1.h5, ...)");
+  app.add_flag("--force", options.overwrite, "overwrite dumps already in the --keep folder");
+  app.add_flag("--isolate", isolate,
+               "find every independent source in the step of the first divergence: replay each source found "
+               "in the other runs and run them again, until the runs agree");
+  app.add_option("--vary", vary,
+                 fmt::format("run with different values of one knob, one run each: KNOB=V1,V2,... ({})", knob_list()));
+}
+
+void RunnerFlags::finish(const CLI::App& app, const RunOptions& run) {
+  options.run = run;
+  if (vary.empty()) return;
+  options.vary = parse_vary(vary, run);
+  if (app.count("--runs") > 0 && options.runs != static_cast<int>(options.vary.values.size()))
+    throw UsageError(fmt::format("--runs {} and --vary with {} values disagree: drop --runs", options.runs,
+                                 options.vary.values.size()));
+}
+
+int run_and_report(const RunnerFlags& runner_flags, std::shared_ptr<const WorkerLauncher> launcher,
+                   const CompareFlags& compare_flags, const CLI::App& app) {
+  const CompareOptions compare_options = compare_flags.compare_options(app);
+  install_interrupt_handler();
+  Runner runner(runner_flags.options, std::move(launcher));
+  Progress progress;
+  auto on_event = [&](const WorkerEvent& e) { progress(e); };
+  std::vector<std::string> dumps = runner.run(on_event);
+  if (!runner_flags.options.keep_dir.empty()) dumps = runner.keep();
+  Comparison comparison = compare_dumps(dumps, compare_options);
+  std::optional<Isolation> isolation;
+  if (runner_flags.isolate && comparison.divergent())
+    isolation = isolate(comparison, compare_options, [&](const std::vector<std::string>& keys) {
+      return runner.rerun_with_replay(dumps[0], keys, on_event);
+    });
+  return compare_flags.report(make_report(std::move(comparison), std::move(isolation)));
 }
 
 Progress::Progress() : tty_(isatty(STDERR_FILENO) != 0) {}

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,21 @@ struct CompareFlags {
   // Prints the text report, writes the requested files, returns the exit code.
   int report(const Report& r) const;
 };
+
+// The runner's flags, shared by the commands that run N fresh workers (check and run).
+struct RunnerFlags {
+  RunnerOptions options;
+  std::string vary;
+  bool isolate = false;
+  void add_to(CLI::App& app);
+  // Sets options.run and the parsed --vary. Throws UsageError.
+  void finish(const CLI::App& app, const RunOptions& run);
+};
+
+// Runs the workers, keeps their dumps if asked, compares, isolates if asked, and reports; returns
+// the exit code.
+int run_and_report(const RunnerFlags& runner_flags, std::shared_ptr<const WorkerLauncher> launcher,
+                   const CompareFlags& compare_flags, const CLI::App& app);
 
 // Progress of the workers on stderr: one updating line on a terminal, plain lines otherwise.
 class Progress {

@@ -11,5 +11,6 @@ int cmd_check(const std::vector<std::string>& args);   // reprocheck MODEL.pt
 int cmd_record(const std::vector<std::string>& args);  // reprocheck record
 int cmd_info(const std::vector<std::string>& args);    // reprocheck info
 int cmd_version();                                     // reprocheck --version
+int cmd_run(const std::vector<std::string>& args);     // reprocheck run -- COMMAND (command_run.cpp)
 
 }  // namespace reprocheck::cli

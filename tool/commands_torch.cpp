@@ -10,7 +10,6 @@
 #include "commands.h"
 #include "reprocheck/build_info.h"
 #include "reprocheck/error.h"
-#include "reprocheck/isolate.h"
 #include "reprocheck/model.h"
 #include "reprocheck/record.h"
 #include "reprocheck/subprocess.h"
@@ -57,48 +56,18 @@ int cmd_check(const std::vector<std::string>& args) {
       "name the first divergent tensor",
       "reprocheck");
   RunFlags flags;
+  RunnerFlags runner_flags;
   CompareFlags compare_flags;
-  RunnerOptions ro;
-  std::string vary;
-  bool isolate_sources = false;
   flags.add_to(app);
-  app.add_option("--runs", ro.runs, "number of runs (workers)")->capture_default_str();
-  app.add_option("--jobs", ro.jobs, "runs at a time")->capture_default_str();
-  app.add_option("--timeout", ro.timeout_s, "seconds a run may take before it is killed (0: no limit)")
-      ->capture_default_str();
-  app.add_option("--keep", ro.keep_dir, "keep the dumps in this folder (run-0.h5, run-1.h5, ...)");
-  app.add_flag("--force", ro.overwrite, "overwrite dumps already in the --keep folder");
-  app.add_flag("--isolate", isolate_sources,
-               "find every independent source in the step of the first divergence: replay each source found "
-               "in the other runs and run them again, until the runs agree");
-  app.add_option("--vary", vary,
-                 fmt::format("run with different values of one knob, one run each: KNOB=V1,V2,... ({})", knob_list()));
+  runner_flags.add_to(app);
   compare_flags.add_to(app);
   if (int code = parse(app, args); code >= 0) return code;
-  ro.run = flags.finish();
-  const CompareOptions compare_options = compare_flags.compare_options(app);
-  if (!vary.empty()) {
-    ro.vary = parse_vary(vary, ro.run);
-    if (app.count("--runs") > 0 && ro.runs != static_cast<int>(ro.vary.values.size()))
-      throw UsageError(
-          fmt::format("--runs {} and --vary with {} values disagree: drop --runs", ro.runs, ro.vary.values.size()));
-  }
+  runner_flags.finish(app, flags.finish());
+  compare_flags.compare_options(app);  // bad tolerance flags fail before any run
   // Fail fast on a model the workers could not load.
-  for (const auto& lib : ro.run.libraries) load_library(lib);
-  inspect_model(ro.run.model);
-  install_interrupt_handler();
-  Runner runner(ro, std::make_shared<RecordLauncher>(self_executable()));
-  Progress progress;
-  auto on_event = [&](const WorkerEvent& e) { progress(e); };
-  std::vector<std::string> dumps = runner.run(on_event);
-  if (!ro.keep_dir.empty()) dumps = runner.keep();
-  Comparison comparison = compare_dumps(dumps, compare_options);
-  std::optional<Isolation> isolation;
-  if (isolate_sources && comparison.divergent())
-    isolation = isolate(comparison, compare_options, [&](const std::vector<std::string>& keys) {
-      return runner.rerun_with_replay(dumps[0], keys, on_event);
-    });
-  return compare_flags.report(make_report(std::move(comparison), std::move(isolation)));
+  for (const auto& lib : runner_flags.options.run.libraries) load_library(lib);
+  inspect_model(runner_flags.options.run.model);
+  return run_and_report(runner_flags, std::make_shared<RecordLauncher>(self_executable()), compare_flags, app);
 }
 
 int cmd_version() {

@@ -19,6 +19,8 @@ constexpr const char* kOverview = R"(reprocheck: proves whether a PyTorch model'
 usage:
   reprocheck MODEL.pt [options]         run the seeded training N times in fresh processes, compare,
                                         and name the first divergent tensor
+  reprocheck run [options] -- COMMAND   run your own training script (python train.py) N times with
+                                        capture, compare, and name the first divergent tensor
   reprocheck diff A.h5 B.h5 [C.h5...]   compare existing dumps (the first is the reference)
   reprocheck record MODEL.pt -o RUN.h5  one seeded training run, every captured tensor dumped to HDF5
   reprocheck info MODEL.pt              list the model's modules with path, type and parameters
@@ -52,6 +54,7 @@ int dispatch(int argc, char** argv) {
   if (command == "info") return rc::cli::cmd_info(rest);
   if (command == "record") return rc::cli::cmd_record(rest);
   if (command == "diff") return cmd_diff(rest);
+  if (command == "run") return rc::cli::cmd_run(rest);
   // Anything else that is not a flag is the model of the main command.
   if (command.rfind("-", 0) != 0 && (command.find('.') != std::string::npos ||
                                      command.find('/') != std::string::npos || rc::files::exists(command)))

@@ -62,7 +62,7 @@ TEST(RunOptions, JsonKeysAreTheDumpFormats) {
   auto s = rc::to_strings(rc::RunOptions{});
   std::vector<std::string> keys;
   for (const auto& [k, v] : s) keys.push_back(k);
-  EXPECT_EQ(keys, (std::vector<std::string>{"benchmark", "data_seed", "deterministic", "device", "dtype",
+  EXPECT_EQ(keys, (std::vector<std::string>{"benchmark", "command", "data_seed", "deterministic", "device", "dtype", "env",
                                             "input_shape", "layers", "libraries", "loss", "lr", "mode", "model",
                                             "momentum", "ops", "reinit", "seed", "steps", "threads"}));
   EXPECT_EQ(s["threads"], "0");
@@ -92,6 +92,9 @@ TEST(RunOptions, ArgumentsParseBackThroughTheKnobs) {
   EXPECT_THROW(rc::with_knob(base, "threads", "2x"), rc::UsageError);
   EXPECT_THROW(rc::with_knob(base, "mode", "training"), rc::UsageError);
   EXPECT_THROW(rc::with_knob(base, "colour", "red"), rc::UsageError);
+  auto hashed = rc::with_knob(rc::with_knob(base, "env:PYTHONHASHSEED", "0"), "env:PYTHONHASHSEED", "1");
+  EXPECT_EQ(hashed.env, std::vector<std::string>{"PYTHONHASHSEED=1"});  // the knob replaces its variable
+  EXPECT_THROW(rc::with_knob(base, "env:", "1"), rc::UsageError);
   for (const auto& knob : rc::knob_names()) EXPECT_NE(rc::knob_list().find(knob), std::string::npos);
 }
 

@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <future>
+#include <nlohmann/json.hpp>
 #include <memory>
 #include <set>
 #include <unordered_map>
@@ -218,6 +219,14 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
     break;
   }
   c.tolerance = opt.tolerance;
+  for (size_t i = 0; i < readers.size(); ++i) {
+    auto text = readers[i]->attribute("replica_notes");
+    if (text.empty()) continue;
+    try {
+      for (const auto& note : nlohmann::json::parse(text)) c.notes.push_back(fmt::format("run {}: {}", i, note.get<std::string>()));
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
   c.tensors = static_cast<int64_t>(ref.index().size());
   c.ref_index = ref.index();
   try {

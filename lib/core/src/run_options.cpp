@@ -40,10 +40,12 @@ void for_each_field(Options& o, F&& f) {
   f(Field{"loss", "--loss"}, o.loss);
   f(Field{"libraries", "--load-library"}, o.libraries);
   f(Field{"ops", "--ops"}, o.ops);
+  f(Field{"command", ""}, o.command);
+  f(Field{"env", ""}, o.env);
 }
 
-const std::vector<std::string> kKnobs = {"threads", "device", "deterministic", "benchmark", "seed", "data-seed",
-                                         "mode"};
+const std::vector<std::string> kKnobs = {"threads", "device",    "deterministic", "benchmark",
+                                         "seed",    "data-seed", "mode",          "env:NAME"};
 
 std::string number(double v) { return fmt::format("{}", v); }
 
@@ -109,6 +111,9 @@ void validate(const RunOptions& o) {
       throw UsageError(fmt::format("bad --input-shape {}: dimensions must be >= 0", fmt::join(o.input_shape, ",")));
   if (o.layers.empty())
     throw UsageError("empty --layers: pass default, all, none, a comma list of kinds, or path:REGEX");
+  for (const auto& kv : o.env)
+    if (kv.find('=') == std::string::npos || kv.front() == '=')
+      throw UsageError(fmt::format("bad environment setting '{}': expected NAME=VALUE", kv));
 }
 
 std::vector<std::string> to_args(const RunOptions& o) {
@@ -181,7 +186,13 @@ RunOptions with_knob(const RunOptions& base, const std::string& knob, const std:
     o.data_seed = v;
   else if (knob == "mode")
     o.mode = v;
-  else
+  else if (knob.rfind("env:", 0) == 0 && knob.size() > 4 && knob.find('=') == std::string::npos) {
+    const std::string name = knob.substr(4);
+    o.env.erase(std::remove_if(o.env.begin(), o.env.end(),
+                               [&](const std::string& kv) { return kv.rfind(name + "=", 0) == 0; }),
+                o.env.end());
+    o.env.push_back(name + "=" + v);
+  } else
     throw UsageError(fmt::format("unknown knob '{}' for --vary: expected one of {}", knob, knob_list()));
   validate(o);
   return o;

@@ -99,6 +99,7 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
                                              const ProgressFn& progress) {
   struct Slot {
     int index;
+    WorkerJob job;
     std::unique_ptr<Process> process;
     Clock::time_point start;
     std::string label, stdout_path, stderr_path, error_path, dump;
@@ -123,6 +124,7 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
     slot.error_path = base + ".error";
     slot.label = o_.vary.empty() ? "" : fmt::format("{}={}", o_.vary.knob, o_.vary.values[index]);
     if (!suffix.empty()) slot.label += slot.label.empty() ? "replay" : ", replay";
+    slot.job = job;
     Command command = launcher_->command(job);
     command.env.emplace_back(kErrorFileEnv, slot.error_path);
     slot.process = std::make_unique<Process>(command.argv, slot.stdout_path, slot.stderr_path, command.env);
@@ -167,6 +169,7 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
         continue;
       }
       if (!status->ok()) fail(slot, *status);
+      launcher_->collect(slot.job);
       struct stat sb {};
       stat(slot.dump.c_str(), &sb);
       progress({WorkerEvent::Kind::finished, slot.index, o_.runs, elapsed, static_cast<uint64_t>(sb.st_size),

@@ -8,10 +8,11 @@ namespace reprocheck {
 
 namespace {
 
-constexpr const char* kPhaseNames[] = {"init",     "input",    "forward",    "output",
-                                       "loss",     "backward", "param_grad", "after_step"};
-constexpr const char* kKindNames[] = {"activation", "grad", "param", "buffer",    "input",
-                                      "target",     "output", "loss", "param_grad"};
+constexpr const char* kPhaseNames[] = {"init", "input",    "forward",    "output",     "loss",
+                                       "backward", "param_grad", "after_step", "rng"};
+constexpr const char* kKindNames[] = {"activation", "grad",       "param",   "buffer", "input",
+                                      "target",     "output",     "loss",    "param_grad", "indices",
+                                      "batch",      "rng_state",  "optim_state"};
 
 template <typename E, size_t N>
 std::optional<E> parse_name(std::string_view s, const char* const (&names)[N]) {
@@ -30,7 +31,11 @@ std::optional<Kind> parse_kind(std::string_view s) { return parse_name<Kind>(s, 
 std::string TensorMeta::tensor_name() const {
   std::string base = layer.empty() ? "<model>" : layer;
   if (is_state()) return layer.empty() ? name : layer + "." + name;
-  if (is_loop_tensor()) return to_string(kind);
+  if (is_loop_tensor()) {
+    // "input", "batch[1]", "rng numpy"; with the rank of a distributed run first: "rank1/loss".
+    std::string own = kind == Kind::rng_state ? fmt::format("{} RNG", name) : name.empty() ? to_string(kind) : name;
+    return layer.empty() ? own : layer + "/" + own;
+  }
   if (!name.empty() && name != "out") return fmt::format("{}[{}]", base, name.substr(name.find('.') + 1));
   return base;
 }
@@ -61,5 +66,7 @@ std::string short_type_name(const std::string& type) {
 }
 
 uint64_t hash_bytes(const void* data, size_t nbytes) { return XXH3_64bits(data, nbytes); }
+
+uint64_t combine_hash(uint64_t seed, uint64_t hash) { return XXH3_64bits_withSeed(&hash, sizeof hash, seed); }
 
 }  // namespace reprocheck

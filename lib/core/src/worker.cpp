@@ -1,6 +1,21 @@
 #include "reprocheck/worker.h"
 
+#include <dirent.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+
+#include "reprocheck/dump.h"
+#include "reprocheck/error.h"
+#include "reprocheck/files.h"
+
 namespace reprocheck {
+
+void WorkerLauncher::collect(const WorkerJob& job) const {
+  if (!files::exists(job.dump))
+    throw InputError(fmt::format("run {} exited without writing its dump '{}'", job.index + 1, job.dump));
+}
 
 Command RecordLauncher::command(const WorkerJob& job) const {
   Command c;
@@ -11,6 +26,69 @@ Command RecordLauncher::command(const WorkerJob& job) const {
   if (!job.replay_keys_file.empty())
     c.argv.insert(c.argv.end(), {"--replay", job.replay_dump, "--replay-keys", job.replay_keys_file});
   return c;
+}
+
+Command ScriptLauncher::command(const WorkerJob& job) const {
+  Command c;
+  c.argv = job.options.command;
+  c.env = {{kCaptureEnv, job.dump}, {kRunOptionsEnv, to_json(job.options)}};
+  if (!job.replay_keys_file.empty()) {
+    c.env.emplace_back(kReplayEnv, job.replay_dump);
+    c.env.emplace_back(kReplayKeysEnv, job.replay_keys_file);
+  }
+  for (const auto& kv : job.options.env) {
+    auto eq = kv.find('=');
+    c.env.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  return c;
+}
+
+namespace {
+
+// The dumps "STEM.rankR.h5" next to "STEM.h5", in rank order.
+std::vector<std::string> rank_dumps(const std::string& dump) {
+  const std::string dir = files::parent_dir(dump);
+  std::string stem = files::base_name(dump);
+  if (stem.size() > 3 && stem.compare(stem.size() - 3, 3, ".h5") == 0) stem.resize(stem.size() - 3);
+  const std::string prefix = stem + ".rank";
+  std::vector<std::pair<int, std::string>> found;
+  if (DIR* d = opendir(dir.c_str())) {
+    while (auto* e = readdir(d)) {
+      std::string name = e->d_name;
+      if (name.rfind(prefix, 0) != 0 || name.size() < prefix.size() + 4 ||
+          name.compare(name.size() - 3, 3, ".h5") != 0)
+        continue;
+      std::string rank = name.substr(prefix.size(), name.size() - 3 - prefix.size());
+      if (rank.empty() || !std::all_of(rank.begin(), rank.end(), ::isdigit) || rank.size() > 6) continue;
+      found.emplace_back(std::stoi(rank), dir + "/" + name);
+    }
+    closedir(d);
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> out;
+  for (auto& [rank, path] : found) out.push_back(path);
+  return out;
+}
+
+}  // namespace
+
+void ScriptLauncher::collect(const WorkerJob& job) const {
+  if (files::exists(job.dump)) return;
+  auto ranks = rank_dumps(job.dump);
+  if (!ranks.empty()) {
+    merge_rank_dumps(ranks, job.dump);
+    return;
+  }
+  const std::string command = fmt::format("{}", fmt::join(job.options.command, " "));
+  if (!files::exists(job.dump + ".started"))
+    throw InputError(fmt::format(
+        "'{}' never started reprocheck's capture: the Python that runs it does not have the reprocheck package "
+        "(or the command runs no Python); install it with: {}",
+        command, install_hint_));
+  throw InputError(fmt::format(
+      "'{}' ran no training step that reprocheck could see: no nn.Module ran forward; reprocheck run checks a "
+      "PyTorch training script (a model, a loss, optimizer.step())",
+      command));
 }
 
 }  // namespace reprocheck

@@ -4,7 +4,6 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
 #include <torch/library.h>
-#include <xxhash.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -128,7 +127,7 @@ class AsyncWriter {
           uint64_t h = 0;
           for (int64_t k = 0; k < job.input_hash_parts.numel(); ++k) {
             uint64_t hx = static_cast<uint64_t>(parts[k]);
-            h = XXH3_64bits_withSeed(&hx, sizeof hx, h);
+            h = combine_hash(h, hx);
           }
           job.meta.input_hash = h;
         }
@@ -214,7 +213,7 @@ class Session {
     } else {
       for (const auto& x : xs) {
         uint64_t hx = tensor_hash(x);
-        p.value = XXH3_64bits_withSeed(&hx, sizeof hx, p.value);
+        p.value = combine_hash(p.value, hx);
       }
     }
     std::lock_guard<std::mutex> lock(mu_);

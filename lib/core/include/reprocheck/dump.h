@@ -77,4 +77,10 @@ class DumpReader {
   std::vector<TensorMeta> index_;
 };
 
+// Merges the dumps of the ranks of one distributed run (rank order) into one dump at `out`: every
+// tensor of rank R gets layer "rankR" or "rankR/LAYER", so that runs pair rank by rank. Replicas
+// whose parameters disagree after a step (DDP promises identical ones) are listed in the merged
+// dump's `replica_notes` attribute (a JSON list of sentences). Throws InputError.
+void merge_rank_dumps(const std::vector<std::string>& rank_dumps, const std::string& out);
+
 }  // namespace reprocheck

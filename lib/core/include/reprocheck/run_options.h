@@ -30,6 +30,10 @@ struct RunOptions {
   std::vector<std::string> libraries;
   std::string layers = "default";  // see docs/capture.md
   bool ops = false;                // also tap every aten op inside the forward graphs
+  // The Python front end (`reprocheck run -- COMMAND`): the command, and NAME=VALUE variables
+  // set for it (`--vary env:NAME=...`).
+  std::vector<std::string> command;
+  std::vector<std::string> env;
 };
 
 inline constexpr int kMaxSteps = 100000;
@@ -51,7 +55,7 @@ std::map<std::string, std::string> to_strings(const RunOptions& o);
 // "--deterministic" values: on/true/1, off/false/0, warn -> "on", "off", "warn". Throws UsageError.
 std::string normalize_deterministic(const std::string& value);
 
-// The knobs --vary can change, one run per value.
+// The knobs --vary can change, one run per value ("env:NAME" sets an environment variable).
 const std::vector<std::string>& knob_names();
 std::string knob_list();  // "threads, device, ..."
 // `base` with the knob set to `value`, validated. Throws UsageError for an unknown knob or a bad value.

@@ -19,11 +19,28 @@ enum class Phase {
   loss,
   backward,    // gradients with respect to layer and op outputs, in backward order
   param_grad,  // parameter gradients, as autograd produces them
-  after_step,  // parameters and buffers after the optimizer step
+  after_step,  // parameters, buffers and optimizer state after the optimizer step
+  rng,         // RNG states at the start of a step (the Python front end)
 };
 
 // What a tensor holds. Stored in dumps by name (to_string).
-enum class Kind { activation, grad, param, buffer, input, target, output, loss, param_grad };
+// indices: the dataset indices of a DataLoader batch; batch: a tensor of that batch; rng_state: an
+// RNG's state (layer: torch, cuda, numpy, random); optim_state: an optimizer's per-parameter state.
+enum class Kind {
+  activation,
+  grad,
+  param,
+  buffer,
+  input,
+  target,
+  output,
+  loss,
+  param_grad,
+  indices,
+  batch,
+  rng_state,
+  optim_state,
+};
 
 const char* to_string(Phase p);
 const char* to_string(Kind k);
@@ -52,10 +69,13 @@ struct TensorMeta {
   // The identity used to pair tensors across runs.
   std::string key() const;
   // Parameters, buffers and their gradients, named by the parameter.
-  bool is_state() const { return kind == Kind::param || kind == Kind::buffer || kind == Kind::param_grad; }
-  // Tensors of the training loop itself: input, target, output, loss.
+  bool is_state() const {
+    return kind == Kind::param || kind == Kind::buffer || kind == Kind::param_grad || kind == Kind::optim_state;
+  }
+  // Tensors of the training loop itself: data, output, loss, RNG states.
   bool is_loop_tensor() const {
-    return kind == Kind::input || kind == Kind::target || kind == Kind::output || kind == Kind::loss;
+    return kind == Kind::input || kind == Kind::target || kind == Kind::output || kind == Kind::loss ||
+           kind == Kind::indices || kind == Kind::batch || kind == Kind::rng_state;
   }
 };
 
@@ -68,5 +88,7 @@ std::vector<int64_t> unravel(int64_t flat, const std::vector<int64_t>& shape);
 std::string short_type_name(const std::string& type);
 
 uint64_t hash_bytes(const void* data, size_t nbytes);  // XXH3-64
+// Folds `hash` into `seed`: a layer's input hash is the fold of its inputs' hashes, in order.
+uint64_t combine_hash(uint64_t seed, uint64_t hash);
 
 }  // namespace reprocheck

@@ -31,6 +31,9 @@ class WorkerLauncher {
   virtual Command command(const WorkerJob& job) const = 0;
   // Whether the worker can replay tensors (--isolate).
   virtual bool can_replay() const = 0;
+  // After the worker exited successfully: makes sure job.dump exists (the runner's contract).
+  // Throws InputError when the worker wrote none, saying why.
+  virtual void collect(const WorkerJob& job) const;
 };
 
 // The TorchScript front end's worker: `EXECUTABLE record MODEL [options] -o DUMP`.
@@ -43,5 +46,29 @@ class RecordLauncher : public WorkerLauncher {
  private:
   std::string executable_;
 };
+
+// The Python front end's worker: the user's own command (`reprocheck run -- COMMAND`), with the
+// capture package switched on through the environment (docs/python.md):
+//   REPROCHECK_CAPTURE       the dump to write (each rank of a distributed run writes DUMP.rankR.h5,
+//                            merged into DUMP by collect())
+//   REPROCHECK_RUN_OPTIONS   the run options as JSON (steps, layers, ops, threads, deterministic, ...)
+//   REPROCHECK_REPLAY, REPROCHECK_REPLAY_KEYS   replay for --isolate
+// and the options' env settings (--vary env:NAME=...).
+class ScriptLauncher : public WorkerLauncher {
+ public:
+  // `install_hint`: the command that installs the capture package, for the error when it is missing.
+  explicit ScriptLauncher(std::string install_hint) : install_hint_(std::move(install_hint)) {}
+  Command command(const WorkerJob& job) const override;
+  bool can_replay() const override { return true; }
+  void collect(const WorkerJob& job) const override;
+
+ private:
+  std::string install_hint_;
+};
+
+inline constexpr const char* kCaptureEnv = "REPROCHECK_CAPTURE";
+inline constexpr const char* kRunOptionsEnv = "REPROCHECK_RUN_OPTIONS";
+inline constexpr const char* kReplayEnv = "REPROCHECK_REPLAY";
+inline constexpr const char* kReplayKeysEnv = "REPROCHECK_REPLAY_KEYS";
 
 }  // namespace reprocheck

@@ -1,0 +1,59 @@
+#include <fmt/format.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "reprocheck/dump.h"
+#include "reprocheck/error.h"
+
+namespace reprocheck {
+
+namespace {
+
+// The first parameter of each step whose value after the step differs between rank 0 and `rank`.
+std::vector<std::string> replica_disagreements(const DumpReader& rank0, const DumpReader& other, int rank) {
+  std::map<std::string, const TensorMeta*> theirs;
+  for (const auto& m : other.index())
+    if (m.phase == Phase::after_step && m.kind == Kind::param) theirs[m.key()] = &m;
+  std::vector<std::string> notes;
+  int reported_step = -2;
+  for (const auto& m : rank0.index()) {
+    if (m.phase != Phase::after_step || m.kind != Kind::param || m.step == reported_step) continue;
+    auto it = theirs.find(m.key());
+    if (it == theirs.end() || it->second->hash == m.hash) continue;
+    notes.push_back(fmt::format("replicas disagree after step {}: rank {}'s {} differs from rank 0's (DDP keeps "
+                                "replicas identical: look for rank-dependent code or unsynchronized buffers)",
+                                m.step, rank, m.tensor_name()));
+    reported_step = m.step;
+  }
+  return notes;
+}
+
+}  // namespace
+
+void merge_rank_dumps(const std::vector<std::string>& rank_dumps, const std::string& out) {
+  if (rank_dumps.empty()) throw InputError(fmt::format("no rank dumps to merge into '{}'", out));
+  std::vector<std::unique_ptr<DumpReader>> readers;
+  for (const auto& path : rank_dumps) readers.push_back(std::make_unique<DumpReader>(path));
+  DumpWriter writer(out, false);
+  for (const auto& [name, value] : readers[0]->attributes())
+    if (name != "format" && name != "format_version" && name != "tensor_count") writer.set_attribute(name, value);
+  writer.set_attribute("ranks", static_cast<int64_t>(readers.size()));
+  nlohmann::json notes = nlohmann::json::array();
+  std::vector<std::byte> buffer;
+  for (size_t rank = 0; rank < readers.size(); ++rank) {
+    const DumpReader& reader = *readers[rank];
+    if (rank > 0)
+      for (auto& note : replica_disagreements(*readers[0], reader, static_cast<int>(rank))) notes.push_back(note);
+    const std::string prefix = fmt::format("rank{}", rank);
+    for (TensorMeta m : reader.index()) {
+      buffer = reader.read(m);
+      m.layer = m.layer.empty() ? prefix : prefix + "/" + m.layer;
+      writer.write(std::move(m), buffer.data(), buffer.size());
+    }
+  }
+  if (!notes.empty()) writer.set_attribute("replica_notes", notes.dump());
+  writer.commit();
+}
+
+}  // namespace reprocheck

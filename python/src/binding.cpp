@@ -1,0 +1,136 @@
+// reprocheck._core: the core's dump writer and reader, hashing and layer selection for the Python
+// front end. Tensors arrive as contiguous buffers (numpy arrays of the tensors' bytes).
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <optional>
+
+#include "reprocheck/dump.h"
+#include "reprocheck/error.h"
+#include "reprocheck/layers.h"
+
+namespace py = pybind11;
+namespace rc = reprocheck;
+
+namespace {
+
+rc::Phase phase_of(const std::string& s) {
+  auto p = rc::parse_phase(s);
+  if (!p) throw py::value_error("unknown phase '" + s + "'");
+  return *p;
+}
+
+rc::Kind kind_of(const std::string& s) {
+  auto k = rc::parse_kind(s);
+  if (!k) throw py::value_error("unknown kind '" + s + "'");
+  return *k;
+}
+
+// The bytes of a contiguous buffer.
+std::pair<const void*, size_t> bytes_of(const py::buffer& data) {
+  py::buffer_info info = data.request();
+  size_t n = static_cast<size_t>(info.size) * static_cast<size_t>(info.itemsize);
+  if (n > 0) {
+    ssize_t expected = info.itemsize;
+    for (ssize_t i = info.ndim; i-- > 0;) {
+      if (info.shape[i] > 1 && info.strides[i] != expected) throw py::value_error("buffer is not contiguous");
+      expected *= info.shape[i];
+    }
+  }
+  return {info.ptr, n};
+}
+
+py::dict meta_dict(const rc::TensorMeta& m) {
+  py::dict d;
+  d["order"] = m.order;
+  d["step"] = m.step;
+  d["phase"] = rc::to_string(m.phase);
+  d["layer"] = m.layer;
+  d["layer_type"] = m.layer_type;
+  d["kind"] = rc::to_string(m.kind);
+  d["name"] = m.name;
+  d["call"] = m.call;
+  d["dtype"] = m.dtype;
+  d["shape"] = m.shape;
+  d["hash"] = m.hash;
+  d["key"] = m.key();
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "reprocheck's dump writer and reader (the C++ core)";
+  static py::exception<rc::Error> error(m, "Error");
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const rc::Error& e) {
+      error(e.what());
+    }
+  });
+
+  py::class_<rc::DumpWriter>(m, "DumpWriter")
+      .def(py::init<std::string, bool>(), py::arg("path"), py::arg("overwrite") = false)
+      .def("set_attribute", py::overload_cast<const std::string&, const std::string&>(&rc::DumpWriter::set_attribute))
+      .def("set_attribute", py::overload_cast<const std::string&, int64_t>(&rc::DumpWriter::set_attribute))
+      .def(
+          "write",
+          [](rc::DumpWriter& w, int step, const std::string& phase, const std::string& layer,
+             const std::string& layer_type, const std::string& kind, const std::string& name, int call,
+             const std::string& dtype, std::vector<int64_t> shape, const py::buffer& data,
+             std::optional<uint64_t> input_hash) {
+            rc::TensorMeta meta;
+            meta.step = step;
+            meta.phase = phase_of(phase);
+            meta.layer = layer;
+            meta.layer_type = layer_type;
+            meta.kind = kind_of(kind);
+            meta.name = name;
+            meta.call = call;
+            meta.dtype = dtype;
+            meta.shape = std::move(shape);
+            meta.has_input_hash = input_hash.has_value();
+            meta.input_hash = input_hash.value_or(0);
+            auto [ptr, n] = bytes_of(data);
+            const auto& written = w.write(std::move(meta), ptr, n);
+            return py::make_tuple(written.order, written.hash);
+          },
+          py::arg("step"), py::arg("phase"), py::arg("layer"), py::arg("layer_type"), py::arg("kind"),
+          py::arg("name"), py::arg("call"), py::arg("dtype"), py::arg("shape"), py::arg("data"),
+          py::arg("input_hash") = py::none(),
+          "Stores one tensor (its bytes as a contiguous buffer); returns (order, hash).")
+      .def("commit", &rc::DumpWriter::commit)
+      .def_property_readonly("tensor_count", &rc::DumpWriter::tensor_count)
+      .def_property_readonly("bytes_written", &rc::DumpWriter::bytes_written)
+      .def_property_readonly("path", &rc::DumpWriter::path);
+
+  py::class_<rc::DumpReader>(m, "DumpReader")
+      .def(py::init<std::string>())
+      .def_property_readonly("attributes", &rc::DumpReader::attributes)
+      .def("index",
+           [](const rc::DumpReader& r) {
+             py::list out;
+             for (const auto& meta : r.index()) out.append(meta_dict(meta));
+             return out;
+           })
+      .def("read_bytes", [](const rc::DumpReader& r, int64_t order) {
+        if (order < 0 || static_cast<size_t>(order) >= r.index().size()) throw py::index_error("no such tensor");
+        auto bytes = r.read(r.index()[static_cast<size_t>(order)]);
+        return py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      });
+
+  m.def("hash_bytes", [](const py::buffer& data) {
+    auto [ptr, n] = bytes_of(data);
+    return rc::hash_bytes(ptr, n);
+  });
+  m.def("combine_hash", &rc::combine_hash, py::arg("seed"), py::arg("hash"));
+  m.def(
+      "select_layers",
+      [](const std::string& spec, const std::vector<std::pair<std::string, std::string>>& modules) {
+        std::vector<rc::LayerRef> refs;
+        for (const auto& [path, type] : modules) refs.push_back({path, type});
+        return rc::select_layers(spec, refs);
+      },
+      "Which of the (path, qualified type) modules, root first, a --layers spec selects.");
+}
