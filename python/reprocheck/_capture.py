@@ -149,8 +149,16 @@ class Session:
             open(path + ".started", "a").close()
         except OSError:
             pass
+        self.crashed = False
         self._install()
         atexit.register(self._at_exit)
+        original_hook = sys.excepthook
+
+        def excepthook(*exc):
+            self.crashed = True  # the script's own error is the message, not a missing step
+            original_hook(*exc)
+
+        sys.excepthook = excepthook
 
     # -- switches -------------------------------------------------------------------------------
 
@@ -486,7 +494,7 @@ class Session:
     def _at_exit(self):
         if os.getpid() != self.pid or self.finished:
             return
-        if self.saw_forward and self.step == 0:
+        if self.saw_forward and self.step == 0 and not self.crashed:
             self.finished = True
             _report_error(
                 f"'{' '.join(sys.argv)}' ran the model but never called optimizer.step(): reprocheck compares "

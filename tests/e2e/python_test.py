@@ -1,0 +1,286 @@
+"""The Python front end end to end: `reprocheck run -- python SCRIPT` on the fixture training
+scripts (fixtures/scripts), with h5py reading the dumps as an outside client."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import unittest
+
+import h5py
+import numpy as np
+import xxhash
+
+BIN = os.environ["REPROCHECK_BINARY"]
+PY = os.environ["REPROCHECK_PYTHON"]
+SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "fixtures", "scripts")
+TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
+
+
+def reprocheck(*args, timeout=300, env=None):
+    return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=timeout, cwd=SCRIPTS, env=env)
+
+
+def script(name):
+    return os.path.join(SCRIPTS, name + ".py")
+
+
+def index(path):
+    with h5py.File(path) as f:
+        rows = f["index"][:]
+        attrs = dict(f.attrs)
+    out = []
+    for r in rows:
+        out.append({k: (r[k].decode() if isinstance(r[k], bytes) else r[k]) for k in rows.dtype.names})
+    return out, attrs
+
+
+def tensor(path, row):
+    with h5py.File(path) as f:
+        return f[row["dataset"]][()]
+
+
+class Reproducible(unittest.TestCase):
+    """Every fully seeded fixture script: 10 runs in fresh processes agree bitwise."""
+
+    def check(self, *command, runs=10):
+        r = reprocheck("run", "--runs", str(runs), "--jobs", "2", "--", *command)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("verdict: REPRODUCIBLE", r.stdout)
+        self.assertIn(f"{runs} runs of 2 step(s)", r.stdout)
+
+    def test_cnn_with_augmentation_and_workers(self):
+        self.check(PY, script("cnn_augment"))
+
+    def test_adamw(self):
+        self.check(PY, script("adamw_mlp"))
+
+    def test_bf16_autocast(self):
+        self.check(PY, script("bf16_autocast"))
+
+    def test_text_classifier(self):
+        self.check(PY, script("text_classifier"))
+
+    def test_ddp_two_ranks(self):
+        self.check(TORCHRUN, "--nproc_per_node", "2", script("ddp_train"), runs=4)
+
+
+class Capture(unittest.TestCase):
+    """What a run records, and that recording changes no number."""
+
+    def keep(self, name, *flags, command=None):
+        d = tempfile.mkdtemp()
+        r = reprocheck("run", "--keep", d, *flags, "--", *(command or [PY, script(name)]))
+        self.assertIn(r.returncode, (0, 1), r.stdout + r.stderr)
+        return d
+
+    def plain(self, name, steps=2):
+        with tempfile.TemporaryDirectory() as d:
+            report = os.path.join(d, "report.json")
+            env = dict(os.environ, FIXTURE_REPORT=report)
+            r = subprocess.run([PY, script(name), "--max-steps", str(steps)], capture_output=True, text=True,
+                               cwd=SCRIPTS, env=env, timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with open(report) as f:
+                return json.load(f)
+
+    def test_instrumented_equals_plain(self):
+        for name in ("cnn_augment", "adamw_mlp", "bf16_autocast", "text_classifier"):
+            with self.subTest(script=name):
+                plain = self.plain(name)
+                rows, _ = index(os.path.join(self.keep(name), "run-0.h5"))
+                losses = [int(r["hash"]) for r in rows if r["kind"] == "loss"]
+                self.assertEqual(losses, plain["losses"])
+                final = {(r["layer"] + "." + r["name"]).lstrip("."): int(r["hash"]) for r in rows
+                         if r["phase"] == "after_step" and r["kind"] == "param" and r["step"] == 1}
+                self.assertEqual(final, plain["params"])
+
+    def test_record_order_within_each_step(self):
+        rows, attrs = index(os.path.join(self.keep("cnn_augment"), "run-0.h5"))
+        self.assertEqual(attrs["front_end"], "python")
+        self.assertEqual(attrs["model"], script("cnn_augment"))
+        self.assertEqual(rows[0]["kind"], "indices")  # the first batch comes before the model runs
+        phases = [r["phase"] for r in rows if r["step"] == 1]
+        firsts = sorted(set(phases), key=phases.index)
+        # fc is not tapped: its parameter gradients come before the first tapped layer's gradient.
+        self.assertEqual(firsts, ["input", "rng", "forward", "output", "loss", "param_grad", "backward",
+                                  "after_step"])
+        forward = [r["layer"] for r in rows if r["step"] == 0 and r["phase"] == "forward"]
+        backward = [r["layer"] for r in rows if r["step"] == 0 and r["phase"] == "backward"]
+        self.assertEqual(forward, ["conv1", "bn1", "conv2", "drop"])  # default: conv, batch norm, dropout
+        self.assertEqual(backward, forward[::-1])  # gradients in backward order
+        tapped = [r for r in rows if r["phase"] == "forward"]
+        self.assertTrue(all(r["has_input_hash"] for r in tapped))
+        init = [r for r in rows if r["phase"] == "init"]
+        self.assertTrue(init and all(r["step"] == -1 for r in init))
+        optim = {r["name"] for r in rows if r["kind"] == "optim_state"}
+        self.assertIn("weight.momentum_buffer", optim)
+
+    def test_adam_state_is_recorded(self):
+        rows, _ = index(os.path.join(self.keep("adamw_mlp"), "run-0.h5"))
+        optim = {r["name"] for r in rows if r["kind"] == "optim_state" and r["layer"] == "0"}
+        self.assertEqual(optim, {"weight.exp_avg", "weight.exp_avg_sq", "weight.step", "bias.exp_avg",
+                                 "bias.exp_avg_sq", "bias.step"})
+        # No conv, dropout... it has a Dropout: default layers tap it; LayerNorm is not tapped.
+        layers = {r["layer"] for r in rows if r["phase"] == "forward"}
+        self.assertEqual(layers, {"2"})
+
+    def test_autocast_records_tensors_in_their_dtype(self):
+        rows, _ = index(os.path.join(self.keep("bf16_autocast"), "run-0.h5"))
+        conv = [r for r in rows if r["phase"] == "forward" and r["layer"] == "0"]
+        self.assertEqual(conv[0]["dtype"], "bfloat16")
+        loss = [r for r in rows if r["kind"] == "loss"]
+        self.assertEqual(loss[0]["dtype"], "float32")
+
+    def test_batches_carry_their_dataset_indices(self):
+        sys.path.insert(0, SCRIPTS)
+        import text_classifier
+
+        corpus = text_classifier.CORPUS
+        words = sorted({w for t, _ in corpus for w in t.split()})
+        vocab = {w: i + 1 for i, w in enumerate(words)}
+        length = max(len(t.split()) for t, _ in corpus)
+        ids = np.array([[vocab[w] for w in t.split()] + [0] * (length - len(t.split())) for t, _ in corpus])
+        labels = np.array([label for _, label in corpus])
+        path = os.path.join(self.keep("text_classifier"), "run-0.h5")
+        rows, _ = index(path)
+        seen = []
+        for step in (0, 1):
+            by_name = {r["name"]: r for r in rows if r["step"] == step and r["phase"] == "input" and r["kind"] in ("indices", "batch")}
+            idx = tensor(path, by_name["indices"])
+            self.assertEqual(len(idx), 4)
+            np.testing.assert_array_equal(tensor(path, by_name["batch[0]"]), ids[idx])
+            np.testing.assert_array_equal(tensor(path, by_name["batch[1]"]), labels[idx])
+            seen += list(idx)
+            self.assertIn("workers=0", by_name["indices"]["layer_type"])
+        self.assertEqual(len(set(seen)), 8)  # one epoch: every sample once, shuffled
+
+    def test_rng_records_hold_the_generators_states(self):
+        probe = os.path.join(tempfile.mkdtemp(), "probe.py")
+        with open(probe, "w") as f:
+            f.write(textwrap.dedent("""
+                import json, random, sys
+                import numpy as np
+                import torch
+                random.seed(3); np.random.seed(4); torch.manual_seed(5)
+                random.random(); np.random.rand(); torch.rand(2)
+                model = torch.nn.Linear(2, 1)
+                opt = torch.optim.SGD(model.parameters(), lr=0.1)
+                for step in range(2):
+                    x = torch.randn(3, 2)
+                    states = {"torch": torch.get_rng_state().tolist(), "random": list(random.getstate()[1]),
+                              "numpy": np.random.get_state()[1].tolist()}
+                    with open(sys.argv[1] + f".{step}.json", "w") as out:
+                        json.dump(states, out)
+                    model(x).sum().backward()
+                    opt.step()
+                    random.random()
+                    np.random.rand()
+            """))
+        d = tempfile.mkdtemp()
+        expected = os.path.join(d, "states")
+        r = reprocheck("run", "--runs", "2", "--keep", d, "--", PY, probe, expected)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        path = os.path.join(d, "run-0.h5")
+        rows, _ = index(path)
+        for step in (0, 1):
+            with open(f"{expected}.{step}.json") as f:
+                states = json.load(f)
+            rng = {r["name"]: tensor(path, r) for r in rows if r["kind"] == "rng_state" and r["step"] == step}
+            self.assertEqual(set(rng), {"torch", "random", "numpy"})
+            self.assertEqual(rng["torch"].tolist(), states["torch"])
+            self.assertEqual(rng["random"].tolist(), states["random"])
+            self.assertEqual(rng["numpy"].view(np.uint32)[:624].tolist(), states["numpy"])
+
+
+class Errors(unittest.TestCase):
+    def one_line(self, r):
+        lines = [l for l in r.stderr.splitlines() if l.startswith("reprocheck: error: ")]
+        self.assertEqual(len(lines), 1, r.stderr)
+        return lines[0]
+
+    def write(self, text):
+        path = os.path.join(tempfile.mkdtemp(), "script.py")
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(text))
+        return path
+
+    def test_no_optimizer_step(self):
+        path = self.write("""
+            import torch
+            model = torch.nn.Linear(2, 1)
+            model(torch.randn(4, 2)).sum().backward()
+        """)
+        r = reprocheck("run", "--", PY, path)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("never called optimizer.step()", self.one_line(r))
+
+    def test_no_module(self):
+        path = self.write("""
+            import torch
+            print(torch.ones(2).sum())
+        """)
+        r = reprocheck("run", "--", PY, path)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("no nn.Module ran forward", self.one_line(r))
+
+    def test_a_python_without_the_package(self):
+        path = self.write("print('hello')\n")
+        r = reprocheck("run", "--", "/usr/bin/python3", path)
+        self.assertEqual(r.returncode, 2)
+        line = self.one_line(r)
+        self.assertIn("does not have the reprocheck package", line)
+        self.assertIn("pip install", line)
+
+    def test_no_command(self):
+        r = reprocheck("run", "--runs", "2")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("needs the command after '--'", self.one_line(r))
+
+    def test_the_scripts_own_failure_is_a_failed_run(self):
+        path = self.write("raise RuntimeError('boom')\n")
+        r = reprocheck("run", "--", PY, path)
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("RuntimeError: boom", r.stderr)
+
+
+class Knobs(unittest.TestCase):
+    def test_vary_threads_names_the_knob(self):
+        r = reprocheck("run", "--vary", "threads=1,2", "--", PY, script("adamw_mlp"))
+        self.assertIn(r.returncode, (0, 1), r.stderr)
+        self.assertIn("run 1 differs from run 0 in: threads (1 vs 2)", r.stdout)
+
+    def test_vary_env_reaches_the_script(self):
+        path = os.path.join(tempfile.mkdtemp(), "hashseed.py")
+        with open(path, "w") as f:
+            f.write(textwrap.dedent("""
+                import torch
+                words = list({"a", "bb", "ccc", "dddd", "eeeee", "ffffff"})
+                torch.manual_seed(0)
+                model = torch.nn.Linear(6, 1)
+                opt = torch.optim.SGD(model.parameters(), lr=0.1)
+                for step in range(2):
+                    x = torch.tensor([[float(len(w)) * (i + 1) for i, w in enumerate(words)]])
+                    model(x).sum().backward()
+                    opt.step()
+            """))
+        r = reprocheck("run", "--vary", "env:PYTHONHASHSEED=1,2", "--", PY, path)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("env (", r.stdout)
+        r = reprocheck("run", "--env", "PYTHONHASHSEED=0", "--", PY, path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_ddp_dumps_name_the_rank(self):
+        d = tempfile.mkdtemp()
+        r = reprocheck("run", "--keep", d, "--", TORCHRUN, "--nproc_per_node", "2", script("ddp_train"))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        rows, attrs = index(os.path.join(d, "run-0.h5"))
+        self.assertEqual(int(attrs["ranks"]), 2)
+        self.assertTrue(any(r["layer"].startswith("rank1/") for r in rows))
+        losses = [r["layer"] for r in rows if r["kind"] == "loss"]
+        self.assertEqual(sorted(set(losses)), ["rank0", "rank1"])
+
+
+if __name__ == "__main__":
+    unittest.main()
