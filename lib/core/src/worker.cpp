@@ -5,10 +5,12 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
 #include "reprocheck/files.h"
+#include "reprocheck/subprocess.h"
 
 namespace reprocheck {
 
@@ -36,6 +38,9 @@ Command ScriptLauncher::command(const WorkerJob& job) const {
     c.env.emplace_back(kReplayEnv, job.replay_dump);
     c.env.emplace_back(kReplayKeysEnv, job.replay_keys_file);
   }
+  // Runs side by side (--jobs) must not share torchrun's rendezvous port; a port the user chose wins.
+  if (!std::getenv("PET_MASTER_PORT") && !std::getenv("MASTER_PORT"))
+    if (int port = free_tcp_port()) c.env.emplace_back("PET_MASTER_PORT", std::to_string(port));
   for (const auto& kv : job.options.env) {
     auto eq = kv.find('=');
     c.env.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));

@@ -43,6 +43,9 @@ class Process {
   std::optional<ExitStatus> status_;
 };
 
+// A TCP port on the loopback interface that was free a moment ago (0 when none could be found).
+int free_tcp_port();
+
 // The path of the running executable (/proc/self/exe).
 std::string self_executable();
 
