@@ -137,12 +137,12 @@ class Session:
         self.skipped = 0
         self.notes = []
         self.replay = self._load_replay(replay) if replay else {}
-        # Python's and numpy's global generators are recorded once the script has used or seeded
-        # them (their state moved from the one seen first): an unseeded generator nothing draws
-        # from differs between processes without changing anything.
+        # A generator is recorded once the script has used or seeded it (its state moved from the
+        # one seen first): an unseeded generator that nothing draws from differs between
+        # processes without changing anything.
         self.rng_first = {}
         self.rng_used = set()
-        for name, state in self._python_rng_states():
+        for name, _, state in self._rng_states():
             self.rng_first[name] = state
         _apply_knobs(options)
         try:
@@ -399,28 +399,29 @@ class Session:
             self._write(phase, layer, self.types.get(layer, ""), "buffer", own, b, step=step)
 
     def _record_rng(self):
-        self._write("rng", "", "torch.Generator", "rng_state", "torch", torch.get_rng_state())
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            for i, state in enumerate(torch.cuda.get_rng_state_all()):
-                self._write("rng", "", "torch.cuda.Generator", "rng_state", f"cuda:{i}", state)
-        for name, state in self._python_rng_states():
+        for name, layer_type, state in self._rng_states():
             if name not in self.rng_used:
                 first = self.rng_first.setdefault(name, state)
                 if torch.equal(first, state):
                     continue
                 self.rng_used.add(name)
-            self._write("rng", "", "numpy.random" if name == "numpy" else "random", "rng_state", name, state)
+            self._write("rng", "", layer_type, "rng_state", name, state)
 
     @staticmethod
-    def _python_rng_states():
-        """(name, state tensor) of numpy's global generator (when numpy is loaded) and Python's."""
+    def _rng_states():
+        """(name, type, state tensor) of torch's generators, numpy's global generator (when numpy is
+        loaded) and Python's."""
+        yield "torch", "torch.Generator", torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            for i, state in enumerate(torch.cuda.get_rng_state_all()):
+                yield f"cuda:{i}", "torch.cuda.Generator", state
         np = sys.modules.get("numpy")
         if np is not None:
             kind, keys, pos, has_gauss, gauss = np.random.get_state()
             words = np.concatenate([keys.astype(np.uint32), np.array([pos, has_gauss], dtype=np.uint32)])
-            yield "numpy", torch.from_numpy(words.view(np.int32).copy())
+            yield "numpy", "numpy.random", torch.from_numpy(words.view(np.int32).copy())
         version, words, gauss = random.getstate()
-        yield "random", torch.tensor(words, dtype=torch.int64)
+        yield "random", "random", torch.tensor(words, dtype=torch.int64)
 
     def _count(self, key):
         n = self.calls.get(key, 0)

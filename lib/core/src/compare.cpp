@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cstring>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -75,6 +76,31 @@ const PairComparison* Comparison::headline() const {
 
 namespace {
 
+// For integer tensors that differ: whether they hold the same values in another order, or the same
+// pattern under other values; and the values themselves when the tensor is small.
+void describe_integers(TensorDiff& diff, const void* ref_data, const void* other_data) {
+  constexpr int64_t kLimit = int64_t{1} << 24;
+  auto dtype = parse_dtype(diff.ref.dtype);
+  if (!dtype || dtype_info(*dtype).floating || *dtype == DType::bool_ || diff.ref.numel > kLimit) return;
+  auto a = integer_values(*dtype, ref_data, diff.ref.numel);
+  auto b = integer_values(*dtype, other_data, diff.ref.numel);
+  if (a.size() <= kPreviewValues) {
+    diff.ref_values = a;
+    diff.other_values = b;
+  }
+  std::unordered_map<int64_t, int64_t> forward, backward;
+  bool relabeling = true;
+  for (size_t i = 0; i < a.size() && relabeling; ++i) {
+    auto f = forward.emplace(a[i], b[i]).first;
+    auto r = backward.emplace(b[i], a[i]).first;
+    relabeling = f->second == b[i] && r->second == a[i];
+  }
+  diff.relabeling = relabeling;
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  diff.same_multiset = a == b;
+}
+
 PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, const CompareOptions& options) {
   PairComparison pair;
   pair.ref_path = ref.path();
@@ -144,6 +170,7 @@ PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, cons
     } else {
       diff.stats = diff_stats(diff.ref.dtype, current.ref.data(), current.other.data(), diff.ref.numel, options.tolerance);
       diff.status = diff.stats.mismatched > 0 ? Status::values_differ : Status::close;
+      if (diff.status == Status::values_differ) describe_integers(diff, current.ref.data(), current.other.data());
     }
   }
 

@@ -3,62 +3,19 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <set>
 
-#include "reprocheck/layers.h"
+#include "hints_evidence.h"
 
 namespace reprocheck {
 
-namespace {
-
-bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
-
-bool is_conv(const TensorMeta& m) { return is_category(m.layer_type, LayerCategory::conv); }
-bool is_dropout(const TensorMeta& m) { return is_category(m.layer_type, LayerCategory::dropout); }
-bool is_bn(const TensorMeta& m) { return is_category(m.layer_type, LayerCategory::batchnorm); }
-
-struct Evidence {
-  const TensorDiff* first = nullptr;
-  const PairComparison* pair = nullptr;
-  std::string device;  // of the reference run
-  std::string layers;  // the layer selection
-  bool ops = false;
-  std::set<std::string> knobs;  // run options that differ
-  std::string knob(const std::string& k) const {
-    for (const auto& [name, v] : pair->knob_diffs)
-      if (name == k) return v;
-    return "";
-  }
-  bool differs(const std::string& k) const { return knobs.count(k) > 0; }
-  bool backward() const { return first->ref.phase == Phase::backward || first->ref.phase == Phase::param_grad; }
-  bool cuda() const { return starts_with(device, "cuda"); }
-  bool source() const { return first->inputs_identical.value_or(false); }
-};
-
-std::string where(const TensorDiff& d) {
-  std::string name = d.ref.tensor_name();
-  std::string type = d.ref.layer_type.empty() ? "" : fmt::format(" ({})", short_type_name(d.ref.layer_type));
-  return fmt::format("{}{} at step {} ({})", name, type, d.ref.step, to_string(d.ref.phase));
-}
-
-// Bit of evidence naming the differing run options, e.g. "; the runs differ in threads (1 vs 2)".
-std::string knob_note(const Evidence& e, std::initializer_list<const char*> keys) {
-  std::vector<std::string> parts;
-  for (const char* k : keys)
-    if (e.differs(k)) parts.push_back(fmt::format("{} ({})", k, e.knob(k)));
-  if (parts.empty()) return "";
-  std::string out = "; the runs differ in ";
-  for (size_t i = 0; i < parts.size(); ++i) out += (i ? ", " : "") + parts[i];
-  return out;
-}
-
-}  // namespace
+using namespace hints_detail;
 
 std::vector<Hint> explain(const Comparison& c) {
-  std::vector<Hint> hints;
+  Hints hints;
   const PairComparison* h = c.headline();
-  if (!h) return hints;
+  if (!h) return {};
   Evidence e;
+  e.comparison = &c;
   e.pair = h;
   e.first = &h->diffs[*h->first];
   const RunOptions& options = c.ref_options;
@@ -68,13 +25,14 @@ std::vector<Hint> explain(const Comparison& c) {
   for (const auto& [k, v] : h->knob_diffs) e.knobs.insert(k);
   const TensorDiff& d = *e.first;
   const bool seed_differs = e.differs("seed_value") || e.differs("seed");
-  auto add = [&](const char* cause, const char* title, std::string evidence, const char* py, const char* flag) {
-    for (const auto& x : hints)
-      if (x.cause == cause) return;
-    hints.push_back({cause, title, std::move(evidence), py, flag});
+  auto add = [&](const char* cause, const char* title, std::string evidence, std::string py, std::string flag) {
+    // For a training script, the same flag where `reprocheck run` has it.
+    std::string run_flag = flag == "--deterministic" ? flag : flag == "--threads N for every run" ? "--threads 1" : "";
+    hints.add(cause, title, std::move(evidence), std::move(py), std::move(flag), std::move(run_flag));
   };
+  explain_data(c, e, hints);
 
-  if (d.ref.kind == Kind::input || d.ref.kind == Kind::target) {
+  if ((d.ref.kind == Kind::input || d.ref.kind == Kind::target) && hints.list.empty()) {
     add("data_pipeline", "data loading is not seeded",
         fmt::format("the {} batch of step {} differs before the model ran{}",
                     to_string(d.ref.kind), d.ref.step,
@@ -133,8 +91,9 @@ std::vector<Hint> explain(const Comparison& c) {
   }
   if (!e.cuda() && e.differs("threads") && (e.backward() || d.ref.phase == Phase::forward)) {
     add("thread_reduction", "the thread count changes the order of reductions",
-        fmt::format("the first divergence is {}{}; on the CPU, kernels split reductions (a convolution's weight "
-                    "gradient, sums) by thread, and float addition depends on the order",
+        fmt::format("the first divergence is {}{}; on the CPU, kernels that reduce (sums, matrix products, "
+                    "normalization statistics, convolution gradients) split the work by thread, and float addition "
+                    "depends on the order",
                     where(d), knob_note(e, {"threads"})),
         "torch.set_num_threads(N) with the same N in every run (and the same OMP_NUM_THREADS/MKL_NUM_THREADS)",
         "--threads N for every run");
@@ -167,12 +126,12 @@ std::vector<Hint> explain(const Comparison& c) {
         fmt::format("{} differs from identical inputs on {} with deterministic algorithms off", where(d), e.device),
         "torch.use_deterministic_algorithms(True) with CUBLAS_WORKSPACE_CONFIG=:4096:8", "--deterministic");
   }
-  if (seed_differs && hints.empty()) {
+  if (seed_differs && hints.list.empty()) {
     add("rng_not_seeded", "the RNG is not seeded",
         fmt::format("the runs used different seeds ({}); the first divergence is {}", e.knob("seed_value"), where(d)),
         "torch.manual_seed(0) (and random.seed(0), numpy.random.seed(0)) before training", "--seed 0");
   }
-  if (hints.empty()) {
+  if (hints.list.empty()) {
     add("no_evidence", "no known cause matches",
         fmt::format("the first divergence is {} ({}), with {}; no run option differs that explains it", where(d),
                     d.inputs_identical ? (*d.inputs_identical ? "inputs identical" : "inputs already different")
@@ -180,7 +139,18 @@ std::vector<Hint> explain(const Comparison& c) {
                     h->knob_diffs.empty() ? "the same settings in every run" : "the settings shown above"),
         "-", "--layers all or --ops to localize it further");
   }
-  return hints;
+  // The command that confirms each hint, in the front end's terms.
+  const auto& command = c.ref_options.command;
+  for (auto& x : hints.list) {
+    if (command.empty()) {
+      x.test_it = "reprocheck ... " + x.fix_flag;
+    } else {
+      std::string joined;
+      for (const auto& a : command) joined += (joined.empty() ? "" : " ") + a;
+      x.test_it = fmt::format("reprocheck run {}-- {}", x.test_it.empty() ? "" : x.test_it + " ", joined);
+    }
+  }
+  return hints.list;
 }
 
 }  // namespace reprocheck

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <map>
 
 namespace reprocheck {
@@ -80,6 +81,28 @@ std::string knobs(const PairComparison& p) {
 
 std::string steps_of(const Comparison& c) {
   return c.ref_attributes.count("steps") ? c.ref_attributes.at("steps") : "?";
+}
+
+std::string data_sentence(const TensorDiff& d) {
+  if (d.status != Status::values_differ) return "";
+  auto list = [](const std::vector<int64_t>& v) {
+    const size_t shown = std::min<size_t>(v.size(), 12);
+    return fmt::format("[{}{}]", fmt::join(v.begin(), v.begin() + static_cast<long>(shown), ", "),
+                       v.size() > shown ? ", ..." : "");
+  };
+  if (d.ref.kind == Kind::rng_state) {
+    std::string name = d.ref.name == "numpy"    ? "numpy global RNG"
+                       : d.ref.name == "random" ? "Python random RNG"
+                                                : d.ref.name + " RNG";
+    return fmt::format("{} state differed at the start of step {}", name, d.ref.step);
+  }
+  if (d.ref.kind == Kind::indices) {
+    std::string out = fmt::format("batch {} of the DataLoader: {} of {} samples differ", d.ref.call,
+                                  group_digits(d.stats.mismatched), group_digits(d.stats.numel));
+    if (!d.ref_values.empty()) out += fmt::format(" (indices {} vs {})", list(d.ref_values), list(d.other_values));
+    return out;
+  }
+  return "";
 }
 
 }  // namespace report_detail

@@ -25,6 +25,10 @@ struct CascadeRow {
 // Divergent tensors after the first, grouped by (step, phase), in order of first appearance.
 std::vector<CascadeRow> cascade(const PairComparison& p);
 std::string knobs(const PairComparison& p);
+// A training script's data and RNG records in the user's terms ("batch 0 of the DataLoader: 5 of 8
+// samples differ (indices [...] vs [...])", "numpy global RNG state differed at the start of step
+// 0"); "" for other tensors, which get statistics.
+std::string data_sentence(const TensorDiff& d);
 std::string steps_of(const Comparison& c);
 
 }  // namespace reprocheck::report_detail

@@ -121,7 +121,8 @@ std::string render_json(const Report& r) {
                      {"title", x.title},
                      {"evidence", x.evidence},
                      {"fix_python", x.fix_python},
-                     {"fix_flag", x.fix_flag}});
+                     {"fix_flag", x.fix_flag},
+                     {"test_it", x.test_it}});
   j["hints"] = hints;
   if (r.isolation) j["isolation"] = isolation_json(*r.isolation);
   return j.dump(2) + "\n";

@@ -25,8 +25,10 @@ std::string render_markdown(const Report& r, const ReportOptions& o) {
   out += fmt::format("**First divergence:** {} ({})\n\n", describe(d.ref), provenance_tag(d));
   for (const auto& x : r.hints)
     out += fmt::format("**Likely cause:** {}. {}.{} Test it with `{}`.\n\n", x.title, x.evidence,
-                       x.fix_python == "-" ? "" : fmt::format(" Fix: `{}`.", x.fix_python), x.fix_flag);
-  if (d.status == Status::values_differ) {
+                       x.fix_python == "-" ? "" : fmt::format(" Fix: `{}`.", x.fix_python), x.test_it);
+  if (std::string sentence = data_sentence(d); !sentence.empty()) {
+    out += sentence + "\n\n";
+  } else if (d.status == Status::values_differ) {
     const auto& s = d.stats;
     out += "| statistic | value |\n|---|---|\n";
     out += fmt::format("| mismatched elements | {} of {} |\n", group_digits(s.mismatched), group_digits(s.numel));

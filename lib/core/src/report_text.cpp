@@ -51,7 +51,9 @@ std::string render_text(const Report& r, const ReportOptions& o) {
   out += fmt::format("\n{}  {}\n", paint("first divergence", "1;31"), describe(d.ref));
   out += fmt::format("  {}\n", provenance_tag(d));
   out += fmt::format("  run {} vs run 0   ", h->other_run);
-  if (d.status == Status::values_differ) {
+  if (std::string sentence = data_sentence(d); !sentence.empty()) {
+    out += sentence + "\n";
+  } else if (d.status == Status::values_differ) {
     const auto& s = d.stats;
     out += fmt::format("{} of {} elements differ ({:.3g}%)\n", group_digits(s.mismatched), group_digits(s.numel),
                        100.0 * static_cast<double>(s.mismatched) / static_cast<double>(std::max<int64_t>(s.numel, 1)));
@@ -74,7 +76,7 @@ std::string render_text(const Report& r, const ReportOptions& o) {
     out += fmt::format("\n{}  {}\n", paint(i == 0 ? "likely cause" : "also possible", "1"), x.title);
     out += fmt::format("  evidence   {}\n", x.evidence);
     if (x.fix_python != "-") out += fmt::format("  fix        {}\n", x.fix_python);
-    out += fmt::format("  test it    reprocheck ... {}\n", x.fix_flag);
+    out += fmt::format("  test it    {}\n", x.test_it);
   }
   for (const auto& p : c.pairs) {
     auto rows = cascade(p);

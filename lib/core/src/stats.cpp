@@ -274,6 +274,31 @@ DiffStats diff_stats(DType dtype, const void* a, const void* b, int64_t n, const
   return {};
 }
 
+std::vector<int64_t> integer_values(DType dtype, const void* data, int64_t n) {
+  std::vector<int64_t> out;
+  auto take = [&](auto* p) { out.assign(p, p + n); };
+  switch (dtype) {
+    case DType::int64:
+      take(static_cast<const int64_t*>(data));
+      break;
+    case DType::int32:
+      take(static_cast<const int32_t*>(data));
+      break;
+    case DType::int16:
+      take(static_cast<const int16_t*>(data));
+      break;
+    case DType::int8:
+      take(static_cast<const int8_t*>(data));
+      break;
+    case DType::uint8:
+      take(static_cast<const uint8_t*>(data));
+      break;
+    default:
+      break;
+  }
+  return out;
+}
+
 DiffStats diff_stats(const std::string& dtype, const void* a, const void* b, int64_t n, const Tolerance& tol) {
   return diff_stats(dtype_from_name(dtype), a, b, n, tol);
 }

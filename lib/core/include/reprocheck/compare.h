@@ -37,7 +37,15 @@ struct TensorDiff {
   // tensors, whether every tensor recorded before it matched. nullopt: unknown.
   std::optional<bool> inputs_identical;
   std::string inputs_basis;  // "input_hash", "earlier_tensors"
+  // Integer tensors whose values differ: the same values in another order (same_multiset), or the
+  // same pattern of equal elements under other values (relabeling: a[i] == a[j] iff b[i] == b[j],
+  // as when token ids come from a vocabulary built in another order).
+  bool same_multiset = false, relabeling = false;
+  // The values of small integer tensors (dataset indices), up to kPreviewValues of each side.
+  std::vector<int64_t> ref_values, other_values;
 };
+
+inline constexpr size_t kPreviewValues = 64;
 
 struct PairComparison {
   std::string ref_path, other_path;

@@ -16,8 +16,10 @@ struct Hint {
                            // deterministic_algorithms, custom_or_atomic_op, untapped_source, no_evidence
   std::string title;       // "RNG not seeded"
   std::string evidence;    // what in the dumps points there
-  std::string fix_python;  // the PyTorch setting
+  std::string fix_python;  // the PyTorch setting, or the line of code to add
   std::string fix_flag;    // the reprocheck flag that tests it
+  std::string test_it;     // the command that would confirm it: "reprocheck ... --threads N",
+                           // "reprocheck run --vary env:PYTHONHASHSEED=0,1 -- python train.py"
 };
 
 // The likely causes of the headline divergence, most likely first; empty when reproducible.

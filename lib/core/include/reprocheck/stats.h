@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "reprocheck/dtype.h"
 
@@ -46,6 +47,9 @@ struct DiffStats {
 // Elements per chunk: statistics are computed in chunks (in parallel) and merged in chunk order,
 // so that they do not depend on the thread count.
 inline constexpr int64_t kStatsChunk = int64_t{1} << 20;
+
+// The values of an integer tensor as int64 (empty for a float dtype).
+std::vector<int64_t> integer_values(DType dtype, const void* data, int64_t numel);
 
 // Statistics of `numel` elements of `dtype` (raw bytes, as stored).
 DiffStats diff_stats(DType dtype, const void* a, const void* b, int64_t numel, const Tolerance& tol);

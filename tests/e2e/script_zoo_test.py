@@ -1,0 +1,98 @@
+"""Runs the zoo of training-script mistakes (fixtures/scripts/zoo/cases.py) through `reprocheck run`
+and checks each exit code, first divergent record and hint; and that every fixed twin is
+reproducible in 10 runs.
+
+    python script_zoo_test.py cases|twins|gpu
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ZOO = os.path.join(HERE, "..", "..", "fixtures", "scripts", "zoo")
+sys.path.insert(0, ZOO)
+from cases import CASES  # noqa: E402
+
+BIN = os.environ["REPROCHECK_BINARY"]
+PY = os.environ["REPROCHECK_PYTHON"]
+
+
+def run(flags, script, *script_args):
+    with tempfile.TemporaryDirectory() as d:
+        report = os.path.join(d, "report.json")
+        start = time.perf_counter()
+        r = subprocess.run([BIN, "run", "--jobs", "2", "--json", report, *flags, "--", PY,
+                            os.path.join(ZOO, script + ".py"), *script_args],
+                           capture_output=True, text=True, timeout=600, cwd=ZOO)
+        seconds = time.perf_counter() - start
+        data = json.load(open(report)) if os.path.exists(report) else None
+        return r, data, seconds
+
+
+def has_cuda():
+    probe = subprocess.run([PY, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True, text=True)
+    return probe.stdout.strip() == "True"
+
+
+def check_case(case):
+    r, report, seconds = run(case["flags"], case["script"])
+    name = case.get("name", case["script"])
+    problems = []
+    if r.returncode != 1:
+        problems.append(f"exit {r.returncode}, expected 1: {r.stdout[-800:]}{r.stderr[-800:]}")
+    elif report is None:
+        problems.append("no JSON report")
+    else:
+        first = report["first_divergence"]
+        step, phase, kind = case["first"]
+        if (step is not None and first["step"] != step) or (phase and first["phase"] != phase) or (
+                kind and first["kind"] != kind):
+            problems.append(f"first divergence {first['step']} {first['phase']} {first['kind']}, expected {case['first']}")
+        hints = [h["cause"] for h in report["hints"]]
+        if not hints or hints[0] != case["hint"]:
+            problems.append(f"hints {hints}, expected {case['hint']} first")
+        elif "-- " not in report["hints"][0]["test_it"] or "reprocheck run" not in report["hints"][0]["test_it"]:
+            problems.append(f"test it line is not a reprocheck run command: {report['hints'][0]['test_it']}")
+    status = "ok" if not problems else "FAILED"
+    summary = ""
+    if report and report["first_divergence"]:
+        f = report["first_divergence"]
+        summary = f"step {f['step']} {f['phase']} {f['tensor']} -> {report['hints'][0]['cause'] if report['hints'] else '-'}"
+    print(f"{status:6} {name:22} {seconds:6.1f} s  {summary}")
+    for p in problems:
+        print(f"       {p}")
+    return not problems
+
+
+def check_twin(script):
+    r, report, seconds = run(["--runs", "10"], script, "--fixed")
+    ok = r.returncode == 0 and report is not None and report["verdict"] == "reproducible"
+    print(f"{'ok' if ok else 'FAILED':6} {script + ' --fixed':28} {seconds:6.1f} s  10 runs {'agree' if ok else 'differ'}")
+    if not ok:
+        print(r.stdout[-1500:], r.stderr[-1500:])
+    return ok
+
+
+def main():
+    which = sys.argv[1] if len(sys.argv) > 1 else "cases"
+    gpu = has_cuda() if which == "gpu" else False
+    if which == "gpu" and not gpu:
+        print("no CUDA device: the CUDA zoo case is skipped")
+        return 77
+    ok = True
+    if which in ("cases", "gpu"):
+        for case in CASES:
+            if case.get("gpu", False) == (which == "gpu"):
+                ok &= check_case(case)
+    if which in ("twins", "gpu"):
+        scripts = sorted({c["script"] for c in CASES if c.get("gpu", False) == (which == "gpu")})
+        for script in scripts:
+            ok &= check_twin(script)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
