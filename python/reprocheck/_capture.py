@@ -27,77 +27,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import _core
-
-_DTYPES = {
-    torch.float32: "float32",
-    torch.float64: "float64",
-    torch.float16: "float16",
-    torch.bfloat16: "bfloat16",
-    torch.int8: "int8",
-    torch.uint8: "uint8",
-    torch.int16: "int16",
-    torch.int32: "int32",
-    torch.int64: "int64",
-    torch.bool: "bool",
-}
-
-# Outputs that hold uninitialized memory by contract: never recorded (they would differ run to run).
-_UNINITIALIZED = {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided"}
-
-
-def _host_array(t):
-    """The tensor's bytes as a contiguous numpy array on the CPU (bfloat16 as its 16-bit pattern)."""
-    t = t.detach()
-    if t.device.type != "cpu":
-        t = t.cpu()
-    if t.dtype == torch.bfloat16:
-        t = t.view(torch.int16)
-    return t.resolve_conj().resolve_neg().contiguous().numpy()
-
-
-def _type_name(module):
-    cls = type(module)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _tensors(value, prefix=""):
-    """(name, tensor) pairs of a tensor, or of the tensors in a tuple, list or dict (one level deep
-    for names: batch[0], batch['image'])."""
-    if isinstance(value, torch.Tensor):
-        return [(prefix, value)]
-    out = []
-    if isinstance(value, (tuple, list)):
-        for i, v in enumerate(value):
-            out += _tensors(v, f"{prefix}[{i}]")
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            out += _tensors(v, f"{prefix}[{k!r}]")
-    return out
-
-
-def _unwrap(module):
-    """The model inside a DistributedDataParallel or DataParallel wrapper."""
-    inner = getattr(module, "module", None)
-    if isinstance(inner, torch.nn.Module) and type(module).__name__ in ("DistributedDataParallel", "DataParallel"):
-        return inner
-    return module
-
-
-class _IndexedBatch:
-    """A DataLoader batch with the dataset indices it was made from, from the fetcher (in the
-    worker process, when there are workers) to the iterator in the main process."""
-
-    __slots__ = ("indices", "data")
-
-    def __init__(self, indices, data):
-        self.indices = indices
-        self.data = data
-
-    def pin_memory(self, *args):
-        from torch.utils.data._utils.pin_memory import pin_memory
-
-        return _IndexedBatch(self.indices, pin_memory(self.data))
-
+from ._util import _DTYPES, _IndexedBatch, _apply_knobs, _host_array, _report_error, _tensors, _type_name, _unwrap
 
 class Session:
     """The capture of one process."""
@@ -240,6 +170,8 @@ class Session:
                     h = _core.combine_hash(h, _core.hash_bytes(_host_array(t)))
                 self.input_hashes.setdefault(id(module), []).append(h)
         if self.ops and module is self.entry and self.recording():
+            from ._ops import _OpTap
+
             self._op_mode = _OpTap(self)
             self._op_mode.__enter__()
         return None
@@ -526,52 +458,3 @@ class Session:
             t = torch.frombuffer(raw, dtype=storage) if raw else torch.empty(0, dtype=storage)
             out[meta["key"]] = t.view(dtype).reshape(meta["shape"]).clone()
         return out
-
-
-class _OpTap(torch.overrides.TorchFunctionMode):
-    """--ops: records the output of every torch function the model's forward calls, named
-    'module.path:function#k' (k counts the calls within that module's call)."""
-
-    def __init__(self, session):
-        super().__init__()
-        self.session = session
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        s = self.session
-        name = getattr(func, "__name__", None) or str(func)
-        if not s.recording() or name in _UNINITIALIZED or name.startswith("__") and name != "__getitem__":
-            return out
-        outputs = _tensors(out)
-        if not outputs or any(t is a for _, t in outputs for a in args if isinstance(a, torch.Tensor)):
-            return out  # an alias of an input (a no-op .to(), a view of itself): not a new value
-        path = s.stack[-1] if s.stack else ""
-        k = s._count(("op", path))
-        layer = f"{path}:{name}#{k}" if path else f"{name}#{k}"
-        for slot, (_, t) in enumerate(outputs):
-            own = "out" if len(outputs) == 1 else f"out.{slot}"
-            s._write("forward", layer, name, "activation", own, t)
-            s._hook_grad(t, layer, name, own, 0)
-        return out
-
-
-def _apply_knobs(options):
-    threads = int(options.get("threads", 0) or 0)
-    if threads > 0:
-        torch.set_num_threads(threads)
-    deterministic = options.get("deterministic", "off")
-    if deterministic in ("on", "warn"):
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    if options.get("benchmark"):
-        torch.backends.cudnn.benchmark = True
-
-
-def _report_error(message):
-    sys.stderr.write(f"reprocheck: error: {message}\n")
-    path = os.environ.get("REPROCHECK_ERROR_FILE")
-    if path:
-        with open(path, "w") as f:
-            f.write(message)

@@ -126,6 +126,16 @@ class Capture(unittest.TestCase):
         layers = {r["layer"] for r in rows if r["phase"] == "forward"}
         self.assertEqual(layers, {"2"})
 
+    def test_ops_taps_the_functions_inside_layers(self):
+        d = tempfile.mkdtemp()
+        r = reprocheck("run", "--ops", "--runs", "2", "--keep", d, "--", PY, script("adamw_mlp"))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        rows, _ = index(os.path.join(d, "run-0.h5"))
+        ops = [r["layer"] for r in rows if r["phase"] == "forward" and ":" in r["layer"] and r["step"] == 0]
+        self.assertIn("0:linear#0", ops)
+        self.assertIn("4:layer_norm#0", ops)
+        self.assertIn("1:gelu#0", ops)
+
     def test_autocast_records_tensors_in_their_dtype(self):
         rows, _ = index(os.path.join(self.keep("bf16_autocast"), "run-0.h5"))
         conv = [r for r in rows if r["phase"] == "forward" and r["layer"] == "0"]
