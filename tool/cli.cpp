@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -110,6 +111,11 @@ CompareOptions CompareFlags::compare_options(const CLI::App& app) const {
   if (tolerance != "bitwise" && tolerance != "torch")
     throw UsageError(fmt::format("bad value '{}' for --tolerance: expected bitwise or torch", tolerance));
   CompareOptions co;
+  for (const char* flag : {"--atol", "--rtol"}) {
+    double v = std::string(flag) == "--atol" ? atol : rtol;
+    if (app.count(flag) > 0 && !(std::isfinite(v) && v >= 0))
+      throw UsageError(fmt::format("bad value {} for {}: expected a tolerance of 0 or more", v, flag));
+  }
   if (atol >= 0 || rtol >= 0) {
     if (tolerance == "torch") throw UsageError("--tolerance torch and --atol/--rtol exclude each other: pick one");
     co.tolerance = Tolerance::fixed(std::max(atol, 0.0), std::max(rtol, 0.0));
@@ -118,6 +124,11 @@ CompareOptions CompareFlags::compare_options(const CLI::App& app) const {
   }
   co.tolerance_explicit = app.count("--atol") + app.count("--rtol") + app.count("--tolerance") > 0;
   return co;
+}
+
+void CompareFlags::check_destinations() const {
+  for (const auto* path : {&json, &junit, &markdown})
+    if (!path->empty()) files::check_writable(*path, "report");
 }
 
 int CompareFlags::report(const Report& r) const {
@@ -156,6 +167,7 @@ void RunnerFlags::finish(const CLI::App& app, const RunOptions& run) {
 int run_and_report(const RunnerFlags& runner_flags, std::shared_ptr<const WorkerLauncher> launcher,
                    const CompareFlags& compare_flags, const CLI::App& app) {
   const CompareOptions compare_options = compare_flags.compare_options(app);
+  compare_flags.check_destinations();
   install_interrupt_handler();
   Runner runner(runner_flags.options, std::move(launcher));
   Progress progress;

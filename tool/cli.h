@@ -36,6 +36,9 @@ struct CompareFlags {
   std::string json, junit, markdown;
   void add_to(CLI::App& app);
   CompareOptions compare_options(const CLI::App& app) const;
+  // Checks the report destinations before any work starts (throws InputError): a report that
+  // cannot be written after the runs would hide their verdict behind exit code 2.
+  void check_destinations() const;
   // Prints the text report, writes the requested files, returns the exit code.
   int report(const Report& r) const;
 };

@@ -39,6 +39,7 @@ int cmd_diff(const std::vector<std::string>& args) {
   if (int code = rc::cli::parse(app, args); code >= 0) return code;
   if (dumps.size() < 2) throw rc::UsageError("diff needs at least two dumps: the reference and one to compare");
   auto options = compare_flags.compare_options(app);
+  compare_flags.check_destinations();
   return compare_flags.report(rc::make_report(rc::compare_dumps(dumps, options)));
 }
 

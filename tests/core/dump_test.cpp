@@ -103,9 +103,43 @@ TEST(Dump, AnUncommittedWriterLeavesNothingBehind) {
     rc::DumpWriter w(dir.file("run.h5"), false);
     float x = 1;
     w.write(meta("a", "float32", {1}), &x, 4);
-    EXPECT_EQ(dir.entries(), 1u);  // the temporary file
+    EXPECT_EQ(dir.entries(), 2u);  // the temporary file and the lock file
+    EXPECT_FALSE(rc::files::exists(dir.file("run.h5")));
   }
   EXPECT_EQ(dir.entries(), 0u);
+}
+
+TEST(Dump, TwoWritersOfOneFileNeverReplaceEachOther) {
+  testutil::TempDir dir;
+  float x = 1;
+  {
+    rc::DumpWriter first(dir.file("run.h5"), false);
+    try {
+      rc::DumpWriter second(dir.file("run.h5"), false);
+      FAIL() << "a second writer of the same file was let in";
+    } catch (const rc::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("another process is writing it"), std::string::npos) << e.what();
+    }
+    first.write(meta("a", "float32", {1}), &x, 4);
+    // A file that appears under the name meanwhile is kept, and this writer refuses to replace it.
+    { std::ofstream(dir.file("run.h5")) << "someone else's"; }
+    EXPECT_THROW(first.commit(), rc::InputError);
+  }
+  std::ifstream in(dir.file("run.h5"));
+  std::string kept((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(kept, "someone else's");
+  EXPECT_EQ(dir.entries(), 1u);
+}
+
+TEST(Dump, AStaleLockFromADeadWriterIsTakenOver) {
+  testutil::TempDir dir;
+  { std::ofstream(dir.file(".run.h5.lock")) << 2147483600; }  // no such process
+  rc::DumpWriter w(dir.file("run.h5"), false);
+  float x = 1;
+  w.write(meta("a", "float32", {1}), &x, 4);
+  w.commit();
+  EXPECT_TRUE(rc::files::exists(dir.file("run.h5")));
+  EXPECT_FALSE(rc::files::exists(dir.file(".run.h5.lock")));
 }
 
 TEST(Dump, RejectsWrongSizesAndUnknownDtypes) {

@@ -90,6 +90,18 @@ TEST(Report, IsolationGoesBeforeTheVerdictInEveryFormat) {
   EXPECT_EQ(j["isolation"]["agreed"], true);
 }
 
+TEST(Report, SourceAndInheritedAreNamedForWhatTheyAre) {
+  auto c = divergent_comparison();
+  EXPECT_NE(rc::render_text(rc::make_report(c)).find("source: its inputs were identical"), std::string::npos);
+  EXPECT_NE(rc::render_markdown(rc::make_report(c)).find("(source: its inputs were identical)"), std::string::npos);
+  c.pairs[0].diffs[0].inputs_identical = false;
+  auto text = rc::render_text(rc::make_report(c));
+  EXPECT_NE(text.find("inherited: its inputs already differed"), std::string::npos);
+  EXPECT_EQ(text.find("source:"), std::string::npos);
+  EXPECT_NE(rc::render_markdown(rc::make_report(c)).find("(inherited: its inputs already differed)"),
+            std::string::npos);
+}
+
 TEST(Report, JsonStatisticsKeepTheirValues) {
   auto j = nlohmann::json::parse(rc::render_json(rc::make_report(divergent_comparison())));
   const auto& s = j["first_divergence"]["stats"];

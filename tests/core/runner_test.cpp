@@ -232,3 +232,22 @@ TEST(Isolate, StopsWhenAReplayedTensorStillDiffers) {
   EXPECT_FALSE(iso.agreed);
   EXPECT_NE(iso.note.find("layer1 still differs although it was replayed"), std::string::npos) << iso.note;
 }
+
+TEST(Runner, AFailedRunLeavesNoKeepFolderAndTwoRunnersNeverShareOne) {
+  testutil::TempDir dir;
+  auto o = options();
+  o.keep_dir = dir.file("kept");
+  {
+    rc::Runner runner(o, std::make_shared<FakeLauncher>("crash", 1));
+    // A second process keeping into the same folder is refused while the first holds it.
+    EXPECT_NE(error_of([&] { rc::Runner other(o, std::make_shared<FakeLauncher>()); }).find("another process"),
+              std::string::npos);
+    Events events;
+    EXPECT_THROW(runner.run(events.fn()), rc::RunError);
+  }
+  EXPECT_FALSE(rc::files::exists(dir.file("kept")));
+  EXPECT_EQ(dir.entries(), 0u);  // nor a lock file
+  auto bad = options();
+  bad.keep_dir = dir.file("no/such/folder");
+  EXPECT_THROW(rc::Runner(bad, std::make_shared<FakeLauncher>()), rc::InputError);
+}

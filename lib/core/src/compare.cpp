@@ -222,6 +222,8 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
   c.runs = runs;
   std::vector<std::unique_ptr<DumpReader>> readers;
   for (const auto& r : runs) readers.push_back(std::make_unique<DumpReader>(r));
+  if (options.verify_data)
+    for (const auto& r : readers) r->verify();
   const DumpReader& ref = *readers[0];
   c.ref_attributes = ref.attributes();
   auto device_type = [](const DumpReader& r) {
@@ -246,9 +248,13 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
     break;
   }
   c.tolerance = opt.tolerance;
+  if (auto n = ref.attribute("uninitialized_ops_not_recorded"); !n.empty())
+    c.notes.push_back(fmt::format("{} op output(s) uninitialized by contract (aten::empty and its kin) were not "
+                                  "recorded and are not compared",
+                                  n));
   for (size_t i = 0; i < readers.size(); ++i) {
     auto text = readers[i]->attribute("replica_notes");
-    if (text.empty()) continue;
+    if (text.empty() || !json_depth_within(text, kMaxJsonDepth)) continue;
     try {
       for (const auto& note : nlohmann::json::parse(text)) c.notes.push_back(fmt::format("run {}: {}", i, note.get<std::string>()));
     } catch (const nlohmann::json::exception&) {

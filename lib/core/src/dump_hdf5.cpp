@@ -29,8 +29,13 @@ std::string last_error() {
 }
 
 void quiet() {
-  static std::once_flag once;
-  std::call_once(once, [] { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); });
+  // HDF5 keeps the printing switch per thread in thread-safe builds: every thread that calls
+  // HDF5 turns it off for itself.
+  thread_local bool done = false;
+  if (!done) {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    done = true;
+  }
 }
 
 Handle vlen_string_type() {

@@ -1,4 +1,10 @@
+// Reading a dump. Every value read from the file is checked before it is used: attribute types and
+// sizes, the index's type and each row (dtype, shape against the element count, order), and each
+// tensor's dataset (shape, type, byte order) and data (against its stored hash). A damaged dump is
+// an InputError naming the file and the tensor, never a verdict.
 #include <fmt/format.h>
+
+#include <limits>
 
 #include "dump_hdf5.h"
 #include "reprocheck/dump.h"
@@ -10,7 +16,11 @@ using hdf5::Handle;
 
 namespace {
 
-// All root attributes of `file`, strings and integers, as strings.
+constexpr hssize_t kMaxRows = hssize_t{1} << 27;  // ~134 M tensors: far above any real run
+constexpr int kMaxRank = 32;
+
+// The root attributes of `file` that are scalar strings or integers, as sanitized strings; others
+// (arrays, floats, compounds) are left out.
 std::map<std::string, std::string> read_attributes(hid_t file) {
   std::map<std::string, std::string> attrs;
   H5Aiterate2(
@@ -18,27 +28,68 @@ std::map<std::string, std::string> read_attributes(hid_t file) {
       [](hid_t loc, const char* name, const H5A_info_t*, void* out) -> herr_t {
         auto* attrs = static_cast<std::map<std::string, std::string>*>(out);
         Handle a(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
+        if (!a.ok()) return 0;
+        Handle space(H5Aget_space(a), H5Sclose);
         Handle t(H5Aget_type(a), H5Tclose);
+        if (!space.ok() || !t.ok() || H5Sget_simple_extent_npoints(space) != 1) return 0;
+        std::string key = sanitize_text(name);
         if (H5Tget_class(t) == H5T_STRING) {
-          Handle str = hdf5::vlen_string_type();
           if (H5Tis_variable_str(t) > 0) {
+            Handle str = hdf5::vlen_string_type();
             char* p = nullptr;
             if (H5Aread(a, str, &p) >= 0 && p) {
-              (*attrs)[name] = p;
+              (*attrs)[key] = sanitize_text(p);
               H5free_memory(p);
             }
           } else {
-            std::string v(H5Tget_size(t), '\0');
-            if (H5Aread(a, t, v.data()) >= 0) (*attrs)[name] = v.c_str();
+            size_t size = H5Tget_size(t);
+            if (size == 0 || size > (size_t{1} << 24)) return 0;
+            std::string v(size, '\0');
+            if (H5Aread(a, t, v.data()) >= 0) (*attrs)[key] = sanitize_text(v.c_str());
           }
-        } else if (H5Tget_class(t) == H5T_INTEGER) {
+        } else if (H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) <= 8) {
           int64_t v = 0;
-          if (H5Aread(a, H5T_NATIVE_INT64, &v) >= 0) (*attrs)[name] = std::to_string(v);
+          if (H5Aread(a, H5T_NATIVE_INT64, &v) >= 0) (*attrs)[key] = std::to_string(v);
         }
         return 0;
       },
       &attrs);
   return attrs;
+}
+
+// Checks one index row; returns why it is damaged, or "".
+std::string check_row(const TensorMeta& m, size_t row) {
+  if (m.order != static_cast<int64_t>(row)) return fmt::format("index row {} has order {}", row, m.order);
+  if (m.step < -1) return fmt::format("index row {} has step {}", row, m.step);
+  if (m.call < 0) return fmt::format("index row {} has call {}", row, m.call);
+  if (!parse_dtype(m.dtype)) return fmt::format("index row {} has unknown dtype '{}'", row, m.dtype);
+  if (m.shape.size() > static_cast<size_t>(kMaxRank))
+    return fmt::format("index row {} has {} dimensions", row, m.shape.size());
+  int64_t numel = 1;
+  for (int64_t d : m.shape) {
+    if (d < 0) return fmt::format("index row {} has a negative dimension", row);
+    if (d > 0 && numel > std::numeric_limits<int64_t>::max() / 16 / d)
+      return fmt::format("index row {} has a shape too large to exist", row);
+    numel *= d;
+  }
+  if (numel != m.numel) return fmt::format("index row {} has {} elements for shape of {}", row, m.numel, numel);
+  if (m.dataset.rfind("tensors/", 0) != 0) return fmt::format("index row {} names dataset '{}'", row, m.dataset);
+  return "";
+}
+
+// Whether a dataset's stored type is the one the dump format uses for `dtype` (little-endian).
+bool type_matches(hid_t type, DType dtype) {
+  const H5T_class_t cls = H5Tget_class(type);
+  const size_t size = H5Tget_size(type);
+  if (size != dtype_info(dtype).size) return false;
+  if (cls == H5T_ENUM) return dtype == DType::bool_;
+  if (cls != H5T_FLOAT && cls != H5T_INTEGER) return false;
+  if (H5Tget_order(type) != H5T_ORDER_LE && size > 1) return false;
+  if (dtype == DType::bool_) return false;
+  if (dtype_info(dtype).floating && dtype != DType::bfloat16) return cls == H5T_FLOAT;
+  if (cls != H5T_INTEGER) return false;
+  const bool is_signed = H5Tget_sign(type) == H5T_SGN_2;
+  return dtype == DType::bfloat16 || dtype == DType::uint8 ? !is_signed : is_signed;
 }
 
 }  // namespace
@@ -53,6 +104,10 @@ DumpReader::DumpReader(std::string path) : impl_(std::make_unique<Impl>()), path
   hdf5::quiet();
   if (!files::exists(path_))
     throw InputError(fmt::format("cannot read dump '{}': no such file; check the path", path_));
+  if (!files::is_regular(path_))
+    throw InputError(fmt::format("cannot read dump '{}': not a regular file (a folder, FIFO or device); pass a "
+                                 "dump written by 'reprocheck record'",
+                                 path_));
   if (H5Fis_hdf5(path_.c_str()) <= 0)
     throw InputError(
         fmt::format("cannot read dump '{}': not an HDF5 file; pass a dump written by 'reprocheck record'", path_));
@@ -65,54 +120,64 @@ DumpReader::DumpReader(std::string path) : impl_(std::make_unique<Impl>()), path
         fmt::format("cannot read dump '{}': an HDF5 file but not a reprocheck dump (no format attribute); "
                     "pass a dump written by 'reprocheck record'",
                     path_));
-  try {
-    version_ = std::stoi(attribute("format_version", "0"));
-  } catch (const std::exception&) {
-    version_ = -1;
-  }
+  const std::string version = attribute("format_version", "?");
+  version_ = version == std::to_string(kDumpFormatVersion) ? kDumpFormatVersion : -1;
   if (version_ != kDumpFormatVersion)
     throw InputError(
         fmt::format("cannot read dump '{}': format version {}, this reprocheck reads version {}; "
                     "record it again or use the reprocheck that wrote it",
-                    path_, attribute("format_version", "0"), kDumpFormatVersion));
+                    path_, version, kDumpFormatVersion));
 
+  auto damaged = [&](const std::string& why) {
+    return InputError(fmt::format("dump '{}' is damaged: {}; record it again", path_, why));
+  };
   Handle ds(H5Dopen2(impl_->file, "index", H5P_DEFAULT), H5Dclose);
   if (!ds.ok())
     throw InputError(fmt::format("cannot read dump '{}': it has no index (incomplete file?); record it again", path_));
+  Handle file_type(H5Dget_type(ds), H5Tclose);
   Handle space(H5Dget_space(ds), H5Sclose);
-  hssize_t n = H5Sget_simple_extent_npoints(space);
-  std::vector<hdf5::IndexRow> rows(static_cast<size_t>(std::max<hssize_t>(n, 0)));
+  if (!file_type.ok() || H5Tget_class(file_type) != H5T_COMPOUND || !space.ok() ||
+      H5Sget_simple_extent_ndims(space) != 1)
+    throw damaged("its index is not a table of tensors");
+  const hssize_t n = H5Sget_simple_extent_npoints(space);
+  if (n < 0 || n > kMaxRows) throw damaged(fmt::format("its index claims {} tensors", n));
+  std::vector<hdf5::IndexRow> rows(static_cast<size_t>(n));
   Handle type = hdf5::index_type();
   if (n > 0 && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows.data()) < 0)
-    throw InputError(fmt::format("cannot read the index of dump '{}': {}", path_, hdf5::last_error()));
+    throw damaged(fmt::format("cannot read its index: {}", hdf5::last_error()));
   index_.reserve(rows.size());
-  auto s = [](const char* p) { return p ? std::string(p) : std::string(); };
+  auto text = [](const char* p) { return p ? sanitize_text(p) : std::string(); };
   std::string bad;
   for (const auto& r : rows) {
     TensorMeta m;
     m.order = r.order;
     m.step = r.step;
-    auto phase = parse_phase(s(r.phase));
-    auto kind = parse_kind(s(r.kind));
+    auto phase = parse_phase(text(r.phase));
+    auto kind = parse_kind(text(r.kind));
     if (!phase || !kind) {
       bad = fmt::format("index row {} has unknown {} '{}'", index_.size(), phase ? "kind" : "phase",
-                        phase ? s(r.kind) : s(r.phase));
+                        phase ? text(r.kind) : text(r.phase));
       break;
     }
     m.phase = *phase;
     m.kind = *kind;
-    m.layer = s(r.layer);
-    m.layer_type = s(r.layer_type);
-    m.name = s(r.name);
+    m.layer = text(r.layer);
+    m.layer_type = text(r.layer_type);
+    m.name = text(r.name);
     m.call = r.call;
-    m.dtype = s(r.dtype);
+    m.dtype = text(r.dtype);
     const auto* dims = static_cast<const int64_t*>(r.shape.p);
+    if (r.shape.len > static_cast<size_t>(kMaxRank) || (r.shape.len > 0 && !dims)) {
+      bad = fmt::format("index row {} has a broken shape", index_.size());
+      break;
+    }
     if (dims) m.shape.assign(dims, dims + r.shape.len);
     m.numel = r.numel;
     m.hash = r.hash;
     m.input_hash = r.input_hash;
     m.has_input_hash = r.has_input_hash != 0;
-    m.dataset = s(r.dataset);
+    m.dataset = text(r.dataset);
+    if (bad = check_row(m, index_.size()); !bad.empty()) break;
     index_.push_back(std::move(m));
   }
   if (n > 0) {
@@ -122,7 +187,7 @@ DumpReader::DumpReader(std::string path) : impl_(std::make_unique<Impl>()), path
     H5Dvlen_reclaim(type, space, H5P_DEFAULT, rows.data());
 #endif
   }
-  if (!bad.empty()) throw InputError(fmt::format("dump '{}' is damaged: {}; record it again", path_, bad));
+  if (!bad.empty()) throw damaged(bad);
 }
 
 std::string DumpReader::attribute(const std::string& name, const std::string& fallback) const {
@@ -131,18 +196,40 @@ std::string DumpReader::attribute(const std::string& name, const std::string& fa
 }
 
 void DumpReader::read_into(const TensorMeta& meta, void* out, size_t nbytes) const {
-  size_t expected = static_cast<size_t>(meta.numel) * dtype_size(meta.dtype);
+  hdf5::quiet();
+  const DType dtype = dtype_from_name(meta.dtype);
+  const size_t expected = static_cast<size_t>(meta.numel) * dtype_info(dtype).size;
   if (nbytes != expected)
     throw InputError(
         fmt::format("dump '{}': tensor '{}' has {} bytes, {} asked for", path_, meta.dataset, expected, nbytes));
-  if (nbytes == 0) return;
+  auto damaged = [&](const std::string& why) {
+    return InputError(fmt::format("dump '{}' is damaged: tensor '{}' ({}) {}; record it again", path_,
+                                  meta.tensor_name(), meta.dataset, why));
+  };
+  if (H5Lexists(impl_->file, meta.dataset.c_str(), H5P_DEFAULT) <= 0) throw damaged("is missing");
   Handle ds(H5Dopen2(impl_->file, meta.dataset.c_str(), H5P_DEFAULT), H5Dclose);
-  if (!ds.ok())
-    throw InputError(fmt::format("dump '{}' is damaged: tensor '{}' is missing; record it again", path_, meta.dataset));
+  if (!ds.ok()) throw damaged("cannot be opened");
   Handle type(H5Dget_type(ds), H5Tclose);
-  if (H5Tget_size(type) != dtype_size(meta.dtype) || H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
-    throw InputError(
-        fmt::format("dump '{}' is damaged: cannot read tensor '{}': {}", path_, meta.dataset, hdf5::last_error()));
+  if (!type.ok() || !type_matches(type, dtype)) throw damaged(fmt::format("is not stored as {}", meta.dtype));
+  Handle space(H5Dget_space(ds), H5Sclose);
+  const int rank = space.ok() ? H5Sget_simple_extent_ndims(space) : -1;
+  std::vector<hsize_t> dims(static_cast<size_t>(std::max(rank, 0)));
+  if (rank < 0 || rank > kMaxRank || (rank > 0 && H5Sget_simple_extent_dims(space, dims.data(), nullptr) < 0))
+    throw damaged("has a broken shape");
+  if (!std::equal(dims.begin(), dims.end(), meta.shape.begin(), meta.shape.end(),
+                  [](hsize_t a, int64_t b) { return a == static_cast<hsize_t>(b); }))
+    throw damaged("has another shape than its index row");
+  if (nbytes > 0 && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+    throw damaged(fmt::format("cannot be read: {}", hdf5::last_error()));
+  if (hash_bytes(out, nbytes) != meta.hash) throw damaged("does not match its stored hash");
+}
+
+void DumpReader::verify() const {
+  std::vector<std::byte> buffer;
+  for (const auto& meta : index_) {
+    buffer.resize(static_cast<size_t>(meta.numel) * dtype_size(meta.dtype));
+    read_into(meta, buffer.data(), buffer.size());
+  }
 }
 
 std::vector<std::byte> DumpReader::read(const TensorMeta& meta) const {

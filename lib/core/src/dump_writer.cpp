@@ -54,7 +54,7 @@ std::string checked_destination(const std::string& path, bool overwrite) {
 }  // namespace
 
 DumpWriter::DumpWriter(std::string path, bool overwrite)
-    : impl_(std::make_unique<Impl>()), file_(checked_destination(path, overwrite), "dump") {
+    : impl_(std::make_unique<Impl>()), file_(checked_destination(path, overwrite), "dump", !overwrite) {
   hdf5::quiet();
   Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);

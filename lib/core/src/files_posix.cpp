@@ -1,4 +1,7 @@
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
 #include <fmt/format.h>
 #include <ftw.h>
 #include <sys/stat.h>
@@ -23,6 +26,11 @@ bool exists(const std::string& path) {
 bool is_directory(const std::string& path) {
   struct stat st {};
   return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool is_regular(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
 std::string parent_dir(const std::string& path) {
@@ -67,25 +75,97 @@ size_t count_entries(const std::string& dir) {
   return n;
 }
 
-PendingFile::PendingFile(std::string path, std::string what)
-    : path_(std::move(path)), what_(std::move(what)) {
-  if (is_directory(path_))
-    throw InputError(fmt::format("cannot write {} '{}': it is a directory; name a file", what_, path_));
-  std::string dir = parent_dir(path_);
+namespace {
+
+// Takes the lock file for a destination; false when a live process holds it.
+bool take_lock(const std::string& lock) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    int fd = open(lock.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      std::string pid = std::to_string(getpid());
+      bool ok = write(fd, pid.data(), pid.size()) == static_cast<ssize_t>(pid.size());
+      close(fd);
+      return ok;
+    }
+    if (errno != EEXIST) return false;
+    // Held: by a live process, or left by one that died.
+    std::ifstream in(lock);
+    long holder = 0;
+    in >> holder;
+    if (holder > 0 && (kill(static_cast<pid_t>(holder), 0) == 0 || errno != ESRCH)) return false;
+    unlink(lock.c_str());
+  }
+  return false;
+}
+
+}  // namespace
+
+DestinationLock::DestinationLock(const std::string& destination, const std::string& what) {
+  std::string lock = fmt::format("{}/.{}.lock", parent_dir(destination), base_name(destination));
+  if (!take_lock(lock))
+    throw InputError(fmt::format("cannot write {} '{}': another process is writing it (lock file '{}'); wait for "
+                                 "it, or choose another name",
+                                 what, destination, lock));
+  lock_ = lock;
+}
+
+DestinationLock::~DestinationLock() {
+  if (!lock_.empty()) unlink(lock_.c_str());
+}
+
+void check_writable(const std::string& path, const std::string& what) {
+  if (is_directory(path))
+    throw InputError(fmt::format("cannot write {} '{}': it is a directory; name a file", what, path));
+  std::string dir = parent_dir(path);
   if (!is_directory(dir))
+    throw InputError(fmt::format("cannot write {} '{}': folder '{}' does not exist; create it first", what, path, dir));
+  if (access(dir.c_str(), W_OK) != 0)
     throw InputError(
-        fmt::format("cannot write {} '{}': folder '{}' does not exist; create it first", what_, path_, dir));
+        fmt::format("cannot write {} '{}': folder '{}' is not writable ({})", what, path, dir, std::strerror(errno)));
+}
+
+PendingFile::PendingFile(std::string path, std::string what, bool exclusive)
+    : path_(std::move(path)), what_(std::move(what)), exclusive_(exclusive) {
+  check_writable(path_, what_);
+  std::string dir = parent_dir(path_);
   temp_ = fmt::format("{}/.{}.tmp-{}", dir, base_name(path_), getpid());
+  if (exclusive_) {
+    lock_ = fmt::format("{}/.{}.lock", dir, base_name(path_));
+    if (!take_lock(lock_)) {
+      lock_.clear();
+      throw InputError(fmt::format("cannot write {} '{}': another process is writing it (lock file '{}/.{}.lock'); "
+                                   "wait for it, or choose another name",
+                                   what_, path_, dir, base_name(path_)));
+    }
+  }
 }
 
 PendingFile::~PendingFile() {
   if (!committed_) std::remove(temp_.c_str());
+  if (!lock_.empty()) unlink(lock_.c_str());
 }
 
 void PendingFile::commit() {
-  if (std::rename(temp_.c_str(), path_.c_str()) != 0)
+  if (exclusive_) {
+    // Never replace a file that appeared meanwhile.
+    if (renameat2(AT_FDCWD, temp_.c_str(), AT_FDCWD, path_.c_str(), RENAME_NOREPLACE) != 0) {
+      if (errno == EEXIST)
+        throw InputError(fmt::format("cannot write {} '{}': it appeared while this run wrote it; the other file was "
+                                     "kept, choose another name",
+                                     what_, path_));
+      if (errno != EINVAL && errno != ENOSYS)
+        throw RunError(fmt::format("cannot move the finished {} to '{}': {}", what_, path_, std::strerror(errno)));
+      // A file system without RENAME_NOREPLACE: link, which fails when the name exists.
+      if (link(temp_.c_str(), path_.c_str()) != 0)
+        throw InputError(fmt::format("cannot write {} '{}': {}", what_, path_, std::strerror(errno)));
+      unlink(temp_.c_str());
+    }
+  } else if (std::rename(temp_.c_str(), path_.c_str()) != 0) {
     throw RunError(fmt::format("cannot move the finished {} to '{}': {}", what_, path_, std::strerror(errno)));
+  }
   committed_ = true;
+  if (!lock_.empty()) unlink(lock_.c_str());
+  lock_.clear();
 }
 
 void write_file_atomically(const std::string& path, const std::string& text, const std::string& what) {

@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 
 namespace reprocheck {
@@ -81,6 +82,10 @@ std::string knobs(const PairComparison& p) {
 
 std::string steps_of(const Comparison& c) {
   return c.ref_attributes.count("steps") ? c.ref_attributes.at("steps") : "?";
+}
+
+std::string cosine_text(double cosine) {
+  return std::isnan(cosine) ? "n/a (no finite pair)" : fmt::format("{:.9f}", cosine);
 }
 
 std::string data_sentence(const TensorDiff& d) {

@@ -15,6 +15,8 @@ std::string provenance_tag(const TensorDiff& d);
 std::string group_digits(int64_t n);
 std::string bits_hex(uint64_t bits, const std::string& dtype);
 std::string value(double v);
+// "0.999999881", or "n/a (no finite pair)" when the cosine is undefined.
+std::string cosine_text(double cosine);
 
 struct CascadeRow {
   int step;

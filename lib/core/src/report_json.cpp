@@ -1,5 +1,6 @@
 #include <fmt/format.h>
 
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "report_common.h"
@@ -26,7 +27,7 @@ nlohmann::json stats_json(const TensorDiff& d) {
           {"mean_abs", s.mean_abs},
           {"rms", s.rms},
           {"max_ulp", s.max_ulp},
-          {"cosine", s.cosine},
+          {"cosine", std::isnan(s.cosine) ? nlohmann::json(nullptr) : nlohmann::json(s.cosine)},
           {"nan_mismatch", s.nan_mismatch},
           {"inf_mismatch", s.inf_mismatch},
           {"signed_zeros", s.signed_zeros},
@@ -125,7 +126,7 @@ std::string render_json(const Report& r) {
                      {"test_it", x.test_it}});
   j["hints"] = hints;
   if (r.isolation) j["isolation"] = isolation_json(*r.isolation);
-  return j.dump(2) + "\n";
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace reprocheck

@@ -1,10 +1,34 @@
 #include <fmt/format.h>
 
+#include <string_view>
+
 #include "report_common.h"
 
 namespace reprocheck {
 
 using namespace report_detail;
+
+namespace {
+
+// Text from dumps in Markdown: every character Markdown or HTML would act on is escaped, so a
+// name renders as itself (no headings, links, emphasis or raw HTML).
+std::string md(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (std::string_view("\\`*_{}[]()<>#+-.!|~&\"'").find(c) != std::string_view::npos) out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// A code span: backticks inside it would end it, so they become quotes.
+std::string code(std::string s) {
+  for (char& c : s)
+    if (c == '`') c = '\'';
+  return "`" + s + "`";
+}
+
+}  // namespace
 
 std::string render_markdown(const Report& r, const ReportOptions& o) {
   const Comparison& c = r.comparison;
@@ -12,22 +36,22 @@ std::string render_markdown(const Report& r, const ReportOptions& o) {
   std::string out;
   const PairComparison* h = c.headline();
   out += fmt::format("### reprocheck: {}\n\n", h ? "**divergent**" : "**reproducible**");
-  out += fmt::format("Model `{}` · {} runs of {} step(s) · {} tensors per run · tolerance {}\n\n", model_name(c),
+  out += fmt::format("Model {} · {} runs of {} step(s) · {} tensors per run · tolerance {}\n\n", code(model_name(c)),
                      c.runs.size(), steps_of(c), group_digits(c.tensors), c.tolerance.describe());
   for (const auto& p : c.pairs)
-    if (!p.knob_diffs.empty()) out += fmt::format("Run {} differs from run 0 in: {}\n\n", p.other_run, knobs(p));
-  for (const auto& n : c.notes) out += fmt::format("Note: {}\n\n", n);
+    if (!p.knob_diffs.empty()) out += fmt::format("Run {} differs from run 0 in: {}\n\n", p.other_run, md(knobs(p)));
+  for (const auto& n : c.notes) out += fmt::format("Note: {}\n\n", md(n));
   if (!h) {
     out += "Every tensor matches across all runs.\n";
     return out;
   }
   const auto& d = h->diffs[*h->first];
-  out += fmt::format("**First divergence:** {} ({})\n\n", describe(d.ref), provenance_tag(d));
+  out += fmt::format("**First divergence:** {} ({})\n\n", md(describe(d.ref)), provenance_tag(d));
   for (const auto& x : r.hints)
-    out += fmt::format("**Likely cause:** {}. {}.{} Test it with `{}`.\n\n", x.title, x.evidence,
-                       x.fix_python == "-" ? "" : fmt::format(" Fix: `{}`.", x.fix_python), x.test_it);
+    out += fmt::format("**Likely cause:** {}. {}.{} Test it with {}.\n\n", md(x.title), md(x.evidence),
+                       x.fix_python == "-" ? "" : fmt::format(" Fix: {}.", code(x.fix_python)), code(x.test_it));
   if (std::string sentence = data_sentence(d); !sentence.empty()) {
-    out += sentence + "\n\n";
+    out += md(sentence) + "\n\n";
   } else if (d.status == Status::values_differ) {
     const auto& s = d.stats;
     out += "| statistic | value |\n|---|---|\n";
@@ -36,17 +60,17 @@ std::string render_markdown(const Report& r, const ReportOptions& o) {
                        unravel_index(s.max_abs_index, d.ref.shape), value(s.a_at_max), value(s.b_at_max));
     out +=
         fmt::format("| max rel diff | {:.4g} |\n| mean abs / rms | {:.4g} / {:.4g} |\n", s.max_rel, s.mean_abs, s.rms);
-    out += fmt::format("| max ulp | {} |\n| cosine | {:.9f} |\n", s.max_ulp, s.cosine);
+    out += fmt::format("| max ulp | {} |\n| cosine | {} |\n", s.max_ulp, cosine_text(s.cosine));
     out += fmt::format("| first mismatch | {} |\n\n", unravel_index(s.first_index, d.ref.shape));
   } else {
-    out += fmt::format("`{}`: {}\n\n", to_string(d.status), d.detail);
+    out += fmt::format("`{}`: {}\n\n", to_string(d.status), md(d.detail));
   }
   if (iso) {
     out += fmt::format("**Independent sources in step {}:**\n\n", iso->step);
     for (size_t i = 0; i < iso->sources.size(); ++i)
-      out += fmt::format("{}. {} ({})\n", i + 1, describe(iso->sources[i].ref), provenance_tag(iso->sources[i]));
+      out += fmt::format("{}. {} ({})\n", i + 1, md(describe(iso->sources[i].ref)), provenance_tag(iso->sources[i]));
     out += iso->agreed ? fmt::format("\nWith these replayed, the runs agree through step {}.\n\n", iso->step)
-                       : fmt::format("\nStopped: {}.\n\n", iso->note);
+                       : fmt::format("\nStopped: {}.\n\n", md(iso->note));
   }
   auto rows = cascade(*h);
   if (!rows.empty()) {

@@ -62,7 +62,7 @@ std::string render_text(const Report& r, const ReportOptions& o) {
                          unravel_index(s.max_abs_index, d.ref.shape), value(s.a_at_max),
                          bits_hex(s.a_bits, d.ref.dtype), value(s.b_at_max), bits_hex(s.b_bits, d.ref.dtype));
     out += fmt::format("  max rel diff     {:<12.4g} mean abs {:<12.4g} rms {:.4g}\n", s.max_rel, s.mean_abs, s.rms);
-    out += fmt::format("  max ulp          {:<12} cosine   {:.9f}\n", s.max_ulp, s.cosine);
+    out += fmt::format("  max ulp          {:<12} cosine   {}\n", s.max_ulp, cosine_text(s.cosine));
     if (s.nan_mismatch || s.inf_mismatch || s.signed_zeros)
       out += fmt::format("  nan mismatches   {:<12} inf mismatches {:<6} signed zeros {}\n", s.nan_mismatch,
                          s.inf_mismatch, s.signed_zeros);

@@ -3,10 +3,14 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cmath>
 #include <nlohmann/json.hpp>
 #include <regex>
 
+#include "reprocheck/dtype.h"
 #include "reprocheck/error.h"
 
 namespace reprocheck {
@@ -84,6 +88,19 @@ int parse_count(const std::string& knob, const std::string& v) {
 
 }  // namespace
 
+void check_input_size(const std::vector<int64_t>& shape, const std::string& dtype, const std::string& where) {
+  if (shape.empty()) return;
+  long double bytes = static_cast<long double>(parse_dtype(dtype) ? dtype_info(*parse_dtype(dtype)).size : 4);
+  for (auto d : shape) bytes *= static_cast<long double>(std::max<int64_t>(d, 0));
+  const long double pages = static_cast<long double>(sysconf(_SC_PHYS_PAGES));
+  const long double memory = pages * static_cast<long double>(sysconf(_SC_PAGE_SIZE));
+  if (memory > 0 && bytes > memory / 2)
+    throw UsageError(fmt::format("{} [{}] needs {:.1f} GB for one input batch alone, and this machine has {:.1f} GB of "
+                                 "memory; use a smaller batch or shape",
+                                 where, fmt::join(shape, ", "), static_cast<double>(bytes / 1e9),
+                                 static_cast<double>(memory / 1e9)));
+}
+
 void validate(const RunOptions& o) {
   auto one_of = [](const std::string& flag, const std::string& v, std::initializer_list<const char*> ok) {
     for (const char* s : ok)
@@ -97,7 +114,11 @@ void validate(const RunOptions& o) {
   seed_ok("--seed", o.seed);
   seed_ok("--data-seed", o.data_seed);
   if (o.steps < 1 || o.steps > kMaxSteps)
-    throw UsageError(fmt::format("bad value {} for --steps: expected 1 or more", o.steps));
+    throw UsageError(fmt::format("bad value {} for --steps: expected 1 to {}", o.steps, kMaxSteps));
+  if (!std::isfinite(o.lr) || o.lr <= 0)
+    throw UsageError(fmt::format("bad value {} for --lr: expected a learning rate above 0", o.lr));
+  if (!std::isfinite(o.momentum) || o.momentum < 0)
+    throw UsageError(fmt::format("bad value {} for --momentum: expected 0 or more", o.momentum));
   if (o.threads < 0) throw UsageError(fmt::format("bad value {} for --threads: expected 1 or more", o.threads));
   one_of("--deterministic", o.deterministic, {"off", "on", "warn"});
   one_of("--mode", o.mode, {"train", "eval"});
@@ -107,8 +128,11 @@ void validate(const RunOptions& o) {
   if (o.device != "auto" && o.device != "cpu" && !std::regex_match(o.device, std::regex("cuda(:[0-9]+)?")))
     throw UsageError(fmt::format("bad value '{}' for --device: expected cpu, cuda, cuda:N or auto", o.device));
   for (auto d : o.input_shape)
-    if (d < 0)
-      throw UsageError(fmt::format("bad --input-shape {}: dimensions must be >= 0", fmt::join(o.input_shape, ",")));
+    if (d < 1)
+      throw UsageError(fmt::format("bad --input-shape {}: every dimension must be 1 or more (an empty batch "
+                                   "trains nothing)",
+                                   fmt::join(o.input_shape, ",")));
+  check_input_size(o.input_shape, o.dtype.empty() ? "float32" : o.dtype, "--input-shape");
   if (o.layers.empty())
     throw UsageError("empty --layers: pass default, all, none, a comma list of kinds, or path:REGEX");
   for (const auto& kv : o.env)
@@ -130,9 +154,33 @@ std::string to_json(const RunOptions& o) {
   return j.dump();
 }
 
+bool json_depth_within(const std::string& text, int limit) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return false;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return true;
+}
+
 RunOptions from_json(const std::string& text) {
   RunOptions o;
   nlohmann::json j;
+  if (!json_depth_within(text, kMaxJsonDepth))
+    throw InputError(fmt::format("run options are nested deeper than {} levels", kMaxJsonDepth));
   try {
     j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -16,6 +17,7 @@
 #include "reprocheck/files.h"
 #include "reprocheck/interrupt.h"
 #include "reprocheck/subprocess.h"
+#include "reprocheck/tensor_meta.h"
 
 namespace reprocheck {
 
@@ -39,6 +41,7 @@ std::vector<std::string> distinct_messages(const std::string& stderr_path, size_
   std::vector<std::string> out;
   std::istringstream lines(tail_lines(stderr_path, 200));
   for (std::string line; std::getline(lines, line) && out.size() < most;) {
+    line = sanitize_text(line);
     // LibTorch prefixes its warnings with "[W<date> <time> <file>:<line>] ": drop it.
     if (line.rfind("[W", 0) == 0 && line.find("] ") != std::string::npos) line = line.substr(line.find("] ") + 2);
     if (!line.empty() && std::find(out.begin(), out.end(), line) == out.end()) out.push_back(line);
@@ -55,10 +58,14 @@ Runner::Runner(RunnerOptions o, std::shared_ptr<const WorkerLauncher> launcher)
   if (o_.jobs < 1) throw UsageError(fmt::format("--jobs {}: expected 1 or more", o_.jobs));
   if (o_.timeout_s < 0) throw UsageError("--timeout must be positive (seconds)");
   if (!o_.keep_dir.empty()) {
+    // Checked before any run starts; the folder itself is made only when there are dumps to keep.
+    while (o_.keep_dir.size() > 1 && o_.keep_dir.back() == '/') o_.keep_dir.pop_back();
     if (files::exists(o_.keep_dir) && !files::is_directory(o_.keep_dir))
       throw InputError(fmt::format("--keep '{}' is a file; name a folder for the dumps", o_.keep_dir));
-    if (!files::exists(o_.keep_dir) && mkdir(o_.keep_dir.c_str(), 0755) != 0)
-      throw InputError(fmt::format("--keep '{}': cannot create the folder: {}", o_.keep_dir, std::strerror(errno)));
+    const std::string writable = files::is_directory(o_.keep_dir) ? o_.keep_dir : files::parent_dir(o_.keep_dir);
+    if (!files::is_directory(writable) || access(writable.c_str(), W_OK) != 0)
+      throw InputError(fmt::format("--keep '{}': folder '{}' does not exist or is not writable", o_.keep_dir, writable));
+    keep_lock_ = std::make_unique<files::DestinationLock>(o_.keep_dir, "--keep folder");
     for (int i = 0; i < o_.runs; ++i)
       if (files::exists(o_.keep_dir + "/" + dump_name(i)) && !o_.overwrite)
         throw InputError(
@@ -138,10 +145,13 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
   auto fail = [&](const Slot& slot, const ExitStatus& status) {
     if (!status.timed_out && status.exited && status.code == to_int(ExitCode::interrupted) && interrupt_requested())
       throw Interrupted();
-    std::string tail = tail_lines(slot.stderr_path, 12);
+    // The run's own output, with control characters escaped (it reaches the user's terminal).
+    std::string tail;
+    std::istringstream lines(tail_lines(slot.stderr_path, 12));
+    for (std::string line; std::getline(lines, line);) tail += sanitize_text(line) + "\n";
     if (status.exited && status.code == to_int(ExitCode::usage)) {
       // The worker rejected the input: relay its own one-line error.
-      std::string line = first_line(read_text(slot.error_path));
+      std::string line = sanitize_text(first_line(read_text(slot.error_path)));
       if (line.empty()) line = fmt::format("run {} rejected its input; its last output:\n{}", slot.index + 1, tail);
       throw InputError(line);
     }
@@ -189,6 +199,8 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
 }
 
 std::vector<std::string> Runner::keep() {
+  if (!files::is_directory(o_.keep_dir) && mkdir(o_.keep_dir.c_str(), 0755) != 0)
+    throw InputError(fmt::format("--keep '{}': cannot create the folder: {}", o_.keep_dir, std::strerror(errno)));
   std::vector<std::string> kept;
   for (size_t i = 0; i < dumps_.size(); ++i) {
     std::string dest = o_.keep_dir + "/" + dump_name(static_cast<int>(i));

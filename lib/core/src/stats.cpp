@@ -236,7 +236,9 @@ DiffStats stats_for(const void* pa, const void* pb, int64_t n, double atol, doub
     s.mean_abs = total.sum_abs / static_cast<double>(total.finite);
     s.rms = std::sqrt(total.sum_sq / static_cast<double>(total.finite));
   }
-  if (total.na == 0 && total.nb == 0)
+  if (total.finite == 0)
+    s.cosine = std::numeric_limits<double>::quiet_NaN();  // no finite pair: undefined, reported as such
+  else if (total.na == 0 && total.nb == 0)
     s.cosine = 1;
   else if (total.na == 0 || total.nb == 0)
     s.cosine = 0;

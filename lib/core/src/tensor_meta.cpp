@@ -65,6 +65,42 @@ std::string short_type_name(const std::string& type) {
   return dot == std::string::npos ? type : type.substr(dot + 1);
 }
 
+std::string sanitize_text(const std::string& raw) {
+  std::string out;
+  out.reserve(raw.size());
+  const auto* s = reinterpret_cast<const unsigned char*>(raw.data());
+  const size_t n = raw.size();
+  auto escape = [&](unsigned char c) { out += fmt::format("\\x{:02x}", c); };
+  for (size_t i = 0; i < n;) {
+    unsigned char c = s[i];
+    if (c < 0x20 || c == 0x7f) {
+      escape(c);
+      ++i;
+      continue;
+    }
+    if (c < 0x80) {
+      out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    // A UTF-8 sequence: its length from the lead byte, continuation bytes 10xxxxxx, no overlong
+    // forms, no surrogates, nothing above U+10FFFF.
+    size_t len = c >= 0xf0 && c <= 0xf4 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 && c <= 0xdf ? 2 : 0;
+    bool ok = len > 0 && i + len <= n;
+    for (size_t k = 1; ok && k < len; ++k) ok = (s[i + k] & 0xc0) == 0x80;
+    if (ok && len == 3) ok = !(c == 0xe0 && s[i + 1] < 0xa0) && !(c == 0xed && s[i + 1] >= 0xa0);
+    if (ok && len == 4) ok = !(c == 0xf0 && s[i + 1] < 0x90) && !(c == 0xf4 && s[i + 1] >= 0x90);
+    if (!ok) {
+      escape(c);
+      ++i;
+      continue;
+    }
+    out.append(raw, i, len);
+    i += len;
+  }
+  return out;
+}
+
 uint64_t hash_bytes(const void* data, size_t nbytes) { return XXH3_64bits(data, nbytes); }
 
 uint64_t combine_hash(uint64_t seed, uint64_t hash) { return XXH3_64bits_withSeed(&hash, sizeof hash, seed); }

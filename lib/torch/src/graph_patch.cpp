@@ -43,14 +43,39 @@ std::vector<Value*> tensors_of(Graph& g, Value* v) {
   return out;
 }
 
+// Ops whose output is uninitialized memory by contract: never recorded (they would differ from run
+// to run without anything being wrong).
+bool uninitialized_output(const Node* n) {
+  static const std::set<std::string> kNames = {"empty", "empty_like", "new_empty", "empty_strided",
+                                               "new_empty_strided", "empty_permuted"};
+  return n->kind().ns().toUnqualString() == std::string("aten") && kNames.count(n->kind().toUnqualString());
+}
+
+// Whether the op returns a view of an input without writing it (a no-op .to(), .contiguous(),
+// .view()): the same storage as a value already recorded, and hooks on it would fire in an order
+// that depends on autograd's bookkeeping.
+bool returns_alias(const Node* n) {
+  const c10::FunctionSchema* schema = n->maybeSchema();
+  if (!schema || schema->returns().empty()) return false;
+  const auto* alias = schema->returns()[0].alias_info();
+  return alias && !alias->isWrite();
+}
+
 // Ops with one tensor output: aten ops and custom ops (torch.ops.NS.op), not the interpreter's
-// prim nodes nor reprocheck's own taps.
-void collect_ops(torch::jit::Block* b, std::vector<Node*>& out) {
+// prim nodes nor reprocheck's own taps. With `taps`, not the ops whose outputs must not be recorded
+// either (counted in *uninitialized).
+void collect_ops(torch::jit::Block* b, std::vector<Node*>& out, bool taps = false, int* uninitialized = nullptr) {
   for (Node* n : b->nodes()) {
-    for (auto* sub : n->blocks()) collect_ops(sub, out);
+    for (auto* sub : n->blocks()) collect_ops(sub, out, taps, uninitialized);
     const std::string ns = n->kind().ns().toUnqualString();
     if (ns == "prim" || ns == "reprocheck" || ns == "attr" || ns == "scope" || ns == "namespaces") continue;
-    if (n->outputs().size() == 1 && is_tensor(n->output())) out.push_back(n);
+    if (n->outputs().size() != 1 || !is_tensor(n->output())) continue;
+    if (taps && uninitialized_output(n)) {
+      if (uninitialized) ++*uninitialized;
+      continue;
+    }
+    if (taps && returns_alias(n)) continue;
+    out.push_back(n);
   }
 }
 
@@ -81,13 +106,13 @@ void inline_local_calls(Graph& g) {
 }
 
 // Patches one module type's forward graph. Returns the op names tapped (for --ops), in order.
-std::vector<std::string> patch_graph(Graph& g, bool layer_taps, bool op_taps) {
+std::vector<std::string> patch_graph(Graph& g, bool layer_taps, bool op_taps, int* uninitialized) {
   Value* self = g.inputs()[0];
   std::vector<std::string> op_names;
   if (op_taps) {
     inline_local_calls(g);
     std::vector<Node*> ops;
-    collect_ops(g.block(), ops);
+    collect_ops(g.block(), ops, /*taps=*/true, uninitialized);
     for (size_t k = 0; k < ops.size(); ++k) {
       Node* n = ops[k];
       op_names.push_back(n->kind().toQualString());
@@ -122,7 +147,8 @@ std::string layer_types_of(const std::vector<ModuleInfo>& mods) {
 
 }  // namespace
 
-std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, const std::vector<ModuleInfo>& mods) {
+std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, const std::vector<ModuleInfo>& mods,
+                             int* uninitialized_ops) {
   std::vector<LayerRef> refs;
   for (const auto& m : mods) refs.push_back({m.path, m.type});
   std::vector<bool> sel = select_layers(o.layers, refs);
@@ -151,7 +177,9 @@ std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, co
     torch::jit::Function* fn = type->findMethod("forward");
     if (!fn) continue;
     type->addOrCheckAttribute(kIdAttr, c10::IntType::get());
-    auto names = patch_graph(*torch::jit::toGraphFunction(*fn).graph(), any_layer, o.ops);
+    int uninitialized = 0;
+    auto names = patch_graph(*torch::jit::toGraphFunction(*fn).graph(), any_layer, o.ops, &uninitialized);
+    if (uninitialized_ops) *uninitialized_ops += uninitialized;
     for (size_t i : idx) {
       instances[i]._ivalue()->setAttr(kIdAttr, c10::IValue(static_cast<int64_t>(i)));
       sites[i].op_names = names;

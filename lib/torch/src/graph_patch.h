@@ -30,8 +30,11 @@ struct Site {
 };
 
 // Instruments `module` for the selection in `o` (o.layers, o.ops); returns the sites indexed by
-// instance id. Throws InputError for a selection that selects nothing.
-std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, const std::vector<ModuleInfo>& mods);
+// instance id. Throws InputError for a selection that selects nothing. With --ops, the ops whose
+// outputs are uninitialized by contract (aten::empty and kin) are not tapped; their number (per
+// module type graph) is added to *uninitialized_ops.
+std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, const std::vector<ModuleInfo>& mods,
+                             int* uninitialized_ops = nullptr);
 
 // For LibTorch's "X does not have a deterministic implementation" errors: one line naming the op
 // and the layer that runs it. "" for other errors.

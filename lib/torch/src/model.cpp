@@ -85,6 +85,7 @@ std::string classify_non_torchscript(const std::string& path) {
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) return "no such file; check the path";
   if (S_ISDIR(st.st_mode)) return "is a directory, not a model file; pass the .pt file inside it";
+  if (!S_ISREG(st.st_mode)) return "is not a regular file (a FIFO, socket or device); pass the model's .pt file";
   std::ifstream in(path, std::ios::binary);
   if (!in) return "cannot be read (permission denied?); check its permissions";
   if (st.st_size == 0) return "is empty; export the model again";
@@ -120,7 +121,14 @@ ModelMeta parse_meta(const std::string& path, const std::string& text) {
   ModelMeta meta;
   try {
     auto j = nlohmann::json::parse(text);
-    if (j.contains("input_shape")) meta.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
+    if (j.contains("input_shape")) {
+      meta.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
+      for (auto d : *meta.input_shape)
+        if (d < 1)
+          throw InputError(fmt::format("bad reprocheck.json in model '{}': input_shape [{}] has a dimension below "
+                                       "1; fix the extra file or pass --input-shape",
+                                       path, fmt::join(*meta.input_shape, ", ")));
+    }
     if (j.contains("dtype")) meta.dtype = j.at("dtype").get<std::string>();
     if (j.contains("loss")) meta.loss = j.at("loss").get<std::string>();
   } catch (const nlohmann::json::exception& e) {
@@ -144,9 +152,14 @@ torch::jit::Module load_module(const std::string& path, const c10::Device& devic
   } catch (const c10::Error& e) {
     std::string msg = first_line(e.what_without_backtrace());
     std::string hint = msg.find("Unknown builtin op") != std::string::npos
-                           ? "load the library that defines it with --load-library LIB.so"
+                           ? "it needs a custom op: pass --load-library LIB.so with the library that defines it"
                            : "export the model again with the same PyTorch version as reprocheck's LibTorch";
     throw InputError(fmt::format("cannot load model '{}': {}; {}", path, msg, hint));
+  } catch (const std::exception& e) {
+    // TorchScript that does not parse, or an archive LibTorch cannot make sense of.
+    throw InputError(fmt::format("cannot load model '{}': {}; export the model again with the same PyTorch "
+                                 "version as reprocheck's LibTorch",
+                                 path, first_line(e.what())));
   }
   if (meta) {
     const auto& text = extra["reprocheck.json"];

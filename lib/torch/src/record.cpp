@@ -76,6 +76,9 @@ RunOptions resolve_recipe(const RunOptions& o, const ModelMeta& meta) {
                     o.model));
   if (r.dtype.empty()) r.dtype = meta.dtype.value_or("float32");
   if (r.loss.empty()) r.loss = meta.loss.value_or("mse");
+  // The model's reprocheck.json gets the checks a flag gets (throws UsageError).
+  validate(r);
+  if (o.input_shape.empty()) check_input_size(r.input_shape, r.dtype, "the model's reprocheck.json input_shape");
   return r;
 }
 
@@ -187,8 +190,9 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
   std::unique_ptr<DumpWriter> writer;
   if (!target.path.empty()) writer = std::make_unique<DumpWriter>(target.path, target.overwrite);
   std::unique_ptr<Capture> capture;
+  int uninitialized_ops = 0;
   if (target.capture) {
-    auto sites = detail::instrument(module, o, modules);
+    auto sites = detail::instrument(module, o, modules, &uninitialized_ops);
     if (writer) capture = std::make_unique<Capture>(writer.get(), std::move(sites), detail::load_replay(target));
   }
 
@@ -219,6 +223,7 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
   if (writer) {
     detail::RunFacts facts{o, device, result.seed, result.data_seed};
     detail::write_provenance(*writer, facts, module);
+    if (uninitialized_ops > 0) writer->set_attribute("uninitialized_ops_not_recorded", int64_t{uninitialized_ops});
   }
 
   auto data_gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(result.data_seed));

@@ -79,6 +79,9 @@ struct CompareOptions {
   // compared with torch's per-dtype presets instead of bitwise.
   bool tolerance_explicit = false;
   bool hash_shortcut = true;  // false: read and compare every tensor's data (benchmarks)
+  // Read every tensor of every dump once and check it against its stored hash, so that a damaged
+  // tensor is an error, not a match by its hash.
+  bool verify_data = true;
 };
 
 // Compares runs[1..] against runs[0]. Throws InputError for unreadable dumps, dumps of another

@@ -66,7 +66,11 @@ class DumpReader {
   const std::vector<TensorMeta>& index() const { return index_; }
   // Raw bytes of one tensor, in the dtype's in-memory layout (bfloat16 and bool as their bits).
   std::vector<std::byte> read(const TensorMeta& meta) const;
+  // Checks the dataset against the index row and the data against its stored hash; throws
+  // InputError naming the tensor when the dump is damaged.
   void read_into(const TensorMeta& meta, void* out, size_t nbytes) const;
+  // Reads every tensor once, checking each against the index and its stored hash (read_into).
+  void verify() const;
 
  private:
   struct Impl;

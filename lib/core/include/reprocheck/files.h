@@ -9,6 +9,7 @@ namespace reprocheck::files {
 
 bool exists(const std::string& path);
 bool is_directory(const std::string& path);
+bool is_regular(const std::string& path);  // a regular file (following links): not a FIFO or device
 std::string parent_dir(const std::string& path);  // "." for a bare file name
 std::string base_name(const std::string& path);
 // Removes a file or a whole folder tree; missing paths are fine. Returns false on failure.
@@ -25,8 +26,11 @@ size_t count_entries(const std::string& dir);
 // "dump").
 class PendingFile {
  public:
-  // Throws InputError when the destination is a folder or its folder does not exist.
-  PendingFile(std::string path, std::string what);
+  // Throws InputError when the destination is a folder or its folder does not exist. `exclusive`:
+  // the destination must not exist, now or at commit, and another process writing it at the same
+  // time is refused (a lock file "<dir>/.<name>.lock" holds the writer's pid; a stale one is taken
+  // over).
+  PendingFile(std::string path, std::string what, bool exclusive = false);
   ~PendingFile();
   PendingFile(const PendingFile&) = delete;
   PendingFile& operator=(const PendingFile&) = delete;
@@ -37,9 +41,28 @@ class PendingFile {
   void commit();
 
  private:
-  std::string path_, temp_, what_;
+  std::string path_, temp_, what_, lock_;
   bool committed_ = false;
+  bool exclusive_ = false;
 };
+
+// An exclusive claim on a destination (a file or folder): the lock file "<dir>/.<name>.lock" holds
+// this process's pid; a stale one (its process is gone) is taken over. Throws InputError when
+// another live process holds it.
+class DestinationLock {
+ public:
+  DestinationLock(const std::string& destination, const std::string& what);
+  ~DestinationLock();
+  DestinationLock(const DestinationLock&) = delete;
+  DestinationLock& operator=(const DestinationLock&) = delete;
+
+ private:
+  std::string lock_;
+};
+
+// Checks, before any work starts, that `path` can be written: its folder exists and is writable
+// and it is not a folder itself. Throws InputError naming `what`.
+void check_writable(const std::string& path, const std::string& what);
 
 // Writes `text` to `path` through a PendingFile. Throws InputError (unwritable folder).
 void write_file_atomically(const std::string& path, const std::string& text, const std::string& what);

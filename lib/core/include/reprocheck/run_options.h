@@ -41,11 +41,20 @@ inline constexpr int kMaxSteps = 100000;
 // Checks values that do not need the model (throws UsageError).
 void validate(const RunOptions& o);
 
+// Refuses an input shape whose one batch would need more than half the machine's memory, saying how
+// many GB it needs (`where` names its source: "--input-shape", "reprocheck.json"). Throws UsageError.
+void check_input_size(const std::vector<int64_t>& shape, const std::string& dtype, const std::string& where);
+
 // The command-line arguments of `reprocheck record` that reproduce `o` (model first).
 std::vector<std::string> to_args(const RunOptions& o);
 
 // JSON object with one key per option (the dump's `run_options` attribute).
 std::string to_json(const RunOptions& o);
+// Whether JSON text nests arrays and objects at most `limit` deep (checked before parsing text from
+// files: the parser and the values it builds recurse).
+bool json_depth_within(const std::string& text, int limit);
+inline constexpr int kMaxJsonDepth = 64;
+
 // Reads what to_json wrote; keys it does not know are ignored, missing keys keep their defaults.
 // Throws InputError for text that is not a JSON object or a value of the wrong type.
 RunOptions from_json(const std::string& json);

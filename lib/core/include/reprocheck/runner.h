@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "reprocheck/files.h"
 #include "reprocheck/run_options.h"
 #include "reprocheck/worker.h"
 
@@ -65,6 +66,7 @@ class Runner {
   std::string temp_dir_;
   int replays_ = 0;
   std::vector<std::string> dumps_;
+  std::unique_ptr<files::DestinationLock> keep_lock_;
 };
 
 }  // namespace reprocheck

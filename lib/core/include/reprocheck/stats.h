@@ -37,7 +37,8 @@ struct DiffStats {
   double max_rel = 0;               // |a-b| / max(|a|, |b|): 1 where the reference is 0 and the other is not
   double mean_abs = 0, rms = 0;     // of a - b over finite pairs
   uint64_t max_ulp = 0;             // units in the last place (floats), |a - b| (integers)
-  double cosine = 1;                // of a and b over finite pairs; 1 when both are zero
+  double cosine = 1;                // of a and b over finite pairs; 1 when both are zero; NaN when
+                                    // no pair is finite (all NaN or Inf)
   int64_t nan_mismatch = 0;         // positions where exactly one is NaN
   int64_t inf_mismatch = 0;         // positions where the infinities differ
   int64_t signed_zeros = 0;         // positions holding +0 in one and -0 in the other

@@ -87,6 +87,10 @@ std::vector<int64_t> unravel(int64_t flat, const std::vector<int64_t>& shape);
 // "torch.nn.modules.conv.Conv2d" -> "Conv2d".
 std::string short_type_name(const std::string& type);
 
+// Text read from a file, safe to print anywhere: control characters and bytes that are not valid
+// UTF-8 become "\xNN" (names in dumps are data, never terminal escapes or broken JSON).
+std::string sanitize_text(const std::string& raw);
+
 uint64_t hash_bytes(const void* data, size_t nbytes);  // XXH3-64
 // Folds `hash` into `seed`: a layer's input hash is the fold of its inputs' hashes, in order.
 uint64_t combine_hash(uint64_t seed, uint64_t hash);
