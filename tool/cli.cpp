@@ -134,10 +134,12 @@ void CompareFlags::check_destinations() const {
 int CompareFlags::report(const Report& r) const {
   ReportOptions ro;
   ro.color = isatty(STDOUT_FILENO) && !std::getenv("NO_COLOR");
+  // The verdict reaches the terminal first, even when a report file then cannot be written.
+  fmt::print("{}", render_text(r, ro));
+  std::fflush(stdout);
   if (!json.empty()) files::write_file_atomically(json, render_json(r), "report");
   if (!junit.empty()) files::write_file_atomically(junit, render_junit(r), "report");
   if (!markdown.empty()) files::write_file_atomically(markdown, render_markdown(r, ro), "report");
-  fmt::print("{}", render_text(r, ro));
   return to_int(r.comparison.divergent() ? ExitCode::divergent : ExitCode::ok);
 }
 
@@ -233,7 +235,7 @@ void on_signal(int) { request_interrupt(); }
 void install_interrupt_handler() {
   struct sigaction sa {};
   sa.sa_handler = on_signal;
-  sa.sa_flags = SA_RESETHAND;  // a second Ctrl-C ends the process at once
+  sa.sa_flags = 0;  // a second Ctrl-C repeats the request: cleanup still runs
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
 }

@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "reprocheck/build_info.h"
 #include "reprocheck/error.h"
+#include "reprocheck/interrupt.h"
 #include "reprocheck/model.h"
 #include "reprocheck/record.h"
 #include "reprocheck/subprocess.h"
@@ -32,6 +33,8 @@ int cmd_record(const std::vector<std::string>& args) {
   if (!out.empty() && plain) throw UsageError("--plain writes no dump: drop -o or --plain");
   const auto& o = flags.finish();
   install_interrupt_handler();
+  // A long forward pass cannot stop at a tap: end within a second anyway, leaving no partial dump.
+  start_interrupt_watchdog(1.0);
   RecordTarget target{out, force, !plain, "", {}};
   if (!replay_keys.empty()) {
     std::ifstream in(replay_keys);

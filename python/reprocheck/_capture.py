@@ -298,7 +298,7 @@ class Session:
         if self.layers == "default" and not any(selected):
             # No conv, dropout or batch norm (an LSTM, a transformer): every leaf layer.
             selected = [i > 0 and not any(True for _ in m.children()) for i, (_, m) in enumerate(modules)]
-            self.notes.append("the model has no conv, dropout or batch-norm layer: every leaf layer is tapped")
+            self._writer().set_attribute("layer_fallback", "leaf")
         self.tapped = {id(m) for (path, m), s in zip(modules, selected) if s}
         for name, p in self.root.named_parameters():
             self.param_names[id(p)] = name

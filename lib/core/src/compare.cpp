@@ -214,6 +214,37 @@ PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, cons
   return pair;
 }
 
+// What the runs could not see: notes about the capture and the run options that cannot reach
+// the model, so that a REPRODUCIBLE verdict is not read as more than it is.
+void add_capture_notes(Comparison& c, const std::vector<std::unique_ptr<DumpReader>>& readers) {
+  const DumpReader& ref = *readers[0];
+  bool all_random = true, any_draw = false;
+  for (const auto& r : readers) {
+    all_random &= r->attribute("seed_mode") == "random";
+    any_draw |= r->attribute("model_rng_draws", "1") != "0";
+  }
+  if (all_random && !any_draw)
+    c.notes.push_back("--seed random does not reach this model: it drew no random numbers (no dropout, no "
+                      "initialization under the seed), so equal runs say nothing about seeding");
+  if (auto n = ref.attribute("eval_frozen_ops"); !n.empty())
+    c.notes.push_back(fmt::format("{} dropout or normalization op(s) have training switched off in the graph (a "
+                                  "model traced in eval mode): --mode train does not reach them; trace it in "
+                                  "train mode, or script it",
+                                  n));
+  if (auto n = ref.attribute("ignored_outputs"); !n.empty())
+    c.notes.push_back(fmt::format("the model returns {} more output(s) that the loss ignores (such as auxiliary "
+                                  "heads): only the first output is trained, so their gradients are not checked",
+                                  n));
+  if (ref.attribute("layer_fallback") == "leaf")
+    c.notes.push_back("the model has no conv, dropout or batch-norm layer: every leaf layer was tapped instead");
+  if (auto notes = ref.attribute("capture_notes"); !notes.empty() && json_depth_within(notes, kMaxJsonDepth)) {
+    try {
+      for (const auto& note : nlohmann::json::parse(notes)) c.notes.push_back(note.get<std::string>());
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
+}
+
 }  // namespace
 
 Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOptions& options) {
@@ -248,6 +279,7 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
     break;
   }
   c.tolerance = opt.tolerance;
+  add_capture_notes(c, readers);
   if (auto n = ref.attribute("uninitialized_ops_not_recorded"); !n.empty())
     c.notes.push_back(fmt::format("{} op output(s) uninitialized by contract (aten::empty and its kin) were not "
                                   "recorded and are not compared",

@@ -31,6 +31,10 @@ std::string last_error() {
 void quiet() {
   // HDF5 keeps the printing switch per thread in thread-safe builds: every thread that calls
   // HDF5 turns it off for itself.
+  // HDF5 would also close what is still open at exit, flushing to storage that may be full or gone
+  // by then: reprocheck closes its files itself.
+  static std::once_flag once;
+  std::call_once(once, [] { H5dont_atexit(); });
   thread_local bool done = false;
   if (!done) {
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);

@@ -58,6 +58,7 @@ DumpWriter::DumpWriter(std::string path, bool overwrite)
   hdf5::quiet();
   Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+  H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG);  // closing the file closes what is still open in it
   impl_->file = Handle(H5Fcreate(file_.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl), H5Fclose);
   if (!impl_->file.ok())
     throw InputError(fmt::format("cannot write dump '{}': {} ({}); check that the folder is writable", path,
@@ -87,6 +88,7 @@ void DumpWriter::set_attribute(const std::string& name, int64_t value) {
 
 const TensorMeta& DumpWriter::write(TensorMeta meta, const void* data, size_t nbytes, const uint64_t* hash) {
   std::lock_guard<std::mutex> lock(impl_->mu);
+  hdf5::quiet();  // writes may come from a background thread
   const DType dtype = dtype_from_name(meta.dtype);
   meta.numel = 1;
   for (auto d : meta.shape) meta.numel *= d;
@@ -113,6 +115,7 @@ const TensorMeta& DumpWriter::write(TensorMeta meta, const void* data, size_t nb
 }
 
 void DumpWriter::commit() {
+  hdf5::quiet();
   std::vector<hdf5::IndexRow> rows(index_.size());
   for (size_t i = 0; i < index_.size(); ++i) {
     const auto& m = index_[i];

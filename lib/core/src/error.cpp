@@ -1,6 +1,12 @@
 #include "reprocheck/error.h"
 
+#include <unistd.h>
+
 #include <atomic>
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <thread>
 #include <cstdio>
 #include <cstdlib>
 
@@ -27,6 +33,34 @@ void report_error_to_runner(const std::string& message) noexcept {
 
 namespace {
 std::atomic<bool> g_interrupt{false};
+std::mutex g_cleanup_mu;
+std::set<std::string>& cleanup_paths() {
+  static std::set<std::string> paths;
+  return paths;
+}
+}  // namespace
+
+void register_cleanup(const std::string& path) {
+  std::lock_guard<std::mutex> lock(g_cleanup_mu);
+  cleanup_paths().insert(path);
+}
+
+void unregister_cleanup(const std::string& path) {
+  std::lock_guard<std::mutex> lock(g_cleanup_mu);
+  cleanup_paths().erase(path);
+}
+
+void start_interrupt_watchdog(double grace_s) {
+  std::thread([grace_s] {
+    while (!interrupt_requested()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::this_thread::sleep_for(std::chrono::duration<double>(grace_s));
+    {
+      std::lock_guard<std::mutex> lock(g_cleanup_mu);
+      for (const auto& path : cleanup_paths()) ::unlink(path.c_str());
+    }
+    std::fputs(error_line("interrupted\n").c_str(), stderr);
+    _exit(to_int(ExitCode::interrupted));
+  }).detach();
 }
 
 void request_interrupt() noexcept { g_interrupt.store(true, std::memory_order_relaxed); }

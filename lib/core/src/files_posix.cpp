@@ -15,6 +15,7 @@
 
 #include "reprocheck/error.h"
 #include "reprocheck/files.h"
+#include "reprocheck/interrupt.h"
 
 namespace reprocheck::files {
 
@@ -129,20 +130,27 @@ PendingFile::PendingFile(std::string path, std::string what, bool exclusive)
   check_writable(path_, what_);
   std::string dir = parent_dir(path_);
   temp_ = fmt::format("{}/.{}.tmp-{}", dir, base_name(path_), getpid());
+  register_cleanup(temp_);
   if (exclusive_) {
     lock_ = fmt::format("{}/.{}.lock", dir, base_name(path_));
     if (!take_lock(lock_)) {
       lock_.clear();
+      unregister_cleanup(temp_);
       throw InputError(fmt::format("cannot write {} '{}': another process is writing it (lock file '{}/.{}.lock'); "
                                    "wait for it, or choose another name",
                                    what_, path_, dir, base_name(path_)));
     }
+    register_cleanup(lock_);
   }
 }
 
 PendingFile::~PendingFile() {
   if (!committed_) std::remove(temp_.c_str());
-  if (!lock_.empty()) unlink(lock_.c_str());
+  unregister_cleanup(temp_);
+  if (!lock_.empty()) {
+    unlink(lock_.c_str());
+    unregister_cleanup(lock_);
+  }
 }
 
 void PendingFile::commit() {
@@ -164,7 +172,11 @@ void PendingFile::commit() {
     throw RunError(fmt::format("cannot move the finished {} to '{}': {}", what_, path_, std::strerror(errno)));
   }
   committed_ = true;
-  if (!lock_.empty()) unlink(lock_.c_str());
+  unregister_cleanup(temp_);
+  if (!lock_.empty()) {
+    unlink(lock_.c_str());
+    unregister_cleanup(lock_);
+  }
   lock_.clear();
 }
 

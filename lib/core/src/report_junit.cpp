@@ -83,6 +83,9 @@ std::string render_junit(const Report& r) {
       "    <properties>\n      <property name=\"tolerance\" value=\"{}\"/>\n      <property name=\"runs\" "
       "value=\"{}\"/>\n    </properties>\n",
       xml_escape(c.tolerance.describe()), c.runs.size());
+  for (const auto& note : c.notes) {
+    out.insert(out.rfind("    </properties>"), fmt::format("      <property name=\"note\" value=\"{}\"/>\n", xml_escape(note)));
+  }
   for (const auto& g : order) {
     out += fmt::format("    <testcase classname=\"{}\" name=\"{}\" time=\"0\"", xml_escape(suite), xml_escape(g));
     auto it = failures.find(g);

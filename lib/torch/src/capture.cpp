@@ -93,6 +93,12 @@ class AsyncWriter {
   }
 
   // Waits until every queued tensor is written; rethrows a write error.
+  // The error the writer thread met, if any (a full disk): what failed, whichever tap noticed.
+  std::exception_ptr error() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return error_;
+  }
+
   void drain() {
     std::unique_lock<std::mutex> lock(mu_);
     space_.wait(lock, [&] { return (queue_.empty() && !busy_) || error_; });
@@ -186,6 +192,7 @@ class Session {
 
   // Waits for every captured tensor to reach the dump.
   void finish() { writer_.drain(); }
+  std::exception_ptr write_error() { return writer_.error(); }
 
   void begin_step(int step) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -409,6 +416,10 @@ void Capture::hook_param_grad(at::Tensor param, const std::string& layer, const 
 }
 
 void Capture::finish() { session_->finish(); }
+
+void Capture::rethrow_write_error() {
+  if (auto error = session_->write_error()) std::rethrow_exception(error);
+}
 double Capture::write_seconds() const { return session_->write_seconds(); }
 double Capture::hash_seconds() const { return session_->hash_seconds(); }
 

@@ -41,6 +41,9 @@ class Capture {
   void hook_param_grad(at::Tensor param, const std::string& layer, const std::string& type, const std::string& name);
   // Waits for every captured tensor to reach the dump; rethrows a write error.
   void finish();
+  // Rethrows the dump writer's error, if it met one: a failure inside the model's forward or
+  // backward may only be the write failing underneath it (a full disk), and that is what to report.
+  void rethrow_write_error();
   double write_seconds() const;  // the training thread's time copying tensors and waiting for the writer
   double hash_seconds() const;   // of which hashing the tapped layers' inputs
 

@@ -148,11 +148,22 @@ std::string layer_types_of(const std::vector<ModuleInfo>& mods) {
 }  // namespace
 
 std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, const std::vector<ModuleInfo>& mods,
-                             int* uninitialized_ops) {
+                             int* uninitialized_ops, bool* leaf_fallback) {
   std::vector<LayerRef> refs;
   for (const auto& m : mods) refs.push_back({m.path, m.type});
   std::vector<bool> sel = select_layers(o.layers, refs);
   size_t n_sel = std::count(sel.begin(), sel.end(), true);
+  if (n_sel == 0 && o.layers == "default" && mods.size() > 1) {
+    // No conv, dropout or batch norm (an LSTM, an embedding model): every leaf layer instead.
+    for (size_t i = 1; i < mods.size(); ++i) {
+      bool leaf = true;
+      for (size_t j = 1; j < mods.size() && leaf; ++j)
+        leaf = mods[j].path.rfind(mods[i].path + ".", 0) != 0;
+      sel[i] = leaf;
+    }
+    n_sel = std::count(sel.begin(), sel.end(), true);
+    if (leaf_fallback) *leaf_fallback = true;
+  }
   if (n_sel == 0 && !o.ops && o.layers != "none") {
     if (mods.size() <= 1)
       throw InputError(
@@ -223,6 +234,34 @@ std::vector<std::string> layers_running(const torch::jit::Module& module, const 
 }
 
 }  // namespace
+
+int frozen_training_ops(const torch::jit::Module& module) {
+  static const std::set<std::string> kTrainArgument = {"dropout", "dropout_", "feature_dropout", "alpha_dropout",
+                                                       "feature_alpha_dropout", "batch_norm", "instance_norm"};
+  int frozen = 0;
+  std::set<const c10::ClassType*> seen;
+  for (const auto& item : module.named_modules()) {
+    auto type = item.value.type();
+    torch::jit::Function* fn = type->findMethod("forward");
+    if (!fn || !seen.insert(type.get()).second) continue;
+    auto g = torch::jit::toGraphFunction(*fn).graph()->copy();
+    inline_local_calls(*g);
+    std::vector<Node*> ops;
+    collect_ops(g->block(), ops);
+    for (Node* n : ops) {
+      if (n->kind().ns().toUnqualString() != std::string("aten") || !kTrainArgument.count(n->kind().toUnqualString()))
+        continue;
+      const c10::FunctionSchema* schema = n->maybeSchema();
+      if (!schema) continue;
+      auto index = schema->argumentIndexWithName("train");
+      if (!index) index = schema->argumentIndexWithName("training");
+      if (!index) continue;
+      auto value = torch::jit::toIValue(n->input(*index));
+      if (value && value->isBool() && !value->toBool()) ++frozen;
+    }
+  }
+  return frozen;
+}
 
 std::string deterministic_error(const std::string& msg, const torch::jit::Module& module, const c10::Device& device) {
   static const std::regex re(R"(([A-Za-z0-9_]+) does not have a deterministic implementation)");

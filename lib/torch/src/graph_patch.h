@@ -33,8 +33,14 @@ struct Site {
 // instance id. Throws InputError for a selection that selects nothing. With --ops, the ops whose
 // outputs are uninitialized by contract (aten::empty and kin) are not tapped; their number (per
 // module type graph) is added to *uninitialized_ops.
+// With the default selection and no conv, dropout or batch-norm layer, every leaf layer is tapped
+// instead, and *leaf_fallback is set.
 std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, const std::vector<ModuleInfo>& mods,
-                             int* uninitialized_ops = nullptr);
+                             int* uninitialized_ops = nullptr, bool* leaf_fallback = nullptr);
+
+// Dropout and normalization ops whose training flag is a constant false in the graph: a model
+// traced in eval mode, on which --mode train cannot act.
+int frozen_training_ops(const torch::jit::Module& module);
 
 // For LibTorch's "X does not have a deterministic implementation" errors: one line naming the op
 // and the layer that runs it. "" for other errors.

@@ -11,6 +11,7 @@
 #include <torch/optim/sgd.h>
 #include <torch/script.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <random>
@@ -84,11 +85,14 @@ RunOptions resolve_recipe(const RunOptions& o, const ModelMeta& meta) {
 
 // The model's output to train on: a tensor, or the first tensor of a tuple.
 at::Tensor run_forward(torch::jit::Module& module, const at::Tensor& x, const RunOptions& o, const ModelMeta& meta,
-                       const c10::Device& device) {
+                       const c10::Device& device, int64_t* ignored_outputs) {
   try {
     c10::IValue r = module.forward({x});
-    if (r.isTuple() && !r.toTupleRef().elements().empty() && r.toTupleRef().elements()[0].isTensor())
-      return r.toTupleRef().elements()[0].toTensor();
+    if (r.isTuple() && !r.toTupleRef().elements().empty() && r.toTupleRef().elements()[0].isTensor()) {
+      const auto& elements = r.toTupleRef().elements();
+      *ignored_outputs = std::count_if(elements.begin() + 1, elements.end(), [](const c10::IValue& v) { return v.isTensor(); });
+      return elements[0].toTensor();
+    }
     if (r.isTensor()) return r.toTensor();
     throw InputError(
         fmt::format("model '{}' returns {}, not a tensor; reprocheck trains on a tensor output (or "
@@ -191,8 +195,9 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
   if (!target.path.empty()) writer = std::make_unique<DumpWriter>(target.path, target.overwrite);
   std::unique_ptr<Capture> capture;
   int uninitialized_ops = 0;
+  bool leaf_fallback = false;
   if (target.capture) {
-    auto sites = detail::instrument(module, o, modules, &uninitialized_ops);
+    auto sites = detail::instrument(module, o, modules, &uninitialized_ops, &leaf_fallback);
     if (writer) capture = std::make_unique<Capture>(writer.get(), std::move(sites), detail::load_replay(target));
   }
 
@@ -224,8 +229,17 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
     detail::RunFacts facts{o, device, result.seed, result.data_seed};
     detail::write_provenance(*writer, facts, module);
     if (uninitialized_ops > 0) writer->set_attribute("uninitialized_ops_not_recorded", int64_t{uninitialized_ops});
+    if (leaf_fallback) writer->set_attribute("layer_fallback", "leaf");
+    if (o.mode == "train")
+      if (int frozen = detail::frozen_training_ops(module); frozen > 0)
+        writer->set_attribute("eval_frozen_ops", int64_t{frozen});
   }
 
+  // Whether the model's RNG is drawn from at all (--seed random against a model that draws nothing
+  // proves nothing): its state now, against its state after training.
+  at::Generator model_gen = at::globalContext().defaultGenerator(device);
+  const at::Tensor rng_before = model_gen.get_state();
+  int64_t ignored_outputs = 0;
   auto data_gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(result.data_seed));
   auto start = Clock::now();
   if (capture) {
@@ -242,7 +256,13 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
       at::Tensor x = at::randn(o.input_shape, data_gen, at::TensorOptions().dtype(input_type)).to(device);
       if (capture) capture->record(Phase::input, "", "", Kind::input, "input", x);
 
-      at::Tensor out = run_forward(module, x, o, meta, device);
+      at::Tensor out;
+      try {
+        out = run_forward(module, x, o, meta, device, &ignored_outputs);
+      } catch (...) {
+        if (capture) capture->rethrow_write_error();
+        throw;
+      }
       if (capture) capture->record(Phase::output, "", "", Kind::output, "output", out);
       at::Tensor target_batch, loss;
       try {
@@ -264,7 +284,12 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
       // A model without trainable parameters (a frozen one) is run forward only.
       result.forward_only = !loss.requires_grad();
       if (!result.forward_only) {
-        run_backward(loss, module, o, device, step);
+        try {
+          run_backward(loss, module, o, device, step);
+        } catch (...) {
+          if (capture) capture->rethrow_write_error();
+          throw;
+        }
         for (const auto& p : params)
           if (p.grad().defined()) fingerprint(p.grad());
         optimizer.step();
@@ -286,6 +311,8 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
   }
   capture.reset();
   if (writer) {
+    writer->set_attribute("model_rng_draws", static_cast<int64_t>(!at::equal(rng_before, model_gen.get_state())));
+    if (ignored_outputs > 0) writer->set_attribute("ignored_outputs", ignored_outputs);
     result.tensors = static_cast<int64_t>(writer->tensor_count());
     result.bytes = writer->bytes_written();
     writer->commit();

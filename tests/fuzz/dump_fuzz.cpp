@@ -1,0 +1,36 @@
+// libFuzzer target for everything that reads a dump: the reader (attributes, index, datasets,
+// hashes), the comparison and every report. Any input must give a value or an InputError, never a
+// crash, a hang or a memory error (run under ASan and UBSan by ci/fuzz).
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+#include "reprocheck/compare.h"
+#include "reprocheck/error.h"
+#include "reprocheck/report.h"
+
+namespace rc = reprocheck;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  static const std::string path = [] {
+    char name[] = "/tmp/reprocheck-fuzz-XXXXXX";
+    int fd = mkstemp(name);
+    if (fd >= 0) close(fd);
+    return std::string(name);
+  }();
+  if (std::FILE* f = std::fopen(path.c_str(), "wb")) {
+    std::fwrite(data, 1, size, f);
+    std::fclose(f);
+  }
+  try {
+    auto report = rc::make_report(rc::compare_dumps({path, path}));
+    (void)rc::render_text(report);
+    (void)rc::render_json(report);
+    (void)rc::render_junit(report);
+    (void)rc::render_markdown(report);
+  } catch (const rc::Error&) {
+  }
+  return 0;
+}
