@@ -215,3 +215,16 @@ TEST(Hostile, SanitizeKeepsValidUtf8) {
   EXPECT_EQ(rc::sanitize_text("\xc0\xaf"), "\\xc0\\xaf");  // an overlong slash
   EXPECT_EQ(rc::sanitize_text("\xed\xa0\x80"), "\\xed\\xa0\\x80");  // a surrogate
 }
+
+TEST(Hostile, AFileThatCrashesHdf5IsAnInputError) {
+  // A bit flip in the index's string heap reference (found by ci/fuzz) makes HDF5 itself read
+  // out of bounds: the dump is checked in a child process first.
+  const std::string path = std::string(REPROCHECK_FUZZ_CORPUS) + "/index_heap_bitflip.h5";
+  try {
+    rc::compare_dumps({path, path});
+    FAIL() << "a damaged dump compared";
+  } catch (const rc::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("is damaged"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  }
+}

@@ -4,7 +4,16 @@
 // an InputError naming the file and the tensor, never a verdict.
 #include <fmt/format.h>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
 #include <limits>
+#include <thread>
 
 #include "dump_hdf5.h"
 #include "reprocheck/dump.h"
@@ -230,6 +239,62 @@ void DumpReader::verify() const {
     buffer.resize(static_cast<size_t>(meta.numel) * dtype_size(meta.dtype));
     read_into(meta, buffer.data(), buffer.size());
   }
+}
+
+void DumpReader::check_isolated(const std::string& path) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) {  // no isolation possible: check in this process
+    DumpReader(path).verify();
+    return;
+  }
+  std::fflush(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    // A crash here ends this child quietly; the parent reports it.
+    for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) signal(sig, SIG_DFL);
+    int code = 0;
+    std::string message;
+    try {
+      DumpReader(path).verify();
+    } catch (const Error& e) {
+      message = e.what();
+      code = 2;
+    } catch (const std::exception& e) {
+      message = fmt::format("cannot read dump '{}': {}", path, e.what());
+      code = 2;
+    }
+    if (!message.empty() && ::write(fds[1], message.data(), message.size()) < 0) code = 3;
+    _exit(code);
+  }
+  close(fds[1]);
+  if (pid < 0) {
+    close(fds[0]);
+    DumpReader(path).verify();
+    return;
+  }
+  // The child's message; then its end, with a deadline for a reader that never finishes.
+  std::string message;
+  char buffer[4096];
+  for (ssize_t n; (n = ::read(fds[0], buffer, sizeof buffer)) > 0;) message.append(buffer, static_cast<size_t>(n));
+  close(fds[0]);
+  struct stat st {};
+  stat(path.c_str(), &st);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60 + st.st_size / (50 << 20));
+  int status = 0;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      throw InputError(fmt::format("dump '{}' is damaged: reading it did not finish; record it again", path));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 2 && !message.empty()) throw InputError(message);
+  throw InputError(fmt::format("dump '{}' is damaged: the HDF5 library {} reading it; record it again", path,
+                               WIFSIGNALED(status) ? fmt::format("crashed (signal {})", WTERMSIG(status))
+                                                   : std::string("failed")));
 }
 
 std::vector<std::byte> DumpReader::read(const TensorMeta& meta) const {

@@ -72,6 +72,11 @@ class DumpReader {
   // Reads every tensor once, checking each against the index and its stored hash (read_into).
   void verify() const;
 
+  // Opens and verifies the dump at `path` in a child process first: HDF5 itself can crash or hang
+  // on a damaged file (a flipped bit in a heap reference), and that must be an InputError naming
+  // the file, not the end of this process. Throws InputError.
+  static void check_isolated(const std::string& path);
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
