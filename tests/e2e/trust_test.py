@@ -37,7 +37,10 @@ def script_model(directory, name, source, input_shape, extra=""):
         m = torch.jit.script(Model())
         m.save({path!r}, _extra_files={{"reprocheck.json": json.dumps({{"input_shape": {input_shape}{extra}}})}})
     """)
-    subprocess.run([PY, "-c", code], check=True, capture_output=True)
+    source = os.path.join(directory, name + "_model.py")  # TorchScript reads the class's source file
+    with open(source, "w") as f:
+        f.write(code)
+    subprocess.run([PY, source], check=True, capture_output=True)
     return path
 
 
@@ -246,12 +249,15 @@ class Notes(unittest.TestCase):
     def test_a_model_traced_in_eval_mode_is_noted(self):
         with tempfile.TemporaryDirectory() as d:
             path = os.path.join(d, "eval.pt")
-            subprocess.run([PY, "-c", textwrap.dedent(f"""
-                import json, torch
-                m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.5)).eval()
-                t = torch.jit.trace(m, torch.randn(2, 3, 8, 8))
-                t.save({path!r}, _extra_files={{"reprocheck.json": json.dumps({{"input_shape": [2, 3, 8, 8]}})}})
-            """)], check=True, capture_output=True)
+            source = os.path.join(d, "trace.py")
+            with open(source, "w") as f:
+                f.write(textwrap.dedent(f"""
+                    import json, torch
+                    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.5)).eval()
+                    t = torch.jit.trace(m, torch.randn(2, 3, 8, 8))
+                    t.save({path!r}, _extra_files={{"reprocheck.json": json.dumps({{"input_shape": [2, 3, 8, 8]}})}})
+                """))
+            subprocess.run([PY, source], check=True, capture_output=True)
             r = run(path, "--device", "cpu")
             self.assertIn(r.returncode, (0, 1), r.stderr)
             self.assertIn("traced in eval mode", r.stdout)

@@ -25,7 +25,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::fclose(f);
   }
   try {
-    auto report = rc::make_report(rc::compare_dumps({path, path}));
+    rc::CompareOptions options;
+    options.read_timeout_s = 2;  // a file HDF5 loops on is reported as damaged after 2 s
+    auto report = rc::make_report(rc::compare_dumps({path, path}, options));
     (void)rc::render_text(report);
     (void)rc::render_json(report);
     (void)rc::render_junit(report);

@@ -255,7 +255,7 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
   // first, so a file that makes HDF5 itself crash is an input error; the same bytes then read safely
   // here.
   if (options.verify_data)
-    for (const auto& r : runs) DumpReader::check_isolated(r);
+    for (const auto& r : runs) DumpReader::check_isolated(r, options.read_timeout_s);
   std::vector<std::unique_ptr<DumpReader>> readers;
   for (const auto& r : runs) readers.push_back(std::make_unique<DumpReader>(r));
   const DumpReader& ref = *readers[0];

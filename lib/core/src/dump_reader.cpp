@@ -18,6 +18,7 @@
 #include "dump_hdf5.h"
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
+#include "reprocheck/interrupt.h"
 
 namespace reprocheck {
 
@@ -241,7 +242,7 @@ void DumpReader::verify() const {
   }
 }
 
-void DumpReader::check_isolated(const std::string& path) {
+void DumpReader::check_isolated(const std::string& path, double timeout_s) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) {  // no isolation possible: check in this process
     DumpReader(path).verify();
@@ -280,9 +281,15 @@ void DumpReader::check_isolated(const std::string& path) {
   close(fds[0]);
   struct stat st {};
   stat(path.c_str(), &st);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60 + st.st_size / (50 << 20));
+  if (timeout_s <= 0) timeout_s = 20.0 + static_cast<double>(st.st_size) / (50 << 20);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   int status = 0;
   while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (interrupt_requested()) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      throw Interrupted();
+    }
     if (std::chrono::steady_clock::now() > deadline) {
       kill(pid, SIGKILL);
       waitpid(pid, &status, 0);

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <vector>
 
 #include "reprocheck/error.h"
 #include "reprocheck/files.h"
@@ -180,27 +181,73 @@ void PendingFile::commit() {
   lock_.clear();
 }
 
+namespace {
+
+// Writes all of `data` to `fd`, then syncs and closes it; false (errno set) on any failure, a short
+// write on a full disk included.
+bool write_all_and_close(int fd, const char* data, size_t n) {
+  bool ok = true;
+  while (ok && n > 0) {
+    ssize_t written = ::write(fd, data, n);
+    if (written < 0 && errno == EINTR) continue;
+    ok = written > 0;
+    if (ok) {
+      data += written;
+      n -= static_cast<size_t>(written);
+    } else if (written == 0) {
+      errno = ENOSPC;
+    }
+  }
+  int saved = errno;
+  if (ok && fsync(fd) != 0) ok = false, saved = errno;
+  if (::close(fd) != 0 && ok) ok = false, saved = errno;
+  errno = saved;
+  return ok;
+}
+
+int create_temp(const PendingFile& pending) {
+  return ::open(pending.temp_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+}
+
+}  // namespace
+
 void write_file_atomically(const std::string& path, const std::string& text, const std::string& what) {
   PendingFile pending(path, what);
-  {
-    std::ofstream f(pending.temp_path(), std::ios::binary);
-    f << text;
-    if (!f.flush())
-      throw InputError(fmt::format("cannot write {} '{}': {}; check that the folder is writable", what, path,
-                                   std::strerror(errno)));
-  }
+  int fd = create_temp(pending);
+  if (fd < 0 || !write_all_and_close(fd, text.data(), text.size()))
+    throw InputError(fmt::format("cannot write {} '{}': {}; check free space and that the folder is writable", what,
+                                 path, std::strerror(errno)));
   pending.commit();
 }
 
 void copy_file_atomically(const std::string& from, const std::string& to, const std::string& what) {
   PendingFile pending(to, what);
-  {
-    std::ifstream in(from, std::ios::binary);
-    std::ofstream out(pending.temp_path(), std::ios::binary);
-    out << in.rdbuf();
-    if (!in || !out.flush())
-      throw InputError(fmt::format("cannot write {} '{}': {}", what, to, std::strerror(errno)));
+  int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  int out = in < 0 ? -1 : create_temp(pending);
+  bool ok = in >= 0 && out >= 0;
+  std::vector<char> buffer(size_t{1} << 20);
+  while (ok) {
+    ssize_t n = ::read(in, buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ok = n == 0;
+      break;
+    }
+    for (ssize_t done = 0; ok && done < n;) {
+      ssize_t written = ::write(out, buffer.data() + done, static_cast<size_t>(n - done));
+      if (written < 0 && errno == EINTR) continue;
+      ok = written > 0;
+      if (written == 0) errno = ENOSPC;
+      if (ok) done += written;
+    }
   }
+  int saved = errno;
+  if (in >= 0) ::close(in);
+  if (out >= 0 && !write_all_and_close(out, nullptr, 0) && ok) ok = false, saved = errno;
+  errno = saved;
+  if (!ok)
+    throw InputError(fmt::format("cannot write {} '{}': {}; check free space on that storage", what, to,
+                                 std::strerror(errno)));
   pending.commit();
 }
 

@@ -10,12 +10,12 @@ using namespace report_detail;
 
 namespace {
 
-// Text from dumps in Markdown: every character Markdown or HTML would act on is escaped, so a
-// name renders as itself (no headings, links, emphasis or raw HTML).
+// Text from dumps in Markdown: the characters that make headings, links, emphasis, code, tables,
+// entities or raw HTML are escaped, so a name renders as itself.
 std::string md(const std::string& s) {
   std::string out;
   for (char c : s) {
-    if (std::string_view("\\`*_{}[]()<>#+-.!|~&\"'").find(c) != std::string_view::npos) out += '\\';
+    if (std::string_view("\\`*_[]<>#|&").find(c) != std::string_view::npos) out += '\\';
     out += c;
   }
   return out;

@@ -11,6 +11,7 @@
 #include <xxhash.h>
 
 #include <fstream>
+#include <regex>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
@@ -149,17 +150,29 @@ torch::jit::Module load_module(const std::string& path, const c10::Device& devic
   torch::jit::Module module;
   try {
     module = torch::jit::load(path, device, extra);
-  } catch (const c10::Error& e) {
-    std::string msg = first_line(e.what_without_backtrace());
-    std::string hint = msg.find("Unknown builtin op") != std::string::npos
-                           ? "it needs a custom op: pass --load-library LIB.so with the library that defines it"
-                           : "export the model again with the same PyTorch version as reprocheck's LibTorch";
-    throw InputError(fmt::format("cannot load model '{}': {}; {}", path, msg, hint));
   } catch (const std::exception& e) {
-    // TorchScript that does not parse, or an archive LibTorch cannot make sense of.
+    // TorchScript that does not parse, an op no library registered, an archive LibTorch cannot
+    // make sense of: its first non-empty line, and what to do about it.
+    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+    std::string full = c10_error ? c10_error->what_without_backtrace() : e.what();
+    std::string message;
+    for (size_t start = 0; start < full.size() && message.empty();) {
+      size_t end = std::min(full.find('\n', start), full.size());
+      message = first_line(full.substr(start, end - start));
+      start = end + 1;
+    }
+    static const std::regex unknown_op(R"(Unknown builtin op: ([A-Za-z0-9_:.]+))");
+    std::smatch m;
+    if (std::regex_search(full, m, unknown_op)) {
+      std::string op = m[1];
+      if (!op.empty() && op.back() == '.') op.pop_back();
+      throw InputError(fmt::format("cannot load model '{}': it uses the custom op {}, which no loaded library "
+                                   "defines; pass --load-library LIB.so with the library that registers it",
+                                   path, op));
+    }
     throw InputError(fmt::format("cannot load model '{}': {}; export the model again with the same PyTorch "
                                  "version as reprocheck's LibTorch",
-                                 path, first_line(e.what())));
+                                 path, message.empty() ? "LibTorch could not load it" : message));
   }
   if (meta) {
     const auto& text = extra["reprocheck.json"];

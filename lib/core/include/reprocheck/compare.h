@@ -82,6 +82,7 @@ struct CompareOptions {
   // Read every tensor of every dump once and check it against its stored hash, so that a damaged
   // tensor is an error, not a match by its hash.
   bool verify_data = true;
+  double read_timeout_s = 0;  // for each dump's verification; 0: by its size (DumpReader::check_isolated)
 };
 
 // Compares runs[1..] against runs[0]. Throws InputError for unreadable dumps, dumps of another

@@ -75,7 +75,8 @@ class DumpReader {
   // Opens and verifies the dump at `path` in a child process first: HDF5 itself can crash or hang
   // on a damaged file (a flipped bit in a heap reference), and that must be an InputError naming
   // the file, not the end of this process. Throws InputError.
-  static void check_isolated(const std::string& path);
+  // A reader that has not finished after `timeout_s` (0: 20 s plus 1 s per 50 MB) is stopped.
+  static void check_isolated(const std::string& path, double timeout_s = 0);
 
  private:
   struct Impl;
