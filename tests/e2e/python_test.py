@@ -281,6 +281,13 @@ class Knobs(unittest.TestCase):
         r = reprocheck("run", "--env", "PYTHONHASHSEED=0", "--", PY, path)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
+    def test_isolate_replays_sources_in_the_script(self):
+        r = reprocheck("run", "--vary", "threads=1,2", "--isolate", "--json", os.path.join(tempfile.mkdtemp(), "r.json"),
+                       "--", PY, script("cnn_augment"))
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("with these replayed from run 0, the runs agree through step 0", r.stdout)
+        self.assertIn("1. step 0 · param_grad · conv1.weight (Conv2d)", r.stdout)
+
     def test_ddp_dumps_name_the_rank(self):
         d = tempfile.mkdtemp()
         r = reprocheck("run", "--keep", d, "--", TORCHRUN, "--nproc_per_node", "2", script("ddp_train"))
