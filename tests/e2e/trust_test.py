@@ -68,6 +68,16 @@ class Values(unittest.TestCase):
             self.assertEqual(r.returncode, 2)
             self.assertIn("--atol", one_line(self, r))
 
+    def test_a_fifo_given_as_a_model_is_refused_at_once(self):
+        with tempfile.TemporaryDirectory() as d:
+            fifo = os.path.join(d, "model.pt")
+            os.mkfifo(fifo)
+            start = time.monotonic()
+            r = run("info", fifo, timeout=30)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("not a regular file", one_line(self, r))
+            self.assertLess(time.monotonic() - start, 10)
+
     def test_a_custom_op_without_its_library_says_so(self):
         r = run("info", fixture("racy_net"))
         self.assertEqual(r.returncode, 2)
