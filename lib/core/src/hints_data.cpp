@@ -177,25 +177,26 @@ void explain_data(const Comparison& c, const Evidence& e, Hints& hints) {
               "--seed 0");
     return;
   }
-  if (rngs.count("numpy")) {
-    hints.add("augmentation_numpy", "augmentation draws differ: numpy's global RNG is not seeded",
+  // Augmentation in the main process: the generator whose state differed, in the order a script
+  // most likely drew from them.
+  struct Generator {
+    const char *name, *cause, *title, *fix;
+  };
+  static const Generator kGenerators[] = {
+      {"numpy", "augmentation_numpy", "augmentation draws differ: numpy's global RNG is not seeded",
+       "np.random.seed(0) at the top of the script (or a np.random.default_rng(seed) per sample)"},
+      {"random", "augmentation_random", "augmentation draws differ: Python's random module is not seeded",
+       "random.seed(0) at the top of the script"},
+      {"torch", "augmentation_torch", "augmentation draws differ: the torch RNG is not seeded",
+       "torch.manual_seed(0) at the top of the script"},
+  };
+  for (const auto& g : kGenerators) {
+    auto it = rngs.find(g.name);
+    if (it == rngs.end()) continue;
+    hints.add(g.cause, g.title,
               fmt::format("{} while {}; {} state differed at the start of step {}", what, same_indices,
-                          generator_label("numpy"), rngs.at("numpy")),
-              "np.random.seed(0) at the top of the script (or a np.random.default_rng(seed) per sample)", "--seed 0");
-    return;
-  }
-  if (rngs.count("random")) {
-    hints.add("augmentation_random", "augmentation draws differ: Python's random module is not seeded",
-              fmt::format("{} while {}; {} state differed at the start of step {}", what, same_indices,
-                          generator_label("random"), rngs.at("random")),
-              "random.seed(0) at the top of the script", "--seed 0");
-    return;
-  }
-  if (rngs.count("torch")) {
-    hints.add("augmentation_torch", "augmentation draws differ: the torch RNG is not seeded",
-              fmt::format("{} while {}; {} state differed at the start of step {}", what, same_indices,
-                          generator_label("torch"), rngs.at("torch")),
-              "torch.manual_seed(0) at the top of the script", "--seed 0");
+                          generator_label(g.name), it->second),
+              g.fix, "--seed 0");
     return;
   }
   hints.add("data_values", "the data differs, with no RNG state to blame",
