@@ -64,10 +64,13 @@ float half_to_float(uint16_t h) {
 // order in which adjacent representable values differ by 1 (for ULP distances).
 template <typename Raw>
 struct FloatBits {
+  // Sign-magnitude bits to a signed order; unsigned arithmetic throughout (64-bit values would
+  // overflow a signed shift or subtraction).
   static int64_t ordered(Raw bits, int width) {
-    int64_t v = static_cast<int64_t>(bits);
-    int64_t sign = int64_t{1} << (width - 1);
-    return (v & sign) ? -(v & (sign - 1)) : v;
+    const uint64_t v = static_cast<uint64_t>(bits);
+    const uint64_t sign = uint64_t{1} << (width - 1);
+    const auto magnitude = static_cast<int64_t>(v & (sign - 1));
+    return (v & sign) ? -magnitude : magnitude;
   }
 };
 
@@ -176,7 +179,8 @@ void stats_chunk(const typename E::Raw* a, const typename E::Raw* b, int64_t beg
     uint64_t ulp;
     if constexpr (E::kFloat) {
       int64_t oa = FloatBits<Raw>::ordered(ra, E::kWidth), ob = FloatBits<Raw>::ordered(rb, E::kWidth);
-      ulp = oa > ob ? static_cast<uint64_t>(oa - ob) : static_cast<uint64_t>(ob - oa);
+      ulp = oa > ob ? static_cast<uint64_t>(oa) - static_cast<uint64_t>(ob)
+                    : static_cast<uint64_t>(ob) - static_cast<uint64_t>(oa);
     } else {
       ulp = static_cast<uint64_t>(d);
     }
