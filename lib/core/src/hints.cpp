@@ -15,7 +15,6 @@ std::vector<Hint> explain(const Comparison& c) {
   const PairComparison* h = c.headline();
   if (!h) return {};
   Evidence e;
-  e.comparison = &c;
   e.pair = h;
   e.first = &h->diffs[*h->first];
   const RunOptions& options = c.ref_options;

@@ -20,7 +20,6 @@ inline bool is_dropout(const TensorMeta& m) { return is_category(m.layer_type, L
 inline bool is_bn(const TensorMeta& m) { return is_category(m.layer_type, LayerCategory::batchnorm); }
 
 struct Evidence {
-  const Comparison* comparison = nullptr;
   const TensorDiff* first = nullptr;
   const PairComparison* pair = nullptr;
   std::string device;  // of the reference run

@@ -55,7 +55,6 @@ class Runner {
   std::vector<std::string> keep();
   const std::string& temp_dir() const { return temp_dir_; }
   int runs() const { return o_.runs; }
-  const WorkerLauncher& launcher() const { return *launcher_; }
 
  private:
   std::vector<std::string> run_workers(const std::vector<int>& indices, const std::string& replay_dump,
