@@ -1,6 +1,8 @@
 // Helpers shared by the unit tests.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <string>
 
 #include "reprocheck/files.h"
@@ -23,5 +25,10 @@ class TempDir {
  private:
   std::string path_;
 };
+
+inline size_t file_size(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 ? static_cast<size_t>(st.st_size) : 0;
+}
 
 }  // namespace testutil

@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include "reprocheck/files.h"
 #include "reprocheck/interrupt.h"
 #include "reprocheck/isolate.h"
+#include "reprocheck/ladder.h"
 #include "reprocheck/layers.h"
 
 namespace reprocheck::cli {
@@ -153,12 +155,48 @@ void RunnerFlags::add_to(CLI::App& app) {
   app.add_flag("--isolate", isolate,
                "find every independent source in the step of the first divergence: replay each source found "
                "in the other runs and run them again, until the runs agree");
+  app.add_flag("--full", full,
+               "one pass with full dumps (default: hashes first, full capture only of the runs and steps that "
+               "differ); --keep and --isolate imply it");
+  app.add_flag("--hashes-only", hashes_only,
+               "one pass of hashes only: the verdict and the first divergent tensor, no statistics");
+  app.add_option("--baseline", baseline,
+                 "golden dump (from --save-baseline or record): compare fresh runs with it; exit 1 when the "
+                 "numerics changed");
+  app.add_option("--save-baseline", save_baseline,
+                 "record one run into this golden dump (hashes only unless --full) and stop; --force replaces it");
   app.add_option("--vary", vary,
                  fmt::format("run with different values of one knob, one run each: KNOB=V1,V2,... ({})", knob_list()));
 }
 
 void RunnerFlags::finish(const CLI::App& app, const RunOptions& run) {
   options.run = run;
+  if (full && hashes_only) throw UsageError("--full and --hashes-only exclude each other: pick one");
+  if (!baseline.empty() && !save_baseline.empty())
+    throw UsageError("--baseline compares with a golden and --save-baseline records one: pick one");
+  if (isolate && hashes_only) throw UsageError("--isolate needs full dumps: drop --hashes-only");
+  if (!baseline.empty()) {
+    if (!vary.empty()) throw UsageError("--baseline and --vary exclude each other: a golden is one setting");
+    if (isolate) throw UsageError("--isolate compares runs with each other: drop --baseline to use it");
+    if (app.count("--runs") == 0) options.runs = 1;  // fresh runs against the golden
+    options.min_runs = 1;
+    if (!files::exists(baseline) || !files::is_regular(baseline))
+      throw InputError(fmt::format("--baseline '{}': no such golden dump; record one with --save-baseline {}",
+                                   baseline, baseline));
+  }
+  if (!save_baseline.empty()) {
+    if (!vary.empty() || isolate || !options.keep_dir.empty())
+      throw UsageError("--save-baseline records one run: drop --vary, --isolate and --keep");
+    options.runs = 1;
+    options.min_runs = 1;
+    files::check_writable(save_baseline, "--save-baseline golden");
+    if (files::exists(save_baseline) && !options.overwrite)
+      throw InputError(fmt::format("--save-baseline '{}' already exists; pass --force to replace the golden, or "
+                                   "choose another name",
+                                   save_baseline));
+  }
+  // --keep keeps whole dumps, and --isolate replays tensors from them: one full pass.
+  if ((!options.keep_dir.empty() || isolate) && !hashes_only) full = true;
   if (vary.empty()) return;
   options.vary = parse_vary(vary, run);
   if (app.count("--runs") > 0 && options.runs != static_cast<int>(options.vary.values.size()))
@@ -174,9 +212,35 @@ int run_and_report(const RunnerFlags& runner_flags, std::shared_ptr<const Worker
   Runner runner(runner_flags.options, std::move(launcher));
   Progress progress;
   auto on_event = [&](const WorkerEvent& e) { progress(e); };
-  std::vector<std::string> dumps = runner.run(on_event);
-  if (!runner_flags.options.keep_dir.empty()) dumps = runner.keep();
-  Comparison comparison = compare_dumps(dumps, compare_options);
+  if (!runner_flags.save_baseline.empty()) {
+    const bool hashes = !runner_flags.full;
+    auto dumps = runner.run(on_event, [hashes](RunOptions& r, int) { r.hashes_only = hashes; });
+    files::copy_file_atomically(dumps[0], runner_flags.save_baseline, "--save-baseline golden",
+                                !runner_flags.options.overwrite);
+    struct stat st {};
+    stat(runner_flags.save_baseline.c_str(), &st);
+    fmt::print("wrote golden {} ({}, {}): compare with --baseline {}\n", runner_flags.save_baseline,
+               hashes ? "hashes only" : "full", human_bytes(static_cast<double>(st.st_size)), runner_flags.save_baseline);
+    return to_int(ExitCode::ok);
+  }
+  CheckOptions check;
+  check.compare = compare_options;
+  check.full = runner_flags.full;
+  check.hashes_only = runner_flags.hashes_only;
+  check.baseline = runner_flags.baseline;
+  CheckResult result = run_check(runner, check, on_event);
+  std::vector<std::string> dumps = result.dumps;
+  if (!runner_flags.options.keep_dir.empty()) {
+    dumps = runner.keep();
+    // The comparison names the kept files, not the temporary ones.
+    for (size_t i = 0; i < dumps.size(); ++i) result.comparison.runs[i + (check.baseline.empty() ? 0 : 1)] = dumps[i];
+    for (auto& p : result.comparison.pairs) {
+      size_t k = static_cast<size_t>(p.other_run) - (check.baseline.empty() ? 0 : 1);
+      if (k < dumps.size()) p.other_path = dumps[k];
+      p.ref_path = result.comparison.runs[0];
+    }
+  }
+  Comparison comparison = std::move(result.comparison);
   std::optional<Isolation> isolation;
   if (runner_flags.isolate && comparison.divergent())
     isolation = isolate(comparison, compare_options, [&](const std::vector<std::string>& keys) {

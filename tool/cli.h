@@ -48,6 +48,9 @@ struct RunnerFlags {
   RunnerOptions options;
   std::string vary;
   bool isolate = false;
+  bool full = false, hashes_only = false;  // the capture ladder's shortcuts: one pass, full or hashes
+  std::string baseline;                    // compare with this golden instead of run 0
+  std::string save_baseline;               // record one run into this golden and stop
   void add_to(CLI::App& app);
   // Sets options.run and the parsed --vary. Throws UsageError.
   void finish(const CLI::App& app, const RunOptions& run);

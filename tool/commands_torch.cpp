@@ -25,6 +25,8 @@ int cmd_record(const std::vector<std::string>& args) {
   flags.add_to(app);
   app.add_option("-o,--output", out, "dump file to write (HDF5)");
   app.add_flag("--force", force, "overwrite the output if it exists");
+  app.add_flag("--hashes-only", flags.options.hashes_only,
+               "record each tensor's hash and no data: a golden small enough to commit (compare with --baseline)");
   app.add_flag("--plain", plain, "run the same steps without capture and without a dump (for timing)");
   app.add_option("--replay", replay, "reference dump whose values replace the tensors named by --replay-keys");
   app.add_option("--replay-keys", replay_keys, "file of tensor keys to replay, one per line (used by --isolate)");
@@ -49,7 +51,8 @@ int cmd_record(const std::vector<std::string>& args) {
                r.device);
   else
     fmt::print("wrote {}: {} tensors, {}, {} step(s) in {:.3f} s (seed {}, data seed {}, {})\n", out, r.tensors,
-               human_bytes(static_cast<double>(r.bytes)), o.steps, r.seconds, r.seed, r.data_seed, r.device);
+               o.hashes_only ? std::string("hashes only") : human_bytes(static_cast<double>(r.bytes)), o.steps,
+               r.seconds, r.seed, r.data_seed, r.device);
   return to_int(ExitCode::ok);
 }
 

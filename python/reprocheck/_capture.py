@@ -27,7 +27,7 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import _core
-from ._util import _DTYPES, _IndexedBatch, _apply_knobs, _host_array, _report_error, _tensors, _type_name, _unwrap
+from ._util import _DTYPES, _IndexedBatch, _apply_knobs, _device_hash, _host_array, _report_error, _tensors, _type_name, _unwrap
 
 class Session:
     """The capture of one process."""
@@ -47,6 +47,8 @@ class Session:
         self.steps = int(options.get("steps", 2))
         self.layers = options.get("layers", "default")
         self.ops = bool(options.get("ops", False))
+        self.hashes_only = bool(options.get("hashes_only", False))
+        self.pending = []  # hash-only rows waiting for their device hashes, in execution order
         self.lock = threading.RLock()
         self.writer = None
         self.step = 0
@@ -278,6 +280,7 @@ class Session:
                     for key, value in state.items():
                         if isinstance(value, torch.Tensor):
                             self._write("after_step", layer, self.types.get(layer, ""), "optim_state", f"{own}.{key}", value)
+        self._flush_hashes()
         self.step += 1
         self.step_open = False
         if self.step >= self.steps:
@@ -370,7 +373,7 @@ class Session:
             elif os.environ.get("RANK") is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
                 stem = path[:-3] if path.endswith(".h5") else path
                 path = f"{stem}.rank{os.environ['RANK']}.h5"
-            self.writer = _core.DumpWriter(path, False)
+            self.writer = _core.DumpWriter(path, False, self.hashes_only)
             self._write_provenance()
         return self.writer
 
@@ -398,6 +401,9 @@ class Session:
         if dtype is None or t.is_sparse or t.layout != torch.strided:
             self.skipped += 1
             return
+        if self.hashes_only:
+            self._write_hash(phase, layer, layer_type, kind, name, t, call, input_hash, step, dtype)
+            return
         data = _host_array(t)
         with self.lock:
             self._writer().write(
@@ -405,12 +411,37 @@ class Session:
                 list(t.shape), data, input_hash,
             )
 
+    def _write_hash(self, phase, layer, layer_type, kind, name, t, call, input_hash, step, dtype):
+        """Hash-only capture: a CPU tensor's XXH3 now; a device tensor's hash_words on the device,
+        fetched with the others of its step at the step's end (no synchronization per tensor)."""
+        if t.device.type == "cpu":
+            value, words = _core.hash_bytes(_host_array(t)), False
+        else:
+            value, words = _device_hash(t), True
+        row = (self.step if step is None else step, phase, layer, layer_type, kind, name, call, dtype,
+               list(t.shape), value, words, input_hash)
+        with self.lock:
+            self.pending.append(row)
+
+    def _flush_hashes(self):
+        with self.lock:
+            rows, self.pending = self.pending, []
+            if not rows:
+                return
+            device = [r[9] for r in rows if isinstance(r[9], torch.Tensor)]
+            values = iter(torch.stack([d.to(device[0].device) for d in device]).cpu().tolist()) if device else iter(())
+            w = self._writer()
+            for r in rows:
+                value = next(values) if isinstance(r[9], torch.Tensor) else r[9]
+                w.write_hash(*r[:9], value & 0xFFFFFFFFFFFFFFFF, r[10], r[11])
+
     def _finish(self):
         if self.finished:
             return
         self.finished = True
         if self.writer is None:
             return
+        self._flush_hashes()
         options = dict(self.options)
         options["threads"] = torch.get_num_threads()
         w = self.writer

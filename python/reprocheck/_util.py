@@ -32,6 +32,23 @@ def _host_array(t):
     return t.resolve_conj().resolve_neg().contiguous().numpy()
 
 
+_HASH_STRIDE = 0x3C6EF372FE94F82A
+
+
+def _device_hash(t):
+    """hash_words of a tensor's bytes, computed where the tensor lives (docs/dump-format.md): the
+    bytes as little-endian 32-bit words w_i, sum_i w_i * (i * K + 1) + nbytes mod 2^64, with integer
+    ops only, so the value does not depend on reduction order. A 0-dim int64 tensor on t's device."""
+    with torch.no_grad():
+        b = t.detach().contiguous().reshape(-1).view(torch.uint8)
+        n = b.numel()
+        if n % 4:
+            b = torch.cat([b, torch.zeros(4 - n % 4, dtype=torch.uint8, device=b.device)])
+        words = b.view(torch.int32).to(torch.int64).bitwise_and_(0xFFFFFFFF)
+        odd = torch.arange(words.numel(), dtype=torch.int64, device=b.device).mul_(_HASH_STRIDE).add_(1)
+        return words.mul_(odd).sum().add_(n)
+
+
 def _type_name(module):
     cls = type(module)
     return f"{cls.__module__}.{cls.__qualname__}"

@@ -71,7 +71,34 @@ PYBIND11_MODULE(_core, m) {
   });
 
   py::class_<rc::DumpWriter>(m, "DumpWriter")
-      .def(py::init<std::string, bool>(), py::arg("path"), py::arg("overwrite") = false)
+      .def(py::init<std::string, bool, bool>(), py::arg("path"), py::arg("overwrite") = false,
+           py::arg("hashes_only") = false)
+      .def(
+          "write_hash",
+          [](rc::DumpWriter& w, int step, const std::string& phase, const std::string& layer,
+             const std::string& layer_type, const std::string& kind, const std::string& name, int call,
+             const std::string& dtype, std::vector<int64_t> shape, uint64_t hash, bool words,
+             std::optional<uint64_t> input_hash) {
+            rc::TensorMeta meta;
+            meta.step = step;
+            meta.phase = phase_of(phase);
+            meta.layer = layer;
+            meta.layer_type = layer_type;
+            meta.kind = kind_of(kind);
+            meta.name = name;
+            meta.call = call;
+            meta.dtype = dtype;
+            meta.shape = std::move(shape);
+            meta.has_input_hash = input_hash.has_value();
+            meta.input_hash = input_hash.value_or(0);
+            return w.write_hash(std::move(meta), hash, words).order;
+          },
+          py::arg("step"), py::arg("phase"), py::arg("layer"), py::arg("layer_type"), py::arg("kind"),
+          py::arg("name"), py::arg("call"), py::arg("dtype"), py::arg("shape"), py::arg("hash"), py::arg("words"),
+          py::arg("input_hash") = py::none(),
+          "Stores one tensor's hash and no data (a hash-only dump): XXH3-64 of its bytes, or hash_words when "
+          "`words` (computed on a device); returns its order.")
+      .def_property_readonly("hashes_only", &rc::DumpWriter::hashes_only)
       .def("set_attribute", py::overload_cast<const std::string&, const std::string&>(&rc::DumpWriter::set_attribute))
       .def("set_attribute", py::overload_cast<const std::string&, int64_t>(&rc::DumpWriter::set_attribute))
       .def(
@@ -123,6 +150,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("hash_bytes", [](const py::buffer& data) {
     auto [ptr, n] = bytes_of(data);
     return rc::hash_bytes(ptr, n);
+  });
+  m.def("hash_words", [](const py::buffer& data) {
+    auto [ptr, n] = bytes_of(data);
+    return rc::hash_words(ptr, n);
   });
   m.def("combine_hash", &rc::combine_hash, py::arg("seed"), py::arg("hash"));
   m.def(

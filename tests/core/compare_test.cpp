@@ -23,8 +23,10 @@ struct T {
   bool has_input_hash = false;
 };
 
-void write_dump(const std::string& path, const std::vector<T>& ts, const std::string& signature = "sig") {
-  rc::DumpWriter w(path, true);
+// `words`: a hash-only dump whose rows carry hash_words, as a CUDA run's would.
+void write_dump(const std::string& path, const std::vector<T>& ts, const std::string& signature = "sig",
+                bool hashes_only = false, bool words = false) {
+  rc::DumpWriter w(path, true, hashes_only);
   w.set_attribute("model", std::string("m.pt"));
   w.set_attribute("model_signature", signature);
   w.set_attribute("steps", int64_t{1});
@@ -40,7 +42,10 @@ void write_dump(const std::string& path, const std::vector<T>& ts, const std::st
     m.shape = t.shape.empty() ? std::vector<int64_t>{static_cast<int64_t>(t.data.size())} : t.shape;
     m.input_hash = t.input_hash;
     m.has_input_hash = t.has_input_hash;
-    w.write(m, t.data.data(), t.data.size() * 4);
+    if (words)
+      w.write_hash(m, rc::hash_words(t.data.data(), t.data.size() * 4), true);
+    else
+      w.write(m, t.data.data(), t.data.size() * 4);
   }
   w.commit();
 }
@@ -278,4 +283,77 @@ TEST(Compare, DifferentDevicesGetPerDtypeToleranceUnlessChosen) {
   EXPECT_EQ(strict.notes.size(), 1u);
   write(d.file("b.h5"), "cpu", 1.0f + 1e-6f);
   EXPECT_TRUE(cmp(d).notes.empty());
+}
+
+TEST(Compare, AnyMixOfHashOnlyAndFullDumpsComparesWhatItCan) {
+  testutil::TempDir d;
+  std::vector<T> ts = {{"conv1", "forward", "activation", "float32", {}, {1, 2, 3}},
+                       {"conv2", "forward", "activation", "float32", {}, {4, 5}}};
+  auto changed = ts;
+  changed[1].data[1] = 6;
+  write_dump(d.file("full.h5"), ts);
+  write_dump(d.file("hashes.h5"), ts, "sig", true);
+  write_dump(d.file("words.h5"), ts, "sig", true, true);
+  write_dump(d.file("changed-hashes.h5"), changed, "sig", true);
+  write_dump(d.file("changed-words.h5"), changed, "sig", true, true);
+  write_dump(d.file("changed-full.h5"), changed);
+  auto run = [&](const char* a, const char* b) { return rc::compare_dumps({d.file(a), d.file(b)}); };
+  // Equal tensors match whichever way they were recorded; a device hash is computed from the data.
+  for (auto [a, b] : {std::pair{"full.h5", "hashes.h5"}, {"hashes.h5", "full.h5"}, {"full.h5", "words.h5"},
+                      {"words.h5", "full.h5"}, {"hashes.h5", "hashes.h5"}, {"words.h5", "words.h5"}}) {
+    auto c = run(a, b);
+    EXPECT_FALSE(c.divergent()) << a << " vs " << b;
+    EXPECT_EQ(c.pairs[0].identical, 2) << a << " vs " << b;
+  }
+  // A change shows as the same first divergent tensor; only full pairs have statistics.
+  for (auto [a, b] : {std::pair{"full.h5", "changed-hashes.h5"}, {"hashes.h5", "changed-full.h5"},
+                      {"words.h5", "changed-full.h5"}, {"full.h5", "changed-words.h5"}}) {
+    auto c = run(a, b);
+    ASSERT_TRUE(c.divergent()) << a << " vs " << b;
+    const auto& p = c.pairs[0];
+    EXPECT_EQ(p.diffs[*p.first].ref.layer, "conv2") << a << " vs " << b;
+    EXPECT_TRUE(p.diffs[*p.first].hash_only) << a << " vs " << b;
+    EXPECT_EQ(p.identical, 1);
+    EXPECT_EQ(c.capture.mode, "hashes");
+    auto json = rc::render_json(rc::make_report(c));
+    EXPECT_NE(json.find("\"hash_only\": true"), std::string::npos);
+    EXPECT_NE(json.find("\"stats\": null"), std::string::npos) << json;
+  }
+  auto full = run("full.h5", "changed-full.h5");
+  EXPECT_FALSE(full.pairs[0].diffs[*full.pairs[0].first].hash_only);
+  EXPECT_DOUBLE_EQ(full.pairs[0].diffs[*full.pairs[0].first].stats.max_abs, 1.0);
+  // Hashes of different functions and no data on either side cannot be matched.
+  auto cross = run("hashes.h5", "words.h5");
+  ASSERT_TRUE(cross.divergent());
+  EXPECT_NE(cross.pairs[0].diffs[*cross.pairs[0].first].detail.find("different devices"), std::string::npos);
+  auto text = rc::render_text(rc::make_report(run("full.h5", "changed-hashes.h5")));
+  EXPECT_NE(text.find("a run recorded only hashes, so there are no statistics"), std::string::npos) << text;
+}
+
+TEST(Compare, MaxStepLimitsThePairing) {
+  testutil::TempDir d;
+  std::vector<T> ts = {{"conv1", "forward", "activation", "float32", {}, {1, 2, 3}}};
+  write_dump(d.file("a.h5"), ts);
+  write_dump(d.file("b.h5"), {{"conv1", "forward", "activation", "float32", {}, {1, 2, 4}}});
+  rc::CompareOptions o;
+  o.max_step = -1;  // every tensor here is of step 0
+  auto c = rc::compare_dumps({d.file("a.h5"), d.file("b.h5")}, o);
+  EXPECT_FALSE(c.divergent());
+  EXPECT_EQ(c.tensors, 0);
+  o.max_step = 0;
+  EXPECT_TRUE(rc::compare_dumps({d.file("a.h5"), d.file("b.h5")}, o).divergent());
+}
+
+TEST(Compare, AnotherModelIsANoteOnlyWhenAsked) {
+  testutil::TempDir d;
+  std::vector<T> ts = {{"conv1", "forward", "activation", "float32", {}, {1, 2, 3}}};
+  write_dump(d.file("a.h5"), ts, "one");
+  write_dump(d.file("b.h5"), ts, "two");
+  EXPECT_THROW(rc::compare_dumps({d.file("a.h5"), d.file("b.h5")}), rc::InputError);
+  rc::CompareOptions o;
+  o.allow_other_model = true;
+  auto c = rc::compare_dumps({d.file("a.h5"), d.file("b.h5")}, o);
+  EXPECT_FALSE(c.divergent());
+  ASSERT_FALSE(c.notes.empty());
+  EXPECT_NE(c.notes.back().find("the model changed since"), std::string::npos);
 }

@@ -186,3 +186,58 @@ TEST(Dump, MissingFolderIsAClearError) {
     EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos) << e.what();
   }
 }
+
+TEST(Dump, AHashOnlyDumpKeepsTheIndexAndNoData) {
+  testutil::TempDir dir;
+  std::string path = dir.file("golden.h5");
+  std::vector<float> big(1 << 16, 0.25f);
+  uint64_t expected = rc::hash_bytes(big.data(), big.size() * sizeof(float));
+  {
+    rc::DumpWriter w(path, false, true);
+    EXPECT_TRUE(w.hashes_only());
+    for (int i = 0; i < 50; ++i) w.write(meta("conv" + std::to_string(i), "float32", {1 << 16}), big.data(), big.size() * 4);
+    w.write_hash(meta("cuda", "float32", {3}), 42, true);
+    EXPECT_EQ(w.bytes_written(), 0u);
+    w.commit();
+  }
+  // 50 tensors of 256 KiB each: a full dump would hold 13 MB; the hash-only one stays small.
+  EXPECT_LT(testutil::file_size(path), 64u * 1024);
+  rc::DumpReader r(path);
+  EXPECT_TRUE(r.hashes_only());
+  EXPECT_EQ(r.attribute("capture"), "hashes");
+  ASSERT_EQ(r.index().size(), 51u);
+  EXPECT_EQ(r.index()[0].hash, expected);
+  EXPECT_EQ(r.index()[0].numel, 1 << 16);
+  EXPECT_EQ(r.index()[0].dataset, rc::kHashOnlyXxh3);
+  EXPECT_FALSE(r.index()[0].has_data());
+  EXPECT_EQ(r.index()[50].dataset, rc::kHashOnlyWords);
+  EXPECT_EQ(r.index()[50].hash, 42u);
+  EXPECT_NO_THROW(r.verify());
+  std::vector<float> out(big.size());
+  try {
+    r.read_into(r.index()[0], out.data(), out.size() * 4);
+    FAIL() << "read a hash-only row";
+  } catch (const rc::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("records only the hash of tensor 'conv0'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Dump, WriteHashNeedsAHashOnlyDump) {
+  testutil::TempDir dir;
+  rc::DumpWriter w(dir.file("full.h5"), false);
+  EXPECT_THROW(w.write_hash(meta("x", "float32", {1}), 1, false), rc::RunError);
+}
+
+TEST(Dump, HashWordsIsTheDocumentedWordSum) {
+  // Words 1, 2 and 3 (the last zero-padded): 1*1 + 2*(K+1) + 3*(2K+1) + 9 bytes, mod 2^64.
+  const unsigned char bytes[9] = {1, 0, 0, 0, 2, 0, 0, 0, 3};
+  const uint64_t k = 0x3C6EF372FE94F82AULL;
+  EXPECT_EQ(rc::hash_words(bytes, 9), 1 + 2 * (k + 1) + 3 * (2 * k + 1) + 9);
+  EXPECT_EQ(rc::hash_words(nullptr, 0), 0u);
+  // Order matters: the same words elsewhere give another hash.
+  const unsigned char swapped[9] = {2, 0, 0, 0, 1, 0, 0, 0, 3};
+  EXPECT_NE(rc::hash_words(bytes, 9), rc::hash_words(swapped, 9));
+  // A word of 0xffffffff is unsigned, not -1.
+  const unsigned char high[4] = {0xff, 0xff, 0xff, 0xff};
+  EXPECT_EQ(rc::hash_words(high, 4), 0xffffffffULL + 4);
+}

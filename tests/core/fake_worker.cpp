@@ -3,8 +3,10 @@
 //   layer1  = [a, 1]        a = $FAKE_A (default: the seed)
 //   layer2  = [b, 2]        b = $FAKE_B (default 0), inputs hashed from layer1
 //   loss    = [a + b]
-// and honours --replay/--replay-keys like `reprocheck record`. Behaviours: ok, crash, input-error,
-// sleep (for timeouts), chatty (warnings on stderr).
+// for each of the run options' `steps` (step s adds s to layer2), into a hash-only dump when the
+// options say hashes_only, and honours --replay/--replay-keys like `reprocheck record`. Behaviours:
+// ok, crash, input-error, sleep (for timeouts), chatty (warnings on stderr), flaky (b = the run
+// index, except in a capture ladder's second pass), late (b = the run index from step 2 on).
 #include <unistd.h>
 
 #include <csignal>
@@ -19,6 +21,7 @@
 
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
+#include "reprocheck/run_options.h"
 
 namespace rc = reprocheck;
 
@@ -61,17 +64,21 @@ int main(int argc, char** argv) {
         replay[m.key()] = v;
       }
   }
-  rc::DumpWriter w(flags["--dump"], false);
+  const rc::RunOptions options = rc::from_json(flags["--options"]);
+  const bool second_pass = flags["--dump"].find(".pass-") != std::string::npos;
+  if (behaviour == "flaky" && !second_pass) b = static_cast<float>(index);
+  rc::DumpWriter w(flags["--dump"], false, options.hashes_only);
   w.set_attribute("model", std::string("fake.pt"));
   w.set_attribute("model_signature", std::string("fake"));
-  w.set_attribute("steps", int64_t{1});
+  w.set_attribute("steps", int64_t{options.steps});
   w.set_attribute("device", std::string("cpu"));
   w.set_attribute("seed", static_cast<int64_t>(a));
   w.set_attribute("run_options", flags["--options"]);
   uint64_t previous = 0;
+  int step = 0;
   auto put = [&](const char* layer, rc::Phase phase, rc::Kind kind, std::vector<float> v, bool hashed_inputs) {
     rc::TensorMeta m;
-    m.step = 0;
+    m.step = step;
     m.phase = phase;
     m.kind = kind;
     m.layer = layer;
@@ -86,10 +93,14 @@ int main(int argc, char** argv) {
     previous = w.write(m, v.data(), v.size() * sizeof(float)).hash;
     return v;
   };
-  put("", rc::Phase::input, rc::Kind::input, {1, 2, 3}, false);
-  auto l1 = put("layer1", rc::Phase::forward, rc::Kind::activation, {a, 1}, true);
-  auto l2 = put("layer2", rc::Phase::forward, rc::Kind::activation, {b, 2}, true);
-  put("", rc::Phase::loss, rc::Kind::loss, {l1[0] + l2[0]}, false);
+  for (step = 0; step < options.steps; ++step) {
+    float bs = b + static_cast<float>(step);
+    if (behaviour == "late" && step >= 2) bs += static_cast<float>(index);
+    put("", rc::Phase::input, rc::Kind::input, {1, 2, 3}, false);
+    auto l1 = put("layer1", rc::Phase::forward, rc::Kind::activation, {a, 1}, true);
+    auto l2 = put("layer2", rc::Phase::forward, rc::Kind::activation, {bs, 2}, true);
+    put("", rc::Phase::loss, rc::Kind::loss, {l1[0] + l2[0]}, false);
+  }
   w.commit();
   return 0;
 }

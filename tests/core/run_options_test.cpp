@@ -63,7 +63,7 @@ TEST(RunOptions, JsonKeysAreTheDumpFormats) {
   std::vector<std::string> keys;
   for (const auto& [k, v] : s) keys.push_back(k);
   EXPECT_EQ(keys, (std::vector<std::string>{"benchmark", "command", "data_seed", "deterministic", "device", "dtype", "env",
-                                            "input_shape", "layers", "libraries", "loss", "lr", "mode", "model",
+                                            "hashes_only", "input_shape", "layers", "libraries", "loss", "lr", "mode", "model",
                                             "momentum", "ops", "reinit", "seed", "steps", "threads"}));
   EXPECT_EQ(s["threads"], "0");
   EXPECT_EQ(s["benchmark"], "false");

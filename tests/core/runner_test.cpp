@@ -7,9 +7,12 @@
 #include <functional>
 
 #include "reprocheck/compare.h"
+#include "reprocheck/dump.h"
 #include "reprocheck/error.h"
 #include "reprocheck/files.h"
 #include "reprocheck/isolate.h"
+#include "reprocheck/ladder.h"
+#include "reprocheck/report.h"
 #include "test_util.h"
 
 namespace rc = reprocheck;
@@ -42,6 +45,7 @@ class FakeLauncher : public rc::WorkerLauncher {
 rc::RunnerOptions options(int runs = 2) {
   rc::RunnerOptions o;
   o.run.model = "fake.pt";
+  o.run.steps = 1;
   o.runs = runs;
   return o;
 }
@@ -250,4 +254,200 @@ TEST(Runner, AFailedRunLeavesNoKeepFolderAndTwoRunnersNeverShareOne) {
   auto bad = options();
   bad.keep_dir = dir.file("no/such/folder");
   EXPECT_THROW(rc::Runner(bad, std::make_shared<FakeLauncher>()), rc::InputError);
+}
+
+// The capture ladder.
+
+namespace {
+
+bool has_datasets(const std::string& dump) {
+  rc::DumpReader r(dump);
+  for (const auto& m : r.index())
+    if (m.has_data()) return true;
+  return false;
+}
+
+rc::RunnerOptions steps(int n, int runs = 2) {
+  auto o = options(runs);
+  o.run.steps = n;
+  o.min_runs = 1;
+  return o;
+}
+
+}  // namespace
+
+TEST(Ladder, EqualHashesEndTheCheckWithNoTensorDataWritten) {
+  rc::Runner runner(steps(3, 3), std::make_shared<FakeLauncher>());
+  Events events;
+  auto r = rc::run_check(runner, {}, events.fn());
+  EXPECT_FALSE(r.comparison.divergent());
+  EXPECT_EQ(r.comparison.capture.mode, "ladder");
+  EXPECT_FALSE(r.comparison.capture.pass2);
+  EXPECT_EQ(events.count(rc::WorkerEvent::Kind::started), 3);  // no second pass
+  ASSERT_EQ(r.dumps.size(), 3u);
+  for (const auto& d : r.dumps) {
+    rc::DumpReader reader(d);
+    EXPECT_EQ(reader.attribute("capture"), "hashes");
+    EXPECT_EQ(reader.index().size(), 12u);  // 4 tensors x 3 steps, each with its hash
+    EXPECT_FALSE(has_datasets(d)) << d;
+  }
+}
+
+TEST(Ladder, ADivergenceIsCapturedAgainInFullOnlyThroughItsStep) {
+  // Runs 1 and 2 differ from run 0 from step 2 on; the second pass captures runs 0-2, steps 0-2.
+  auto o = steps(4, 3);
+  rc::Runner runner(o, std::make_shared<FakeLauncher>("late"));
+  Events events;
+  auto r = rc::run_check(runner, {}, events.fn());
+  const auto& c = r.comparison;
+  ASSERT_TRUE(c.divergent());
+  EXPECT_TRUE(c.capture.pass2);
+  EXPECT_EQ(c.capture.pass2_steps, 3);
+  EXPECT_EQ(c.capture.pass2_runs, (std::vector<int>{0, 1, 2}));
+  EXPECT_GT(c.capture.pass2_bytes, 0u);
+  const auto* h = c.headline();
+  ASSERT_NE(h, nullptr);
+  const auto& d = h->diffs[*h->first];
+  EXPECT_EQ(d.ref.layer, "layer2");
+  EXPECT_EQ(d.ref.step, 2);
+  EXPECT_FALSE(d.hash_only);
+  // Statistics from the full second pass: run 1's b is 1 more than run 0's.
+  EXPECT_EQ(d.stats.mismatched, 1);
+  EXPECT_DOUBLE_EQ(d.stats.max_abs, 1.0);
+  // Step 3 is beyond the second pass: its divergences are counted from the hashes alone.
+  int64_t hash_only = 0;
+  for (const auto& x : h->diffs) {
+    if (x.ref.step == 3) EXPECT_TRUE(x.hash_only) << x.ref.tensor_name();
+    hash_only += x.hash_only;
+  }
+  EXPECT_EQ(hash_only, 2);  // layer2 and the loss of step 3
+  EXPECT_EQ(h->compared, 16);
+  EXPECT_EQ(h->divergent, 4);  // layer2 and loss of steps 2 and 3
+  EXPECT_EQ(h->identical, 12);
+  // The same first divergence and statistics as one full pass.
+  rc::Runner full_runner(o, std::make_shared<FakeLauncher>("late"));
+  rc::CheckOptions full;
+  full.full = true;
+  auto f = rc::run_check(full_runner, full, events.fn());
+  const auto* fh = f.comparison.headline();
+  ASSERT_NE(fh, nullptr);
+  EXPECT_EQ(fh->diffs[*fh->first].ref.key(), d.ref.key());
+  EXPECT_DOUBLE_EQ(fh->diffs[*fh->first].stats.max_abs, d.stats.max_abs);
+  EXPECT_EQ(fh->divergent, h->divergent);
+  EXPECT_TRUE(has_datasets(f.dumps[0]));
+}
+
+TEST(Ladder, OnlyTheRunsThatDifferedAreCapturedAgain) {
+  // seed=0,0,1: only run 2 differs.
+  auto o = steps(2, 3);
+  o.vary = rc::parse_vary("seed=0,0,1", o.run);
+  rc::Runner runner(o, std::make_shared<FakeLauncher>());
+  Events events;
+  auto r = rc::run_check(runner, {}, events.fn());
+  EXPECT_EQ(r.comparison.capture.pass2_runs, (std::vector<int>{0, 2}));
+  EXPECT_EQ(r.comparison.capture.pass2_steps, 1);  // the seed shows at step 0
+  EXPECT_EQ(events.count(rc::WorkerEvent::Kind::started), 5);
+  EXPECT_FALSE(r.comparison.pairs[0].has_divergence());
+  EXPECT_TRUE(r.comparison.pairs[1].has_divergence());
+}
+
+TEST(Ladder, AnIntermittentDivergenceIsNeverAPass) {
+  // The runs differ in pass 1 only: pass 2 does not reproduce it.
+  rc::Runner runner(steps(2), std::make_shared<FakeLauncher>("flaky"));
+  Events events;
+  auto r = rc::run_check(runner, {}, events.fn());
+  const auto& c = r.comparison;
+  EXPECT_TRUE(c.divergent());
+  EXPECT_EQ(c.capture.intermittent, (std::vector<int>{1}));
+  const auto* h = c.headline();
+  ASSERT_NE(h, nullptr);
+  EXPECT_TRUE(h->diffs[*h->first].hash_only);
+  auto report = rc::render_text(rc::make_report(c));
+  EXPECT_NE(report.find("intermittent: run(s) 1 diverged in pass 1"), std::string::npos) << report;
+  EXPECT_NE(report.find("verdict: DIVERGENT"), std::string::npos) << report;
+}
+
+TEST(Ladder, HashesOnlyGivesTheVerdictWithoutStatistics) {
+  auto o = steps(1);
+  o.vary = rc::parse_vary("seed=0,1", o.run);
+  rc::Runner runner(o, std::make_shared<FakeLauncher>());
+  Events events;
+  rc::CheckOptions co;
+  co.hashes_only = true;
+  auto r = rc::run_check(runner, co, events.fn());
+  EXPECT_TRUE(r.comparison.divergent());
+  EXPECT_FALSE(r.comparison.capture.pass2);
+  EXPECT_EQ(events.count(rc::WorkerEvent::Kind::started), 2);
+  const auto* h = r.comparison.headline();
+  EXPECT_TRUE(h->diffs[*h->first].hash_only);
+  EXPECT_EQ(h->diffs[*h->first].ref.layer, "layer1");
+}
+
+TEST(Ladder, WithAToleranceUnequalHashesAreJudgedInTheSecondPass) {
+  // b differs by the run index (1): within atol 2 it is close, not divergent.
+  auto o = steps(3);
+  auto env = [](int index) { return std::vector<std::pair<std::string, std::string>>{{"FAKE_B", std::to_string(index)}}; };
+  rc::Runner runner(o, std::make_shared<FakeLauncher>("ok", -1, env));
+  Events events;
+  rc::CheckOptions co;
+  co.compare.tolerance = rc::Tolerance::fixed(2.0, 0.0);
+  co.compare.tolerance_explicit = true;
+  auto r = rc::run_check(runner, co, events.fn());
+  EXPECT_FALSE(r.comparison.divergent());
+  EXPECT_TRUE(r.comparison.capture.pass2);
+  EXPECT_EQ(r.comparison.capture.pass2_steps, 3);  // every step where hashes differed
+  EXPECT_EQ(r.comparison.pairs[0].close, 6);
+}
+
+TEST(Ladder, AGoldenMatchesItsOwnSettingAndNamesTheFirstChangedTensorOtherwise) {
+  auto tmp = rc::files::make_temp_dir("ladder-golden-");
+  const std::string golden = tmp + "/golden.h5", full_golden = tmp + "/full.h5";
+  {
+    rc::Runner runner(steps(2, 1), std::make_shared<FakeLauncher>());
+    Events events;
+    auto dumps = runner.run(events.fn(), [](rc::RunOptions& r, int) { r.hashes_only = true; });
+    rc::files::copy_file_atomically(dumps[0], golden, "golden");
+    auto full = runner.rerun({0}, [](rc::RunOptions& r, int) { r.hashes_only = false; }, events.fn());
+    rc::files::copy_file_atomically(full[0], full_golden, "golden");
+  }
+  EXPECT_FALSE(has_datasets(golden));
+  rc::CheckOptions co;
+  co.baseline = golden;
+  {
+    rc::Runner runner(steps(2, 1), std::make_shared<FakeLauncher>());
+    Events events;
+    auto r = rc::run_check(runner, co, events.fn());
+    EXPECT_FALSE(r.comparison.divergent());
+    auto text = rc::render_text(rc::make_report(r.comparison));
+    EXPECT_NE(text.find("verdict: MATCHES THE GOLDEN"), std::string::npos) << text;
+  }
+  auto seed1 = steps(2, 1);
+  seed1.run.seed = "1";
+  {
+    rc::Runner runner(seed1, std::make_shared<FakeLauncher>());
+    Events events;
+    auto r = rc::run_check(runner, co, events.fn());
+    ASSERT_TRUE(r.comparison.divergent());
+    const auto* h = r.comparison.headline();
+    EXPECT_EQ(h->diffs[*h->first].ref.layer, "layer1");
+    EXPECT_TRUE(h->diffs[*h->first].hash_only);  // a hash-only golden has no statistics
+    EXPECT_EQ(events.count(rc::WorkerEvent::Kind::started), 1);
+    auto text = rc::render_text(rc::make_report(r.comparison));
+    EXPECT_NE(text.find("verdict: NUMERICS CHANGED"), std::string::npos) << text;
+    EXPECT_NE(text.find("record a full golden on the base commit"), std::string::npos) << text;
+  }
+  co.baseline = full_golden;
+  {
+    rc::Runner runner(seed1, std::make_shared<FakeLauncher>());
+    Events events;
+    auto r = rc::run_check(runner, co, events.fn());
+    ASSERT_TRUE(r.comparison.divergent());
+    const auto* h = r.comparison.headline();
+    const auto& d = h->diffs[*h->first];
+    EXPECT_EQ(d.ref.layer, "layer1");
+    EXPECT_FALSE(d.hash_only);  // a full golden: the second pass gives statistics
+    EXPECT_DOUBLE_EQ(d.stats.max_abs, 1.0);
+    EXPECT_EQ(r.comparison.capture.pass2_runs, (std::vector<int>{1}));
+  }
+  rc::files::remove_tree(tmp);
 }

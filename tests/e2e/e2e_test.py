@@ -373,6 +373,125 @@ class Check(unittest.TestCase):
                 self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
 
 
+class Ladder(unittest.TestCase):
+    """The capture ladder: hashes first, full capture only where the runs split; goldens."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.env = dict(os.environ, TMPDIR=self.tmp.name)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def check(self, *args, expect):
+        j = self.path("r.json")
+        r = run(*args, "--device", "cpu", "--json", j, env=self.env)
+        self.assertEqual(r.returncode, expect, r.stdout + r.stderr)
+        with open(j) as f:
+            report = json.load(f)
+        os.remove(j)
+        return r, report
+
+    def test_a_passing_check_writes_no_tensor_data(self):
+        keep = self.path("keep")
+        r = run(fixture("resnet_mini"), "--device", "cpu", "--hashes-only", "--keep", keep, env=self.env)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        for name in ("run-0.h5", "run-1.h5"):
+            with h5py.File(os.path.join(keep, name), "r") as f:
+                self.assertEqual(f.attrs["capture"], "hashes")
+                self.assertEqual(len(f["tensors"]), 0)  # not one dataset
+                index = f["index"][:]
+                self.assertGreater(len(index), 100)
+                self.assertTrue(all(row["dataset"].startswith(b"hash:") for row in index))
+                self.assertTrue(all(row["hash"] != 0 for row in index))
+        r, report = self.check(fixture("resnet_mini"), expect=0)
+        self.assertEqual(report["capture"]["mode"], "ladder")
+        self.assertFalse(report["capture"]["pass2"])
+        self.assertIn("capture: pass 1 (hashes only) found every tensor equal", r.stdout)
+        self.assertIn("no tensor data was written", r.stdout)
+
+    def test_a_divergence_matches_a_full_check(self):
+        args = (fixture("dropout_mlp"), "--vary", "seed=0,1", "--steps", "3")
+        r, ladder = self.check(*args, expect=1)
+        _, full = self.check(*args, "--full", expect=1)
+        self.assertTrue(ladder["capture"]["pass2"])
+        self.assertEqual(ladder["capture"]["pass2_steps"], 1)  # the seed shows before step 1
+        self.assertEqual(ladder["capture"]["pass2_runs"], [0, 1])
+        self.assertGreater(ladder["capture"]["pass2_bytes"], 0)
+        self.assertEqual(full["capture"]["mode"], "full")
+        lf, ff = ladder["first_divergence"], full["first_divergence"]
+        for key in ("step", "phase", "layer", "kind", "name", "call"):
+            self.assertEqual(lf[key], ff[key], key)
+        self.assertEqual(lf["stats"], ff["stats"])
+        self.assertEqual([h["cause"] for h in ladder["hints"]], [h["cause"] for h in full["hints"]])
+        self.assertEqual(ladder["pairs"][0]["divergent"], full["pairs"][0]["divergent"])
+        # Steps 1 and 2 were not captured again: their counts come from the hashes.
+        late = [t for t in ladder["divergent_tensors"] if t["step"] >= 1]
+        self.assertTrue(late and all(t["hash_only"] and t["max_abs"] is None for t in late))
+        self.assertIn("the statistics come from pass 2", r.stdout)
+
+    def test_random_seeds_are_carried_into_the_second_pass(self):
+        # --seed random draws a seed per run; pass 2 runs with the seed pass 1 drew, so it
+        # reproduces the divergence and gives statistics (never "intermittent").
+        _, report = self.check(fixture("dropout_mlp"), "--seed", "random", "--runs", "4", "--steps", "3", expect=1)
+        self.assertEqual(report["capture"]["intermittent_runs"], [])
+        self.assertIsNotNone(report["first_divergence"]["stats"])
+
+    def test_golden_from_a_fixed_seed_passes_and_another_seed_fails(self):
+        golden = self.path("golden.h5")
+        r = run(fixture("resnet_mini"), "--device", "cpu", "--save-baseline", golden, env=self.env)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("wrote golden", r.stdout)
+        self.assertLess(os.path.getsize(golden), 200_000)
+        with h5py.File(golden, "r") as f:
+            self.assertEqual(len(f["tensors"]), 0)
+        r, report = self.check(fixture("resnet_mini"), "--baseline", golden, expect=0)
+        self.assertIn("verdict: MATCHES THE GOLDEN", r.stdout)
+        self.assertTrue(report["baseline"]["matches"])
+        r, report = self.check(fixture("resnet_mini"), "--baseline", golden, "--seed", "7", expect=1)
+        self.assertIn("verdict: NUMERICS CHANGED", r.stdout)
+        self.assertEqual(report["first_divergence"]["phase"], "init")
+        self.assertIsNone(report["first_divergence"]["stats"])
+        self.assertIn("record a full golden on the base commit", r.stdout)
+        # Refreshing the golden is explicit.
+        r = run(fixture("resnet_mini"), "--device", "cpu", "--save-baseline", golden, env=self.env)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--force", r.stderr)
+        # A full golden gives statistics.
+        full = self.path("full.h5")
+        self.assertEqual(run("record", fixture("resnet_mini"), "-o", full, "--device", "cpu").returncode, 0)
+        r, report = self.check(fixture("resnet_mini"), "--baseline", full, "--seed", "7", expect=1)
+        self.assertIsNotNone(report["first_divergence"]["stats"])
+        self.assertGreater(report["first_divergence"]["stats"]["mismatched"], 0)
+
+    def test_record_hashes_only_and_diff_of_a_mix(self):
+        h = self.path("h.h5")
+        f = self.path("f.h5")
+        self.assertEqual(run("record", fixture("bn_net"), "-o", h, "--hashes-only", "--device", "cpu").returncode, 0)
+        self.assertEqual(run("record", fixture("bn_net"), "-o", f, "--device", "cpu").returncode, 0)
+        self.assertLess(os.path.getsize(h) * 3, os.path.getsize(f))
+        for a, b in ((h, f), (f, h)):
+            r = run("diff", a, b)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        other = self.path("o.h5")
+        self.assertEqual(run("record", fixture("bn_net"), "-o", other, "--data-seed", "3", "--device", "cpu").returncode, 0)
+        r = run("diff", h, other)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("a run recorded only hashes, so there are no statistics", r.stdout)
+
+    def test_conflicting_flags_are_one_line(self):
+        for args, words in ((("--full", "--hashes-only"), "exclude each other"),
+                            (("--baseline", self.path("none.h5")), "no such golden"),
+                            (("--isolate", "--hashes-only"), "needs full dumps")):
+            r = run(fixture("bn_net"), "--device", "cpu", *args, env=self.env)
+            self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+            self.assertIn(words, r.stderr)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+
+
 class Diff(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()

@@ -204,6 +204,80 @@ class Capture(unittest.TestCase):
             self.assertEqual(rng["numpy"].view(np.uint32)[:624].tolist(), states["numpy"])
 
 
+class Ladder(unittest.TestCase):
+    """Hash-only capture in a training script, and goldens for `run`."""
+
+    def test_device_hash_is_the_cores_hash_words(self):
+        code = """
+import torch
+from reprocheck import _core
+from reprocheck._util import _device_hash, _host_array
+torch.manual_seed(0)
+for t in (torch.randn(1001), torch.randn(3, 5).t(), torch.randn(7).to(torch.bfloat16), torch.tensor([True, False, True]),
+          torch.randint(-9, 9, (13,), dtype=torch.int8), torch.arange(5, dtype=torch.int64) - 2, torch.zeros(0)):
+    want = _core.hash_words(_host_array(t))
+    got = int(_device_hash(t)) & 0xFFFFFFFFFFFFFFFF
+    assert got == want, (t.dtype, got, want)
+print("ok")
+"""
+        r = subprocess.run([PY, "-c", code], capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout.strip(), "ok")
+
+    def test_hash_only_capture_computes_the_same_numbers(self):
+        cap = Capture()
+        plain = cap.plain("adamw_mlp")
+        d = cap.keep("adamw_mlp", "--hashes-only")
+        rows, attrs = index(os.path.join(d, "run-0.h5"))
+        self.assertEqual(attrs["capture"], "hashes")
+        self.assertTrue(all(r["dataset"].startswith("hash:") for r in rows))
+        with h5py.File(os.path.join(d, "run-0.h5")) as f:
+            self.assertEqual(len(f["tensors"]), 0)
+        self.assertEqual([int(r["hash"]) for r in rows if r["kind"] == "loss"], plain["losses"])
+        final = {(r["layer"] + "." + r["name"]).lstrip("."): int(r["hash"]) for r in rows
+                 if r["phase"] == "after_step" and r["kind"] == "param" and r["step"] == 1}
+        self.assertEqual(final, plain["params"])
+
+    def test_default_run_is_hashes_first(self):
+        with tempfile.TemporaryDirectory() as d:
+            j = os.path.join(d, "r.json")
+            r = reprocheck("run", "--json", j, "--", PY, script("adamw_mlp"))
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            with open(j) as f:
+                report = json.load(f)
+            self.assertEqual(report["capture"]["mode"], "ladder")
+            self.assertFalse(report["capture"]["pass2"])
+
+    def test_golden_of_a_script(self):
+        with tempfile.TemporaryDirectory() as d:
+            train = os.path.join(d, "train.py")
+            with open(train, "w") as f:
+                f.write(
+                    "import os, torch\n"
+                    "torch.manual_seed(0)\n"
+                    "model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))\n"
+                    "opt = torch.optim.SGD(model.parameters(), lr=float(os.environ.get('LR', '0.1')))\n"
+                    "x, y = torch.randn(16, 4), torch.randn(16, 1)\n"
+                    "for _ in range(3):\n"
+                    "    opt.zero_grad()\n"
+                    "    torch.nn.functional.mse_loss(model(x), y).backward()\n"
+                    "    opt.step()\n")
+            golden = os.path.join(d, "golden.h5")
+            r = reprocheck("run", "--save-baseline", golden, "--", PY, train)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            r = reprocheck("run", "--baseline", golden, "--", PY, train)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertIn("verdict: MATCHES THE GOLDEN", r.stdout)
+            j = os.path.join(d, "r.json")
+            r = reprocheck("run", "--baseline", golden, "--env", "LR=0.2", "--json", j, "--", PY, train)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertIn("verdict: NUMERICS CHANGED", r.stdout)
+            with open(j) as f:
+                fd = json.load(f)["first_divergence"]
+            # The learning rate first shows in the parameters after step 0.
+            self.assertEqual((fd["step"], fd["phase"], fd["kind"]), (0, "after_step", "param"))
+
+
 class Errors(unittest.TestCase):
     def one_line(self, r):
         lines = [l for l in r.stderr.splitlines() if l.startswith("reprocheck: error: ")]

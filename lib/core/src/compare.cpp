@@ -46,6 +46,7 @@ std::map<std::string, std::string> run_option_strings(const DumpReader& r) {
   } catch (const InputError&) {
   }
   out.erase("model");
+  out.erase("hashes_only");  // how a run was captured, not what it computed
   // The seeds actually drawn: two "--seed random" runs have equal options but different seeds.
   out["seed_value"] = r.attribute("seed");
   out["data_seed_value"] = r.attribute("data_seed");
@@ -53,6 +54,13 @@ std::map<std::string, std::string> run_option_strings(const DumpReader& r) {
 }
 
 }  // namespace
+
+int64_t Comparison::hash_only_diffs() const {
+  int64_t n = 0;
+  for (const auto& p : pairs)
+    for (const auto& d : p.diffs) n += d.hash_only ? 1 : 0;
+  return n;
+}
 
 bool Comparison::divergent() const {
   for (const auto& p : pairs)
@@ -101,6 +109,9 @@ void describe_integers(TensorDiff& diff, const void* ref_data, const void* other
   diff.same_multiset = a == b;
 }
 
+// The function a row's hash was computed with: XXH3 for rows with data.
+const char* hash_function(const TensorMeta& m) { return m.dataset == kHashOnlyWords ? kHashOnlyWords : kHashOnlyXxh3; }
+
 PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, const CompareOptions& options) {
   PairComparison pair;
   pair.ref_path = ref.path();
@@ -113,8 +124,10 @@ PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, cons
   // Pass 1: structure and hashes, from the indexes alone.
   std::vector<TensorDiff> all;
   std::vector<size_t> need_data;  // entries of `all` whose bytes must be compared
+  std::vector<size_t> hash_only;  // entries whose hashes differ (or are of other functions) and one side has no data
   int64_t last_other_order = -1;
   for (const auto& ref_meta : ref.index()) {
+    if (ref_meta.step > options.max_step) continue;
     TensorDiff diff;
     diff.ref = ref_meta;
     auto it = in_other.find(ref_meta.key());
@@ -134,13 +147,38 @@ PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, cons
       } else if (ref_meta.shape != other_meta.shape) {
         diff.status = Status::shape_mismatch;
         diff.detail = fmt::format("[{}] vs [{}]", fmt::join(ref_meta.shape, ", "), fmt::join(other_meta.shape, ", "));
-      } else if (options.hash_shortcut && ref_meta.hash == other_meta.hash) {
+      } else if (options.hash_shortcut && ref_meta.hash == other_meta.hash &&
+                 hash_function(ref_meta) == hash_function(other_meta)) {
         diff.status = Status::match;
+      } else if (!ref_meta.has_data() || !other_meta.has_data()) {
+        hash_only.push_back(all.size());
       } else {
         need_data.push_back(all.size());
       }
     }
     all.push_back(std::move(diff));
+  }
+
+  // Rows without data: a hash of another function is computed from the side that has data; the
+  // rest differ by their hashes alone.
+  for (size_t k : hash_only) {
+    TensorDiff& diff = all[k];
+    const TensorMeta* with_data = diff.ref.has_data() ? &diff.ref : diff.other.has_data() ? &diff.other : nullptr;
+    const TensorMeta* without = with_data == &diff.ref ? &diff.other : &diff.ref;
+    if (with_data && hash_function(*with_data) != hash_function(*without)) {
+      const DumpReader& r = with_data == &diff.ref ? ref : other;
+      auto bytes = r.read(*with_data);
+      pair.bytes_read += bytes.size();
+      if (hash_for_row(*without, bytes.data(), bytes.size()) == without->hash) {
+        diff.status = Status::match;
+        continue;
+      }
+    }
+    diff.status = Status::values_differ;
+    diff.hash_only = true;
+    diff.detail = with_data || hash_function(diff.ref) == hash_function(diff.other)
+                      ? "the hashes differ; a run recorded only hashes, so there are no statistics"
+                      : "the hashes differ, computed on different devices; a run recorded only hashes";
   }
 
   // Pass 2: the data of the tensors whose hashes differ. The next pair of tensors is read on
@@ -197,7 +235,7 @@ PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, cons
     pair.diffs.push_back(std::move(diff));
   }
   for (size_t i = 0; i < other.index().size(); ++i) {
-    if (other_seen[i]) continue;
+    if (other_seen[i] || other.index()[i].step > options.max_step) continue;
     TensorDiff diff;
     diff.ref = other.index()[i];
     diff.other = other.index()[i];
@@ -295,7 +333,10 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
     } catch (const nlohmann::json::exception&) {
     }
   }
-  c.tensors = static_cast<int64_t>(ref.index().size());
+  c.tensors = 0;
+  for (const auto& m : ref.index()) c.tensors += m.step <= options.max_step ? 1 : 0;
+  for (const auto& r : readers)
+    if (r->hashes_only()) c.capture.mode = "hashes";
   c.ref_index = ref.index();
   try {
     c.ref_options = from_json(ref.attribute("run_options", "{}"));
@@ -304,7 +345,12 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
   auto ref_opts = run_option_strings(ref);
   for (size_t i = 1; i < readers.size(); ++i) {
     const DumpReader& other = *readers[i];
-    if (ref.attribute("model_signature") != other.attribute("model_signature"))
+    if (ref.attribute("model_signature") != other.attribute("model_signature") && options.allow_other_model) {
+      c.notes.push_back(fmt::format("the model changed since '{}' was recorded (signature {} vs {}): tensors "
+                                    "are paired by layer name",
+                                    ref.path(), ref.attribute("model_signature"),
+                                    other.attribute("model_signature")));
+    } else if (ref.attribute("model_signature") != other.attribute("model_signature"))
       throw InputError(
           fmt::format("dumps of different models: '{}' records {} (signature {}), '{}' records {} "
                       "(signature {}); compare dumps of the same model",

@@ -35,9 +35,11 @@ void merge_rank_dumps(const std::vector<std::string>& rank_dumps, const std::str
   if (rank_dumps.empty()) throw InputError(fmt::format("no rank dumps to merge into '{}'", out));
   std::vector<std::unique_ptr<DumpReader>> readers;
   for (const auto& path : rank_dumps) readers.push_back(std::make_unique<DumpReader>(path));
-  DumpWriter writer(out, false);
+  bool hashes_only = false;
+  for (const auto& r : readers) hashes_only |= r->hashes_only();
+  DumpWriter writer(out, false, hashes_only);
   for (const auto& [name, value] : readers[0]->attributes())
-    if (name != "format" && name != "format_version" && name != "tensor_count") writer.set_attribute(name, value);
+    if (name != "format" && name != "format_version" && name != "tensor_count" && name != "capture") writer.set_attribute(name, value);
   writer.set_attribute("ranks", static_cast<int64_t>(readers.size()));
   nlohmann::json notes = nlohmann::json::array();
   std::vector<std::byte> buffer;
@@ -47,9 +49,19 @@ void merge_rank_dumps(const std::vector<std::string>& rank_dumps, const std::str
       for (auto& note : replica_disagreements(*readers[0], reader, static_cast<int>(rank))) notes.push_back(note);
     const std::string prefix = fmt::format("rank{}", rank);
     for (TensorMeta m : reader.index()) {
-      buffer = reader.read(m);
       m.layer = m.layer.empty() ? prefix : prefix + "/" + m.layer;
-      writer.write(std::move(m), buffer.data(), buffer.size());
+      if (!m.has_data()) {
+        const bool words = m.dataset == kHashOnlyWords;
+        writer.write_hash(std::move(m), m.hash, words);
+        continue;
+      }
+      buffer = reader.read(m);
+      if (hashes_only) {
+        const uint64_t h = m.hash;
+        writer.write(std::move(m), buffer.data(), buffer.size(), &h);
+      } else {
+        writer.write(std::move(m), buffer.data(), buffer.size());
+      }
     }
   }
   if (!notes.empty()) writer.set_attribute("replica_notes", notes.dump());

@@ -83,7 +83,7 @@ std::string check_row(const TensorMeta& m, size_t row) {
     numel *= d;
   }
   if (numel != m.numel) return fmt::format("index row {} has {} elements for shape of {}", row, m.numel, numel);
-  if (m.dataset.rfind("tensors/", 0) != 0) return fmt::format("index row {} names dataset '{}'", row, m.dataset);
+  if (!m.has_data() && m.dataset != kHashOnlyXxh3 && m.dataset != kHashOnlyWords) return fmt::format("index row {} names dataset '{}'", row, m.dataset);
   return "";
 }
 
@@ -216,6 +216,10 @@ void DumpReader::read_into(const TensorMeta& meta, void* out, size_t nbytes) con
     return InputError(fmt::format("dump '{}' is damaged: tensor '{}' ({}) {}; record it again", path_,
                                   meta.tensor_name(), meta.dataset, why));
   };
+  if (!meta.has_data())
+    throw InputError(fmt::format("dump '{}' records only the hash of tensor '{}', not its data; record it again "
+                                 "with full capture",
+                                 path_, meta.tensor_name()));
   if (H5Lexists(impl_->file, meta.dataset.c_str(), H5P_DEFAULT) <= 0) throw damaged("is missing");
   Handle ds(H5Dopen2(impl_->file, meta.dataset.c_str(), H5P_DEFAULT), H5Dclose);
   if (!ds.ok()) throw damaged("cannot be opened");
@@ -237,6 +241,7 @@ void DumpReader::read_into(const TensorMeta& meta, void* out, size_t nbytes) con
 void DumpReader::verify() const {
   std::vector<std::byte> buffer;
   for (const auto& meta : index_) {
+    if (!meta.has_data()) continue;
     buffer.resize(static_cast<size_t>(meta.numel) * dtype_size(meta.dtype));
     read_into(meta, buffer.data(), buffer.size());
   }
@@ -302,6 +307,12 @@ void DumpReader::check_isolated(const std::string& path, double timeout_s) {
   throw InputError(fmt::format("dump '{}' is damaged: the HDF5 library {} reading it; record it again", path,
                                WIFSIGNALED(status) ? fmt::format("crashed (signal {})", WTERMSIG(status))
                                                    : std::string("failed")));
+}
+
+bool DumpReader::hashes_only() const {
+  for (const auto& m : index_)
+    if (!m.has_data()) return true;
+  return attribute("capture") == "hashes";
 }
 
 std::vector<std::byte> DumpReader::read(const TensorMeta& meta) const {

@@ -53,8 +53,10 @@ std::string checked_destination(const std::string& path, bool overwrite) {
 
 }  // namespace
 
-DumpWriter::DumpWriter(std::string path, bool overwrite)
-    : impl_(std::make_unique<Impl>()), file_(checked_destination(path, overwrite), "dump", !overwrite) {
+DumpWriter::DumpWriter(std::string path, bool overwrite, bool hashes_only)
+    : impl_(std::make_unique<Impl>()),
+      file_(checked_destination(path, overwrite), "dump", !overwrite),
+      hashes_only_(hashes_only) {
   hdf5::quiet();
   Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
@@ -68,6 +70,7 @@ DumpWriter::DumpWriter(std::string path, bool overwrite)
   H5Pset_obj_track_times(impl_->dcpl, 0);
   set_attribute("format", kDumpFormatName);
   set_attribute("format_version", static_cast<int64_t>(kDumpFormatVersion));
+  set_attribute("capture", hashes_only ? "hashes" : "full");
 }
 
 // The HDF5 file is closed before PendingFile removes the uncommitted temporary.
@@ -95,6 +98,13 @@ const TensorMeta& DumpWriter::write(TensorMeta meta, const void* data, size_t nb
   if (static_cast<size_t>(meta.numel) * dtype_info(dtype).size != nbytes)
     throw RunError(fmt::format("internal error writing '{}': {} bytes for {} elements of {}", meta.tensor_name(),
                                nbytes, meta.numel, meta.dtype));
+  if (hashes_only_) {
+    meta.order = static_cast<int64_t>(index_.size());
+    meta.hash = hash ? *hash : hash_bytes(data, nbytes);
+    meta.dataset = kHashOnlyXxh3;
+    index_.push_back(std::move(meta));
+    return index_.back();
+  }
   meta.order = static_cast<int64_t>(index_.size());
   meta.hash = hash ? *hash : hash_bytes(data, nbytes);
   std::string local = fmt::format("{:06d}", meta.order);
@@ -110,6 +120,19 @@ const TensorMeta& DumpWriter::write(TensorMeta meta, const void* data, size_t nb
     throw RunError(fmt::format("cannot write tensor '{}' to dump '{}': {}; check free disk space", meta.tensor_name(),
                                path(), hdf5::last_error()));
   bytes_ += nbytes;
+  index_.push_back(std::move(meta));
+  return index_.back();
+}
+
+const TensorMeta& DumpWriter::write_hash(TensorMeta meta, uint64_t hash, bool words) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  if (!hashes_only_) throw RunError("internal error: write_hash on a dump that keeps data");
+  dtype_from_name(meta.dtype);
+  meta.numel = 1;
+  for (auto d : meta.shape) meta.numel *= d;
+  meta.order = static_cast<int64_t>(index_.size());
+  meta.hash = hash;
+  meta.dataset = words ? kHashOnlyWords : kHashOnlyXxh3;
   index_.push_back(std::move(meta));
   return index_.back();
 }

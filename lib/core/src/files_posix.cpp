@@ -220,8 +220,9 @@ void write_file_atomically(const std::string& path, const std::string& text, con
   pending.commit();
 }
 
-void copy_file_atomically(const std::string& from, const std::string& to, const std::string& what) {
-  PendingFile pending(to, what);
+void copy_file_atomically(const std::string& from, const std::string& to, const std::string& what,
+                          bool exclusive) {
+  PendingFile pending(to, what, exclusive);
   int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
   int out = in < 0 ? -1 : create_temp(pending);
   bool ok = in >= 0 && out >= 0;

@@ -69,6 +69,7 @@ std::vector<CascadeRow> cascade(const PairComparison& p) {
       rows.push_back({d.ref.step, d.ref.phase});
     }
     rows[it->second].count++;
+    rows[it->second].hash_only += d.hash_only ? 1 : 0;
     rows[it->second].max_abs = std::max(rows[it->second].max_abs, d.stats.max_abs);
   }
   return rows;
@@ -88,8 +89,50 @@ std::string cosine_text(double cosine) {
   return std::isnan(cosine) ? "n/a (no finite pair)" : fmt::format("{:.9f}", cosine);
 }
 
+std::string verdict_word(const Comparison& c) {
+  if (!c.capture.baseline.empty()) return c.divergent() ? "NUMERICS CHANGED" : "MATCHES THE GOLDEN";
+  return c.divergent() ? "DIVERGENT" : "REPRODUCIBLE";
+}
+
+std::string cascade_max(const CascadeRow& row) {
+  if (row.hash_only == row.count) return "hashes only";
+  return fmt::format("{:.3g}{}", row.max_abs, row.hash_only ? fmt::format(" (+{} by hash)", row.hash_only) : "");
+}
+
+std::vector<std::string> capture_sentences(const Comparison& c) {
+  std::vector<std::string> out;
+  const auto& k = c.capture;
+  auto runs = [](const std::vector<int>& v) { return fmt::format("{}", fmt::join(v, ", ")); };
+  if (!k.baseline.empty())
+    out.push_back(fmt::format("run 0 is the golden '{}' ({})", k.baseline,
+                              k.baseline_hashes_only ? "hashes only" : "full"));
+  if (k.mode == "ladder") {
+    if (!k.pass2)
+      out.push_back("pass 1 (hashes only) found every tensor equal: no tensor data was written");
+    else
+      out.push_back(fmt::format("pass 1 (hashes only) found a difference; pass 2 captured run(s) {} in full for "
+                                "step(s) 0-{}: the statistics come from pass 2, the counts of later steps from "
+                                "hashes alone",
+                                runs(k.pass2_runs), k.pass2_steps - 1));
+  } else if (k.mode == "hashes" && c.hash_only_diffs() > 0) {
+    out.push_back(fmt::format("{} divergent tensor(s) differ by their hashes alone: a run recorded only hashes, so "
+                              "they have no statistics",
+                              c.hash_only_diffs()));
+  }
+  if (!k.intermittent.empty())
+    out.push_back(fmt::format("intermittent: run(s) {} diverged in pass 1 but not when captured again in pass 2; "
+                              "the verdict stands on pass 1's hashes",
+                              runs(k.intermittent)));
+  if (!k.baseline.empty() && k.baseline_hashes_only && c.divergent())
+    out.push_back("the golden holds hashes only, so the size of the change cannot be computed: record a full golden "
+                  "on the base commit (reprocheck record MODEL.pt -o base.h5, or --save-baseline base.h5 --full) "
+                  "and compare with 'reprocheck diff base.h5 run.h5'");
+  return out;
+}
+
 std::string data_sentence(const TensorDiff& d) {
   if (d.status != Status::values_differ) return "";
+  if (d.hash_only) return d.detail;
   auto list = [](const std::vector<int64_t>& v) {
     const size_t shown = std::min<size_t>(v.size(), 12);
     return fmt::format("[{}{}]", fmt::join(v.begin(), v.begin() + static_cast<long>(shown), ", "),

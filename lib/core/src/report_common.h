@@ -23,6 +23,7 @@ struct CascadeRow {
   Phase phase;
   int64_t count = 0;
   double max_abs = 0;
+  int64_t hash_only = 0;  // of `count`, divergent by their hashes alone (no statistics)
 };
 // Divergent tensors after the first, grouped by (step, phase), in order of first appearance.
 std::vector<CascadeRow> cascade(const PairComparison& p);
@@ -32,5 +33,12 @@ std::string knobs(const PairComparison& p);
 // 0"); "" for other tensors, which get statistics.
 std::string data_sentence(const TensorDiff& d);
 std::string steps_of(const Comparison& c);
+// The verdict in words: "REPRODUCIBLE" / "DIVERGENT", or against a golden "MATCHES THE GOLDEN" /
+// "NUMERICS CHANGED".
+std::string verdict_word(const Comparison& c);
+// Where the figures come from, a sentence per fact (the capture ladder); empty for a full capture.
+std::vector<std::string> capture_sentences(const Comparison& c);
+// The max abs diff of a cascade row, or "hashes only" when no tensor of it has statistics.
+std::string cascade_max(const CascadeRow& row);
 
 }  // namespace reprocheck::report_detail

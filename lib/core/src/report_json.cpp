@@ -80,6 +80,22 @@ std::string render_json(const Report& r) {
   j["tolerance"] = c.tolerance.describe();
   j["tensors"] = c.tensors;
   j["notes"] = c.notes;
+  {
+    const auto& k = c.capture;
+    j["capture"] = {{"mode", k.mode},
+                    {"pass2", k.pass2},
+                    {"pass2_steps", k.pass2_steps},
+                    {"pass2_runs", k.pass2_runs},
+                    {"intermittent_runs", k.intermittent},
+                    {"pass1_bytes", k.pass1_bytes},
+                    {"pass2_bytes", k.pass2_bytes},
+                    {"hash_only_tensors", c.hash_only_diffs()},
+                    {"sentences", capture_sentences(c)}};
+    j["baseline"] = k.baseline.empty() ? nlohmann::json(nullptr)
+                                       : nlohmann::json({{"path", k.baseline},
+                                                         {"hashes_only", k.baseline_hashes_only},
+                                                         {"matches", !c.divergent()}});
+  }
   nlohmann::json runs = nlohmann::json::array();
   for (size_t i = 0; i < c.runs.size(); ++i) runs.push_back({{"index", i}, {"dump", c.runs[i]}});
   j["runs"] = runs;
@@ -87,7 +103,8 @@ std::string render_json(const Report& r) {
   if (const auto* h = c.headline()) {
     const auto& d = h->diffs[*h->first];
     auto fd = tensor_json(d, h->other_run);
-    fd["stats"] = stats_json(d);
+    fd["stats"] = d.hash_only ? nlohmann::json(nullptr) : stats_json(d);
+    fd["hash_only"] = d.hash_only;
     j["first_divergence"] = fd;
   }
   nlohmann::json pairs = nlohmann::json::array(), divergent = nlohmann::json::array();
@@ -96,7 +113,11 @@ std::string render_json(const Report& r) {
     for (const auto& [k, v] : p.knob_diffs) knobs[k] = v;
     nlohmann::json cas = nlohmann::json::array();
     for (const auto& row : cascade(p))
-      cas.push_back({{"step", row.step}, {"phase", to_string(row.phase)}, {"count", row.count}, {"max_abs", row.max_abs}});
+      cas.push_back({{"step", row.step},
+                     {"phase", to_string(row.phase)},
+                     {"count", row.count},
+                     {"max_abs", row.hash_only == row.count ? nlohmann::json(nullptr) : nlohmann::json(row.max_abs)},
+                     {"hash_only", row.hash_only}});
     pairs.push_back({{"run", p.other_run},
                      {"dump", p.other_path},
                      {"compared", p.compared},
@@ -110,7 +131,8 @@ std::string render_json(const Report& r) {
       auto t = tensor_json(d, p.other_run);
       t["mismatched"] = d.stats.mismatched;
       t["numel"] = d.stats.numel ? d.stats.numel : d.ref.numel;
-      t["max_abs"] = d.stats.max_abs;
+      t["max_abs"] = d.hash_only ? nlohmann::json(nullptr) : nlohmann::json(d.stats.max_abs);
+      t["hash_only"] = d.hash_only;
       divergent.push_back(t);
     }
   }

@@ -58,7 +58,8 @@ std::string render_junit(const Report& r) {
       if (is_divergent(d.status))
         failures[group_name(d.ref)].push_back(fmt::format(
             "run {} vs run 0: {}: {}", p.other_run, describe(d.ref),
-            d.status == Status::values_differ ? fmt::format("{} of {} elements differ, max abs diff {:.4g}",
+            d.hash_only                       ? d.detail
+            : d.status == Status::values_differ ? fmt::format("{} of {} elements differ, max abs diff {:.4g}",
                                                             d.stats.mismatched, d.stats.numel, d.stats.max_abs)
                                               : fmt::format("{} ({})", to_string(d.status), d.detail)));
   }
@@ -83,7 +84,9 @@ std::string render_junit(const Report& r) {
       "    <properties>\n      <property name=\"tolerance\" value=\"{}\"/>\n      <property name=\"runs\" "
       "value=\"{}\"/>\n    </properties>\n",
       xml_escape(c.tolerance.describe()), c.runs.size());
-  for (const auto& note : c.notes) {
+  std::vector<std::string> notes = c.notes;
+  for (auto& n : capture_sentences(c)) notes.push_back("capture: " + n);
+  for (const auto& note : notes) {
     out.insert(out.rfind("    </properties>"), fmt::format("      <property name=\"note\" value=\"{}\"/>\n", xml_escape(note)));
   }
   for (const auto& g : order) {

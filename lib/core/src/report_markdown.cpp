@@ -1,5 +1,6 @@
 #include <fmt/format.h>
 
+#include <cctype>
 #include <string_view>
 
 #include "report_common.h"
@@ -35,14 +36,18 @@ std::string render_markdown(const Report& r, const ReportOptions& o) {
   const Isolation* iso = r.isolation ? &*r.isolation : nullptr;
   std::string out;
   const PairComparison* h = c.headline();
-  out += fmt::format("### reprocheck: {}\n\n", h ? "**divergent**" : "**reproducible**");
+  std::string word = verdict_word(c);
+  for (char& ch : word) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  out += fmt::format("### reprocheck: **{}**\n\n", word);
   out += fmt::format("Model {} · {} runs of {} step(s) · {} tensors per run · tolerance {}\n\n", code(model_name(c)),
                      c.runs.size(), steps_of(c), group_digits(c.tensors), c.tolerance.describe());
   for (const auto& p : c.pairs)
     if (!p.knob_diffs.empty()) out += fmt::format("Run {} differs from run 0 in: {}\n\n", p.other_run, md(knobs(p)));
   for (const auto& n : c.notes) out += fmt::format("Note: {}\n\n", md(n));
+  for (const auto& n : capture_sentences(c)) out += fmt::format("Capture: {}\n\n", md(n));
   if (!h) {
-    out += "Every tensor matches across all runs.\n";
+    out += c.capture.baseline.empty() ? "Every tensor matches across all runs.\n"
+                                      : "Every tensor of the fresh runs matches the golden.\n";
     return out;
   }
   const auto& d = h->diffs[*h->first];
@@ -78,7 +83,8 @@ std::string render_markdown(const Report& r, const ReportOptions& o) {
         "<details><summary>Divergent tensors after it</summary>\n\n| step | phase | tensors | max abs diff "
         "|\n|---|---|---:|---:|\n";
     for (size_t i = 0; i < rows.size() && i < o.max_cascade * 4; ++i)
-      out += fmt::format("| {} | {} | {} | {:.3g} |\n", rows[i].step, to_string(rows[i].phase), rows[i].count, rows[i].max_abs);
+      out += fmt::format("| {} | {} | {} | {} |\n", rows[i].step, to_string(rows[i].phase), rows[i].count,
+                         cascade_max(rows[i]));
     out += "\n</details>\n";
   }
   return out;

@@ -37,14 +37,19 @@ std::string render_text(const Report& r, const ReportOptions& o) {
   for (const auto& p : c.pairs)
     if (!p.knob_diffs.empty()) out += fmt::format("run {} differs from run 0 in: {}\n", p.other_run, knobs(p));
   for (const auto& n : c.notes) out += fmt::format("note: {}\n", n);
+  for (const auto& n : capture_sentences(c)) out += fmt::format("capture: {}\n", n);
   const PairComparison* h = c.headline();
   if (!h) {
     int64_t close = 0;
     for (const auto& p : c.pairs) close += p.close;
     std::string how = close ? fmt::format("{} within tolerance, the rest bitwise identical", group_digits(close))
                             : "all bitwise identical";
-    out += fmt::format("\n{} (every tensor matches across {} runs: {})\n", paint("verdict: REPRODUCIBLE", "1;32"),
-                       c.runs.size(), how);
+    if (!c.capture.baseline.empty())
+      out += fmt::format("\n{} (every tensor of {} fresh run(s) matches it: {})\n",
+                         paint("verdict: " + verdict_word(c), "1;32"), c.runs.size() - 1, how);
+    else
+      out += fmt::format("\n{} (every tensor matches across {} runs: {})\n", paint("verdict: REPRODUCIBLE", "1;32"),
+                         c.runs.size(), how);
     return out;
   }
   const TensorDiff& d = h->diffs[*h->first];
@@ -92,14 +97,14 @@ std::string render_text(const Report& r, const ReportOptions& o) {
                        group_digits(after), group_digits(p.compared), p.other_run);
     if (!rows.empty()) out += fmt::format("  {:<14} {:<11} {:>7}   {}\n", "step", "phase", "tensors", "max abs diff");
     for (size_t i = 0; i < rows.size() && i < o.max_cascade; ++i)
-      out += fmt::format("  {:<14} {:<11} {:>7}   {:.3g}\n",
+      out += fmt::format("  {:<14} {:<11} {:>7}   {}\n",
                          rows[i].step < 0 ? "before step 0" : fmt::format("step {}", rows[i].step), to_string(rows[i].phase),
-                         rows[i].count, rows[i].max_abs);
+                         rows[i].count, cascade_max(rows[i]));
     if (rows.size() > o.max_cascade) out += fmt::format("  ... {} more groups\n", rows.size() - o.max_cascade);
   }
   if (r.isolation) out += isolation_text(*r.isolation, paint);
-  out += fmt::format("\n{} (run {} differs from run 0, first at {})\n", paint("verdict: DIVERGENT", "1;31"),
-                     h->other_run, describe(d.ref));
+  out += fmt::format("\n{} (run {} differs from {}, first at {})\n", paint("verdict: " + verdict_word(c), "1;31"),
+                     h->other_run, c.capture.baseline.empty() ? "run 0" : "the golden", describe(d.ref));
   return out;
 }
 

@@ -44,6 +44,7 @@ void for_each_field(Options& o, F&& f) {
   f(Field{"loss", "--loss"}, o.loss);
   f(Field{"libraries", "--load-library"}, o.libraries);
   f(Field{"ops", "--ops"}, o.ops);
+  f(Field{"hashes_only", "--hashes-only"}, o.hashes_only);
   f(Field{"command", ""}, o.command);
   f(Field{"env", ""}, o.env);
 }

@@ -54,7 +54,9 @@ std::vector<std::string> distinct_messages(const std::string& stderr_path, size_
 Runner::Runner(RunnerOptions o, std::shared_ptr<const WorkerLauncher> launcher)
     : o_(std::move(o)), launcher_(std::move(launcher)) {
   if (!o_.vary.empty()) o_.runs = static_cast<int>(o_.vary.values.size());
-  if (o_.runs < 2) throw UsageError(fmt::format("--runs {}: a comparison needs at least 2 runs", o_.runs));
+  if (o_.runs < o_.min_runs)
+    throw UsageError(o_.min_runs == 2 ? fmt::format("--runs {}: a comparison needs at least 2 runs", o_.runs)
+                                      : fmt::format("--runs {}: expected 1 or more", o_.runs));
   if (o_.jobs < 1) throw UsageError(fmt::format("--jobs {}: expected 1 or more", o_.jobs));
   if (o_.timeout_s < 0) throw UsageError("--timeout must be positive (seconds)");
   if (!o_.keep_dir.empty()) {
@@ -79,11 +81,17 @@ Runner::~Runner() {
   if (!temp_dir_.empty()) files::remove_tree(temp_dir_);
 }
 
-std::vector<std::string> Runner::run(const ProgressFn& progress) {
+std::vector<std::string> Runner::run(const ProgressFn& progress, const Adjust& adjust) {
   std::vector<int> all(static_cast<size_t>(o_.runs));
   for (int i = 0; i < o_.runs; ++i) all[i] = i;
-  dumps_ = run_workers(all, "", "", "", progress);
+  dumps_ = run_workers(all, "", "", "", progress, adjust);
   return dumps_;
+}
+
+std::vector<std::string> Runner::rerun(const std::vector<int>& indices, const Adjust& adjust,
+                                       const ProgressFn& progress) {
+  ++reruns_;
+  return run_workers(indices, "", "", fmt::format(".pass-{}", reruns_ + 1), progress, adjust);
 }
 
 std::vector<std::string> Runner::rerun_with_replay(const std::string& reference, const std::vector<std::string>& keys,
@@ -103,7 +111,7 @@ std::vector<std::string> Runner::rerun_with_replay(const std::string& reference,
 
 std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, const std::string& replay_dump,
                                              const std::string& replay_keys, const std::string& suffix,
-                                             const ProgressFn& progress) {
+                                             const ProgressFn& progress, const Adjust& adjust) {
   struct Slot {
     int index;
     WorkerJob job;
@@ -120,6 +128,7 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
     WorkerJob job;
     job.index = index;
     job.options = o_.vary.empty() ? o_.run : with_knob(o_.run, o_.vary.knob, o_.vary.values[index]);
+    if (adjust) adjust(job.options, index);
     job.replay_dump = replay_dump;
     job.replay_keys_file = replay_keys;
     Slot slot;
@@ -130,7 +139,10 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
     slot.stderr_path = base + ".err";
     slot.error_path = base + ".error";
     slot.label = o_.vary.empty() ? "" : fmt::format("{}={}", o_.vary.knob, o_.vary.values[index]);
-    if (!suffix.empty()) slot.label += slot.label.empty() ? "replay" : ", replay";
+    if (!suffix.empty()) {
+      const char* what = suffix.rfind(".pass", 0) == 0 ? "full capture" : "replay";
+      slot.label += slot.label.empty() ? what : fmt::format(", {}", what);
+    }
     slot.job = job;
     Command command = launcher_->command(job);
     command.env.emplace_back(kErrorFileEnv, slot.error_path);

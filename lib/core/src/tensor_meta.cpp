@@ -103,6 +103,23 @@ std::string sanitize_text(const std::string& raw) {
 
 uint64_t hash_bytes(const void* data, size_t nbytes) { return XXH3_64bits(data, nbytes); }
 
+uint64_t hash_words(const void* data, size_t nbytes) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  constexpr uint64_t kStride = 0x3C6EF372FE94F82AULL;
+  uint64_t sum = 0;
+  const size_t words = (nbytes + 3) / 4;
+  for (size_t i = 0; i < words; ++i) {
+    uint32_t w = 0;
+    for (size_t b = 0; b < 4 && 4 * i + b < nbytes; ++b) w |= static_cast<uint32_t>(p[4 * i + b]) << (8 * b);
+    sum += static_cast<uint64_t>(w) * (static_cast<uint64_t>(i) * kStride + 1);
+  }
+  return sum + nbytes;
+}
+
+uint64_t hash_for_row(const TensorMeta& row, const void* data, size_t nbytes) {
+  return row.dataset == kHashOnlyWords ? hash_words(data, nbytes) : hash_bytes(data, nbytes);
+}
+
 uint64_t combine_hash(uint64_t seed, uint64_t hash) { return XXH3_64bits_withSeed(&hash, sizeof hash, seed); }
 
 }  // namespace reprocheck

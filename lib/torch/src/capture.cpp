@@ -81,6 +81,23 @@ class AsyncWriter {
   // fills `data`; the writer thread waits for it before reading the data.
   // `input_hash_parts`, when defined, holds per-input device hashes copied with the data: the
   // writer thread folds them into meta.input_hash once the event has completed.
+  // A hash-only row: `hash` holds its value (`device_hash` undefined), or `device_hash` is a
+  // pinned 1-element host tensor that `ready` fills with the device's hash_words value.
+  void put_hash(TensorMeta meta, uint64_t hash, at::Tensor device_hash, std::shared_ptr<c10::Event> ready,
+                at::Tensor input_hash_parts) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (error_) std::rethrow_exception(error_);
+    Job job;
+    job.meta = std::move(meta);
+    job.ready = std::move(ready);
+    job.input_hash_parts = std::move(input_hash_parts);
+    job.hash_only = true;
+    job.hash = hash;
+    job.device_hash = std::move(device_hash);
+    queue_.push_back(std::move(job));
+    cv_.notify_one();
+  }
+
   void put(TensorMeta meta, at::Tensor data, std::shared_ptr<c10::Event> ready = nullptr,
            at::Tensor input_hash_parts = {}) {
     size_t n = data.nbytes();
@@ -88,7 +105,12 @@ class AsyncWriter {
     space_.wait(lock, [&] { return queued_bytes_ == 0 || queued_bytes_ + n <= limit_ || error_; });
     if (error_) std::rethrow_exception(error_);
     queued_bytes_ += n;
-    queue_.push_back({std::move(meta), std::move(data), std::move(ready), std::move(input_hash_parts)});
+    Job job;
+    job.meta = std::move(meta);
+    job.data = std::move(data);
+    job.ready = std::move(ready);
+    job.input_hash_parts = std::move(input_hash_parts);
+    queue_.push_back(std::move(job));
     cv_.notify_one();
   }
 
@@ -111,6 +133,9 @@ class AsyncWriter {
     at::Tensor data;
     std::shared_ptr<c10::Event> ready;
     at::Tensor input_hash_parts;
+    bool hash_only = false;
+    uint64_t hash = 0;
+    at::Tensor device_hash;
   };
 
   void loop() {
@@ -124,7 +149,7 @@ class AsyncWriter {
         queue_.pop_front();
         busy_ = true;
       }
-      size_t n = job.data.nbytes();
+      size_t n = job.data.defined() ? job.data.nbytes() : 0;
       std::exception_ptr err;
       try {
         if (job.ready) job.ready->synchronize();
@@ -137,7 +162,14 @@ class AsyncWriter {
           }
           job.meta.input_hash = h;
         }
-        if (!error_) writer_->write(std::move(job.meta), job.data.data_ptr(), n);
+        if (error_) {
+        } else if (job.hash_only) {
+          const bool words = job.device_hash.defined();
+          const uint64_t h = words ? static_cast<uint64_t>(job.device_hash.data_ptr<int64_t>()[0]) : job.hash;
+          writer_->write_hash(std::move(job.meta), h, words);
+        } else {
+          writer_->write(std::move(job.meta), job.data.data_ptr(), n);
+        }
       } catch (...) {
         err = std::current_exception();
       }
@@ -170,7 +202,10 @@ static Session* g_session = nullptr;  // set while a capture is active; the tap 
 class Session {
  public:
   Session(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay)
-      : writer_(writer, kMaxQueuedBytes), sites_(std::move(sites)), replay_(std::move(replay)) {}
+      : writer_(writer, kMaxQueuedBytes),
+        hashes_only_(writer->hashes_only()),
+        sites_(std::move(sites)),
+        replay_(std::move(replay)) {}
 
   // The reference value for a tensor being replayed (undefined when it is not).
   at::Tensor replacement(const TensorMeta& m, const at::Tensor& like) const {
@@ -328,6 +363,7 @@ class Session {
   // the copy sees the value at this point, before any later in-place op), and the writer thread
   // waits for the copy's event: the training thread does not stall on the transfer.
   void write(TensorMeta m, const at::Tensor& t, const at::Tensor& input_hash_parts = {}) {
+    if (hashes_only_) return write_hash(std::move(m), t, input_hash_parts);
     auto start = Clock::now();
     at::Tensor h, hash_parts;
     std::shared_ptr<c10::Event> ready;
@@ -358,8 +394,43 @@ class Session {
     write_seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
   }
 
+  // Hash-only capture (the ladder's first pass): no copy of the data. A host tensor is hashed
+  // (XXH3) in place, now; a device tensor gets hash_words computed on its device, and only those
+  // 8 bytes are copied to the host, asynchronously: the forward pass never waits for them.
+  void write_hash(TensorMeta m, const at::Tensor& t, const at::Tensor& input_hash_parts) {
+    auto start = Clock::now();
+    at::NoGradGuard no_grad;
+    at::Tensor d = t.detach();
+    m.dtype = dtype_name_of(d.scalar_type());
+    m.shape.assign(d.sizes().begin(), d.sizes().end());
+    dtype_size(m.dtype);
+    uint64_t hash = 0;
+    at::Tensor host_hash, hash_parts;
+    std::shared_ptr<c10::Event> ready;
+    if (d.device().is_cpu()) {
+      at::Tensor c = d.contiguous();
+      hash = hash_bytes(c.data_ptr(), c.nbytes());
+    } else {
+      at::Tensor h = device_hash(d).reshape({1});
+      host_hash = at::empty({1}, h.options().device(at::kCPU).pinned_memory(true));
+      host_hash.copy_(h, /*non_blocking=*/true);
+      if (input_hash_parts.defined()) {
+        hash_parts =
+            at::empty(input_hash_parts.sizes(), input_hash_parts.options().device(at::kCPU).pinned_memory(true));
+        hash_parts.copy_(input_hash_parts, /*non_blocking=*/true);
+      }
+      const auto* impl = c10::impl::getDeviceGuardImpl(d.device().type());
+      ready = std::make_shared<c10::Event>(d.device().type());
+      ready->record(impl->getStream(d.device()));
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    writer_.put_hash(std::move(m), hash, std::move(host_hash), std::move(ready), std::move(hash_parts));
+    write_seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
+  }
+
   static constexpr size_t kMaxQueuedBytes = size_t{256} << 20;
   AsyncWriter writer_;
+  bool hashes_only_;
   std::vector<Site> sites_;
   std::map<std::string, at::Tensor> replay_;
   std::mutex mu_;

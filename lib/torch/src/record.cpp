@@ -192,7 +192,7 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
   }
 
   std::unique_ptr<DumpWriter> writer;
-  if (!target.path.empty()) writer = std::make_unique<DumpWriter>(target.path, target.overwrite);
+  if (!target.path.empty()) writer = std::make_unique<DumpWriter>(target.path, target.overwrite, o.hashes_only);
   std::unique_ptr<Capture> capture;
   int uninitialized_ops = 0;
   bool leaf_fallback = false;

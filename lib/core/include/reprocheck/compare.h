@@ -41,6 +41,8 @@ struct TensorDiff {
   // same pattern of equal elements under other values (relabeling: a[i] == a[j] iff b[i] == b[j],
   // as when token ids come from a vocabulary built in another order).
   bool same_multiset = false, relabeling = false;
+  // The bytes differ by their hashes, but a run recorded only the hash: no statistics exist.
+  bool hash_only = false;
   // The values of small integer tensors (dataset indices), up to kPreviewValues of each side.
   std::vector<int64_t> ref_values, other_values;
 };
@@ -58,6 +60,21 @@ struct PairComparison {
   bool has_divergence() const { return first.has_value(); }
 };
 
+// How the runs were captured, and where the report's figures come from (the capture ladder).
+struct CaptureSummary {
+  // "full": one pass, full dumps. "hashes": hashes only (no statistics where hashes differ).
+  // "ladder": hashes first, then full capture of the runs that differed, up to their first
+  // divergent step.
+  std::string mode = "full";
+  bool pass2 = false;                // the ladder's second pass ran
+  int pass2_steps = 0;               // steps it captured (0 .. pass2_steps - 1)
+  std::vector<int> pass2_runs;       // runs it captured again (0, the reference, first)
+  std::vector<int> intermittent;     // runs whose first pass diverged and whose second did not
+  uint64_t pass1_bytes = 0, pass2_bytes = 0;  // dump bytes written by each pass
+  std::string baseline;              // the golden the runs were compared with ("" when none)
+  bool baseline_hashes_only = false;
+};
+
 struct Comparison {
   std::vector<std::string> runs;  // dump paths, the reference first
   Tolerance tolerance;
@@ -67,6 +84,9 @@ struct Comparison {
   std::vector<PairComparison> pairs;   // the reference against each other run
   int64_t tensors = 0;                 // in the reference run
   std::vector<std::string> notes;      // e.g. why the tolerance is not the one asked for
+  CaptureSummary capture;
+  // Tensors whose hashes differ where a run recorded only hashes: divergent, without statistics.
+  int64_t hash_only_diffs() const;
   bool divergent() const;
   // The pair whose first divergence comes first in execution order.
   const PairComparison* headline() const;
@@ -83,6 +103,11 @@ struct CompareOptions {
   // tensor is an error, not a match by its hash.
   bool verify_data = true;
   double read_timeout_s = 0;  // for each dump's verification; 0: by its size (DumpReader::check_isolated)
+  // Only tensors of steps <= max_step are paired (the ladder's second pass records fewer steps).
+  int max_step = 1 << 30;
+  // Dumps of different models (signatures) are compared, with a note, instead of refused: a golden
+  // recorded before the model's code changed.
+  bool allow_other_model = false;
 };
 
 // Compares runs[1..] against runs[0]. Throws InputError for unreadable dumps, dumps of another

@@ -23,7 +23,8 @@ inline constexpr const char* kDumpFormatName = "reprocheck-dump";
 class DumpWriter {
  public:
   // Throws InputError when `path` exists and !overwrite, or when its folder is not writable.
-  DumpWriter(std::string path, bool overwrite);
+  // `hashes_only`: every row records the tensor's hash and no data (attribute capture = "hashes").
+  DumpWriter(std::string path, bool overwrite, bool hashes_only = false);
   ~DumpWriter();
   DumpWriter(const DumpWriter&) = delete;
   DumpWriter& operator=(const DumpWriter&) = delete;
@@ -33,7 +34,12 @@ class DumpWriter {
 
   // Stores `nbytes` bytes of `meta.dtype` data with `meta.shape`; fills order, numel, hash and
   // dataset. `hash` may be given when it is already known (e.g. computed on the device).
+  // In a hash-only dump only the hash is kept.
   const TensorMeta& write(TensorMeta meta, const void* data, size_t nbytes, const uint64_t* hash = nullptr);
+  // A hash-only row whose hash was computed elsewhere: XXH3-64 of the bytes, or hash_words when
+  // `words` (a CUDA device's hash). Only in a hash-only dump.
+  const TensorMeta& write_hash(TensorMeta meta, uint64_t hash, bool words);
+  bool hashes_only() const { return hashes_only_; }
 
   void commit();
   const std::string& path() const { return file_.path(); }
@@ -46,6 +52,7 @@ class DumpWriter {
   files::PendingFile file_;
   std::vector<TensorMeta> index_;
   uint64_t bytes_ = 0;
+  bool hashes_only_ = false;
 };
 
 class DumpReader {
@@ -64,6 +71,8 @@ class DumpReader {
   std::string attribute(const std::string& name, const std::string& fallback = "") const;
   // The tensors in execution order.
   const std::vector<TensorMeta>& index() const { return index_; }
+  // Whether any row records only its hash (no data to compute statistics from).
+  bool hashes_only() const;
   // Raw bytes of one tensor, in the dtype's in-memory layout (bfloat16 and bool as their bits).
   std::vector<std::byte> read(const TensorMeta& meta) const;
   // Checks the dataset against the index row and the data against its stored hash; throws

@@ -67,7 +67,9 @@ void check_writable(const std::string& path, const std::string& what);
 // Writes `text` to `path` through a PendingFile. Throws InputError (unwritable folder).
 void write_file_atomically(const std::string& path, const std::string& text, const std::string& what);
 
-// Copies `from` to `to` through a PendingFile. Throws InputError.
-void copy_file_atomically(const std::string& from, const std::string& to, const std::string& what);
+// Copies `from` to `to` through a PendingFile. Throws InputError. `exclusive`: an existing `to` is
+// never replaced (PendingFile's exclusive commit).
+void copy_file_atomically(const std::string& from, const std::string& to, const std::string& what,
+                          bool exclusive = false);
 
 }  // namespace reprocheck::files

@@ -30,6 +30,7 @@ struct RunOptions {
   std::vector<std::string> libraries;
   std::string layers = "default";  // see docs/capture.md
   bool ops = false;                // also tap every aten op inside the forward graphs
+  bool hashes_only = false;        // record each tensor's hash and no data (the capture ladder's pass 1)
   // The Python front end (`reprocheck run -- COMMAND`): the command, and NAME=VALUE variables
   // set for it (`--vary env:NAME=...`).
   std::vector<std::string> command;

@@ -16,6 +16,7 @@ namespace reprocheck {
 struct RunnerOptions {
   RunOptions run;
   int runs = 2;
+  int min_runs = 2;  // 1 when the runs are compared with a golden, or one run records it
   int jobs = 1;
   double timeout_s = 0;  // per worker; 0: none
   std::string keep_dir;  // keep() moves the dumps there
@@ -44,7 +45,14 @@ class Runner {
 
   // Runs every worker; returns the dump paths, run 0 first. Throws RunError when a worker
   // fails, InputError when it rejected the user's input, Interrupted on Ctrl-C.
-  std::vector<std::string> run(const ProgressFn& progress);
+  // `adjust`, when given, changes each run's options (run index given; the capture ladder: hashes
+  // only, or the seeds a first pass drew).
+  using Adjust = std::function<void(RunOptions&, int)>;
+  std::vector<std::string> run(const ProgressFn& progress, const Adjust& adjust = {});
+
+  // Runs the runs `indices` again with `adjust` applied (the ladder's second pass); returns a path
+  // per run index, "" for the runs not run again.
+  std::vector<std::string> rerun(const std::vector<int>& indices, const Adjust& adjust, const ProgressFn& progress);
 
   // Runs runs 1..N-1 again, each replaying `keys` from `reference`; returns the new dumps in run
   // order (run 0's is `reference` itself).
@@ -59,11 +67,11 @@ class Runner {
  private:
   std::vector<std::string> run_workers(const std::vector<int>& indices, const std::string& replay_dump,
                                        const std::string& replay_keys, const std::string& suffix,
-                                       const ProgressFn& progress);
+                                       const ProgressFn& progress, const Adjust& adjust = {});
   RunnerOptions o_;
   std::shared_ptr<const WorkerLauncher> launcher_;
   std::string temp_dir_;
-  int replays_ = 0;
+  int replays_ = 0, reruns_ = 0;
   std::vector<std::string> dumps_;
   std::unique_ptr<files::DestinationLock> keep_lock_;
 };

@@ -62,7 +62,12 @@ struct TensorMeta {
   uint64_t hash = 0;        // XXH3-64 of the raw little-endian bytes, row-major
   uint64_t input_hash = 0;  // combined XXH3-64 of the layer's tensor inputs (activations)
   bool has_input_hash = false;
-  std::string dataset;  // "tensors/000123"
+  // "tensors/000123"; for a row without data (a hash-only dump), the function of its hash:
+  // kHashOnlyXxh3 (XXH3-64 of the bytes, as for rows with data) or kHashOnlyWords (hash_words,
+  // computed where the tensor lived: on a CUDA device).
+  std::string dataset;
+
+  bool has_data() const { return dataset.rfind("tensors/", 0) == 0; }
 
   // A readable name: "layer1.0.conv1", "features.0.weight", "<model>".
   std::string tensor_name() const;
@@ -91,7 +96,17 @@ std::string short_type_name(const std::string& type);
 // UTF-8 become "\xNN" (names in dumps are data, never terminal escapes or broken JSON).
 std::string sanitize_text(const std::string& raw);
 
+inline constexpr const char* kHashOnlyXxh3 = "hash:xxh3";
+inline constexpr const char* kHashOnlyWords = "hash:words";
+
 uint64_t hash_bytes(const void* data, size_t nbytes);  // XXH3-64
+// The hash a CUDA device computes without moving the data (docs/dump-format.md): the bytes as
+// little-endian 32-bit words w_i (zero-padded), sum_i w_i * (i * 0x3C6EF372FE94F82A + 1) + nbytes,
+// mod 2^64. Integer addition is associative, so the value does not depend on reduction order.
+uint64_t hash_words(const void* data, size_t nbytes);
+// The hash of `data` by the function a row names (its `dataset`: data rows and kHashOnlyXxh3 use
+// XXH3-64, kHashOnlyWords hash_words).
+uint64_t hash_for_row(const TensorMeta& row, const void* data, size_t nbytes);
 // Folds `hash` into `seed`: a layer's input hash is the fold of its inputs' hashes, in order.
 uint64_t combine_hash(uint64_t seed, uint64_t hash);
 

@@ -1,0 +1,36 @@
+// The check: N runs compared, through the capture ladder (docs/capture-ladder.md). Pass 1 records
+// hashes only; when every hash agrees the check is done. Otherwise pass 2 captures the reference
+// and the runs that differed in full, up to the step of the first difference, and the report's
+// statistics come from it. A golden (--baseline) takes the reference's place.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "reprocheck/compare.h"
+#include "reprocheck/runner.h"
+
+namespace reprocheck {
+
+struct CheckOptions {
+  CompareOptions compare;
+  bool full = false;         // one pass, full dumps (--full)
+  bool hashes_only = false;  // one pass, hashes only, never a second (--hashes-only)
+  std::string baseline;      // a golden dump: the reference, and the runner's runs are compared with it
+};
+
+struct CheckResult {
+  Comparison comparison;
+  std::vector<std::string> dumps;  // the runner's pass-1 (or only) dumps, run 0 first
+};
+
+// Throws what Runner::run and compare_dumps throw.
+CheckResult run_check(Runner& runner, const CheckOptions& options, const ProgressFn& progress);
+
+// The comparison of the first pass (hashes) with the second pass's figures (full, steps up to
+// `last_step`) put in place of each pair the second pass captured again; the counts of later steps
+// stay from the hashes. `runs` maps pass 2's pair positions to pass 1's run numbers. A pair the
+// second pass did not see diverge keeps its hashes and is listed as intermittent. Pure.
+Comparison merge_passes(Comparison pass1, const Comparison& pass2, const std::vector<int>& runs, int last_step);
+
+}  // namespace reprocheck

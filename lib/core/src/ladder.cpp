@@ -1,0 +1,165 @@
+#include "reprocheck/ladder.h"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "reprocheck/dump.h"
+#include "reprocheck/error.h"
+
+namespace reprocheck {
+
+namespace {
+
+uint64_t file_bytes(const std::vector<std::string>& paths) {
+  uint64_t n = 0;
+  for (const auto& p : paths) {
+    struct stat st {};
+    if (!p.empty() && stat(p.c_str(), &st) == 0) n += static_cast<uint64_t>(st.st_size);
+  }
+  return n;
+}
+
+// Whether a tolerance other than bitwise judges the tensors (then unequal hashes are not yet a
+// divergence, and pass 2 must cover every step where hashes differ).
+bool judged_by_tolerance(const Comparison& c) { return c.tolerance.mode != Tolerance::Mode::bitwise; }
+
+PairComparison merge_pair(const PairComparison& p1, const PairComparison& p2, int last_step) {
+  PairComparison m = p2;
+  m.other_run = p1.other_run;
+  m.knob_diffs = p1.knob_diffs;
+  for (const auto& d : p1.diffs) {
+    if (d.ref.step <= last_step) continue;
+    if (is_divergent(d.status)) ++m.divergent;
+    if (d.status == Status::close) ++m.close;
+    m.diffs.push_back(d);
+  }
+  int64_t paired_diffs = 0;
+  for (const auto& d : m.diffs) paired_diffs += d.status != Status::missing && d.status != Status::extra;
+  m.compared = p1.compared;
+  m.identical = std::max<int64_t>(0, m.compared - paired_diffs);
+  return m;
+}
+
+}  // namespace
+
+Comparison merge_passes(Comparison pass1, const Comparison& pass2, const std::vector<int>& runs, int last_step) {
+  for (size_t k = 0; k < pass2.pairs.size() && k < runs.size(); ++k) {
+    auto it = std::find_if(pass1.pairs.begin(), pass1.pairs.end(),
+                           [&](const PairComparison& p) { return p.other_run == runs[k]; });
+    if (it == pass1.pairs.end()) continue;
+    const PairComparison& p2 = pass2.pairs[k];
+    // Bitwise equal where pass 1's hashes differed: the difference did not come back.
+    if (it->has_divergence() && !p2.has_divergence() && p2.close == 0) {
+      pass1.capture.intermittent.push_back(it->other_run);
+      continue;
+    }
+    *it = merge_pair(*it, p2, last_step);
+  }
+  pass1.capture.pass2 = true;
+  pass1.capture.pass2_steps = last_step + 1;
+  pass1.capture.mode = "ladder";
+  for (const auto& n : pass2.notes)
+    if (std::find(pass1.notes.begin(), pass1.notes.end(), n) == pass1.notes.end()) pass1.notes.push_back(n);
+  return pass1;
+}
+
+CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& progress) {
+  CheckResult result;
+  const bool golden = !o.baseline.empty();
+  CompareOptions compare = o.compare;
+  compare.allow_other_model = golden;
+  bool golden_hashes_only = false;
+  if (golden) {
+    DumpReader::check_isolated(o.baseline, compare.read_timeout_s);
+    golden_hashes_only = DumpReader(o.baseline).hashes_only();
+  }
+  auto with_reference = [&](const std::vector<std::string>& dumps) {
+    std::vector<std::string> list;
+    if (golden) list.push_back(o.baseline);
+    list.insert(list.end(), dumps.begin(), dumps.end());
+    return list;
+  };
+  auto finish = [&](Comparison c) {
+    c.capture.baseline = o.baseline;
+    c.capture.baseline_hashes_only = golden_hashes_only;
+    result.comparison = std::move(c);
+    return std::move(result);
+  };
+
+  if (o.full) {
+    result.dumps = runner.run(progress, [](RunOptions& r, int) { r.hashes_only = false; });
+    Comparison c = compare_dumps(with_reference(result.dumps), compare);
+    c.capture.mode = golden_hashes_only ? "hashes" : "full";
+    return finish(std::move(c));
+  }
+
+  // Pass 1: hashes only.
+  result.dumps = runner.run(progress, [](RunOptions& r, int) { r.hashes_only = true; });
+  Comparison c1 = compare_dumps(with_reference(result.dumps), compare);
+  c1.capture.mode = o.hashes_only ? "hashes" : "ladder";
+  c1.capture.pass1_bytes = file_bytes(result.dumps);
+  if (o.hashes_only || !c1.divergent() || (golden && golden_hashes_only)) {
+    if (golden && golden_hashes_only && !o.hashes_only) c1.capture.mode = "hashes";
+    return finish(std::move(c1));
+  }
+
+  // Pass 2: the reference and the runs that differed, in full, through the step of the first
+  // difference (with a tolerance: through the last step where hashes differ, to judge them all).
+  int last_step = -1;
+  bool first = true;
+  std::vector<int> differing;  // pair positions (run numbers) that differed
+  for (const auto& p : c1.pairs) {
+    if (!p.has_divergence()) continue;
+    differing.push_back(p.other_run);
+    if (judged_by_tolerance(c1)) {
+      for (const auto& d : p.diffs)
+        if (is_divergent(d.status)) last_step = std::max(last_step, d.ref.step);
+    } else {
+      int s = p.diffs[*p.first].ref.step;
+      last_step = first ? s : std::min(last_step, s);
+      first = false;
+    }
+  }
+  const int steps = std::max(1, last_step + 1);
+  // Runner indices: with a golden, pair position k is runner run k - 1.
+  std::vector<int> indices;
+  if (!golden) indices.push_back(0);
+  for (int r : differing) indices.push_back(golden ? r - 1 : r);
+  // A run whose seed was drawn at random ("--seed random") runs again with the seed it drew, so
+  // that the second pass repeats the first.
+  std::map<int, std::pair<std::string, std::string>> drawn;
+  for (int i : indices) {
+    DumpReader r(result.dumps[static_cast<size_t>(i)]);
+    drawn[i] = {r.attribute("seed"), r.attribute("data_seed")};
+  }
+  auto dumps2 = runner.rerun(
+      indices,
+      [steps, &drawn](RunOptions& r, int index) {
+        r.hashes_only = false;
+        r.steps = steps;
+        const auto& [seed, data_seed] = drawn[index];
+        if (r.seed == "random" && !seed.empty()) r.seed = seed;
+        if (r.data_seed == "random" && !data_seed.empty()) r.data_seed = data_seed;
+      },
+      progress);
+  std::vector<std::string> list2;
+  if (golden) list2.push_back(o.baseline);
+  for (int i : indices) list2.push_back(dumps2[static_cast<size_t>(i)]);
+  CompareOptions compare2 = compare;
+  compare2.max_step = steps - 1;
+  Comparison c2 = compare_dumps(list2, compare2);
+  Comparison merged = merge_passes(std::move(c1), c2, differing, steps - 1);
+  merged.capture.pass2_runs = indices;
+  if (golden)
+    for (int& r : merged.capture.pass2_runs) r += 1;
+  std::vector<std::string> pass2_paths;
+  for (int i : indices) pass2_paths.push_back(dumps2[static_cast<size_t>(i)]);
+  merged.capture.pass2_bytes = file_bytes(pass2_paths);
+  return finish(std::move(merged));
+}
+
+}  // namespace reprocheck
