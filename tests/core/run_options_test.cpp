@@ -25,6 +25,10 @@ TEST(RunOptions, ValidatesAndRoundTripsToArguments) {
   EXPECT_NE(std::find(args.begin(), args.end(), "--ops"), args.end());
   o.seed = "abc";
   EXPECT_THROW(rc::validate(o), rc::UsageError);
+  o.seed = "9223372036854775807";  // the largest seed "random" draws
+  EXPECT_NO_THROW(rc::validate(o));
+  o.seed = "9223372036854775808";
+  EXPECT_THROW(rc::validate(o), rc::UsageError);
   o.seed = "random";
   o.mode = "training";
   EXPECT_THROW(rc::validate(o), rc::UsageError);

@@ -453,8 +453,10 @@ class Ladder(unittest.TestCase):
         self.assertTrue(report["baseline"]["matches"])
         r, report = self.check(fixture("resnet_mini"), "--baseline", golden, "--seed", "7", expect=1)
         self.assertIn("verdict: NUMERICS CHANGED", r.stdout)
-        self.assertEqual(report["first_divergence"]["phase"], "init")
-        self.assertIsNone(report["first_divergence"]["stats"])
+        fd = report["first_divergence"]
+        self.assertEqual((fd["step"], fd["phase"], fd["kind"]), (0, "forward", "activation"))  # the dropout mask
+        self.assertIsNone(fd["stats"])
+        self.assertIn(f"first divergence  step 0 · forward · {fd['layer']}", r.stdout)
         self.assertIn("record a full golden on the base commit", r.stdout)
         # Refreshing the golden is explicit.
         r = run(fixture("resnet_mini"), "--device", "cpu", "--save-baseline", golden, env=self.env)

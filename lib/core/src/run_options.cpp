@@ -109,7 +109,9 @@ void validate(const RunOptions& o) {
     throw UsageError(fmt::format("bad value '{}' for {}: expected one of {}", v, flag, fmt::join(ok, ", ")));
   };
   auto seed_ok = [](const std::string& flag, const std::string& v) {
-    if (v != "random" && !std::regex_match(v, std::regex("[0-9]{1,18}")))
+    // Up to 2^63 - 1: a seed drawn by "random" (and recorded in the dump) can be given back.
+    if (v != "random" && (!std::regex_match(v, std::regex("[0-9]{1,19}")) ||
+                          (v.size() == 19 && v > std::string("9223372036854775807"))))
       throw UsageError(fmt::format("bad value '{}' for {}: expected a non-negative integer or 'random'", v, flag));
   };
   seed_ok("--seed", o.seed);
