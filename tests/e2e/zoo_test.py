@@ -1,7 +1,7 @@
 """Runs the zoo of planted nondeterminism (fixtures/zoo/cases.py) and checks each verdict and
 hint, plus the deterministic controls and the isolation of two independent sources.
 
-    python zoo_test.py cpu|gpu|controls|isolate
+    python zoo_test.py cpu|gpu|controls|isolate|ladder
 A GPU selection without a CUDA device exits 77 (ctest: skipped).
 """
 import json
@@ -98,11 +98,58 @@ class Isolate(unittest.TestCase):
             self.assertIn("2 independent source(s) in step 0", r.stdout)
 
 
+class Ladder(unittest.TestCase):
+    """The default check (hashes first) against --full on every CPU zoo case: the same first
+    divergence and cause; the same statistics where the divergence is deterministic."""
+
+    def run_json(self, case, extra, tmp, name):
+        path = os.path.join(tmp, name)
+        r = reprocheck(case["model"], case["args"] + extra, path, case.get("zoo_ops", False))
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        with open(path) as f:
+            return json.load(f)
+
+    def test_every_case_matches_full_capture(self):
+        for case in [c for c in CASES if not c.get("gpu", False) and c.get("verdict") != "any"]:
+            with self.subTest(case=case["name"]), tempfile.TemporaryDirectory() as tmp:
+                ladder = self.run_json(case, [], tmp, "ladder.json")
+                full = self.run_json(case, ["--full"], tmp, "full.json")
+                self.assertEqual(ladder["capture"]["mode"], "ladder")
+                self.assertTrue(ladder["capture"]["pass2"])
+                self.assertEqual(full["capture"]["mode"], "full")
+                lf, ff = ladder["first_divergence"], full["first_divergence"]
+                for key in ("step", "phase", "layer", "kind", "name", "inputs_identical"):
+                    self.assertEqual(lf[key], ff[key], key)
+                self.assertIsNotNone(lf["stats"])
+                self.assertEqual(ladder["hints"][0]["cause"], full["hints"][0]["cause"])
+                if "--vary" in case["args"]:  # one setting per run: the same numbers every time
+                    self.assertEqual(lf["stats"], ff["stats"])
+                    self.assertEqual(ladder["hints"], full["hints"])
+
+    def test_an_intermittent_source_is_never_reproducible(self):
+        # flaky_once diverges in the first process that runs it only: pass 1 sees it, pass 2 not.
+        with tempfile.TemporaryDirectory() as tmp:
+            marker = os.path.join(tmp, "flaky")
+            os.mkdir(marker)
+            path = os.path.join(tmp, "r.json")
+            cmd = [BIN, os.path.join(FIX, "flaky_net.pt"), "--device", "cpu", "--json", path, "--load-library", OPS]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                               env=dict(os.environ, REPROCHECK_ZOO_FLAKY_DIR=marker))
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            with open(path) as f:
+                report = json.load(f)
+            self.assertEqual(report["verdict"], "divergent")
+            self.assertEqual(report["capture"]["intermittent_runs"], [1])
+            self.assertTrue(report["first_divergence"]["hash_only"])
+            self.assertIn("intermittent: run(s) 1 diverged in pass 1 but not when captured again", r.stdout)
+            self.assertIn("verdict: DIVERGENT", r.stdout)
+
+
 if __name__ == "__main__":
     which = sys.argv.pop(1) if len(sys.argv) > 1 else "cpu"
     if which == "gpu" and not cuda_available():
         print("no CUDA device: GPU zoo cases skipped")
         sys.exit(77)
-    suite = {"cpu": Zoo, "gpu": ZooGpu, "controls": Controls, "isolate": Isolate}[which]
+    suite = {"cpu": Zoo, "gpu": ZooGpu, "controls": Controls, "isolate": Isolate, "ladder": Ladder}[which]
     result = unittest.TextTestRunner(verbosity=2).run(unittest.TestLoader().loadTestsFromTestCase(suite))
     sys.exit(0 if result.wasSuccessful() else 1)
