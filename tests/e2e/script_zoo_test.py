@@ -2,7 +2,10 @@
 and checks each exit code, first divergent record and hint; and that every fixed twin is
 reproducible in 10 runs.
 
-    python script_zoo_test.py cases|twins|gpu
+    python script_zoo_test.py cases|twins|ladder|gpu
+
+`ladder` runs each CPU case again with --full: the default check (hashes first) must name the same
+first divergent record and cause.
 """
 import json
 import os
@@ -67,6 +70,30 @@ def check_case(case):
     return not problems
 
 
+def check_ladder(case):
+    name = case.get("name", case["script"])
+    r1, ladder, s1 = run(case["flags"], case["script"])
+    r2, full, s2 = run(case["flags"] + ["--full"], case["script"])
+    problems = []
+    if r1.returncode != 1 or r2.returncode != 1 or ladder is None or full is None:
+        problems.append(f"exits {r1.returncode} and {r2.returncode}: {r1.stderr[-600:]}{r2.stderr[-600:]}")
+    else:
+        lf, ff = ladder["first_divergence"], full["first_divergence"]
+        for key in ("step", "phase", "layer", "kind", "name", "call"):
+            if lf[key] != ff[key]:
+                problems.append(f"{key}: {lf[key]!r} (ladder) vs {ff[key]!r} (--full)")
+        if [h["cause"] for h in ladder["hints"]][:1] != [h["cause"] for h in full["hints"]][:1]:
+            problems.append(f"causes {[h['cause'] for h in ladder['hints']]} vs {[h['cause'] for h in full['hints']]}")
+        if ladder["capture"]["mode"] != "ladder" or not ladder["capture"]["pass2"]:
+            problems.append(f"capture {ladder['capture']}")
+        if lf["stats"] is None and not ladder["capture"]["intermittent_runs"]:
+            problems.append("no statistics from the second pass")
+    print(f"{'ok' if not problems else 'FAILED':6} {name:22} {s1:6.1f} s ladder, {s2:6.1f} s --full")
+    for p in problems:
+        print(f"       {p}")
+    return not problems
+
+
 def check_twin(script):
     r, report, seconds = run(["--runs", "10"], script, "--fixed")
     ok = r.returncode == 0 and report is not None and report["verdict"] == "reproducible"
@@ -87,6 +114,10 @@ def main():
         for case in CASES:
             if case.get("gpu", False) == (which == "gpu"):
                 ok &= check_case(case)
+    if which == "ladder":
+        for case in CASES:
+            if not case.get("gpu", False):
+                ok &= check_ladder(case)
     if which in ("twins", "gpu"):
         scripts = sorted({c["script"] for c in CASES if c.get("gpu", False) == (which == "gpu")})
         for script in scripts:
