@@ -94,6 +94,7 @@ CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& p
     result.dumps = runner.run(progress, [](RunOptions& r, int) { r.hashes_only = false; });
     Comparison c = compare_dumps(with_reference(result.dumps), compare);
     c.capture.mode = golden_hashes_only ? "hashes" : "full";
+    c.capture.pass1_bytes = file_bytes(result.dumps);
     return finish(std::move(c));
   }
 

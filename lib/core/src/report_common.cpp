@@ -94,6 +94,13 @@ std::string verdict_word(const Comparison& c) {
   return c.divergent() ? "DIVERGENT" : "REPRODUCIBLE";
 }
 
+std::string reference_name(const Comparison& c) { return c.capture.baseline.empty() ? "run 0" : "the golden"; }
+
+std::string runs_phrase(const Comparison& c) {
+  if (c.capture.baseline.empty()) return fmt::format("{} runs of {} step(s)", c.runs.size(), steps_of(c));
+  return fmt::format("{} fresh run(s) of {} step(s) against the golden", c.runs.size() - 1, steps_of(c));
+}
+
 std::string cascade_max(const CascadeRow& row) {
   if (row.hash_only == row.count) return "hashes only";
   return fmt::format("{:.3g}{}", row.max_abs, row.hash_only ? fmt::format(" (+{} by hash)", row.hash_only) : "");

@@ -36,6 +36,10 @@ std::string steps_of(const Comparison& c);
 // The verdict in words: "REPRODUCIBLE" / "DIVERGENT", or against a golden "MATCHES THE GOLDEN" /
 // "NUMERICS CHANGED".
 std::string verdict_word(const Comparison& c);
+// What the runs are compared with: "run 0", or "the golden".
+std::string reference_name(const Comparison& c);
+// "2 runs of 2 step(s)", or "1 fresh run of 2 step(s) against the golden".
+std::string runs_phrase(const Comparison& c);
 // Where the figures come from, a sentence per fact (the capture ladder); empty for a full capture.
 std::vector<std::string> capture_sentences(const Comparison& c);
 // The max abs diff of a cascade row, or "hashes only" when no tensor of it has statistics.

@@ -57,7 +57,7 @@ std::string render_junit(const Report& r) {
     for (const auto& d : p.diffs)
       if (is_divergent(d.status))
         failures[group_name(d.ref)].push_back(fmt::format(
-            "run {} vs run 0: {}: {}", p.other_run, describe(d.ref),
+            "run {} vs {}: {}: {}", p.other_run, reference_name(c), describe(d.ref),
             d.hash_only                       ? d.detail
             : d.status == Status::values_differ ? fmt::format("{} of {} elements differ, max abs diff {:.4g}",
                                                             d.stats.mismatched, d.stats.numel, d.stats.max_abs)

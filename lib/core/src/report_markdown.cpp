@@ -39,10 +39,10 @@ std::string render_markdown(const Report& r, const ReportOptions& o) {
   std::string word = verdict_word(c);
   for (char& ch : word) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   out += fmt::format("### reprocheck: **{}**\n\n", word);
-  out += fmt::format("Model {} · {} runs of {} step(s) · {} tensors per run · tolerance {}\n\n", code(model_name(c)),
-                     c.runs.size(), steps_of(c), group_digits(c.tensors), c.tolerance.describe());
+  out += fmt::format("Model {} · {} · {} tensors per run · tolerance {}\n\n", code(model_name(c)), runs_phrase(c),
+                     group_digits(c.tensors), c.tolerance.describe());
   for (const auto& p : c.pairs)
-    if (!p.knob_diffs.empty()) out += fmt::format("Run {} differs from run 0 in: {}\n\n", p.other_run, md(knobs(p)));
+    if (!p.knob_diffs.empty()) out += fmt::format("Run {} differs from {} in: {}\n\n", p.other_run, reference_name(c), md(knobs(p)));
   for (const auto& n : c.notes) out += fmt::format("Note: {}\n\n", md(n));
   for (const auto& n : capture_sentences(c)) out += fmt::format("Capture: {}\n\n", md(n));
   if (!h) {

@@ -32,10 +32,11 @@ std::string render_text(const Report& r, const ReportOptions& o) {
     return o.color ? fmt::format("\033[{}m{}\033[0m", code, s) : s;
   };
   std::string out;
-  out += fmt::format("{}: {} runs of {} step(s), {} tensors each, tolerance {}\n", model_name(c), c.runs.size(),
-                     steps_of(c), group_digits(c.tensors), c.tolerance.describe());
+  const std::string ref = reference_name(c);
+  out += fmt::format("{}: {}, {} tensors each, tolerance {}\n", model_name(c), runs_phrase(c), group_digits(c.tensors),
+                     c.tolerance.describe());
   for (const auto& p : c.pairs)
-    if (!p.knob_diffs.empty()) out += fmt::format("run {} differs from run 0 in: {}\n", p.other_run, knobs(p));
+    if (!p.knob_diffs.empty()) out += fmt::format("run {} differs from {} in: {}\n", p.other_run, ref, knobs(p));
   for (const auto& n : c.notes) out += fmt::format("note: {}\n", n);
   for (const auto& n : capture_sentences(c)) out += fmt::format("capture: {}\n", n);
   const PairComparison* h = c.headline();
@@ -55,7 +56,7 @@ std::string render_text(const Report& r, const ReportOptions& o) {
   const TensorDiff& d = h->diffs[*h->first];
   out += fmt::format("\n{}  {}\n", paint("first divergence", "1;31"), describe(d.ref));
   out += fmt::format("  {}\n", provenance_tag(d));
-  out += fmt::format("  run {} vs run 0   ", h->other_run);
+  out += fmt::format("  run {} vs {}   ", h->other_run, ref);
   if (std::string sentence = data_sentence(d); !sentence.empty()) {
     out += sentence + "\n";
   } else if (d.status == Status::values_differ) {
@@ -88,13 +89,13 @@ std::string render_text(const Report& r, const ReportOptions& o) {
     int64_t after = 0;
     for (const auto& r : rows) after += r.count;
     if (&p != h && p.first) {
-      out += fmt::format("\nrun {} vs run 0: first divergence {}\n", p.other_run, describe(p.diffs[*p.first].ref));
+      out += fmt::format("\nrun {} vs {}: first divergence {}\n", p.other_run, ref, describe(p.diffs[*p.first].ref));
     } else if (&p != h) {
-      out += fmt::format("\nrun {} vs run 0: identical\n", p.other_run);
+      out += fmt::format("\nrun {} vs {}: identical\n", p.other_run, ref);
       continue;
     }
-    out += fmt::format("\nafter it  {} more divergent tensor(s) of {} compared (run {} vs run 0)\n",
-                       group_digits(after), group_digits(p.compared), p.other_run);
+    out += fmt::format("\nafter it  {} more divergent tensor(s) of {} compared (run {} vs {})\n",
+                       group_digits(after), group_digits(p.compared), p.other_run, ref);
     if (!rows.empty()) out += fmt::format("  {:<14} {:<11} {:>7}   {}\n", "step", "phase", "tensors", "max abs diff");
     for (size_t i = 0; i < rows.size() && i < o.max_cascade; ++i)
       out += fmt::format("  {:<14} {:<11} {:>7}   {}\n",
@@ -104,7 +105,7 @@ std::string render_text(const Report& r, const ReportOptions& o) {
   }
   if (r.isolation) out += isolation_text(*r.isolation, paint);
   out += fmt::format("\n{} (run {} differs from {}, first at {})\n", paint("verdict: " + verdict_word(c), "1;31"),
-                     h->other_run, c.capture.baseline.empty() ? "run 0" : "the golden", describe(d.ref));
+                     h->other_run, ref, describe(d.ref));
   return out;
 }
 
