@@ -87,6 +87,11 @@ class AsyncWriter {
                 at::Tensor input_hash_parts) {
     std::unique_lock<std::mutex> lock(mu_);
     if (error_) std::rethrow_exception(error_);
+    // A host hash with nothing queued before it: the row is written now (no HDF5 call, no hand-off).
+    if (!device_hash.defined() && !input_hash_parts.defined() && queue_.empty() && !busy_) {
+      writer_->write_hash(std::move(meta), hash, false);
+      return;
+    }
     Job job;
     job.meta = std::move(meta);
     job.ready = std::move(ready);
