@@ -6,7 +6,7 @@ For each model (default: resnet_mini, resnet18, resnet_wide64 from BUILD_DIR/fix
 and resnet_wide64 come with the benchmark build): medians over REPEATS of
   - one `record --plain` process (the steps without capture or dump);
   - `reprocheck MODEL` on the reproducible model (N = 2 runs), against N plain runs;
-  - a divergent check (`--vary seed=0,1`), against N plain runs, and the bytes it wrote;
+  - a divergent check (`--vary data-seed=0,1`: the batches differ from step 0), against N plain runs, and the bytes it wrote;
   - the same two checks with `--full`, and their dump bytes (disk use before the ladder).
 Prints a Markdown table.
 """
@@ -44,8 +44,8 @@ def main():
             for _ in range(repeats):
                 rows["plain"].append(timed([binary, "record", *base, "--plain"], env)[0])
                 for key, extra, code in (("ok", [], 0), ("ok_full", ["--full"], 0),
-                                         ("div", ["--vary", "seed=0,1"], 1),
-                                         ("div_full", ["--vary", "seed=0,1", "--full"], 1)):
+                                         ("div", ["--vary", "data-seed=0,1"], 1),
+                                         ("div_full", ["--vary", "data-seed=0,1", "--full"], 1)):
                     report = os.path.join(tmp, "r.json")
                     seconds, r = timed([binary, *base, *extra, "--json", report], env)
                     if r.returncode != code:

@@ -70,9 +70,9 @@ int cmd_check(const std::vector<std::string>& args) {
   if (int code = parse(app, args); code >= 0) return code;
   runner_flags.finish(app, flags.finish());
   compare_flags.compare_options(app);  // bad tolerance flags fail before any run
-  // Fail fast on a model the workers could not load.
+  // Fail fast on a file that is not a model; the runs load it (once each) and relay any other error.
   for (const auto& lib : runner_flags.options.run.libraries) load_library(lib);
-  inspect_model(runner_flags.options.run.model);
+  check_model_file(runner_flags.options.run.model);
   return run_and_report(runner_flags, std::make_shared<RecordLauncher>(self_executable()), compare_flags, app);
 }
 

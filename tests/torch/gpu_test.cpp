@@ -84,3 +84,21 @@ TEST(Cuda, CpuAgainstCudaUsesPerDtypeTolerance) {
   ASSERT_FALSE(c.notes.empty());
   EXPECT_NE(c.notes[0].find("different devices"), std::string::npos);
 }
+
+TEST(Cuda, DeviceHashesAreHashWordsOfTheData) {
+  // A hash-only CUDA run hashes on the device (hash:words); a full run of the same seeds keeps the
+  // data, from which the comparison computes hash_words: every tensor must match.
+  REQUIRE_CUDA();
+  testutil::TempDir dir;
+  auto o = cuda_options("resnet_mini");
+  rc::record_run(o, {dir.file("full.h5"), true, true});
+  o.hashes_only = true;
+  rc::record_run(o, {dir.file("hashes.h5"), true, true});
+  rc::DumpReader h(dir.file("hashes.h5"));
+  int64_t words = 0;
+  for (const auto& m : h.index()) words += m.dataset == rc::kHashOnlyWords;
+  EXPECT_GT(words, 100);
+  auto c = rc::compare_dumps({dir.file("full.h5"), dir.file("hashes.h5")});
+  EXPECT_FALSE(c.divergent());
+  EXPECT_EQ(c.pairs[0].identical, static_cast<int64_t>(h.index().size()));
+}

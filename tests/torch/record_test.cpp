@@ -76,6 +76,21 @@ TEST_P(CaptureChangesNoNumbers, DefaultAllAndOps) {
       EXPECT_EQ(cap.fingerprint, base.fingerprint) << GetParam() << " layers=" << layers << " ops=" << ops;
     }
   }
+  // Hash-only capture (the ladder's first pass) as well; its hashes are those of a full dump.
+  o.layers = "default";
+  o.ops = false;
+  auto full = record(o, dir.file("full.h5"));
+  o.hashes_only = true;
+  auto hashed = record(o, dir.file("hashes.h5"));
+  EXPECT_EQ(hashed.fingerprint, base.fingerprint) << GetParam() << " hashes only";
+  rc::DumpReader f(dir.file("full.h5")), h(dir.file("hashes.h5"));
+  ASSERT_EQ(f.index().size(), h.index().size());
+  for (size_t i = 0; i < f.index().size(); ++i) {
+    EXPECT_EQ(f.index()[i].key(), h.index()[i].key());
+    EXPECT_EQ(f.index()[i].hash, h.index()[i].hash) << f.index()[i].tensor_name();
+    EXPECT_EQ(f.index()[i].input_hash, h.index()[i].input_hash);
+    EXPECT_FALSE(h.index()[i].has_data());
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CaptureChangesNoNumbers, ::testing::ValuesIn(kFixtures));

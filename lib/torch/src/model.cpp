@@ -82,7 +82,7 @@ constexpr const char* kExportHint =
 
 // Classifies a file that is not a loadable TorchScript archive; returns the reason, or "" when
 // the file looks like a TorchScript archive.
-std::string classify_non_torchscript(const std::string& path) {
+std::string non_torchscript_reason(const std::string& path) {
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) return "no such file; check the path";
   if (S_ISDIR(st.st_mode)) return "is a directory, not a model file; pass the .pt file inside it";
@@ -143,8 +143,10 @@ ModelMeta parse_meta(const std::string& path, const std::string& text) {
 
 }  // namespace
 
+std::string classify_non_torchscript(const std::string& path) { return non_torchscript_reason(path); }
+
 torch::jit::Module load_module(const std::string& path, const c10::Device& device, ModelMeta* meta) {
-  if (auto why = classify_non_torchscript(path); !why.empty())
+  if (auto why = non_torchscript_reason(path); !why.empty())
     throw InputError(fmt::format("cannot load model '{}': {}", path, why));
   torch::jit::ExtraFilesMap extra{{"reprocheck.json", ""}};
   torch::jit::Module module;
@@ -215,6 +217,11 @@ std::string model_signature(const torch::jit::Module& module) {
 }
 
 }  // namespace detail
+
+void check_model_file(const std::string& path) {
+  if (auto why = detail::classify_non_torchscript(path); !why.empty())
+    throw InputError(fmt::format("cannot load model '{}': {}", path, why));
+}
 
 ModelSummary inspect_model(const std::string& path) {
   ModelSummary s;
