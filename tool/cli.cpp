@@ -294,7 +294,26 @@ std::string group_digits(int64_t n) {
 
 namespace {
 void on_signal(int) { request_interrupt(); }
+
+int fail(const std::string& message, ExitCode code) {
+  fmt::print(stderr, "{}\n", error_line(message));
+  report_error_to_runner(message);
+  return to_int(code);
+}
 }  // namespace
+
+int guarded_main(const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const Error& e) {
+    return fail(e.what(), e.exit_code());
+  } catch (const std::bad_alloc&) {
+    return fail("out of memory; use a smaller --input-shape, fewer --steps, or a narrower --layers",
+                ExitCode::run_failed);
+  } catch (const std::exception& e) {
+    return fail(fmt::format("internal error: {}; please report it", first_line(e.what())), ExitCode::run_failed);
+  }
+}
 
 void install_interrupt_handler() {
   struct sigaction sa {};

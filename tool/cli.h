@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -76,6 +77,10 @@ class Progress {
 
 std::string human_bytes(double bytes);
 std::string group_digits(int64_t n);
+
+// Runs a command's body and maps what it throws to one line on stderr (also left for a runner to
+// relay, when this process is a run) and an exit code.
+int guarded_main(const std::function<int()>& body);
 
 // SIGINT and SIGTERM request an interrupt; a second one ends the process at once.
 void install_interrupt_handler();

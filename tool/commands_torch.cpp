@@ -1,4 +1,5 @@
-// The commands of the TorchScript front end.
+// The commands that need LibTorch, run by `reprocheck-torch` (the `reprocheck` command hands them
+// over: commands_front.cpp): record, info, --version.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -54,26 +55,6 @@ int cmd_record(const std::vector<std::string>& args) {
                o.hashes_only ? std::string("hashes only") : human_bytes(static_cast<double>(r.bytes)), o.steps,
                r.seconds, r.seed, r.data_seed, r.device);
   return to_int(ExitCode::ok);
-}
-
-int cmd_check(const std::vector<std::string>& args) {
-  CLI::App app(
-      "Run the seeded training N times in fresh processes, compare the runs in execution order, and "
-      "name the first divergent tensor",
-      "reprocheck");
-  RunFlags flags;
-  RunnerFlags runner_flags;
-  CompareFlags compare_flags;
-  flags.add_to(app);
-  runner_flags.add_to(app);
-  compare_flags.add_to(app);
-  if (int code = parse(app, args); code >= 0) return code;
-  runner_flags.finish(app, flags.finish());
-  compare_flags.compare_options(app);  // bad tolerance flags fail before any run
-  // Fail fast on a file that is not a model; the runs load it (once each) and relay any other error.
-  for (const auto& lib : runner_flags.options.run.libraries) load_library(lib);
-  check_model_file(runner_flags.options.run.model);
-  return run_and_report(runner_flags, std::make_shared<RecordLauncher>(self_executable()), compare_flags, app);
 }
 
 int cmd_version() {

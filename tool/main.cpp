@@ -63,25 +63,8 @@ int dispatch(int argc, char** argv) {
   throw rc::UsageError(fmt::format("unknown command '{}'; run 'reprocheck --help' for the commands", command));
 }
 
-// One line on stderr; a worker started by the runner also leaves it for the runner to relay.
-int fail(const std::string& message, rc::ExitCode code) {
-  fmt::print(stderr, "{}\n", rc::error_line(message));
-  rc::report_error_to_runner(message);
-  return rc::to_int(code);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return dispatch(argc, argv);
-  } catch (const rc::Error& e) {
-    return fail(e.what(), e.exit_code());
-  } catch (const std::bad_alloc&) {
-    return fail("out of memory; use a smaller --input-shape, fewer --steps, or a narrower --layers",
-                rc::ExitCode::run_failed);
-  } catch (const std::exception& e) {
-    return fail(fmt::format("internal error: {}; please report it", rc::first_line(e.what())),
-                rc::ExitCode::run_failed);
-  }
+  return rc::cli::guarded_main([&] { return dispatch(argc, argv); });
 }

@@ -50,6 +50,16 @@ class Basics(unittest.TestCase):
         for word in ("info", "--version", "Exit codes"):
             self.assertIn(word, r.stdout)
 
+    def test_the_command_does_not_load_libtorch(self):
+        # LibTorch and its CUDA libraries cost about half a second per process: `reprocheck` (the
+        # parent of every check, `diff`, `run`) links the core only; reprocheck-torch runs models.
+        libs = subprocess.run(["ldd", BIN], capture_output=True, text=True).stdout
+        self.assertNotIn("libtorch", libs)
+        self.assertNotIn("libc10", libs)
+        torch_libs = subprocess.run(["ldd", os.path.join(os.path.dirname(BIN), "reprocheck-torch")],
+                                    capture_output=True, text=True).stdout
+        self.assertIn("libtorch", torch_libs)
+
     def test_no_arguments_is_a_usage_error(self):
         self.assertEqual(run().returncode, 2)
 

@@ -17,6 +17,7 @@
 #include <unordered_map>
 
 #include "reprocheck/error.h"
+#include "reprocheck/model_file.h"
 #include "reprocheck/build_info.h"
 #include "torch_model.h"
 
@@ -77,27 +78,10 @@ std::string shape_string(c10::IntArrayRef shape) { return fmt::format("[{}]", fm
 
 namespace {
 
-constexpr const char* kExportHint =
-    "export it with torch.jit.script(model).save(path) (or torch.jit.trace) and pass that file";
-
 // Classifies a file that is not a loadable TorchScript archive; returns the reason, or "" when
 // the file looks like a TorchScript archive.
 std::string non_torchscript_reason(const std::string& path) {
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) return "no such file; check the path";
-  if (S_ISDIR(st.st_mode)) return "is a directory, not a model file; pass the .pt file inside it";
-  if (!S_ISREG(st.st_mode)) return "is not a regular file (a FIFO, socket or device); pass the model's .pt file";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return "cannot be read (permission denied?); check its permissions";
-  if (st.st_size == 0) return "is empty; export the model again";
-  char head[4] = {};
-  in.read(head, sizeof head);
-  const bool zip = in.gcount() == 4 && head[0] == 'P' && head[1] == 'K' && head[2] == 3 && head[3] == 4;
-  if (!zip) {
-    if (static_cast<unsigned char>(head[0]) == 0x80)
-      return fmt::format("is a torch.save checkpoint in the legacy pickle format, not TorchScript; {}", kExportHint);
-    return fmt::format("is not a TorchScript archive (not a zip file); {}", kExportHint);
-  }
+  if (auto why = model_file_problem(path); !why.empty()) return why;
   std::vector<std::string> records;
   try {
     caffe2::serialize::PyTorchStreamReader reader(path);
@@ -142,8 +126,6 @@ ModelMeta parse_meta(const std::string& path, const std::string& text) {
 }
 
 }  // namespace
-
-std::string classify_non_torchscript(const std::string& path) { return non_torchscript_reason(path); }
 
 torch::jit::Module load_module(const std::string& path, const c10::Device& device, ModelMeta* meta) {
   if (auto why = non_torchscript_reason(path); !why.empty())
@@ -217,11 +199,6 @@ std::string model_signature(const torch::jit::Module& module) {
 }
 
 }  // namespace detail
-
-void check_model_file(const std::string& path) {
-  if (auto why = detail::classify_non_torchscript(path); !why.empty())
-    throw InputError(fmt::format("cannot load model '{}': {}", path, why));
-}
 
 ModelSummary inspect_model(const std::string& path) {
   ModelSummary s;

@@ -18,8 +18,6 @@ torch::jit::Module load_module(const std::string& path, const c10::Device& devic
 std::vector<ModuleInfo> describe_modules(const torch::jit::Module& module);
 
 std::string model_signature(const torch::jit::Module& module);
-// Why `path` is not a TorchScript archive ("" when it may be one), without loading it.
-std::string classify_non_torchscript(const std::string& path);
 
 // "[4, 3, 32, 32]"
 std::string shape_string(c10::IntArrayRef shape);

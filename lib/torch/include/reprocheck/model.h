@@ -39,11 +39,6 @@ void load_library(const std::string& path);
 // non-TorchScript file, naming torch.save checkpoints as such.
 ModelSummary inspect_model(const std::string& path);
 
-// The checks of a model file that need no loading (it exists, is a regular file, is a TorchScript
-// archive and not a checkpoint): what the check command does before its runs start, in place of
-// loading a large model twice (the runs load it and relay any error as one line). Throws InputError.
-void check_model_file(const std::string& path);
-
 // "__torch__.torch.nn.modules.conv.___torch_mangle_3.Conv2d" -> "torch.nn.modules.conv.Conv2d".
 std::string demangle_type_name(const std::string& qualified);
 
