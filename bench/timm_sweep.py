@@ -2,7 +2,7 @@
 a fixed seed and checked for false divergences. Needs timm and torchvision on PYTHONPATH (not
 installed by ci/setup; no weights are downloaded).
 
-    python bench/timm_sweep.py REPROCHECK_BINARY OUTDIR [--models a,b,...] [--repeats N]
+    python bench/timm_sweep.py REPROCHECK_BINARY OUTDIR [--models a,b,...] [--repeats N] [--full]
 """
 import argparse
 import json
@@ -51,6 +51,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--full", action="store_true", help="one pass with full dumps (default: the capture ladder)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rows = []
@@ -63,7 +64,8 @@ def main():
             continue
         for rep in range(args.repeats):
             t0 = time.monotonic()
-            r = subprocess.run([args.binary, path, "--ops", "--device", "cpu", "--steps", "1"],
+            r = subprocess.run([args.binary, path, "--ops", "--device", "cpu", "--steps", "1",
+                                *(["--full"] if args.full else [])],
                                capture_output=True, text=True, timeout=1800)
             dt = time.monotonic() - t0
             verdict = {0: "REPRODUCIBLE", 1: "DIVERGENT"}.get(r.returncode, f"exit {r.returncode}")
