@@ -451,3 +451,23 @@ TEST(Ladder, AGoldenMatchesItsOwnSettingAndNamesTheFirstChangedTensorOtherwise) 
   }
   rc::files::remove_tree(tmp);
 }
+
+TEST(Ladder, EveryPairsFirstDivergenceIsCapturedAgain) {
+  // Run 1 differs from step 0 (its seed), run 2 only from step 2: the second pass must reach step 2,
+  // or run 2 would look intermittent.
+  auto o = steps(4, 3);
+  o.vary = rc::parse_vary("seed=0,1,0", o.run);
+  rc::Runner runner(o, std::make_shared<FakeLauncher>("late"));
+  Events events;
+  auto r = rc::run_check(runner, {}, events.fn());
+  const auto& c = r.comparison;
+  EXPECT_TRUE(c.capture.intermittent.empty());
+  EXPECT_EQ(c.capture.pass2_steps, 3);
+  ASSERT_EQ(c.pairs.size(), 2u);
+  const auto& late = c.pairs[1];
+  ASSERT_TRUE(late.has_divergence());
+  const auto& d = late.diffs[*late.first];
+  EXPECT_EQ(d.ref.step, 2);
+  EXPECT_FALSE(d.hash_only);
+  EXPECT_DOUBLE_EQ(d.stats.max_abs, 2.0);
+}

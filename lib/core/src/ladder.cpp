@@ -112,10 +112,10 @@ CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& p
     return finish(std::move(c1));
   }
 
-  // Pass 2: the reference and the runs that differed, in full, through the step of the first
-  // difference (with a tolerance: through the last step where hashes differ, to judge them all).
+  // Pass 2: the reference and the runs that differed, in full, through the step of each one's
+  // first difference (the latest of them: every pair's first divergence is captured again); with
+  // a tolerance, through the last step where hashes differ, to judge them all.
   int last_step = -1;
-  bool first = true;
   std::vector<int> differing;  // pair positions (run numbers) that differed
   for (const auto& p : c1.pairs) {
     if (!p.has_divergence()) continue;
@@ -124,9 +124,7 @@ CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& p
       for (const auto& d : p.diffs)
         if (is_divergent(d.status)) last_step = std::max(last_step, d.ref.step);
     } else {
-      int s = p.diffs[*p.first].ref.step;
-      last_step = first ? s : std::min(last_step, s);
-      first = false;
+      last_step = std::max(last_step, p.diffs[*p.first].ref.step);
     }
   }
   const int steps = std::max(1, last_step + 1);
