@@ -40,6 +40,25 @@ std::pair<const void*, size_t> bytes_of(const py::buffer& data) {
   return {info.ptr, n};
 }
 
+// The index row of one tensor as the capture describes it.
+rc::TensorMeta make_meta(int step, const std::string& phase, const std::string& layer, const std::string& layer_type,
+                         const std::string& kind, const std::string& name, int call, const std::string& dtype,
+                         std::vector<int64_t> shape, std::optional<uint64_t> input_hash) {
+  rc::TensorMeta meta;
+  meta.step = step;
+  meta.phase = phase_of(phase);
+  meta.layer = layer;
+  meta.layer_type = layer_type;
+  meta.kind = kind_of(kind);
+  meta.name = name;
+  meta.call = call;
+  meta.dtype = dtype;
+  meta.shape = std::move(shape);
+  meta.has_input_hash = input_hash.has_value();
+  meta.input_hash = input_hash.value_or(0);
+  return meta;
+}
+
 py::dict meta_dict(const rc::TensorMeta& m) {
   py::dict d;
   d["order"] = m.order;
@@ -79,18 +98,8 @@ PYBIND11_MODULE(_core, m) {
              const std::string& layer_type, const std::string& kind, const std::string& name, int call,
              const std::string& dtype, std::vector<int64_t> shape, uint64_t hash, bool words,
              std::optional<uint64_t> input_hash) {
-            rc::TensorMeta meta;
-            meta.step = step;
-            meta.phase = phase_of(phase);
-            meta.layer = layer;
-            meta.layer_type = layer_type;
-            meta.kind = kind_of(kind);
-            meta.name = name;
-            meta.call = call;
-            meta.dtype = dtype;
-            meta.shape = std::move(shape);
-            meta.has_input_hash = input_hash.has_value();
-            meta.input_hash = input_hash.value_or(0);
+            rc::TensorMeta meta = make_meta(step, phase, layer, layer_type, kind, name, call, dtype, std::move(shape),
+                                            input_hash);
             return w.write_hash(std::move(meta), hash, words).order;
           },
           py::arg("step"), py::arg("phase"), py::arg("layer"), py::arg("layer_type"), py::arg("kind"),
@@ -107,18 +116,8 @@ PYBIND11_MODULE(_core, m) {
              const std::string& layer_type, const std::string& kind, const std::string& name, int call,
              const std::string& dtype, std::vector<int64_t> shape, const py::buffer& data,
              std::optional<uint64_t> input_hash) {
-            rc::TensorMeta meta;
-            meta.step = step;
-            meta.phase = phase_of(phase);
-            meta.layer = layer;
-            meta.layer_type = layer_type;
-            meta.kind = kind_of(kind);
-            meta.name = name;
-            meta.call = call;
-            meta.dtype = dtype;
-            meta.shape = std::move(shape);
-            meta.has_input_hash = input_hash.has_value();
-            meta.input_hash = input_hash.value_or(0);
+            rc::TensorMeta meta = make_meta(step, phase, layer, layer_type, kind, name, call, dtype, std::move(shape),
+                                            input_hash);
             auto [ptr, n] = bytes_of(data);
             const auto& written = w.write(std::move(meta), ptr, n);
             return py::make_tuple(written.order, written.hash);

@@ -213,7 +213,9 @@ class Reproducible(unittest.TestCase):
                     self.assertIn("verdict: REPRODUCIBLE", r.stdout)
 
 
-class Check(unittest.TestCase):
+class InTempDir(unittest.TestCase):
+    """A private folder per test, also the runs' TMPDIR."""
+
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
         self.env = dict(os.environ, TMPDIR=self.tmp.name)
@@ -224,6 +226,8 @@ class Check(unittest.TestCase):
     def path(self, name):
         return os.path.join(self.tmp.name, name)
 
+
+class Check(InTempDir):
     def check(self, model, *args, expect=1):
         r = run(fixture(model), "--device", "cpu", "--json", self.path("r.json"), "--junit", self.path("r.xml"),
                 "--markdown", self.path("r.md"), *args, env=self.env)
@@ -383,18 +387,8 @@ class Check(unittest.TestCase):
                 self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
 
 
-class Ladder(unittest.TestCase):
+class Ladder(InTempDir):
     """The capture ladder: hashes first, full capture only where the runs split; goldens."""
-
-    def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.env = dict(os.environ, TMPDIR=self.tmp.name)
-
-    def tearDown(self):
-        self.tmp.cleanup()
-
-    def path(self, name):
-        return os.path.join(self.tmp.name, name)
 
     def check(self, *args, expect):
         j = self.path("r.json")

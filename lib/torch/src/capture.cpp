@@ -61,6 +61,23 @@ at::Tensor device_hash(const at::Tensor& t) {
   return words.mul_(odd).sum().add_(n);
 }
 
+// A pinned host tensor that an asynchronous copy of the device tensor `src` fills, on the stream
+// that produced `src` (so the copy sees its value at this point).
+at::Tensor pinned_copy(const at::Tensor& src) {
+  at::Tensor h = at::empty(src.sizes(), src.options().device(at::kCPU).pinned_memory(true));
+  h.copy_(src, /*non_blocking=*/true);
+  return h;
+}
+
+// An event recorded on `device`'s current stream after the copies queued so far: the writer
+// thread waits for it before reading their host buffers.
+std::shared_ptr<c10::Event> event_after_copies(const c10::Device& device) {
+  const auto* impl = c10::impl::getDeviceGuardImpl(device.type());
+  auto ready = std::make_shared<c10::Event>(device.type());
+  ready->record(impl->getStream(device));
+  return ready;
+}
+
 // Writes captured tensors on a background thread, so that storage writes overlap the training
 // computation. Each job owns a private copy of its tensor's data (the live tensor may be changed
 // in place later, e.g. by an in-place ReLU). At most `limit` bytes wait at a time; beyond that
@@ -379,16 +396,9 @@ class Session {
         h = d.clone(at::MemoryFormat::Contiguous);
       } else {
         at::Tensor src = d.contiguous();
-        h = at::empty(src.sizes(), src.options().device(at::kCPU).pinned_memory(true));
-        h.copy_(src, /*non_blocking=*/true);
-        if (input_hash_parts.defined()) {
-          hash_parts =
-              at::empty(input_hash_parts.sizes(), input_hash_parts.options().device(at::kCPU).pinned_memory(true));
-          hash_parts.copy_(input_hash_parts, /*non_blocking=*/true);
-        }
-        const auto* impl = c10::impl::getDeviceGuardImpl(src.device().type());
-        ready = std::make_shared<c10::Event>(src.device().type());
-        ready->record(impl->getStream(src.device()));
+        h = pinned_copy(src);
+        if (input_hash_parts.defined()) hash_parts = pinned_copy(input_hash_parts);
+        ready = event_after_copies(src.device());
       }
     }
     m.dtype = dtype_name_of(h.scalar_type());
@@ -416,17 +426,9 @@ class Session {
       at::Tensor c = d.contiguous();
       hash = hash_bytes(c.data_ptr(), c.nbytes());
     } else {
-      at::Tensor h = device_hash(d).reshape({1});
-      host_hash = at::empty({1}, h.options().device(at::kCPU).pinned_memory(true));
-      host_hash.copy_(h, /*non_blocking=*/true);
-      if (input_hash_parts.defined()) {
-        hash_parts =
-            at::empty(input_hash_parts.sizes(), input_hash_parts.options().device(at::kCPU).pinned_memory(true));
-        hash_parts.copy_(input_hash_parts, /*non_blocking=*/true);
-      }
-      const auto* impl = c10::impl::getDeviceGuardImpl(d.device().type());
-      ready = std::make_shared<c10::Event>(d.device().type());
-      ready->record(impl->getStream(d.device()));
+      host_hash = pinned_copy(device_hash(d).reshape({1}));
+      if (input_hash_parts.defined()) hash_parts = pinned_copy(input_hash_parts);
+      ready = event_after_copies(d.device());
     }
     std::lock_guard<std::mutex> lock(mu_);
     writer_.put_hash(std::move(m), hash, std::move(host_hash), std::move(ready), std::move(hash_parts));
