@@ -29,8 +29,9 @@ def fixture(name):
     return os.path.join(FIX, name + ".pt")
 
 
-def workers_of(model):
-    """PIDs of running `reprocheck record MODEL` processes (from /proc: no procps needed)."""
+def workers_of(model, folder):
+    """PIDs of running `reprocheck-torch record MODEL` processes whose dumps go under `folder` (a
+    test's TMPDIR: other tests running at the same time use the same model), from /proc."""
     pids = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -38,7 +39,7 @@ def workers_of(model):
                 args = f.read().split(b"\0")
         except OSError:
             continue
-        if b"record" in args and model.encode() in args:
+        if b"record" in args and model.encode() in args and any(a.startswith(folder.encode()) for a in args):
             pids.append(int(pid))
     return pids
 
@@ -320,7 +321,7 @@ class Check(InTempDir):
         out, err = p.communicate(timeout=30)
         self.assertEqual(p.returncode, 130, err)
         self.assertEqual(os.listdir(self.tmp.name), [])
-        self.assertEqual(workers_of(fixture("resnet_mini")), [], "a worker outlived the runner")
+        self.assertEqual(workers_of(fixture("resnet_mini"), self.tmp.name), [], "a worker outlived the runner")
 
     def test_op_without_deterministic_implementation_is_named(self):
         args = [fixture("put_net"), "--device", "cpu", "--load-library", OPS, "--layers", "all"]
