@@ -228,18 +228,9 @@ int run_and_report(const RunnerFlags& runner_flags, std::shared_ptr<const Worker
   check.full = runner_flags.full;
   check.hashes_only = runner_flags.hashes_only;
   check.baseline = runner_flags.baseline;
+  check.keep = !runner_flags.options.keep_dir.empty();
   CheckResult result = run_check(runner, check, on_event);
-  std::vector<std::string> dumps = result.dumps;
-  if (!runner_flags.options.keep_dir.empty()) {
-    dumps = runner.keep();
-    // The comparison names the kept files, not the temporary ones.
-    for (size_t i = 0; i < dumps.size(); ++i) result.comparison.runs[i + (check.baseline.empty() ? 0 : 1)] = dumps[i];
-    for (auto& p : result.comparison.pairs) {
-      size_t k = static_cast<size_t>(p.other_run) - (check.baseline.empty() ? 0 : 1);
-      if (k < dumps.size()) p.other_path = dumps[k];
-      p.ref_path = result.comparison.runs[0];
-    }
-  }
+  const std::vector<std::string>& dumps = result.dumps;
   Comparison comparison = std::move(result.comparison);
   std::optional<Isolation> isolation;
   if (runner_flags.isolate && comparison.divergent())

@@ -345,17 +345,18 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
   auto ref_opts = run_option_strings(ref);
   for (size_t i = 1; i < readers.size(); ++i) {
     const DumpReader& other = *readers[i];
-    if (ref.attribute("model_signature") != other.attribute("model_signature") && options.allow_other_model) {
-      c.notes.push_back(fmt::format("the model changed since '{}' was recorded (signature {} vs {}): tensors "
-                                    "are paired by layer name",
-                                    ref.path(), ref.attribute("model_signature"),
-                                    other.attribute("model_signature")));
-    } else if (ref.attribute("model_signature") != other.attribute("model_signature"))
-      throw InputError(
-          fmt::format("dumps of different models: '{}' records {} (signature {}), '{}' records {} "
-                      "(signature {}); compare dumps of the same model",
-                      ref.path(), ref.attribute("model"), ref.attribute("model_signature"), other.path(),
-                      other.attribute("model"), other.attribute("model_signature")));
+    if (ref.attribute("model_signature") != other.attribute("model_signature")) {
+      if (!options.allow_other_model)
+        throw InputError(
+            fmt::format("dumps of different models: '{}' records {} (signature {}), '{}' records {} "
+                        "(signature {}); compare dumps of the same model",
+                        ref.path(), ref.attribute("model"), ref.attribute("model_signature"), other.path(),
+                        other.attribute("model"), other.attribute("model_signature")));
+      std::string note = fmt::format("the model changed since '{}' was recorded (signature {} vs {}): tensors are "
+                                     "paired by layer name",
+                                     ref.path(), ref.attribute("model_signature"), other.attribute("model_signature"));
+      if (std::find(c.notes.begin(), c.notes.end(), note) == c.notes.end()) c.notes.push_back(std::move(note));
+    }
     PairComparison pc = compare_pair(ref, other, opt);
     pc.other_run = static_cast<int>(i);
     auto other_opts = run_option_strings(other);

@@ -55,13 +55,9 @@ void merge_rank_dumps(const std::vector<std::string>& rank_dumps, const std::str
         writer.write_hash(std::move(m), m.hash, words);
         continue;
       }
-      buffer = reader.read(m);
-      if (hashes_only) {
-        const uint64_t h = m.hash;
-        writer.write(std::move(m), buffer.data(), buffer.size(), &h);
-      } else {
-        writer.write(std::move(m), buffer.data(), buffer.size());
-      }
+      buffer = reader.read(m);  // checked against m.hash: no need to hash it again
+      const uint64_t h = m.hash;
+      writer.write(std::move(m), buffer.data(), buffer.size(), &h);
     }
   }
   if (!notes.empty()) writer.set_attribute("replica_notes", notes.dump());

@@ -98,15 +98,13 @@ const TensorMeta& DumpWriter::write(TensorMeta meta, const void* data, size_t nb
   if (static_cast<size_t>(meta.numel) * dtype_info(dtype).size != nbytes)
     throw RunError(fmt::format("internal error writing '{}': {} bytes for {} elements of {}", meta.tensor_name(),
                                nbytes, meta.numel, meta.dtype));
+  meta.order = static_cast<int64_t>(index_.size());
+  meta.hash = hash ? *hash : hash_bytes(data, nbytes);
   if (hashes_only_) {
-    meta.order = static_cast<int64_t>(index_.size());
-    meta.hash = hash ? *hash : hash_bytes(data, nbytes);
     meta.dataset = kHashOnlyXxh3;
     index_.push_back(std::move(meta));
     return index_.back();
   }
-  meta.order = static_cast<int64_t>(index_.size());
-  meta.hash = hash ? *hash : hash_bytes(data, nbytes);
   std::string local = fmt::format("{:06d}", meta.order);
   meta.dataset = "tensors/" + local;
 

@@ -94,8 +94,10 @@ CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& p
     return std::move(result);
   };
 
+  if (o.keep && !o.full && !o.hashes_only) throw UsageError("--keep keeps whole runs: it needs --full or --hashes-only");
   if (o.full) {
     result.dumps = runner.run(progress, [](RunOptions& r, int) { r.hashes_only = false; });
+    if (o.keep) result.dumps = runner.keep();
     Comparison c = compare_dumps(with_reference(result.dumps), compare);
     c.capture.mode = golden_hashes_only ? "hashes" : "full";
     c.capture.pass1_bytes = file_bytes(result.dumps);
@@ -104,6 +106,7 @@ CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& p
 
   // Pass 1: hashes only.
   result.dumps = runner.run(progress, [](RunOptions& r, int) { r.hashes_only = true; });
+  if (o.keep) result.dumps = runner.keep();
   Comparison c1 = compare_dumps(with_reference(result.dumps), compare);
   c1.capture.mode = o.hashes_only ? "hashes" : "ladder";
   c1.capture.pass1_bytes = file_bytes(result.dumps);

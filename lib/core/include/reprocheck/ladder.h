@@ -17,11 +17,14 @@ struct CheckOptions {
   bool full = false;         // one pass, full dumps (--full)
   bool hashes_only = false;  // one pass, hashes only, never a second (--hashes-only)
   std::string baseline;      // a golden dump: the reference, and the runner's runs are compared with it
+  // Move the dumps into the runner's --keep folder before comparing, so that the report names the
+  // kept files. Only with one pass (`full` or `hashes_only`): a kept dump is a whole run.
+  bool keep = false;
 };
 
 struct CheckResult {
   Comparison comparison;
-  std::vector<std::string> dumps;  // the runner's pass-1 (or only) dumps, run 0 first
+  std::vector<std::string> dumps;  // the runner's pass-1 (or only) dumps, run 0 first (kept ones with `keep`)
 };
 
 // Throws what Runner::run and compare_dumps throw.
