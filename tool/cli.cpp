@@ -107,6 +107,8 @@ void CompareFlags::add_to(CLI::App& app) {
   app.add_option("--json", json, "write the report as JSON (docs/report-json.md)");
   app.add_option("--junit", junit, "write a JUnit XML report (one test case per tensor group)");
   app.add_option("--markdown", markdown, "write a Markdown summary (for a CI step summary)");
+  app.add_option("--html", html,
+                 "write a self-contained HTML report: the verdict, the first divergence and a per-layer chart");
 }
 
 CompareOptions CompareFlags::compare_options(const CLI::App& app) const {
@@ -129,7 +131,7 @@ CompareOptions CompareFlags::compare_options(const CLI::App& app) const {
 }
 
 void CompareFlags::check_destinations() const {
-  for (const auto* path : {&json, &junit, &markdown})
+  for (const auto* path : {&json, &junit, &markdown, &html})
     if (!path->empty()) files::check_writable(*path, "report");
 }
 
@@ -142,6 +144,7 @@ int CompareFlags::report(const Report& r) const {
   if (!json.empty()) files::write_file_atomically(json, render_json(r), "report");
   if (!junit.empty()) files::write_file_atomically(junit, render_junit(r), "report");
   if (!markdown.empty()) files::write_file_atomically(markdown, render_markdown(r, ro), "report");
+  if (!html.empty()) files::write_file_atomically(html, render_html(r), "report");
   return to_int(r.comparison.divergent() ? ExitCode::divergent : ExitCode::ok);
 }
 

@@ -34,7 +34,7 @@ struct RunFlags {
 struct CompareFlags {
   double atol = -1, rtol = -1;
   std::string tolerance = "bitwise";
-  std::string json, junit, markdown;
+  std::string json, junit, markdown, html;
   void add_to(CLI::App& app);
   CompareOptions compare_options(const CLI::App& app) const;
   // Checks the report destinations before any work starts (throws InputError): a report that

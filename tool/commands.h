@@ -12,5 +12,6 @@ int cmd_record(const std::vector<std::string>& args);  // reprocheck record
 int cmd_info(const std::vector<std::string>& args);    // reprocheck info
 int cmd_version();                                     // reprocheck --version
 int cmd_run(const std::vector<std::string>& args);     // reprocheck run -- COMMAND (command_run.cpp)
+int cmd_audit(const std::vector<std::string>& args);   // reprocheck audit (command_audit.cpp)
 
 }  // namespace reprocheck::cli

@@ -22,6 +22,9 @@ usage:
   reprocheck run [options] -- COMMAND   run your own training script (python train.py) N times with
                                         capture, compare, and name the first divergent tensor
   reprocheck diff A.h5 B.h5 [C.h5...]   compare existing dumps (the first is the reference)
+  reprocheck audit AUDIT.toml           run a matrix of checks (models x settings), keep a history in
+                                        SQLite, and flag regressions against the previous audit
+  reprocheck audit merge --db H S1 S2   merge the databases of an audit's shards (--shard I/N)
   reprocheck record MODEL.pt -o RUN.h5  one seeded training run, every captured tensor dumped to HDF5
   reprocheck info MODEL.pt              list the model's modules with path, type and parameters
   reprocheck --version                  versions of reprocheck, LibTorch, CUDA, cuDNN and HDF5
@@ -56,6 +59,7 @@ int dispatch(int argc, char** argv) {
   if (command == "record") return rc::cli::cmd_record(rest);
   if (command == "diff") return cmd_diff(rest);
   if (command == "run") return rc::cli::cmd_run(rest);
+  if (command == "audit") return rc::cli::cmd_audit(rest);
   // Anything else that is not a flag is the model of the main command.
   if (command.rfind("-", 0) != 0 && (command.find('.') != std::string::npos ||
                                      command.find('/') != std::string::npos || rc::files::exists(command)))

@@ -79,6 +79,11 @@ std::string render_json(const Report& r) {
   j["model"] = model_name(c);
   j["tolerance"] = c.tolerance.describe();
   j["tensors"] = c.tensors;
+  // Where the reference run ran, from its dump's attributes ("" when a dump does not say).
+  j["provenance"] = nlohmann::json::object();
+  for (const char* key : {"reprocheck_version", "libtorch_version", "cuda_version", "cudnn_version", "device",
+                          "device_name", "host", "front_end"})
+    j["provenance"][key] = c.attribute(key);
   j["notes"] = c.notes;
   {
     const auto& k = c.capture;

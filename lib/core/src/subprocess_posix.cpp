@@ -62,7 +62,7 @@ std::string resolve_program(const std::string& name) {
 }  // namespace
 
 Process::Process(const std::vector<std::string>& argv, const std::string& out, const std::string& err,
-                 const std::vector<std::pair<std::string, std::string>>& env) {
+                 const std::vector<std::pair<std::string, std::string>>& env, const std::string& cwd) {
   // Everything the child needs is prepared before fork: between fork and exec only
   // async-signal-safe calls are made (the parent has threads).
   if (argv.empty()) throw RunError("cannot start a worker: empty command");
@@ -103,6 +103,12 @@ Process::Process(const std::vector<std::string>& argv, const std::string& out, c
     dup2(devnull, 0);
     dup2(fo, 1);
     dup2(fe, 2);
+    if (!cwd.empty() && chdir(cwd.c_str()) != 0) {
+      const char msg[] = "reprocheck: error: cannot enter the working folder of the command\n";
+      ssize_t ignored = write(2, msg, sizeof msg - 1);
+      (void)ignored;
+      _exit(127);
+    }
     execve(program.c_str(), cargv.data(), cenv.data());
     const char msg[] = "reprocheck: error: cannot execute the worker binary\n";
     ssize_t ignored = write(2, msg, sizeof msg - 1);

@@ -30,5 +30,8 @@ std::string render_text(const Report& r, const ReportOptions& o = {});
 std::string render_json(const Report& r);  // docs/report-json.md
 std::string render_junit(const Report& r);
 std::string render_markdown(const Report& r, const ReportOptions& o = {});
+// A self-contained HTML page: the verdict, the first divergence with its statistics and causes, and
+// the per-layer chart of the divergent tensors in execution order (reprocheck/html.h).
+std::string render_html(const Report& r);
 
 }  // namespace reprocheck

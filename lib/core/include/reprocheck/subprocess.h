@@ -25,9 +25,10 @@ struct ExitStatus {
 class Process {
  public:
   // Starts argv[0] (searched on PATH when it has no slash) with this process's environment plus
-  // `env`, and stdout and stderr written to the given files. Throws RunError.
+  // `env`, and stdout and stderr written to the given files, in the folder `cwd` ("" : this
+  // process's). Throws RunError.
   Process(const std::vector<std::string>& argv, const std::string& stdout_path, const std::string& stderr_path,
-          const std::vector<std::pair<std::string, std::string>>& env = {});
+          const std::vector<std::pair<std::string, std::string>>& env = {}, const std::string& cwd = "");
   ~Process();  // kills and reaps a child still running
   Process(const Process&) = delete;
   Process& operator=(const Process&) = delete;

@@ -1,0 +1,197 @@
+// The nightly audit: a TOML file of models and a settings matrix, expanded into cells (each one
+// check), a history of results in SQLite, the regressions against the previous audit of each
+// cell, and the audit's reports. Pure functions except History, which owns its database file.
+// docs/audit.md describes the file and the reports.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace reprocheck::audit {
+
+enum class Expect { reproducible, divergent, info };
+const char* to_string(Expect e);
+
+// When a regression counts (the [audit] table of the file).
+struct Thresholds {
+  double magnitude_factor = 10;  // the first divergence's max abs diff grew this many times
+  double time_growth = 0.5;      // a check's time grew by more than this share (0.5: +50 %)
+  double time_min_s = 5;         // ... and by more than this many seconds (noise below it)
+};
+
+// One check of the audit: a model under one combination of settings.
+struct Cell {
+  std::string key;     // stable identity across audits: "model[setting=value,...]", all settings sorted
+  std::string model;   // the model's name
+  std::string column;  // the matrix values that make this cell ("threads=2 deterministic=on"), or "default"
+  std::map<std::string, std::string> settings;  // every setting, as the check's flags take them
+  Expect expect = Expect::reproducible;
+  std::string tolerance = "bitwise";  // "bitwise", "torch", or "atol=A rtol=R"
+  std::vector<std::string> args;      // the check's arguments after the reprocheck executable
+  std::string cwd;                    // where the check runs
+  bool script = false;                // a training script (reprocheck run), else a TorchScript model
+};
+
+struct AuditSpec {
+  std::string path;  // the audit file
+  std::string name;
+  std::string db;    // the history database from the file ("" when it names none)
+  int jobs = 1;
+  Thresholds thresholds;
+  std::vector<std::string> models;  // names, in the file's order
+  std::vector<Cell> cells;          // in the file's order: models, then matrix combinations
+};
+
+// Reads and expands an audit file. Throws InputError naming the file, line and column of the
+// first problem: "nightly.toml:12:1: unknown setting 'thread'; expected one of ...".
+AuditSpec load_spec(const std::string& path);
+
+// `--shard I/N`: the cells of shard I (1-based) of N, a deterministic round-robin share of the
+// cell list. Throws UsageError for a malformed text.
+std::pair<int, int> parse_shard(const std::string& text);
+std::vector<Cell> shard_cells(const std::vector<Cell>& cells, int index, int count);
+
+// Where the software and hardware were (one audit's runs, or one cell's check).
+struct Provenance {
+  std::string reprocheck, libtorch, cuda, cudnn, device, host, git_commit;
+};
+
+// The outcome of one cell.
+struct CellResult {
+  int position = 0;  // the cell's index in the whole audit's cell list (shards keep it)
+  std::string key, model, column;
+  std::string settings;  // JSON object of the cell's settings
+  Expect expect = Expect::reproducible;
+  std::string tolerance = "bitwise";
+  std::string verdict;   // reproducible, divergent, failed (the check could not decide), interrupted
+  int exit_code = 0;
+  std::string error;     // a failed check's last line
+  // The first divergence (divergent cells).
+  int step = 0;
+  std::string tensor, layer, layer_type, phase, kind, origin;  // origin: source, inherited, unknown
+  bool hash_only = false;  // no statistics (hashes only)
+  double max_abs = -1, max_rel = -1;  // -1: none
+  int64_t mismatched = 0, numel = 0;
+  std::string cause, cause_title, fix;  // the first hint
+  double seconds = 0;
+  int64_t tensors = 0;
+  std::string chart;  // JSON [[order, step, max_abs or null, label], ...]: the per-layer chart's points
+  Provenance provenance;
+
+  // Whether the verdict is what the cell expects (an info cell always is; a failed one never).
+  bool meets_expectation() const;
+  std::string first_label() const;  // "step 0 · param_grad · features.0.weight", "" when none
+};
+
+// A check's JSON report (docs/report-json.md) read into a cell's result. Throws InputError.
+void read_check_report(const std::string& json_text, CellResult& out);
+
+struct Regression {
+  std::string key, model, column;
+  std::string kind;  // newly_divergent, newly_reproducible, divergence_moved, magnitude_grew, time_grew,
+                     // determinism_cost_grew
+  std::string message;
+  bool blocking = true;  // false: listed, but the exit code stays 0 (an info cell, or a cell fixed)
+};
+
+// The regressions of `now` against each cell's previous result (`previous(key)`).
+std::vector<Regression> find_regressions(const std::vector<CellResult>& now,
+                                         const std::function<std::optional<CellResult>(const std::string&)>& previous,
+                                         const Thresholds& thresholds);
+
+// Cells that differ only in `deterministic`: the time of the deterministic one over the other.
+struct DeterminismCost {
+  std::string model, with, without;  // cell keys (deterministic on / off)
+  std::string label;                 // the other settings
+  double ratio = 0;
+  std::optional<double> previous_ratio;
+};
+std::vector<DeterminismCost> determinism_costs(
+    const std::vector<CellResult>& now, const std::function<std::optional<CellResult>(const std::string&)>& previous);
+
+struct AuditInfo {
+  int64_t id = 0;
+  std::string uid;  // unique across machines: merges keep it
+  std::string name, audit_file, started_at, finished_at;  // UTC, ISO 8601
+  std::string status = "running";                         // running, complete, interrupted
+  std::string shard;                                      // "2/4"; "" unsharded; "merged 1/2,2/2"
+  int cells_planned = 0;  // cells of this audit (of this shard)
+  int cells_total = 0;    // cells of the whole audit file
+  Thresholds thresholds;
+  Provenance provenance;
+};
+
+// One audit's counts, for the trend.
+struct TrendPoint {
+  int64_t audit = 0;
+  std::string started_at, status;
+  int reproducible = 0, divergent = 0, failed = 0, interrupted = 0, broken = 0;
+};
+
+// The history database. Rows are only ever added: an audit is a row in `audits`, each finished
+// cell a row in `cells`, and its end a row in `audit_ends`. PRAGMA user_version holds the schema
+// version; opening an older file migrates it, a newer one is refused.
+class History {
+ public:
+  static constexpr int kSchemaVersion = 2;
+  // Opens (create: makes a missing file) and migrates to `schema` (tests pass an older one).
+  // Throws InputError for a damaged file, a file that is not reprocheck's, one from a newer
+  // reprocheck, or one locked by another process.
+  static std::unique_ptr<History> open(const std::string& path, bool create, int schema = kSchemaVersion);
+  ~History();
+  History(const History&) = delete;
+  History& operator=(const History&) = delete;
+
+  int schema_version() const;
+  int64_t begin_audit(AuditInfo& info);  // sets info.id
+  void add_cell(int64_t audit, const CellResult& r);
+  void end_audit(int64_t audit, const std::string& status, const std::string& finished_at);
+  void add_regressions(int64_t audit, const std::vector<Regression>& regressions);
+
+  AuditInfo audit(int64_t id) const;
+  std::vector<int64_t> audits() const;  // ids, oldest first
+  std::vector<CellResult> cells(int64_t audit) const;
+  // The latest result of the cell from an audit that started before `audit`.
+  std::optional<CellResult> previous(const std::string& key, int64_t audit) const;
+  std::vector<TrendPoint> trend(int64_t up_to_audit, int limit) const;
+  std::vector<Regression> regressions(int64_t audit) const;  // as recorded by add_regressions
+
+  struct Impl;
+
+ private:
+  explicit History(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Everything a report shows.
+struct AuditView {
+  AuditInfo info;
+  std::vector<std::string> models;  // rows, in order
+  std::vector<std::string> columns; // in order
+  std::vector<CellResult> cells;
+  std::vector<Regression> regressions;
+  std::vector<DeterminismCost> costs;
+  std::vector<TrendPoint> trend;
+  std::vector<std::string> notes;
+  int broken() const;        // cells that break their expectation
+  int blocking() const;      // blocking regressions
+  int exit_code() const;     // 1 when a cell breaks its expectation or a blocking regression; else 0
+};
+
+// Builds the view of an audit from the history (regressions against earlier audits, the trend).
+AuditView make_view(const History& history, int64_t audit, const std::vector<std::string>& model_order = {});
+
+std::string render_text(const AuditView& v);
+std::string render_json(const AuditView& v);      // schema reprocheck-audit/1
+std::string render_markdown(const AuditView& v);
+std::string render_junit(const AuditView& v);     // one test case per cell
+std::string render_html(const AuditView& v);
+
+std::string utc_now();  // "2026-11-27T11:24:29Z"
+
+}  // namespace reprocheck::audit

@@ -1,0 +1,269 @@
+// A cell's result from its check's JSON report, the regressions against each cell's previous
+// result, the cost of determinism, and the view the audit reports render.
+#include <fmt/format.h>
+
+#include <ctime>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "reprocheck/audit.h"
+#include "reprocheck/error.h"
+
+namespace reprocheck::audit {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr size_t kMaxChartPoints = 5000;
+
+std::string str(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+double num(const json& j, const char* key, double fallback = -1) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
+std::map<std::string, std::string> settings_of(const CellResult& r) {
+  std::map<std::string, std::string> out;
+  try {
+    const json j = json::parse(r.settings);
+    for (const auto& [k, v] : j.items()) out[k] = v.is_string() ? v.get<std::string>() : v.dump();
+  } catch (const json::exception&) {
+  }
+  return out;
+}
+
+std::string seconds_text(double s) { return s < 10 ? fmt::format("{:.2f} s", s) : fmt::format("{:.1f} s", s); }
+
+}  // namespace
+
+bool CellResult::meets_expectation() const {
+  if (verdict == "failed") return false;
+  if (verdict == "interrupted" || expect == Expect::info) return true;
+  return verdict == to_string(expect);
+}
+
+std::string CellResult::first_label() const {
+  if (verdict != "divergent" || tensor.empty()) return "";
+  return fmt::format("{} · {} · {}{}", step < 0 ? "before step 0" : fmt::format("step {}", step), phase, tensor,
+                     kind == "activation" || kind == "grad" ? fmt::format(" ({})", kind) : "");
+}
+
+void read_check_report(const std::string& json_text, CellResult& out) {
+  json j;
+  try {
+    j = json::parse(json_text);
+  } catch (const json::exception& e) {
+    throw InputError(fmt::format("the check's JSON report cannot be read: {}", first_line(e.what())));
+  }
+  if (!j.is_object() || str(j, "schema") != "reprocheck-report/1")
+    throw InputError("the check's JSON report is not a reprocheck-report/1 document");
+  out.verdict = str(j, "verdict");
+  if (out.verdict != "reproducible" && out.verdict != "divergent")
+    throw InputError(fmt::format("the check's JSON report has verdict '{}'", out.verdict));
+  out.tensors = static_cast<int64_t>(num(j, "tensors", 0));
+  if (auto p = j.find("provenance"); p != j.end() && p->is_object()) {
+    out.provenance.reprocheck = str(*p, "reprocheck_version");
+    out.provenance.libtorch = str(*p, "libtorch_version");
+    out.provenance.cuda = str(*p, "cuda_version");
+    out.provenance.cudnn = str(*p, "cudnn_version");
+    out.provenance.device = str(*p, "device_name");
+    if (std::string d = str(*p, "device"); !d.empty() && d != "cpu")
+      out.provenance.device = out.provenance.device.empty() ? d : d + " " + out.provenance.device;
+    out.provenance.host = str(*p, "host");
+  }
+  auto fd = j.find("first_divergence");
+  if (fd == j.end() || !fd->is_object()) return;
+  out.step = static_cast<int>(num(*fd, "step", 0));
+  out.tensor = str(*fd, "tensor");
+  out.layer = str(*fd, "layer");
+  out.layer_type = str(*fd, "layer_type");
+  out.phase = str(*fd, "phase");
+  out.kind = str(*fd, "kind");
+  auto ii = fd->find("inputs_identical");
+  out.origin = ii == fd->end() || !ii->is_boolean() ? "unknown" : (ii->get<bool>() ? "source" : "inherited");
+  out.hash_only = fd->value("hash_only", false);
+  if (auto st = fd->find("stats"); st != fd->end() && st->is_object()) {
+    out.max_abs = num(*st, "max_abs");
+    out.max_rel = num(*st, "max_rel");
+    out.mismatched = static_cast<int64_t>(num(*st, "mismatched", 0));
+    out.numel = static_cast<int64_t>(num(*st, "numel", 0));
+  }
+  if (auto h = j.find("hints"); h != j.end() && h->is_array() && !h->empty()) {
+    out.cause = str((*h)[0], "cause");
+    out.cause_title = str((*h)[0], "title");
+    out.fix = str((*h)[0], "fix_python");
+    if (out.fix == "-") out.fix.clear();
+  }
+  const int run = static_cast<int>(num(*fd, "run", 1));
+  json points = json::array();
+  if (auto dt = j.find("divergent_tensors"); dt != j.end() && dt->is_array())
+    for (const auto& t : *dt) {
+      if (static_cast<int>(num(t, "run", -1)) != run) continue;
+      if (points.size() >= kMaxChartPoints) break;
+      const int step = static_cast<int>(num(t, "step", 0));
+      std::string label = fmt::format("{} · {} · {}", step < 0 ? "init" : fmt::format("step {}", step), str(t, "phase"),
+                                      str(t, "tensor"));
+      auto ma = t.find("max_abs");
+      points.push_back({static_cast<int64_t>(num(t, "order", 0)), step,
+                        ma != t.end() && ma->is_number() && !t.value("hash_only", false) ? json(ma->get<double>()) : json(nullptr),
+                        label});
+    }
+  out.chart = points.dump();
+}
+
+std::vector<Regression> find_regressions(const std::vector<CellResult>& now,
+                                         const std::function<std::optional<CellResult>(const std::string&)>& previous,
+                                         const Thresholds& th) {
+  std::vector<Regression> out;
+  auto add = [&](const CellResult& r, const char* kind, std::string message, bool blocking) {
+    out.push_back({r.key, r.model, r.column, kind, std::move(message), blocking && r.expect != Expect::info});
+  };
+  for (const auto& r : now) {
+    if (r.verdict != "reproducible" && r.verdict != "divergent") continue;
+    auto prev = previous(r.key);
+    if (!prev || (prev->verdict != "reproducible" && prev->verdict != "divergent")) continue;
+    if (prev->verdict == "reproducible" && r.verdict == "divergent") {
+      add(r, "newly_divergent", fmt::format("newly divergent: first divergence {} (reproducible before)", r.first_label()),
+          true);
+    } else if (prev->verdict == "divergent" && r.verdict == "reproducible") {
+      // For a negative control this means the known source stopped firing; for a cell that
+      // expects to be reproducible, it is a fix: listed, not failing.
+      if (r.expect == Expect::divergent)
+        add(r, "newly_reproducible",
+            fmt::format("newly reproducible: the negative control no longer diverges (it diverged at {} before)",
+                        prev->first_label()),
+            true);
+      else
+        add(r, "newly_reproducible",
+            fmt::format("newly reproducible (fixed): it diverged at {} before", prev->first_label()), false);
+    } else if (r.verdict == "divergent") {
+      if (prev->step != r.step || prev->phase != r.phase || prev->tensor != r.tensor || prev->kind != r.kind) {
+        add(r, "divergence_moved",
+            fmt::format("first divergence moved: {} before, {} now", prev->first_label(), r.first_label()), true);
+      } else if (!r.hash_only && !prev->hash_only && prev->max_abs > 0 && r.max_abs > 0 &&
+                 r.max_abs >= th.magnitude_factor * prev->max_abs) {
+        add(r, "magnitude_grew",
+            fmt::format("max abs diff of {} grew {:.1f}x: {:.3g} before, {:.3g} now", r.first_label(),
+                        r.max_abs / prev->max_abs, prev->max_abs, r.max_abs),
+            true);
+      }
+    }
+    if (prev->seconds > 0 && r.seconds > prev->seconds * (1 + th.time_growth) && r.seconds - prev->seconds > th.time_min_s)
+      add(r, "time_grew",
+          fmt::format("check time grew {:.0f}%: {} before, {} now", (r.seconds / prev->seconds - 1) * 100,
+                      seconds_text(prev->seconds), seconds_text(r.seconds)),
+          true);
+  }
+  for (const auto& c : determinism_costs(now, previous)) {
+    if (!c.previous_ratio || !(c.ratio > *c.previous_ratio * (1 + th.time_growth))) continue;
+    const CellResult* on = nullptr;
+    const CellResult* off = nullptr;
+    for (const auto& r : now) {
+      if (r.key == c.with) on = &r;
+      if (r.key == c.without) off = &r;
+    }
+    auto prev_on = previous(c.with), prev_off = previous(c.without);
+    if (!on || !off || !prev_on || !prev_off) continue;
+    const double extra_now = on->seconds - off->seconds, extra_before = prev_on->seconds - prev_off->seconds;
+    if (extra_now - extra_before <= th.time_min_s) continue;
+    add(*on, "determinism_cost_grew",
+        fmt::format("the cost of determinism grew: deterministic on takes {:.2f}x the time of off ({:.2f}x before)",
+                    c.ratio, *c.previous_ratio),
+        true);
+  }
+  return out;
+}
+
+std::vector<DeterminismCost> determinism_costs(
+    const std::vector<CellResult>& now, const std::function<std::optional<CellResult>(const std::string&)>& previous) {
+  // Cells grouped by model and every setting but `deterministic`, in the cells' order.
+  std::vector<std::string> order;
+  std::map<std::string, std::map<std::string, const CellResult*>> groups;
+  std::map<std::string, std::string> labels;
+  for (const auto& r : now) {
+    if (r.verdict != "reproducible" && r.verdict != "divergent") continue;
+    auto s = settings_of(r);
+    std::string det = s.count("deterministic") ? s["deterministic"] : "off";
+    s.erase("deterministic");
+    std::string all;
+    for (const auto& [k, v] : s) all += k + "=" + v + ",";
+    std::string group = r.model + "|" + r.tolerance + "|" + all;
+    if (!groups.count(group)) order.push_back(group);
+    groups[group][det] = &r;
+    // The label: the cell's matrix values but deterministic.
+    std::string label;
+    std::istringstream words(r.column);
+    for (std::string w; words >> w;)
+      if (w.rfind("deterministic=", 0) != 0 && w != "default") label += (label.empty() ? "" : " ") + w;
+    labels[group] = label;
+  }
+  std::vector<DeterminismCost> out;
+  for (const auto& group : order) {
+    const auto& by = groups[group];
+    auto on = by.find("on"), off = by.find("off");
+    if (on == by.end() || off == by.end() || off->second->seconds <= 0) continue;
+    DeterminismCost c;
+    c.model = on->second->model;
+    c.with = on->second->key;
+    c.without = off->second->key;
+    c.label = labels[group];
+    c.ratio = on->second->seconds / off->second->seconds;
+    auto p_on = previous(c.with), p_off = previous(c.without);
+    if (p_on && p_off && p_off->seconds > 0 && p_on->seconds > 0) c.previous_ratio = p_on->seconds / p_off->seconds;
+    out.push_back(c);
+  }
+  return out;
+}
+
+int AuditView::broken() const {
+  int n = 0;
+  for (const auto& c : cells) n += !c.meets_expectation();
+  return n;
+}
+
+int AuditView::blocking() const {
+  int n = 0;
+  for (const auto& r : regressions) n += r.blocking;
+  return n;
+}
+
+int AuditView::exit_code() const { return broken() > 0 || blocking() > 0 ? 1 : 0; }
+
+AuditView make_view(const History& history, int64_t audit, const std::vector<std::string>& model_order) {
+  AuditView v;
+  v.info = history.audit(audit);
+  v.cells = history.cells(audit);
+  v.regressions = history.regressions(audit);
+  v.costs = determinism_costs(v.cells, [&](const std::string& key) { return history.previous(key, audit); });
+  v.trend = history.trend(audit, 30);
+  std::set<std::string> seen_models, seen_columns;
+  for (const auto& m : model_order)
+    if (seen_models.insert(m).second) v.models.push_back(m);
+  for (const auto& c : v.cells) {
+    if (seen_models.insert(c.model).second) v.models.push_back(c.model);
+    if (seen_columns.insert(c.column).second) v.columns.push_back(c.column);
+  }
+  if (v.info.status == "interrupted")
+    v.notes.push_back(fmt::format("the audit was interrupted: {} of {} cells finished", v.cells.size(), v.info.cells_planned));
+  else if (v.info.status == "unfinished")
+    v.notes.push_back("the audit did not finish (its process ended without recording its end)");
+  return v;
+}
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace reprocheck::audit

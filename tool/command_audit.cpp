@@ -1,0 +1,457 @@
+// reprocheck audit AUDIT.toml: every cell of the audit file is one check, run as its own
+// `reprocheck` process (so a crash is that cell's failure, and a cell is exactly the check the
+// same flags would run); results go to the history database as they finish; the reports compare
+// each cell with its previous audit. `reprocheck audit merge` combines shard databases.
+#include <fmt/format.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "cli.h"
+#include "commands.h"
+#include "reprocheck/audit.h"
+#include "reprocheck/error.h"
+#include "reprocheck/files.h"
+#include "reprocheck/interrupt.h"
+#include "reprocheck/subprocess.h"
+#include "reprocheck/version.h"
+
+namespace reprocheck::cli {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct ReportFlags {
+  std::string json, markdown, junit, html;
+  void add_to(CLI::App& app) {
+    app.add_option("--json", json, "write the audit as JSON (schema reprocheck-audit/1)");
+    app.add_option("--markdown", markdown, "write a Markdown summary (for a CI step summary)");
+    app.add_option("--junit", junit, "write a JUnit XML report (one test case per cell)");
+    app.add_option("--html", html, "write a self-contained HTML report (heatmap, regressions, charts, trend)");
+  }
+  void check() const {
+    for (const auto* p : {&json, &markdown, &junit, &html})
+      if (!p->empty()) files::check_writable(*p, "report");
+  }
+  void write(const audit::AuditView& v) const {
+    if (!json.empty()) files::write_file_atomically(json, audit::render_json(v), "report");
+    if (!markdown.empty()) files::write_file_atomically(markdown, audit::render_markdown(v), "report");
+    if (!junit.empty()) files::write_file_atomically(junit, audit::render_junit(v), "report");
+    if (!html.empty()) files::write_file_atomically(html, audit::render_html(v), "report");
+  }
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string last_line(const std::string& path) {
+  std::string text = tail_lines(path, 12), line;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);)
+    if (l.find_first_not_of(" \t\r") != std::string::npos) line = l;
+  const std::string prefix = "reprocheck: error: ";
+  if (line.rfind(prefix, 0) == 0) line = line.substr(prefix.size());
+  if (line.size() > 400) line = line.substr(0, 400) + "...";
+  return line;
+}
+
+// The output of a short command, or "" when it cannot run or fails.
+std::string command_output(const std::vector<std::string>& argv, const std::string& cwd, const std::string& tmp) {
+  try {
+    Process p(argv, tmp + "/probe.out", tmp + "/probe.err", {}, cwd);
+    auto deadline = Clock::now() + std::chrono::seconds(20);
+    std::optional<ExitStatus> st;
+    while (!(st = p.poll()) && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!st) st = p.stop(1);
+    if (!st->ok()) return "";
+    return read_text(tmp + "/probe.out");
+  } catch (const Error&) {
+    return "";
+  }
+}
+
+std::string field(const std::string& text, const std::string& name) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(name, 0) == 0) {
+      std::string v = line.substr(name.size());
+      v.erase(0, v.find_first_not_of(' '));
+      return v;
+    }
+  return "";
+}
+
+audit::Provenance local_provenance(const std::string& audit_dir, const std::string& tmp) {
+  audit::Provenance p;
+  p.reprocheck = kVersion;
+  const std::string torch = files::parent_dir(self_executable()) + "/reprocheck-torch";
+  if (access(torch.c_str(), X_OK) == 0) {
+    std::string v = command_output({torch, "--version"}, "", tmp);
+    p.libtorch = field(v, "LibTorch");
+    p.cuda = field(v, "CUDA");
+    p.cudnn = field(v, "cuDNN");
+  }
+  std::ifstream cpu("/proc/cpuinfo");
+  for (std::string line; std::getline(cpu, line);)
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+      p.device = line.substr(line.find(':') + 2);
+      break;
+    }
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) == 0) p.host = host;
+  std::string commit = command_output({"git", "rev-parse", "HEAD"}, audit_dir, tmp);
+  commit.erase(commit.find_last_not_of("\n\r ") + 1);
+  if (!commit.empty()) {
+    std::string dirty = command_output({"git", "status", "--porcelain", "--untracked-files=no"}, audit_dir, tmp);
+    p.git_commit = commit + (dirty.find_first_not_of("\n ") != std::string::npos ? "+dirty" : "");
+  }
+  return p;
+}
+
+// The bar on a terminal; one line per finished cell otherwise (and above the bar).
+class AuditProgress {
+ public:
+  explicit AuditProgress(size_t total) : total_(total), tty_(isatty(STDERR_FILENO) != 0), start_(Clock::now()) {}
+  ~AuditProgress() { clear(); }
+  void finished(const audit::CellResult& r, size_t done) {
+    clear();
+    std::string expected = r.meets_expectation() ? "" : fmt::format(", expected {}", audit::to_string(r.expect));
+    fmt::print(stderr, "cell {}/{} {} [{}]: {}{} in {:.2f} s\n", done, total_, r.model, r.column, r.verdict, expected,
+               r.seconds);
+    if (r.verdict == "failed") fmt::print(stderr, "  {}\n", r.error);
+    std::fflush(stderr);
+  }
+  void tick(size_t done, const std::vector<std::string>& running) {
+    if (!tty_) return;
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
+    constexpr int kWidth = 24;
+    const int filled = total_ ? static_cast<int>(kWidth * done / total_) : 0;
+    std::string bar;
+    for (int i = 0; i < kWidth; ++i) bar += i < filled ? "█" : "░";
+    std::string eta = done ? fmt::format(" · ETA {}", clock(elapsed / static_cast<double>(done) *
+                                                             static_cast<double>(total_ - done)))
+                           : "";
+    std::string now = running.empty() ? "" : " · " + running.front() + (running.size() > 1 ? fmt::format(" +{}", running.size() - 1) : "");
+    std::string line = fmt::format("{} {}/{} cells · {}{}{}", bar, done, total_, clock(elapsed), eta, now);
+    fmt::print(stderr, "\r\033[K{}", line.substr(0, 160));
+    std::fflush(stderr);
+    shown_ = true;
+  }
+
+ private:
+  static std::string clock(double s) {
+    auto t = static_cast<int64_t>(s + 0.5);
+    return t >= 3600 ? fmt::format("{}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60) : fmt::format("{}:{:02}", t / 60, t % 60);
+  }
+  void clear() {
+    if (tty_ && shown_) fmt::print(stderr, "\r\033[K");
+    shown_ = false;
+  }
+  size_t total_;
+  bool tty_;
+  bool shown_ = false;
+  Clock::time_point start_;
+};
+
+std::string settings_json(const audit::Cell& c) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [k, v] : c.settings) j[k] = v;
+  return j.dump();
+}
+
+// Records what the regressions are, renders the reports, and returns the exit code.
+int finish(audit::History& history, int64_t id, const std::vector<std::string>& models, const ReportFlags& reports,
+           const std::string& db) {
+  auto cells = history.cells(id);
+  const auto info = history.audit(id);
+  auto regressions = audit::find_regressions(
+      cells, [&](const std::string& key) { return history.previous(key, id); }, info.thresholds);
+  if (!regressions.empty()) history.add_regressions(id, regressions);
+  audit::AuditView view = audit::make_view(history, id, models);
+  fmt::print("{}", audit::render_text(view));
+  fmt::print("history: {} (audit {})\n", db, id);
+  std::fflush(stdout);
+  reports.write(view);
+  return view.exit_code();
+}
+
+int cmd_audit_merge(const std::vector<std::string>& args) {
+  CLI::App app("Merge the databases of an audit's shards into one audit of a history database, and report it",
+               "reprocheck audit merge");
+  std::vector<std::string> shards;
+  std::string db;
+  ReportFlags reports;
+  app.add_option("shards", shards, "the shards' databases (--db of each 'reprocheck audit --shard I/N')")->required();
+  app.add_option("--db", db, "the history database the merged audit is added to (created when missing)")->required();
+  reports.add_to(app);
+  if (int code = parse(app, args); code >= 0) return code;
+  reports.check();
+  char buf[PATH_MAX];
+  std::set<std::string> seen;
+  const std::string target = realpath(db.c_str(), buf) ? std::string(buf) : db;
+  struct Shard {
+    audit::AuditInfo info;
+    std::vector<audit::CellResult> cells;
+    int index = 1, count = 1;
+  };
+  std::vector<Shard> parts;
+  for (const auto& path : shards) {
+    const std::string real = realpath(path.c_str(), buf) ? std::string(buf) : path;
+    if (real == target)
+      throw UsageError(fmt::format("shard '{}' is the --db history itself; merge shards into another database", path));
+    if (!seen.insert(real).second) throw UsageError(fmt::format("shard '{}' is given twice", path));
+    auto h = audit::History::open(path, false);
+    auto ids = h->audits();
+    if (ids.empty()) throw InputError(fmt::format("shard database '{}' holds no audit; pass the --db of a shard's audit", path));
+    Shard s;
+    s.info = h->audit(ids.back());
+    s.cells = h->cells(ids.back());
+    if (s.info.shard.empty()) {
+      if (shards.size() > 1)
+        throw InputError(fmt::format("'{}': its latest audit is not a shard (run with --shard I/N); merge shards only", path));
+    } else {
+      auto [i, n] = audit::parse_shard(s.info.shard);
+      s.index = i, s.count = n;
+    }
+    parts.push_back(std::move(s));
+  }
+  const auto& first = parts.front();
+  std::set<int> indices;
+  for (const auto& p : parts) {
+    if (p.info.name != first.info.name || p.count != first.count || p.info.cells_total != first.info.cells_total)
+      throw InputError(fmt::format("the shards are of different audits: '{}' ({} cells, {} shards) and '{}' ({} cells, {} "
+                                   "shards); merge the shards of one audit",
+                                   first.info.name, first.info.cells_total, first.count, p.info.name, p.info.cells_total,
+                                   p.count));
+    if (!indices.insert(p.index).second)
+      throw InputError(fmt::format("shard {}/{} is given twice; pass each shard's database once", p.index, p.count));
+  }
+  for (int i = 1; i <= first.count; ++i)
+    if (!indices.count(i))
+      throw InputError(fmt::format("shard {}/{} is missing; pass every shard's database", i, first.count));
+  auto history = audit::History::open(db, true);
+  audit::AuditInfo info = first.info;
+  info.id = 0;
+  info.uid.clear();
+  info.shard = first.count > 1 ? fmt::format("merged from {} shards", first.count) : "";
+  info.cells_planned = 0;
+  std::string status = "complete", finished;
+  std::vector<audit::CellResult> cells;
+  for (const auto& p : parts) {
+    info.started_at = std::min(info.started_at, p.info.started_at);
+    finished = std::max(finished, p.info.finished_at);
+    info.cells_planned += p.info.cells_planned;
+    if (p.info.status != "complete") status = p.info.status == "interrupted" ? "interrupted" : "unfinished";
+    cells.insert(cells.end(), p.cells.begin(), p.cells.end());
+  }
+  std::stable_sort(cells.begin(), cells.end(), [](const auto& a, const auto& b) { return a.position < b.position; });
+  const int64_t id = history->begin_audit(info);
+  for (const auto& c : cells) history->add_cell(id, c);
+  history->end_audit(id, status, finished.empty() ? audit::utc_now() : finished);
+  fmt::print(stderr, "merged {} shard(s), {} cell(s), into audit {} of {}\n", parts.size(), cells.size(), id, db);
+  return finish(*history, id, {}, reports, db);
+}
+
+}  // namespace
+
+int cmd_audit(const std::vector<std::string>& args) {
+  if (!args.empty() && args[0] == "merge") return cmd_audit_merge({args.begin() + 1, args.end()});
+  CLI::App app(
+      "Run an audit file's matrix of checks (models x settings), record them in a history database, and flag "
+      "cells that break their expectation or regress against the previous audit (docs/audit.md)",
+      "reprocheck audit AUDIT.toml");
+  std::string file, db, shard, keep;
+  int jobs = 0;
+  double timeout = 0;
+  bool list = false;
+  ReportFlags reports;
+  app.add_option("audit", file, "the audit file (TOML)")->required();
+  app.add_option("--db", db, "the history database (default: the file's [audit] db, else NAME.sqlite here)");
+  app.add_option("--jobs", jobs, "cells at a time (default: the file's [audit] jobs, else 1)");
+  app.add_option("--shard", shard, "run shard I of N (1-based): a deterministic share of the cells; see 'audit merge'");
+  app.add_option("--timeout", timeout, "seconds a cell may take before it is stopped and recorded as failed (0: no limit)");
+  app.add_option("--keep", keep, "keep each cell's JSON report and log in this folder");
+  app.add_flag("--list", list, "list the cells and the command each runs, and stop");
+  reports.add_to(app);
+  if (int code = parse(app, args); code >= 0) return code;
+  if (jobs < 0 || (app.count("--jobs") && jobs < 1)) throw UsageError(fmt::format("bad --jobs {}: expected 1 or more", jobs));
+  if (timeout < 0) throw UsageError(fmt::format("bad --timeout {}: expected 0 or more seconds", timeout));
+  audit::AuditSpec spec = audit::load_spec(file);
+  std::vector<audit::Cell> cells = spec.cells;
+  std::string shard_text;
+  if (!shard.empty()) {
+    auto [i, n] = audit::parse_shard(shard);
+    cells = audit::shard_cells(spec.cells, i, n);
+    shard_text = fmt::format("{}/{}", i, n);
+  }
+  std::map<std::string, int> position;
+  for (size_t i = 0; i < spec.cells.size(); ++i) position[spec.cells[i].key] = static_cast<int>(i);
+  const std::string self = self_executable();
+  if (list) {
+    for (const auto& c : cells) {
+      std::string cmd = "reprocheck";
+      for (const auto& a : c.args) cmd += " " + (a.find_first_of(" \"'") == std::string::npos ? a : "'" + a + "'");
+      fmt::print("{} [{}] expect {}, tolerance {}\n  (cd {} && {})\n", c.model, c.column, audit::to_string(c.expect),
+                 c.tolerance, c.cwd, cmd);
+    }
+    return to_int(ExitCode::ok);
+  }
+  if (db.empty()) db = !spec.db.empty() ? spec.db : spec.name + ".sqlite";
+  if (jobs == 0) jobs = spec.jobs;
+  reports.check();
+  if (!keep.empty()) {
+    if (files::exists(keep) && !files::is_directory(keep))
+      throw InputError(fmt::format("--keep '{}': not a folder; pass a folder for the cells' reports", keep));
+    if (!files::is_directory(keep) && mkdir(keep.c_str(), 0755) != 0)
+      throw InputError(fmt::format("--keep '{}': cannot create the folder: {}", keep, std::strerror(errno)));
+  }
+  // The history first: a damaged or locked database fails before any cell runs.
+  auto history = audit::History::open(db, true);
+  install_interrupt_handler();
+  const std::string tmp = files::make_temp_dir("reprocheck-audit-");
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() { files::remove_tree(dir); }
+  } cleanup{tmp};
+  char buf[PATH_MAX];
+  const std::string audit_dir = realpath(files::parent_dir(file).c_str(), buf) ? std::string(buf) : files::parent_dir(file);
+  audit::AuditInfo info;
+  info.name = spec.name;
+  info.audit_file = realpath(file.c_str(), buf) ? std::string(buf) : file;
+  info.started_at = audit::utc_now();
+  info.shard = shard_text;
+  info.cells_planned = static_cast<int>(cells.size());
+  info.cells_total = static_cast<int>(spec.cells.size());
+  info.thresholds = spec.thresholds;
+  info.provenance = local_provenance(audit_dir, tmp);
+  const int64_t id = history->begin_audit(info);
+  fmt::print(stderr, "audit {}: {} cell(s){}, {} at a time; history {} (audit {})\n", spec.name, cells.size(),
+             shard_text.empty() ? "" : " (shard " + shard_text + ")", jobs, db, id);
+
+  struct Running {
+    size_t index;
+    std::unique_ptr<Process> process;
+    Clock::time_point start;
+  };
+  std::vector<Running> running;
+  size_t next = 0, done = 0;
+  AuditProgress progress(cells.size());
+  bool interrupted = false;
+  auto collect = [&](Running& r, const ExitStatus& st, bool timed_out) {
+    const audit::Cell& c = cells[r.index];
+    audit::CellResult res;
+    res.position = position[c.key];
+    res.key = c.key;
+    res.model = c.model;
+    res.column = c.column;
+    res.settings = settings_json(c);
+    res.expect = c.expect;
+    res.tolerance = c.tolerance;
+    res.seconds = std::chrono::duration<double>(Clock::now() - r.start).count();
+    res.exit_code = st.exited ? st.code : 128 + st.signal;
+    const std::string base = fmt::format("{}/cell-{}", tmp, r.index);
+    const std::string report = base + ".json";
+    if (timed_out) {
+      res.verdict = "failed";
+      res.error = fmt::format("timed out after {:g} s (stopped); raise --timeout, or lower the cell's steps", timeout);
+    } else if (st.exited && (st.code == 0 || st.code == 1) && files::exists(report)) {
+      try {
+        audit::read_check_report(read_text(report), res);
+      } catch (const Error& e) {
+        res.verdict = "failed";
+        res.error = e.what();
+      }
+    } else {
+      res.verdict = "failed";
+      std::string line = last_line(base + ".err");
+      res.error = line.empty() ? st.describe() : fmt::format("{} ({})", line, st.describe());
+    }
+    if (!keep.empty()) {
+      const std::string name = fmt::format("{}/cell-{}", keep, res.position);
+      for (const char* ext : {".json", ".err", ".out"})
+        if (files::exists(base + ext)) files::write_file_atomically(name + ext, read_text(base + ext), "kept cell file");
+    }
+    history->add_cell(id, res);
+    ++done;
+    progress.finished(res, done);
+  };
+  while (done < cells.size()) {
+    if (interrupt_requested()) {
+      interrupted = true;
+      for (auto& r : running) r.process->stop(5);
+      running.clear();
+      break;
+    }
+    while (running.size() < static_cast<size_t>(jobs) && next < cells.size()) {
+      const audit::Cell& c = cells[next];
+      std::vector<std::string> argv{self};
+      const std::string base = fmt::format("{}/cell-{}", tmp, next);
+      auto dash = std::find(c.args.begin(), c.args.end(), "--");
+      argv.insert(argv.end(), c.args.begin(), dash);
+      argv.insert(argv.end(), {"--json", base + ".json"});
+      argv.insert(argv.end(), dash, c.args.end());
+      Running r{next, nullptr, Clock::now()};
+      try {
+        r.process = std::make_unique<Process>(argv, base + ".out", base + ".err",
+                                              std::vector<std::pair<std::string, std::string>>{{"NO_COLOR", "1"}}, c.cwd);
+      } catch (const Error& e) {
+        ++next;
+        ExitStatus st;
+        st.exited = true;
+        st.code = 127;
+        std::ofstream(base + ".err") << e.what() << "\n";
+        collect(r, st, false);
+        continue;
+      }
+      running.push_back(std::move(r));
+      ++next;
+    }
+    std::vector<std::string> names;
+    for (size_t i = 0; i < running.size();) {
+      auto& r = running[i];
+      auto st = r.process->poll();
+      bool timed_out = false;
+      if (!st && timeout > 0 && std::chrono::duration<double>(Clock::now() - r.start).count() > timeout) {
+        st = r.process->stop(5);
+        timed_out = true;
+      }
+      if (st) {
+        collect(r, *st, timed_out);
+        running.erase(running.begin() + static_cast<std::ptrdiff_t>(i));
+        continue;
+      }
+      names.push_back(fmt::format("{} [{}]", cells[r.index].model, cells[r.index].column));
+      ++i;
+    }
+    progress.tick(done, names);
+    if (done < cells.size()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  history->end_audit(id, interrupted ? "interrupted" : "complete", audit::utc_now());
+  int code = finish(*history, id, spec.models, reports, db);
+  if (interrupted) {
+    fmt::print(stderr, "interrupted: {} of {} cells finished and are in the history\n", done, cells.size());
+    return to_int(ExitCode::interrupted);
+  }
+  return code;
+}
+
+}  // namespace reprocheck::cli
