@@ -18,7 +18,6 @@ namespace reprocheck::audit {
 namespace {
 
 constexpr int kApplicationId = 0x52505243;  // "RPRC"
-constexpr int kBusyTimeoutMs = 3000;
 
 // Migration N leads from schema version N to N + 1. Never edit one that has shipped: add another.
 const char* const kMigrations[] = {
@@ -210,7 +209,7 @@ CellResult cell_from(const Stmt& s) {
 History::History(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 History::~History() = default;
 
-std::unique_ptr<History> History::open(const std::string& path, bool create, int schema) {
+std::unique_ptr<History> History::open(const std::string& path, bool create, int schema, int busy_ms) {
   if (files::exists(path) && !files::is_regular(path))
     throw InputError(fmt::format("history database '{}': not a regular file; pass the path of a database file (--db)", path));
   if (!files::exists(path) && !create)
@@ -225,7 +224,7 @@ std::unique_ptr<History> History::open(const std::string& path, bool create, int
   int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
   int rc = sqlite3_open_v2(path.c_str(), &impl->db, flags, nullptr);
   if (rc != SQLITE_OK) impl->fail(rc, "open it");
-  sqlite3_busy_timeout(impl->db, kBusyTimeoutMs);
+  sqlite3_busy_timeout(impl->db, busy_ms);
   sqlite3_extended_result_codes(impl->db, 1);
   // A file that is not a database fails on its first read; a damaged one in the quick check.
   const int app = impl->pragma_int("application_id");
@@ -239,6 +238,7 @@ std::unique_ptr<History> History::open(const std::string& path, bool create, int
     throw InputError(fmt::format("history database '{}' is an SQLite database, but not a reprocheck audit history; "
                                  "pass another --db (it is left as it is)",
                                  path));
+  if (schema < 1 || schema > kSchemaVersion) throw UsageError(fmt::format("no history schema version {}", schema));
   if (version > kSchemaVersion)
     throw InputError(fmt::format("history database '{}' has schema version {}, written by a newer reprocheck (this one "
                                  "reads up to {}); use that reprocheck, or pass another --db",

@@ -141,8 +141,9 @@ class History {
   static constexpr int kSchemaVersion = 2;
   // Opens (create: makes a missing file) and migrates to `schema` (tests pass an older one).
   // Throws InputError for a damaged file, a file that is not reprocheck's, one from a newer
-  // reprocheck, or one locked by another process.
-  static std::unique_ptr<History> open(const std::string& path, bool create, int schema = kSchemaVersion);
+  // reprocheck, or one locked by another process for longer than `busy_ms`.
+  static std::unique_ptr<History> open(const std::string& path, bool create, int schema = kSchemaVersion,
+                                       int busy_ms = 3000);
   ~History();
   History(const History&) = delete;
   History& operator=(const History&) = delete;
