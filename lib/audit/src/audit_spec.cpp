@@ -287,9 +287,10 @@ AuditSpec load_spec(const std::string& path) {
   if (const toml::table* a = doc["audit"].as_table()) {
     for (const auto& [k, v] : *a) {
       std::string key(k.str());
+      const toml::node& node = v;
       auto number = [&](double lo) {
-        auto x = v.value<double>();
-        if (!x || !std::isfinite(*x) || *x < lo) loc.fail(v, fmt::format("bad {}: expected a number of {} or more", key, lo));
+        auto x = node.value<double>();
+        if (!x || !std::isfinite(*x) || *x < lo) loc.fail(node, fmt::format("bad {}: expected a number of {} or more", key, lo));
         return *x;
       };
       if (key == "name") {
