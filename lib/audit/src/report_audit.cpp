@@ -277,7 +277,7 @@ std::string render_junit(const AuditView& v) {
   }
   return fmt::format(
       "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"reprocheck audit\" tests=\"{0}\" failures=\"{1}\" "
-      "errors=\"{2}\" skipped=\"{3}\" time=\"{4:.3f}\">\n  <testsuite name=\"{5}\" tests=\"{0}\" failures=\"{1}\" "
+      "errors=\"{2}\" time=\"{4:.3f}\">\n  <testsuite name=\"{5}\" tests=\"{0}\" failures=\"{1}\" "
       "errors=\"{2}\" skipped=\"{3}\" time=\"{4:.3f}\" timestamp=\"{6}\">\n{7}  </testsuite>\n</testsuites>\n",
       v.cells.size(), failures, errors, skipped, total, xml("reprocheck audit " + v.info.name), xml(v.info.started_at), cases);
 }

@@ -1,0 +1,217 @@
+"""End-to-end tests of `reprocheck audit`: a small audit of fixtures (2 models x 3 settings, one a
+negative control) run twice, a regression, shards and merge, and the faults an audit must survive."""
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import tempfile
+import time
+import unittest
+
+from lxml import etree
+
+BIN = os.environ["REPROCHECK_BINARY"]
+FIX = os.environ["REPROCHECK_FIXTURE_DIR"]
+OPS = os.environ["REPROCHECK_ZOO_OPS"]
+XSD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "junit.xsd")
+
+AUDIT = """
+[audit]
+name = "e2e"
+jobs = 2
+time_regression_min_s = 1000   # these tests do not judge timings
+
+[defaults]
+steps = 1
+runs = 2
+
+[matrix]
+threads = [1, 2, 3]
+
+[[model]]
+name = "seed_convnet"
+path = "{fix}/seed_convnet.pt"
+{extra}
+
+[[model]]
+name = "racy_net"
+path = "{fix}/racy_net.pt"
+args = ["--load-library", "{ops}"]
+expect = "divergent"
+"""
+
+
+class AuditCase(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.env = dict(os.environ, TMPDIR=self.tmp.name)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def write_audit(self, name="audit.toml", extra="", text=None):
+        with open(self.path(name), "w") as f:
+            f.write(text if text is not None else AUDIT.format(fix=FIX, ops=OPS, extra=extra))
+        return self.path(name)
+
+    def audit(self, *args, expect=0, timeout=300):
+        r = subprocess.run([BIN, "audit", *args], capture_output=True, text=True, timeout=timeout, env=self.env)
+        self.assertEqual(r.returncode, expect, r.stdout + r.stderr)
+        return r
+
+    def load(self, name):
+        with open(self.path(name)) as f:
+            return json.load(f) if name.endswith(".json") else f.read()
+
+    def rows(self, db, sql):
+        with sqlite3.connect(db) as c:
+            return c.execute(sql).fetchall()
+
+
+class History(AuditCase):
+    def test_two_audits_record_rows_and_no_regressions_then_a_changed_cell_regresses(self):
+        toml, db = self.write_audit(), self.path("h.sqlite")
+        first = self.audit(toml, "--db", db, "--json", self.path("1.json"), "--junit", self.path("1.xml"),
+                           "--markdown", self.path("1.md"), "--html", self.path("1.html"))
+        self.assertIn("6 of 6 cells as expected, no regressions (exit 0)", first.stdout)
+        report = self.load("1.json")
+        self.assertEqual(report["columns"], ["threads=1", "threads=2", "threads=3"])
+        verdicts = {(c["model"], c["column"]): c["verdict"] for c in report["cells"]}
+        self.assertEqual(set(verdicts[("seed_convnet", f"threads={t}")] for t in (1, 2, 3)), {"reproducible"})
+        self.assertEqual(set(verdicts[("racy_net", f"threads={t}")] for t in (1, 2, 3)), {"divergent"})
+        control = next(c for c in report["cells"] if c["model"] == "racy_net")
+        self.assertTrue(control["meets_expectation"])
+        self.assertEqual(control["first_divergence"]["layer"], "conv2")
+        self.assertEqual(control["provenance"]["libtorch"], "2.11.0")
+        etree.XMLSchema(etree.parse(XSD)).assertValid(etree.parse(self.path("1.xml")))
+        self.assertEqual(len(etree.parse(self.path("1.xml")).findall(".//testcase")), 6)
+        self.assertIn("| racy\\_net |", self.load("1.md"))
+
+        second = self.audit(toml, "--db", db, "--json", self.path("2.json"))
+        self.assertIn("no regressions", second.stdout)
+        self.assertEqual(self.load("2.json")["regressions"], [])
+        self.assertEqual(self.rows(db, "SELECT count(*) FROM audits"), [(2,)])
+        self.assertEqual(self.rows(db, "SELECT audit_id, count(*) FROM cells GROUP BY audit_id"), [(1, 6), (2, 6)])
+        self.assertEqual(self.rows(db, "SELECT status FROM audit_ends ORDER BY audit_id"), [("complete",), ("complete",)])
+        first_rows = self.rows(db, "SELECT * FROM cells WHERE audit_id = 1 ORDER BY id")
+
+        # The model's cells now compare runs with 1 and 2 threads: they diverge.
+        self.write_audit(extra='args = ["--vary", "threads=1,2"]')
+        third = self.audit(toml, "--db", db, "--json", self.path("3.json"), expect=1)
+        report = self.load("3.json")
+        kinds = sorted((r["model"], r["column"], r["kind"]) for r in report["regressions"])
+        self.assertEqual(kinds, [("seed_convnet", f"threads={t}", "newly_divergent") for t in (1, 2, 3)])
+        self.assertTrue(all(r["blocking"] for r in report["regressions"]))
+        self.assertEqual(report["broken"], 3)
+        self.assertIn("features.0.weight", report["regressions"][0]["message"])
+        self.assertIn("3 of 6 cells as expected, 3 break their expectation, 3 regressions (exit 1)", third.stdout)
+        self.assertEqual(self.rows(db, "SELECT count(*) FROM regressions WHERE audit_id = 3"), [(3,)])
+        # Old rows are never rewritten.
+        self.assertEqual(self.rows(db, "SELECT * FROM cells WHERE audit_id = 1 ORDER BY id"), first_rows)
+        self.assertEqual([t["divergent"] for t in report["trend"]], [3, 3, 6])
+
+
+class Shards(AuditCase):
+    def test_shards_merged_equal_one_audit(self):
+        toml = self.write_audit()
+        self.audit(toml, "--db", self.path("all.sqlite"), "--json", self.path("all.json"))
+        for i in (1, 2):
+            r = self.audit(toml, "--db", self.path(f"s{i}.sqlite"), "--shard", f"{i}/2")
+            self.assertIn("3 cells · shard " + f"{i}/2", r.stdout)
+        r = self.audit("merge", "--db", self.path("merged.sqlite"), self.path("s2.sqlite"), self.path("s1.sqlite"),
+                       "--json", self.path("merged.json"), "--html", self.path("merged.html"))
+        whole, merged = self.load("all.json"), self.load("merged.json")
+        keep = ("position", "key", "model", "column", "expect", "verdict", "meets_expectation")
+        self.assertEqual([{k: c[k] for k in keep} for c in merged["cells"]],
+                         [{k: c[k] for k in keep} for c in whole["cells"]])
+        first = lambda c: c["first_divergence"] and (c["first_divergence"]["step"], c["first_divergence"]["tensor"])
+        self.assertEqual([first(c) for c in merged["cells"]], [first(c) for c in whole["cells"]])
+        self.assertEqual((merged["models"], merged["columns"]), (whole["models"], whole["columns"]))
+        self.assertEqual(merged["audit"]["shard"], "merged from 2 shards")
+        self.assertEqual(merged["exit_code"], whole["exit_code"])
+        self.assertIn('data-verdict="divergent"', self.load("merged.html"))
+        # A missing or repeated shard is refused.
+        r = self.audit("merge", "--db", self.path("m2.sqlite"), self.path("s1.sqlite"), expect=2)
+        self.assertIn("shard 2/2 is missing", r.stderr)
+        r = self.audit("merge", "--db", self.path("m2.sqlite"), self.path("s1.sqlite"), self.path("s1.sqlite"), expect=2)
+        self.assertIn("given twice", r.stderr)
+
+
+class Faults(AuditCase):
+    def test_a_damaged_database_is_one_line_and_left_alone(self):
+        toml, db = self.write_audit(), self.path("h.sqlite")
+        junk = os.urandom(5000)
+        with open(db, "wb") as f:
+            f.write(junk)
+        r = self.audit(toml, "--db", db, expect=2)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertIn("is damaged", r.stderr)
+        self.assertNotIn("cell 1/", r.stderr)  # failed before any cell ran
+        self.assertEqual(open(db, "rb").read(), junk)
+
+    def test_a_locked_database_is_one_line(self):
+        toml, db = self.write_audit(), self.path("h.sqlite")
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            r = self.audit(toml, "--db", db, expect=2)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        self.assertIn("is locked by another process", r.stderr)
+        self.assertNotIn("cell 1/", r.stderr)
+
+    def test_an_error_in_the_file_names_line_and_column(self):
+        bad = self.write_audit("bad.toml", text='[defaults]\nsteps = 1\nthread = 2\n')
+        r = self.audit(bad, "--db", self.path("h.sqlite"), expect=2)
+        self.assertIn("bad.toml:3:1: unknown setting 'thread'", r.stderr)
+        self.assertFalse(os.path.exists(self.path("h.sqlite")))
+
+    def test_a_crashed_cell_is_failed_and_the_audit_goes_on(self):
+        text = f"""
+[defaults]
+steps = 1
+[[model]]
+name = "crash"
+path = "{FIX}/crash_net.pt"
+args = ["--load-library", "{OPS}"]
+[[model]]
+name = "fine"
+path = "{FIX}/dropout_mlp.pt"
+"""
+        toml = self.write_audit(text=text)
+        r = self.audit(toml, "--db", self.path("h.sqlite"), "--json", self.path("r.json"), "--junit",
+                       self.path("r.xml"), expect=1)
+        cells = {c["model"]: c for c in self.load("r.json")["cells"]}
+        self.assertEqual(cells["crash"]["verdict"], "failed")
+        self.assertTrue(cells["crash"]["error"])
+        self.assertEqual(cells["fine"]["verdict"], "reproducible")
+        self.assertEqual(etree.parse(self.path("r.xml")).getroot().get("errors"), "1")
+
+    def test_ctrl_c_stops_cleanly_and_keeps_the_finished_cells(self):
+        toml, db = self.write_audit(), self.path("h.sqlite")
+        p = subprocess.Popen([BIN, "audit", toml, "--db", db, "--jobs", "1"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=self.env)
+        for line in p.stderr:
+            if line.startswith("cell 1/6"):
+                break
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+        self.assertEqual(p.returncode, 130, out + err)
+        self.assertIn("interrupted", err)
+        self.assertEqual(self.rows(db, "SELECT status FROM audit_ends"), [("interrupted",)])
+        finished = self.rows(db, "SELECT count(*) FROM cells")[0][0]
+        self.assertGreaterEqual(finished, 1)
+        self.assertLess(finished, 6)
+        self.assertEqual(self.rows(db, "PRAGMA integrity_check"), [("ok",)])
+        self.assertEqual(sorted(os.listdir(self.tmp.name)), ["audit.toml", "h.sqlite"])  # no temp files left
+        # The next audit compares with the finished cells and runs normally.
+        self.audit(toml, "--db", db)
+
+
+if __name__ == "__main__":
+    unittest.main()
