@@ -130,23 +130,23 @@ std::vector<Regression> find_regressions(const std::vector<CellResult>& now,
     auto prev = previous(r.key);
     if (!prev || (prev->verdict != "reproducible" && prev->verdict != "divergent")) continue;
     if (prev->verdict == "reproducible" && r.verdict == "divergent") {
-      add(r, "newly_divergent", fmt::format("newly divergent: first divergence {} (reproducible before)", r.first_label()),
+      add(r, "newly_divergent", fmt::format("first divergence {} (reproducible before)", r.first_label()),
           true);
     } else if (prev->verdict == "divergent" && r.verdict == "reproducible") {
       // For a negative control this means the known source stopped firing; for a cell that
       // expects to be reproducible, it is a fix: listed, not failing.
       if (r.expect == Expect::divergent)
         add(r, "newly_reproducible",
-            fmt::format("newly reproducible: the negative control no longer diverges (it diverged at {} before)",
+            fmt::format("the negative control no longer diverges (it diverged at {} before)",
                         prev->first_label()),
             true);
       else
         add(r, "newly_reproducible",
-            fmt::format("newly reproducible (fixed): it diverged at {} before", prev->first_label()), false);
+            fmt::format("fixed: it diverged at {} before", prev->first_label()), false);
     } else if (r.verdict == "divergent") {
       if (prev->step != r.step || prev->phase != r.phase || prev->tensor != r.tensor || prev->kind != r.kind) {
         add(r, "divergence_moved",
-            fmt::format("first divergence moved: {} before, {} now", prev->first_label(), r.first_label()), true);
+            fmt::format("{} before, {} now", prev->first_label(), r.first_label()), true);
       } else if (!r.hash_only && !prev->hash_only && prev->max_abs > 0 && r.max_abs > 0 &&
                  r.max_abs >= th.magnitude_factor * prev->max_abs) {
         add(r, "magnitude_grew",
@@ -157,7 +157,7 @@ std::vector<Regression> find_regressions(const std::vector<CellResult>& now,
     }
     if (prev->seconds > 0 && r.seconds > prev->seconds * (1 + th.time_growth) && r.seconds - prev->seconds > th.time_min_s)
       add(r, "time_grew",
-          fmt::format("check time grew {:.0f}%: {} before, {} now", (r.seconds / prev->seconds - 1) * 100,
+          fmt::format("{:.0f}% longer: {} before, {} now", (r.seconds / prev->seconds - 1) * 100,
                       seconds_text(prev->seconds), seconds_text(r.seconds)),
           true);
   }
@@ -174,7 +174,7 @@ std::vector<Regression> find_regressions(const std::vector<CellResult>& now,
     const double extra_now = on->seconds - off->seconds, extra_before = prev_on->seconds - prev_off->seconds;
     if (extra_now - extra_before <= th.time_min_s) continue;
     add(*on, "determinism_cost_grew",
-        fmt::format("the cost of determinism grew: deterministic on takes {:.2f}x the time of off ({:.2f}x before)",
+        fmt::format("deterministic on takes {:.2f}x the time of off ({:.2f}x before)",
                     c.ratio, *c.previous_ratio),
         true);
   }

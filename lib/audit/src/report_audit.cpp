@@ -121,7 +121,8 @@ std::string render_text(const AuditView& v) {
   if (!v.regressions.empty()) {
     out += fmt::format("\nregressions against the previous audit ({}):\n", v.regressions.size());
     for (const auto& r : v.regressions)
-      out += fmt::format("  {}{} [{}]: {}\n", r.blocking ? "" : "(listed) ", r.model, r.column, r.message);
+      out += fmt::format("  {}{} [{}]: {}: {}\n", r.blocking ? "" : "(listed, not failing) ", r.model, r.column,
+                         kind_words(r.kind), r.message);
   }
   if (!v.costs.empty()) {
     out += "\ncost of determinism (time with deterministic on / off):\n";
@@ -211,8 +212,8 @@ std::string render_markdown(const AuditView& v) {
   if (!v.regressions.empty()) {
     out += "**Regressions against the previous audit:**\n\n";
     for (const auto& r : v.regressions)
-      out += fmt::format("- {}{} `{}`: {}\n", r.blocking ? "" : "(listed, not failing) ", md(r.model), md(r.column),
-                         md(r.message));
+      out += fmt::format("- {}{} `{}`: **{}**: {}\n", r.blocking ? "" : "(listed, not failing) ", md(r.model),
+                         md(r.column), kind_words(r.kind), md(r.message));
     out += "\n";
   }
   out += "| model |";
@@ -265,9 +266,9 @@ std::string render_junit(const AuditView& v) {
       ++failures;
       std::string message = !c.meets_expectation()
                                 ? fmt::format("expected {}, was {}", to_string(c.expect), c.verdict)
-                                : fmt::format("regression: {}", mine[0]->message);
+                                : fmt::format("regression: {}: {}", kind_words(mine[0]->kind), mine[0]->message);
       std::string text = what_happened(c);
-      for (const auto* r : mine) text += "\nregression: " + r->message;
+      for (const auto* r : mine) text += "\nregression: " + kind_words(r->kind) + ": " + r->message;
       if (!c.cause_title.empty()) text += "\nlikely cause: " + c.cause_title + (c.fix.empty() ? "" : "; fix: " + c.fix);
       body = fmt::format("<failure message=\"{}\" type=\"{}\">{}</failure>", xml(message),
                          c.meets_expectation() ? "regression" : "expectation", xml(text));
