@@ -150,9 +150,13 @@ class AuditProgress {
     std::string eta = done ? fmt::format(" · ETA {}", clock(elapsed / static_cast<double>(done) *
                                                              static_cast<double>(total_ - done)))
                            : "";
-    std::string now = running.empty() ? "" : " · " + running.front() + (running.size() > 1 ? fmt::format(" +{}", running.size() - 1) : "");
-    std::string line = fmt::format("{} {}/{} cells · {}{}{}", bar, done, total_, clock(elapsed), eta, now);
-    fmt::print(stderr, "\r\033[K{}", line.substr(0, 160));
+    // Redrawn at most 5 times a second; the running cell's name is cut to fit a line.
+    if (shown_ && Clock::now() - drawn_ < std::chrono::milliseconds(200)) return;
+    drawn_ = Clock::now();
+    std::string name = running.empty() ? "" : running.front();
+    if (name.size() > 60) name = name.substr(0, 57) + "...";
+    std::string now = name.empty() ? "" : " · " + name + (running.size() > 1 ? fmt::format(" +{}", running.size() - 1) : "");
+    fmt::print(stderr, "\r\033[K{} {}/{} cells · {}{}{}", bar, done, total_, clock(elapsed), eta, now);
     std::fflush(stderr);
     shown_ = true;
   }
@@ -170,6 +174,7 @@ class AuditProgress {
   bool tty_;
   bool shown_ = false;
   Clock::time_point start_;
+  Clock::time_point drawn_;
 };
 
 std::string settings_json(const audit::Cell& c) {
