@@ -78,10 +78,36 @@ void RunFlags::add_to(CLI::App& app) {
   app.add_option("--mode", o.mode, "module mode: train or eval")->capture_default_str();
   app.add_option("--reinit", o.reinit, "re-initialize parameters with dim >= 2 under the seed: xavier_normal");
   app.add_option("--input-shape", input_shape, "input shape, e.g. 4,3,32,32 (default: the model's reprocheck.json)");
-  app.add_option("--dtype", o.dtype, "float32, float64, float16 or bfloat16 (default: reprocheck.json, float32)");
-  app.add_option("--loss", o.loss, "mse, cross_entropy or sum (default: reprocheck.json, mse)");
-  app.add_option("--lr", o.lr, "SGD learning rate")->capture_default_str();
+  app.add_option("--dtype", o.dtype,
+                 "float32, float64, float16 or bfloat16: the model's floating parameters and buffers, and float inputs "
+                 "(default: reprocheck.json, float32)");
+  app.add_option("--input", o.inputs,
+                 "one forward input: SHAPE[:DTYPE[:LOW..HIGH]], e.g. 4,20:int64:0..30522 (token ids below the "
+                 "vocabulary size) or 4,3,32,32:float32; repeat it per input (default: reprocheck.json)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_option("--target", o.targets,
+                 "a target for the loss, in --input's form; repeat it per target (default: reprocheck.json, else drawn "
+                 "to fit the loss and the output)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_option("--loss", o.loss,
+                 "mse, cross_entropy, nll, bce_with_logits, sum, or model: the model's training_step or loss method "
+                 "(default: reprocheck.json, else the model's method, else mse)");
+  app.add_option("--label-smoothing", o.label_smoothing, "label smoothing of cross_entropy (default: reprocheck.json, 0)");
+  app.add_option("--output", o.output, "the output the loss trains on: N for a tuple, KEY for a dict (default: a tensor, "
+                                       "or a tuple's first)");
+  app.add_option("--output-weights", o.output_weights,
+                 "train on a weighted sum of the outputs' losses: 1,0.3,0.3 (tuple) or logits=1,aux=0.3 (dict), as "
+                 "GoogLeNet's auxiliary heads are trained");
+  app.add_option("--optimizer", o.optimizer, "sgd, adam or adamw (default: reprocheck.json, sgd)");
+  app.add_option("--lr", o.lr, "learning rate")->capture_default_str();
   app.add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str();
+  app.add_flag("--nesterov", o.nesterov, "SGD with Nesterov momentum");
+  app.add_option("--beta1", o.beta1, "Adam and AdamW beta1")->capture_default_str();
+  app.add_option("--beta2", o.beta2, "Adam and AdamW beta2")->capture_default_str();
+  app.add_option("--eps", o.eps, "Adam and AdamW epsilon")->capture_default_str();
+  app.add_option("--weight-decay", o.weight_decay, "weight decay (default: 0, 0.01 for adamw)");
+  app.add_option("--autocast", o.autocast,
+                 "run forward and loss under autocast: bf16 (CPU, CUDA) or fp16 (CUDA, with a gradient scaler)");
   app.add_option("--load-library", o.libraries, "shared library with custom ops the model uses (repeatable)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_option("--layers", o.layers, layer_selection_help())->capture_default_str();

@@ -66,9 +66,14 @@ TEST(RunOptions, JsonKeysAreTheDumpFormats) {
   auto s = rc::to_strings(rc::RunOptions{});
   std::vector<std::string> keys;
   for (const auto& [k, v] : s) keys.push_back(k);
-  EXPECT_EQ(keys, (std::vector<std::string>{"benchmark", "command", "data_seed", "deterministic", "device", "dtype", "env",
-                                            "hashes_only", "input_shape", "layers", "libraries", "loss", "lr", "mode", "model",
-                                            "momentum", "ops", "reinit", "seed", "steps", "threads"}));
+  // The training recipe's keys (autocast ... weight_decay) came later; a dump without them reads
+  // with their defaults.
+  EXPECT_EQ(keys, (std::vector<std::string>{"autocast", "benchmark", "beta1", "beta2", "command", "data_seed",
+                                            "deterministic", "device", "dtype", "env", "eps", "hashes_only", "input_shape",
+                                            "inputs", "label_smoothing", "layers", "libraries", "loss", "lr", "mode",
+                                            "model", "momentum", "nesterov", "ops", "optimizer", "output",
+                                            "output_weights", "reinit", "seed", "steps", "targets", "threads",
+                                            "weight_decay"}));
   EXPECT_EQ(s["threads"], "0");
   EXPECT_EQ(s["benchmark"], "false");
   EXPECT_EQ(s["seed"], "0");
@@ -117,4 +122,85 @@ TEST(RunOptions, DeterministicValues) {
   EXPECT_EQ(rc::normalize_deterministic("1"), "on");
   EXPECT_EQ(rc::normalize_deterministic("off"), "off");
   EXPECT_THROW(rc::normalize_deterministic("maybe"), rc::UsageError);
+}
+
+TEST(TensorSpec, ParsesShapesDtypesAndRanges) {
+  auto s = rc::parse_tensor_spec("4,20:int64:0..30522", "--input 1");
+  EXPECT_EQ(s.shape, (std::vector<int64_t>{4, 20}));
+  EXPECT_EQ(s.dtype, "int64");
+  EXPECT_TRUE(s.is_integer());
+  EXPECT_DOUBLE_EQ(*s.low, 0);
+  EXPECT_DOUBLE_EQ(*s.high, 30522);
+  EXPECT_EQ(rc::to_string(s), "4,20:int64:0..30522");
+  auto f = rc::parse_tensor_spec("[4x3x32x32]", "--input 1");
+  EXPECT_EQ(f.shape, (std::vector<int64_t>{4, 3, 32, 32}));
+  EXPECT_EQ(f.dtype, "");
+  EXPECT_FALSE(f.low);
+  EXPECT_EQ(rc::to_string(rc::parse_tensor_spec("2,2:float32:-1..1", "x")), "2,2:float32:-1..1");
+  EXPECT_FALSE(rc::parse_tensor_spec("8:bool", "x").is_integer());
+  auto fails = [](const std::string& text, const std::string& why) {
+    try {
+      rc::parse_tensor_spec(text, "--input 2");
+      ADD_FAILURE() << text;
+    } catch (const rc::UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("--input 2"), std::string::npos) << e.what();
+    }
+  };
+  fails("4,20:int64", "has no value range");
+  fails("4,20:int64:5..5", "is empty");
+  fails("4,20:int64:0.5..9", "integer ends");
+  fails("4,20:complex64", "unknown dtype");
+  fails("4,0", "every dimension");
+  fails("4,a", "the shape must be dimensions");
+  fails("4:int64:0-9", "LOW..HIGH");
+  fails("4:bool:0..2", "takes no range");
+  fails(":int64", "expected SHAPE");
+  fails("4:int64:0..9:x", "expected SHAPE");
+}
+
+TEST(RunOptions, RecipeOptionsAreValidated) {
+  rc::RunOptions o;
+  o.model = "m.pt";
+  o.inputs = {"4,20:int64:0..100", "4,5"};
+  o.targets = {"4:int64:0..3"};
+  o.output_weights = "1,0.3,0.3";
+  o.optimizer = "adamw";
+  o.autocast = "bf16";
+  EXPECT_NO_THROW(rc::validate(o));
+  auto back = rc::from_json(rc::to_json(o));
+  EXPECT_EQ(back.inputs, o.inputs);
+  EXPECT_EQ(back.output_weights, o.output_weights);
+  // to_args reproduces every input in order, and the worker reads them back.
+  auto args = rc::to_args(o);
+  EXPECT_EQ(std::count(args.begin(), args.end(), "--input"), 2);
+  auto bad = [&](auto change, const std::string& why) {
+    rc::RunOptions x = o;
+    change(x);
+    try {
+      rc::validate(x);
+      ADD_FAILURE() << why;
+    } catch (const rc::UsageError& e) {
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  };
+  bad([](rc::RunOptions& x) { x.inputs = {"4,20:int64"}; }, "no value range");
+  bad([](rc::RunOptions& x) { x.output = "logits"; }, "exclude each other");
+  bad([](rc::RunOptions& x) { x.optimizer = "lbfgs"; }, "--optimizer");
+  bad([](rc::RunOptions& x) { x.autocast = "fp16"; x.device = "cpu"; }, "needs a CUDA device");
+  bad([](rc::RunOptions& x) { x.autocast = "bf16"; x.dtype = "bfloat16"; }, "exclude each other");
+  bad([](rc::RunOptions& x) { x.input_shape = {4, 3}; }, "exclude each other");
+  bad([](rc::RunOptions& x) { x.loss = "hinge"; }, "--loss");
+  bad([](rc::RunOptions& x) { x.label_smoothing = 1.5; }, "--label-smoothing");
+  bad([](rc::RunOptions& x) { x.beta2 = 1; }, "--beta2");
+  bad([](rc::RunOptions& x) { x.weight_decay = -0.5; }, "--weight-decay");
+}
+
+TEST(RunOptions, OutputWeightsByIndexOrKey) {
+  EXPECT_EQ(rc::parse_output_weights("1,0.3,0.3"),
+            (std::vector<std::pair<std::string, double>>{{"0", 1}, {"1", 0.3}, {"2", 0.3}}));
+  EXPECT_EQ(rc::parse_output_weights("logits=1,aux=0.5"),
+            (std::vector<std::pair<std::string, double>>{{"logits", 1}, {"aux", 0.5}}));
+  for (const char* bad : {"", "1,,2", "a=1,0.3", "x=1,x=2", "1,b"})
+    EXPECT_THROW(rc::parse_output_weights(bad), rc::UsageError) << bad;
 }

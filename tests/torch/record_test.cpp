@@ -401,3 +401,178 @@ TEST(Record, DumpedCopiesHoldTheLiveValues) {
   EXPECT_EQ(select(r, 0, "loss")[0]->hash, res.fingerprint[1]);
   EXPECT_EQ(r.attribute("tf32_cublas").empty(), false);
 }
+
+// The training recipe (docs/recipe.md): several and integer inputs, dict and tuple outputs, the
+// model's own loss, Adam and AdamW, autocast.
+namespace {
+
+const char* kRecipeFixtures[] = {"text_classifier", "two_input_net", "dict_output_net", "loss_method_net",
+                                 "training_step_net", "aux_heads_net"};
+
+std::string error_of(const rc::RunOptions& o) {
+  try {
+    plain(o);
+  } catch (const rc::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+class RecipeCaptureChangesNoNumbers : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(RecipeCaptureChangesNoNumbers, PlainEqualsInstrumented) {
+  testutil::TempDir dir;
+  auto o = options(GetParam());
+  o.steps = 2;
+  auto base = plain(o);
+  ASSERT_FALSE(base.fingerprint.empty());
+  o.layers = "all";
+  EXPECT_EQ(record(o, dir.file("run.h5")).fingerprint, base.fingerprint) << GetParam();
+  // Twice is the same; another seed is not (each has a dropout).
+  EXPECT_EQ(plain(options(GetParam())).fingerprint, base.fingerprint);
+  auto other = options(GetParam());
+  other.seed = "7";
+  EXPECT_NE(plain(other).fingerprint, base.fingerprint);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, RecipeCaptureChangesNoNumbers, ::testing::ValuesIn(kRecipeFixtures));
+
+TEST(Recipe, InputsAndTargetsFollowTheirSpecs) {
+  testutil::TempDir dir;
+  record(options("text_classifier"), dir.file("t.h5"));
+  rc::DumpReader r(dir.file("t.h5"));
+  auto in = select(r, 0, "input", "input");
+  ASSERT_EQ(in.size(), 1u);
+  EXPECT_EQ(in[0]->dtype, "int64");
+  EXPECT_EQ(in[0]->shape, (std::vector<int64_t>{4, 20}));
+  auto ids = r.read(*in[0]);
+  const auto* v = reinterpret_cast<const int64_t*>(ids.data());
+  for (int i = 0; i < 80; ++i) {
+    EXPECT_GE(v[i], 0);
+    EXPECT_LT(v[i], 1000);
+  }
+  // Two inputs, named by position.
+  record(options("two_input_net"), dir.file("two.h5"));
+  rc::DumpReader two(dir.file("two.h5"));
+  auto inputs = select(two, 0, "input", "input");
+  ASSERT_EQ(inputs.size(), 2u);
+  EXPECT_EQ(inputs[0]->name, "input.0");
+  EXPECT_EQ(inputs[1]->shape, (std::vector<int64_t>{4, 5}));
+  // A dict output: every tensor is recorded, the loss trains on "logits".
+  record(options("dict_output_net"), dir.file("dict.h5"));
+  rc::DumpReader dict(dir.file("dict.h5"));
+  std::vector<std::string> names;
+  for (const auto* m : select(dict, 0, "output")) names.push_back(m->name);
+  EXPECT_EQ(names, (std::vector<std::string>{"output.logits", "output.embedding"}));
+  EXPECT_EQ(select(dict, 0, "input", "target")[0]->shape, (std::vector<int64_t>{4}));
+  EXPECT_EQ(dict.attribute("loss_recipe"), "loss = cross_entropy(output logits) (inputs [4, 6] float32)");
+  // The weighted heads, said in the dump for the report.
+  record(options("aux_heads_net"), dir.file("aux.h5"));
+  rc::DumpReader aux(dir.file("aux.h5"));
+  EXPECT_EQ(aux.attribute("loss_recipe"),
+            "loss = 1*cross_entropy(output 0) + 0.3*cross_entropy(output 1) + 0.3*cross_entropy(output 2) (inputs [2, 3, "
+            "8, 8] float32)");
+  EXPECT_EQ(aux.attribute("loss_recipe_note"), "1");
+  EXPECT_EQ(aux.attribute("ignored_outputs"), "");
+  // The model's own methods.
+  record(options("training_step_net"), dir.file("ts.h5"));
+  EXPECT_NE(rc::DumpReader(dir.file("ts.h5")).attribute("loss_recipe").find("training_step"), std::string::npos);
+}
+
+TEST(Recipe, AdamAndAdamWStateIsRecordedAfterEachStep) {
+  testutil::TempDir dir;
+  for (const char* optimizer : {"adam", "adamw", "sgd"}) {
+    auto o = options("dropout_mlp");
+    o.optimizer = optimizer;
+    o.steps = 2;
+    record(o, dir.file("run.h5"));
+    rc::DumpReader r(dir.file("run.h5"));
+    for (int step = 0; step < 2; ++step) {
+      std::vector<std::string> names;
+      for (const auto* m : select(r, step, "after_step", "optim_state"))
+        if (m->layer == "fc") names.push_back(m->name);
+      if (std::string(optimizer) == "sgd") {
+        EXPECT_EQ(names, (std::vector<std::string>{"weight.momentum_buffer", "bias.momentum_buffer"}));
+        continue;
+      }
+      EXPECT_EQ(names, (std::vector<std::string>{"weight.step", "weight.exp_avg", "weight.exp_avg_sq", "bias.step",
+                                                 "bias.exp_avg", "bias.exp_avg_sq"}))
+          << optimizer;
+      for (const auto* m : select(r, step, "after_step", "optim_state"))
+        if (m->name == "weight.step") {
+          auto bytes = r.read(*m);
+          EXPECT_EQ(*reinterpret_cast<const int64_t*>(bytes.data()), step + 1);
+        }
+    }
+  }
+  // AdamW's decoupled weight decay is not Adam's: the parameters differ after a step.
+  auto a = options("dropout_mlp"), w = options("dropout_mlp");
+  a.optimizer = "adam";
+  w.optimizer = "adamw";
+  EXPECT_NE(plain(a).fingerprint, plain(w).fingerprint);
+}
+
+TEST(Recipe, AutocastBf16OnTheCpuChangesNoNumbersWhenInstrumented) {
+  testutil::TempDir dir;
+  for (const char* model : {"resnet_mini", "text_classifier"}) {
+    auto o = options(model);
+    o.autocast = "bf16";
+    auto base = plain(o);
+    EXPECT_EQ(record(o, dir.file("run.h5")).fingerprint, base.fingerprint) << model;
+    // Autocast is on: the convolution and linear outputs are bf16, the parameters float32.
+    rc::DumpReader r(dir.file("run.h5"));
+    bool bf16_activation = false;
+    for (const auto* m : select(r, 0, "forward")) bf16_activation |= m->dtype == "bfloat16";
+    EXPECT_TRUE(bf16_activation) << model;
+    for (const auto* m : select(r, 0, "after_step", "param")) EXPECT_EQ(m->dtype, "float32");
+    auto off = options(model);
+    EXPECT_NE(plain(off).fingerprint, base.fingerprint);
+  }
+}
+
+TEST(Recipe, DtypeCastsFloatingTensorsOnly) {
+  testutil::TempDir dir;
+  auto o = options("bn_net");
+  o.dtype = "bfloat16";
+  record(o, dir.file("bn.h5"));
+  rc::DumpReader r(dir.file("bn.h5"));
+  int buffers = 0;
+  for (const auto* m : select(r, 0, "after_step", "buffer")) {
+    ++buffers;
+    EXPECT_EQ(m->dtype, m->name == "num_batches_tracked" ? "int64" : "bfloat16") << m->name;
+  }
+  EXPECT_GT(buffers, 0);
+}
+
+TEST(Recipe, ProblemsAreFoundBeforeTheFirstStepWithOneLine) {
+  testutil::TempDir dir;
+  auto with = [](const char* model, auto change) {
+    auto o = options(model);
+    change(o);
+    return error_of(o);
+  };
+  std::string e = with("two_input_net", [](rc::RunOptions& o) { o.inputs = {"4,3,8,8"}; });
+  EXPECT_NE(e.find("forward(image: Tensor, features: Tensor) takes 2 argument(s) and the recipe gives 1"),
+            std::string::npos)
+      << e;
+  e = with("text_classifier", [](rc::RunOptions& o) { o.inputs = {"4,20:float32"}; });
+  EXPECT_NE(e.find("forward of model"), std::string::npos) << e;
+  EXPECT_NE(e.find("[4, 20] float32"), std::string::npos) << e;
+  e = with("dict_output_net", [](rc::RunOptions& o) { o.output = "logit"; });
+  EXPECT_NE(e.find("without output 'logit'; its tensor outputs are logits, embedding"), std::string::npos) << e;
+  e = with("aux_heads_net", [](rc::RunOptions& o) { o.output_weights = "1,0.3,0.3,0.3"; });
+  EXPECT_NE(e.find("without output '3'"), std::string::npos) << e;
+  e = with("training_step_net", [](rc::RunOptions& o) { o.targets = {}; o.loss = "model"; o.inputs = {"4,6", "4,6", "4,6"}; });
+  EXPECT_NE(e.find("training_step(x: Tensor, labels: Tensor) takes 2"), std::string::npos) << e;
+  e = with("dropout_mlp", [](rc::RunOptions& o) { o.loss = "model"; });
+  EXPECT_NE(e.find("has no training_step or loss method"), std::string::npos) << e;
+  e = with("dropout_mlp", [](rc::RunOptions& o) { o.output = "0"; });
+  EXPECT_NE(e.find("returns one tensor"), std::string::npos) << e;
+  // None of them wrote a dump.
+  auto o = options("two_input_net");
+  o.inputs = {"4,3,8,8"};
+  EXPECT_THROW(record(o, dir.file("x.h5")), rc::InputError);
+  EXPECT_FALSE(rc::files::exists(dir.file("x.h5")));
+}

@@ -269,9 +269,12 @@ void add_capture_notes(Comparison& c, const std::vector<std::unique_ptr<DumpRead
                                   "model traced in eval mode): --mode train does not reach them; trace it in "
                                   "train mode, or script it",
                                   n));
+  if (auto recipe = ref.attribute("loss_recipe"); !recipe.empty() && ref.attribute("loss_recipe_note") == "1")
+    c.notes.push_back("trained on: " + recipe);
   if (auto n = ref.attribute("ignored_outputs"); !n.empty())
     c.notes.push_back(fmt::format("the model returns {} more output(s) that the loss ignores (such as auxiliary "
-                                  "heads): only the first output is trained, so their gradients are not checked",
+                                  "heads): only the first output is trained, so their gradients are not checked; "
+                                  "train on all with --output-weights (e.g. 1,0.3,0.3)",
                                   n));
   if (ref.attribute("layer_fallback") == "leaf")
     c.notes.push_back("the model has no conv, dropout or batch-norm layer: every leaf layer was tapped instead");

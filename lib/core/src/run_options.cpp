@@ -9,6 +9,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <tuple>
 
 #include "reprocheck/dtype.h"
 #include "reprocheck/error.h"
@@ -41,7 +42,19 @@ void for_each_field(Options& o, F&& f) {
   f(Field{"reinit", "--reinit"}, o.reinit);
   f(Field{"input_shape", "--input-shape"}, o.input_shape);
   f(Field{"dtype", "--dtype"}, o.dtype);
+  f(Field{"inputs", "--input"}, o.inputs);
+  f(Field{"targets", "--target"}, o.targets);
   f(Field{"loss", "--loss"}, o.loss);
+  f(Field{"label_smoothing", "--label-smoothing"}, o.label_smoothing);
+  f(Field{"output", "--output"}, o.output);
+  f(Field{"output_weights", "--output-weights"}, o.output_weights);
+  f(Field{"optimizer", "--optimizer"}, o.optimizer);
+  f(Field{"nesterov", "--nesterov"}, o.nesterov);
+  f(Field{"beta1", "--beta1"}, o.beta1);
+  f(Field{"beta2", "--beta2"}, o.beta2);
+  f(Field{"eps", "--eps"}, o.eps);
+  f(Field{"weight_decay", "--weight-decay"}, o.weight_decay);
+  f(Field{"autocast", "--autocast"}, o.autocast);
   f(Field{"libraries", "--load-library"}, o.libraries);
   f(Field{"ops", "--ops"}, o.ops);
   f(Field{"hashes_only", "--hashes-only"}, o.hashes_only);
@@ -60,7 +73,10 @@ void append_arg(std::vector<std::string>& args, const Field& f, const std::strin
 void append_arg(std::vector<std::string>& args, const Field& f, int v) {
   args.insert(args.end(), {f.flag, std::to_string(v)});
 }
-void append_arg(std::vector<std::string>& args, const Field& f, double v) { args.insert(args.end(), {f.flag, number(v)}); }
+void append_arg(std::vector<std::string>& args, const Field& f, double v) {
+  // -1 stands for "not given" (weight decay, label smoothing): the worker resolves it.
+  if (v != -1) args.insert(args.end(), {f.flag, number(v)});
+}
 void append_arg(std::vector<std::string>& args, const Field& f, bool v) {
   if (v) args.push_back(f.flag);
 }
@@ -87,7 +103,131 @@ int parse_count(const std::string& knob, const std::string& v) {
   throw UsageError(fmt::format("bad value '{}' for {}: expected a count of 1 or more", v, knob));
 }
 
+std::vector<int64_t> parse_dims(const std::string& text, const std::string& what) {
+  std::vector<int64_t> dims;
+  std::string current;
+  for (char c : text + ",") {
+    if (c == ',' || c == 'x' || c == ' ') {
+      if (current.empty()) continue;
+      size_t used = 0;
+      int64_t d = -1;
+      try {
+        d = std::stoll(current, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != current.size()) throw UsageError(fmt::format("bad {} '{}': the shape must be dimensions such as 4,20", what, text));
+      dims.push_back(d);
+      current.clear();
+    } else if (c != '[' && c != ']') {
+      current += c;
+    }
+  }
+  return dims;
+}
+
+double parse_number(const std::string& text, const std::string& what, const std::string& whole) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || !std::isfinite(v))
+    throw UsageError(fmt::format("bad {} '{}': '{}' is not a number", what, whole, text));
+  return v;
+}
+
 }  // namespace
+
+bool TensorSpec::is_integer() const {
+  auto d = parse_dtype(dtype);
+  return d && !dtype_info(*d).floating && *d != DType::bool_;
+}
+
+TensorSpec parse_tensor_spec(const std::string& text, const std::string& what) {
+  TensorSpec s;
+  std::vector<std::string> parts;
+  for (size_t start = 0; start <= text.size();) {
+    size_t end = std::min(text.find(':', start), text.size());
+    parts.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  if (parts.size() > 3 || parts[0].empty())
+    throw UsageError(fmt::format("bad {} '{}': expected SHAPE[:DTYPE[:LOW..HIGH]], e.g. 4,20:int64:0..30522", what, text));
+  s.shape = parse_dims(parts[0], what);
+  if (parts.size() > 1) s.dtype = parts[1];
+  if (parts.size() > 2) {
+    auto dots = parts[2].find("..");
+    if (dots == std::string::npos)
+      throw UsageError(fmt::format("bad {} '{}': the range is LOW..HIGH (HIGH excluded), e.g. 0..30522", what, text));
+    s.low = parse_number(parts[2].substr(0, dots), what, text);
+    s.high = parse_number(parts[2].substr(dots + 2), what, text);
+  }
+  check_tensor_spec(s, what);
+  return s;
+}
+
+std::string to_string(const TensorSpec& s) {
+  std::string out = fmt::format("{}", fmt::join(s.shape, ","));
+  if (!s.dtype.empty() || s.low) out += ":" + s.dtype;
+  if (s.low && s.high) out += fmt::format(":{}..{}", *s.low, *s.high);
+  return out;
+}
+
+void check_tensor_spec(const TensorSpec& s, const std::string& what) {
+  const std::string text = to_string(s);
+  if (s.shape.empty()) throw UsageError(fmt::format("bad {} '{}': no shape; give dimensions such as 4,20", what, text));
+  for (auto d : s.shape)
+    if (d < 1 || d > (int64_t{1} << 40))
+      throw UsageError(fmt::format("bad {} '{}': every dimension must be 1 or more (an empty batch trains nothing)",
+                                   what, text));
+  if (!s.dtype.empty() && !parse_dtype(s.dtype))
+    throw UsageError(fmt::format("bad {} '{}': unknown dtype '{}'; expected one of {}", what, text, s.dtype, dtype_list()));
+  if (s.low.has_value() != s.high.has_value())
+    throw UsageError(fmt::format("bad {} '{}': give both ends of the range", what, text));
+  if (s.low && !(*s.low < *s.high))
+    throw UsageError(fmt::format("bad {} '{}': the range {}..{} is empty (LOW must be below HIGH, which is excluded)",
+                                 what, text, *s.low, *s.high));
+  if (s.is_integer() && !s.low)
+    throw UsageError(fmt::format("{} '{}' is {} and has no value range: give one, e.g. {}:{}:0..VOCAB for token ids "
+                                 "below the vocabulary size",
+                                 what, text, s.dtype, fmt::join(s.shape, ","), s.dtype));
+  if (s.is_integer() && (*s.low != std::floor(*s.low) || *s.high != std::floor(*s.high)))
+    throw UsageError(fmt::format("bad {} '{}': an integer range needs integer ends", what, text));
+  if (s.dtype == "bool" && s.low)
+    throw UsageError(fmt::format("bad {} '{}': a bool tensor takes no range (it is drawn as true or false)", what, text));
+  check_input_size(s.shape, s.dtype.empty() || s.dtype == "bool" ? "float32" : s.dtype, what);
+}
+
+std::vector<std::pair<std::string, double>> parse_output_weights(const std::string& text) {
+  std::vector<std::pair<std::string, double>> out;
+  size_t index = 0;
+  for (size_t start = 0; start <= text.size(); ++index) {
+    size_t end = std::min(text.find(',', start), text.size());
+    std::string item = text.substr(start, end - start);
+    start = end + 1;
+    auto eq = item.find('=');
+    std::string key = eq == std::string::npos ? std::to_string(index) : item.substr(0, eq);
+    std::string value = eq == std::string::npos ? item : item.substr(eq + 1);
+    if (key.empty() || value.empty())
+      throw UsageError(fmt::format("bad --output-weights '{}': expected weights per tuple output (1,0.3,0.3) or per dict "
+                                   "key (logits=1,aux=0.3)",
+                                   text));
+    double w = parse_number(value, "--output-weights", text);
+    for (const auto& [k, v] : out)
+      if (k == key) throw UsageError(fmt::format("bad --output-weights '{}': '{}' is given twice", text, key));
+    out.emplace_back(key, w);
+  }
+  const bool keyed = text.find('=') != std::string::npos;
+  for (size_t i = 0; i < out.size(); ++i)
+    if (keyed != (text.find(out[i].first + "=") != std::string::npos))
+      throw UsageError(fmt::format("bad --output-weights '{}': use weights for every output (1,0.3,0.3) or KEY=WEIGHT for "
+                                   "every one, not both",
+                                   text));
+  return out;
+}
 
 void check_input_size(const std::vector<int64_t>& shape, const std::string& dtype, const std::string& where) {
   if (shape.empty()) return;
@@ -127,7 +267,31 @@ void validate(const RunOptions& o) {
   one_of("--mode", o.mode, {"train", "eval"});
   if (!o.reinit.empty()) one_of("--reinit", o.reinit, {"xavier_normal"});
   if (!o.dtype.empty()) one_of("--dtype", o.dtype, {"float32", "float64", "float16", "bfloat16"});
-  if (!o.loss.empty()) one_of("--loss", o.loss, {"mse", "cross_entropy", "sum"});
+  if (!o.loss.empty()) one_of("--loss", o.loss, {"model", "mse", "cross_entropy", "nll", "bce_with_logits", "sum"});
+  if (o.label_smoothing != -1 && !(o.label_smoothing >= 0 && o.label_smoothing <= 1))
+    throw UsageError(fmt::format("bad value {} for --label-smoothing: expected 0 to 1", o.label_smoothing));
+  if (!o.optimizer.empty()) one_of("--optimizer", o.optimizer, {"sgd", "adam", "adamw"});
+  if (!o.autocast.empty()) one_of("--autocast", o.autocast, {"bf16", "fp16"});
+  if (o.autocast == "fp16" && o.device == "cpu")
+    throw UsageError("--autocast fp16 needs a CUDA device; on the CPU use --autocast bf16");
+  if (!o.autocast.empty() && !o.dtype.empty() && o.dtype != "float32")
+    throw UsageError(fmt::format("--autocast {} and --dtype {} exclude each other: autocast trains float32 parameters "
+                                 "with {} compute; drop --dtype",
+                                 o.autocast, o.dtype, o.autocast));
+  for (auto [v, flag, lo, hi] : {std::tuple{o.beta1, "--beta1", 0.0, 1.0}, std::tuple{o.beta2, "--beta2", 0.0, 1.0}})
+    if (!(v >= lo && v < hi)) throw UsageError(fmt::format("bad value {} for {}: expected 0 to below 1", v, flag));
+  if (!(std::isfinite(o.eps) && o.eps > 0)) throw UsageError(fmt::format("bad value {} for --eps: expected above 0", o.eps));
+  if (o.weight_decay != -1 && !(std::isfinite(o.weight_decay) && o.weight_decay >= 0))
+    throw UsageError(fmt::format("bad value {} for --weight-decay: expected 0 or more", o.weight_decay));
+  for (size_t i = 0; i < o.inputs.size(); ++i) parse_tensor_spec(o.inputs[i], fmt::format("--input {}", i + 1));
+  for (size_t i = 0; i < o.targets.size(); ++i) parse_tensor_spec(o.targets[i], fmt::format("--target {}", i + 1));
+  if (!o.inputs.empty() && !o.input_shape.empty())
+    throw UsageError("--input and --input-shape exclude each other: --input SHAPE:DTYPE gives every input");
+  if (!o.output_weights.empty()) {
+    parse_output_weights(o.output_weights);
+    if (!o.output.empty())
+      throw UsageError("--output and --output-weights exclude each other: train one output, or a weighted sum");
+  }
   if (o.device != "auto" && o.device != "cpu" && !std::regex_match(o.device, std::regex("cuda(:[0-9]+)?")))
     throw UsageError(fmt::format("bad value '{}' for --device: expected cpu, cuda, cuda:N or auto", o.device));
   for (auto d : o.input_shape)

@@ -18,6 +18,7 @@
 
 #include "reprocheck/error.h"
 #include "reprocheck/model_file.h"
+#include "reprocheck/run_options.h"
 #include "reprocheck/build_info.h"
 #include "torch_model.h"
 
@@ -102,25 +103,109 @@ std::string non_torchscript_reason(const std::string& path) {
   return "";
 }
 
+// A tensor spec in reprocheck.json: {"shape": [4, 20], "dtype": "int64", "low": 0, "high": 30522},
+// a bare shape [4, 20], or the text of --input.
+std::string spec_text(const nlohmann::json& j, const std::string& where) {
+  auto bad = [&](const std::string& why) { return InputError(fmt::format("{}: {}", where, why)); };
+  if (j.is_string()) return j.get<std::string>();
+  TensorSpec s;
+  const nlohmann::json* shape = &j;
+  if (j.is_object()) {
+    for (const auto& [k, v] : j.items())
+      if (k != "shape" && k != "dtype" && k != "low" && k != "high")
+        throw bad(fmt::format("unknown key '{}' (a tensor spec has shape, dtype, low, high)", k));
+    if (!j.contains("shape")) throw bad("no shape");
+    shape = &j.at("shape");
+    if (j.contains("dtype")) {
+      if (!j.at("dtype").is_string()) throw bad("dtype must be a string such as \"int64\"");
+      s.dtype = j.at("dtype").get<std::string>();
+    }
+    for (const char* end : {"low", "high"})
+      if (j.contains(end)) {
+        if (!j.at(end).is_number()) throw bad(fmt::format("{} must be a number", end));
+        (std::string(end) == "low" ? s.low : s.high) = j.at(end).get<double>();
+      }
+  }
+  if (!shape->is_array() || shape->empty()) throw bad("the shape must be a list of dimensions such as [4, 20]");
+  for (const auto& d : *shape) {
+    if (!d.is_number_integer()) throw bad("the shape must be a list of integer dimensions such as [4, 20]");
+    s.shape.push_back(d.get<int64_t>());
+  }
+  return to_string(s);
+}
+
 ModelMeta parse_meta(const std::string& path, const std::string& text) {
   ModelMeta meta;
+  const std::string where = fmt::format("bad reprocheck.json in model '{}'", path);
   try {
+    if (!json_depth_within(text, kMaxJsonDepth)) throw InputError(fmt::format("{}: nested too deeply", where));
     auto j = nlohmann::json::parse(text);
+    if (!j.is_object()) throw InputError(fmt::format("{}: expected a JSON object", where));
+    auto text_of = [&](const char* key) {
+      const auto& v = j.at(key);
+      if (v.is_string()) return v.get<std::string>();
+      if (v.is_number_integer() && std::string(key) == "output") return std::to_string(v.get<int64_t>());
+      throw InputError(fmt::format("{}: \"{}\" must be a string", where, key));
+    };
     if (j.contains("input_shape")) {
-      meta.input_shape = j.at("input_shape").get<std::vector<int64_t>>();
-      for (auto d : *meta.input_shape)
-        if (d < 1)
-          throw InputError(fmt::format("bad reprocheck.json in model '{}': input_shape [{}] has a dimension below "
-                                       "1; fix the extra file or pass --input-shape",
-                                       path, fmt::join(*meta.input_shape, ", ")));
+      const auto& v = j.at("input_shape");
+      // A list of shapes is one float input each.
+      if (v.is_array() && !v.empty() && v[0].is_array()) {
+        for (size_t i = 0; i < v.size(); ++i) meta.inputs.push_back(spec_text(v[i], fmt::format("{}: input_shape[{}]", where, i)));
+      } else {
+        TensorSpec s = parse_tensor_spec(spec_text(v, where + ": input_shape"), "reprocheck.json input_shape");
+        meta.input_shape = s.shape;
+      }
     }
-    if (j.contains("dtype")) meta.dtype = j.at("dtype").get<std::string>();
-    if (j.contains("loss")) meta.loss = j.at("loss").get<std::string>();
+    for (const char* key : {"inputs", "targets"})
+      if (j.contains(key)) {
+        const auto& v = j.at(key);
+        if (!v.is_array() || v.empty())
+          throw InputError(fmt::format("{}: \"{}\" must be a list of tensor specs such as [{{\"shape\": [4, 20], "
+                                       "\"dtype\": \"int64\", \"low\": 0, \"high\": 1000}}]",
+                                       where, key));
+        for (size_t i = 0; i < v.size(); ++i)
+          (std::string(key) == "inputs" ? meta.inputs : meta.targets)
+              .push_back(spec_text(v[i], fmt::format("{}: {}[{}]", where, key, i)));
+      }
+    if (j.contains("target")) meta.targets.push_back(spec_text(j.at("target"), where + ": target"));
+    if (j.contains("dtype")) meta.dtype = text_of("dtype");
+    if (j.contains("loss")) meta.loss = text_of("loss");
+    if (j.contains("optimizer")) meta.optimizer = text_of("optimizer");
+    if (j.contains("output")) meta.output = text_of("output");
+    if (j.contains("label_smoothing")) {
+      if (!j.at("label_smoothing").is_number()) throw InputError(fmt::format("{}: \"label_smoothing\" must be a number", where));
+      meta.label_smoothing = j.at("label_smoothing").get<double>();
+    }
+    if (j.contains("output_weights")) {
+      const auto& v = j.at("output_weights");
+      std::vector<std::string> parts;
+      if (v.is_array()) {
+        for (const auto& w : v) {
+          if (!w.is_number()) throw InputError(fmt::format("{}: \"output_weights\" must hold numbers", where));
+          parts.push_back(fmt::format("{}", w.get<double>()));
+        }
+      } else if (v.is_object()) {
+        for (const auto& [k, w] : v.items()) {
+          if (!w.is_number()) throw InputError(fmt::format("{}: \"output_weights\" must hold numbers", where));
+          parts.push_back(fmt::format("{}={}", k, w.get<double>()));
+        }
+      } else {
+        throw InputError(fmt::format("{}: \"output_weights\" must be a list [1, 0.3] or an object {{\"logits\": 1}}", where));
+      }
+      meta.output_weights = fmt::format("{}", fmt::join(parts, ","));
+    }
+    // Checked like the flags they stand for.
+    for (size_t i = 0; i < meta.inputs.size(); ++i)
+      parse_tensor_spec(meta.inputs[i], fmt::format("reprocheck.json input {}", i + 1));
+    for (size_t i = 0; i < meta.targets.size(); ++i)
+      parse_tensor_spec(meta.targets[i], fmt::format("reprocheck.json target {}", i + 1));
+    if (meta.output_weights) parse_output_weights(*meta.output_weights);
   } catch (const nlohmann::json::exception& e) {
-    throw InputError(
-        fmt::format("bad reprocheck.json in model '{}': {}; fix the extra file or pass "
-                    "--input-shape/--dtype/--loss",
-                    path, e.what()));
+    throw InputError(fmt::format("{}: not valid JSON ({}); fix the extra file or pass --input/--loss", where,
+                                 first_line(e.what())));
+  } catch (const UsageError& e) {
+    throw InputError(fmt::format("{}: {}", where, e.what()));
   }
   return meta;
 }
@@ -207,6 +292,17 @@ ModelSummary inspect_model(const std::string& path) {
   s.modules = detail::describe_modules(module);
   s.signature = detail::model_signature(module);
   s.total_params = s.modules.empty() ? 0 : s.modules.front().params;
+  for (const char* name : {"forward", "training_step", "loss"}) {
+    auto method = module.find_method(name);
+    if (!method) continue;
+    const auto& schema = method->function().getSchema();
+    std::vector<std::string> args;
+    for (size_t i = 1; i < schema.arguments().size(); ++i)
+      args.push_back(fmt::format("{}: {}", schema.arguments()[i].name(), schema.arguments()[i].type()->annotation_str()));
+    std::vector<std::string> returns;
+    for (const auto& r : schema.returns()) returns.push_back(r.type()->annotation_str());
+    s.methods.push_back(fmt::format("{}({}) -> {}", name, fmt::join(args, ", "), fmt::join(returns, ", ")));
+  }
   return s;
 }
 

@@ -6,10 +6,28 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace reprocheck {
+
+// One tensor the TorchScript recipe feeds the model: an input, or a target for the loss.
+struct TensorSpec {
+  std::vector<int64_t> shape;
+  std::string dtype;                // "": the model's float dtype (--dtype)
+  std::optional<double> low, high;  // values in [low, high): required for integer dtypes; a float
+                                    // without them is drawn from the standard normal
+  bool is_integer() const;          // an integer dtype (not bool, not float)
+};
+
+// Parses "SHAPE[:DTYPE[:LOW..HIGH]]": "4,20:int64:0..30522", "4,3,32,32", "4,3,32,32:float32",
+// "4,20:bool". `what` names the source in errors ("--input 2"). Throws UsageError.
+TensorSpec parse_tensor_spec(const std::string& text, const std::string& what);
+// The text parse_tensor_spec reads back.
+std::string to_string(const TensorSpec& s);
+// Checks dims, dtype and range (an integer dtype needs one). Throws UsageError naming `what`.
+void check_tensor_spec(const TensorSpec& s, const std::string& what);
 
 struct RunOptions {
   std::string model;
@@ -23,10 +41,25 @@ struct RunOptions {
   std::string mode = "train";         // train | eval
   std::string reinit;                 // "" or "xavier_normal"
   std::vector<int64_t> input_shape;   // empty: from the model's reprocheck.json
-  std::string dtype;                  // "": from reprocheck.json, else float32
-  std::string loss;                   // "": from reprocheck.json, else mse
+  std::string dtype;                  // "": from reprocheck.json, else float32 (casts floating parameters only)
+  std::vector<std::string> inputs;    // input specs (TensorSpec text), one per forward argument; empty:
+                                      // reprocheck.json's inputs, else input_shape with dtype
+  std::vector<std::string> targets;   // target specs; empty: reprocheck.json's, else from the loss and output
+  std::string loss;                   // "": reprocheck.json, else the model's training_step or loss
+                                      // method, else mse; or model (its method), mse, cross_entropy, nll,
+                                      // bce_with_logits, sum
+  double label_smoothing = -1;        // cross_entropy; -1: reprocheck.json's, else 0
+  std::string output;                 // "": a tensor, or a tuple's first tensor; N: a tuple's N-th; KEY: a dict's
+  std::string output_weights;         // "1,0.3,0.3" (tuple) or "logits=1,aux=0.3" (dict): the loss is the
+                                      // weighted sum of the loss of each output
+  std::string optimizer;              // "": reprocheck.json's, else sgd; or adam, adamw
   double lr = 0.01;
-  double momentum = 0.9;
+  double momentum = 0.9;              // sgd
+  bool nesterov = false;              // sgd
+  double beta1 = 0.9, beta2 = 0.999;  // adam, adamw
+  double eps = 1e-8;                  // adam, adamw
+  double weight_decay = -1;           // -1: the optimizer's usual (0 for sgd and adam, 0.01 for adamw)
+  std::string autocast;               // "": off; bf16 (CPU and CUDA) or fp16 (CUDA, with a gradient scaler)
   std::vector<std::string> libraries;
   std::string layers = "default";  // see docs/capture.md
   bool ops = false;                // also tap every aten op inside the forward graphs
@@ -41,6 +74,10 @@ inline constexpr int kMaxSteps = 100000;
 
 // Checks values that do not need the model (throws UsageError).
 void validate(const RunOptions& o);
+
+// Parses --output-weights: tuple weights ("1,0.3,0.3": keys "0", "1", ...) or dict weights
+// ("logits=1,aux=0.3"), in order. Throws UsageError.
+std::vector<std::pair<std::string, double>> parse_output_weights(const std::string& text);
 
 // Refuses an input shape whose one batch would need more than half the machine's memory, saying how
 // many GB it needs (`where` names its source: "--input-shape", "reprocheck.json"). Throws UsageError.

@@ -18,10 +18,17 @@ struct ModuleInfo {
 };
 
 // The example-input description a model may carry as the extra file "reprocheck.json".
+// The model's embedded reprocheck.json (docs/recipe.md): its inputs, targets, loss and output.
 struct ModelMeta {
-  std::optional<std::vector<int64_t>> input_shape;
-  std::optional<std::string> dtype;  // "float32", ...
-  std::optional<std::string> loss;   // "mse", "cross_entropy", "sum"
+  std::optional<std::vector<int64_t>> input_shape;  // one float input (the original key)
+  std::optional<std::string> dtype;                 // "float32", ...
+  std::optional<std::string> loss;                  // a --loss value
+  std::vector<std::string> inputs;                  // TensorSpec texts (run_options.h), one per input
+  std::vector<std::string> targets;                 // TensorSpec texts
+  std::optional<std::string> output;                // a tuple index or a dict key
+  std::optional<std::string> output_weights;        // as --output-weights
+  std::optional<double> label_smoothing;
+  std::optional<std::string> optimizer;
 };
 
 struct ModelSummary {
@@ -30,6 +37,7 @@ struct ModelSummary {
   ModelMeta meta;
   std::string signature;  // hex hash of module paths, types and parameter shapes (not values)
   int64_t total_params = 0;
+  std::vector<std::string> methods;  // "forward(x: Tensor, y: Tensor) -> Tensor", training_step, loss
 };
 
 // Loads a custom-op library (like torch.ops.load_library). Throws InputError.
