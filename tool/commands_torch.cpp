@@ -24,7 +24,7 @@ int cmd_record(const std::vector<std::string>& args) {
   std::string out, replay, replay_keys;
   bool force = false, plain = false;
   flags.add_to(app);
-  app.add_option("-o,--output", out, "dump file to write (HDF5)");
+  app.add_option("-o,--out", out, "dump file to write (HDF5)");
   app.add_flag("--force", force, "overwrite the output if it exists");
   app.add_flag("--hashes-only", flags.options.hashes_only,
                "record each tensor's hash and no data: a golden small enough to commit (compare with --baseline)");

@@ -429,9 +429,14 @@ StepResult forward_and_loss(torch::jit::Module& module, const RunOptions& o, con
   } catch (const std::exception& e) {
     std::string message = detail::torch_message(e);
     if (auto det = detail::deterministic_error(message, module, device); !det.empty()) throw InputError(det);
-    std::string source = !o.inputs.empty() || !o.input_shape.empty() ? "check --input"
-                         : !meta.inputs.empty() || meta.input_shape ? "check the model's reprocheck.json inputs"
-                                                                     : "check --input";
+    std::vector<TensorSpec> embedded;
+    if (meta.input_shape) embedded.push_back(TensorSpec{*meta.input_shape, meta.dtype.value_or("float32"), {}, {}});
+    for (const auto& text : meta.inputs) embedded.push_back(parse_tensor_spec(text, "reprocheck.json input"));
+    const bool from_flags = !o.inputs.empty() || !o.input_shape.empty();
+    std::string source = from_flags && !embedded.empty()
+                             ? fmt::format("the model's reprocheck.json gives inputs {}", spec_words(embedded))
+                         : from_flags ? "check --input"
+                                      : "check the model's reprocheck.json inputs, or pass --input";
     throw InputError(fmt::format("{} of model '{}' failed on inputs {}: {}; {}", method, o.model,
                                  spec_words(recipe.inputs), detail::torch_error_summary(message), source));
   }
@@ -612,6 +617,12 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
   o.threads = at::get_num_threads();
   if (recipe.float_type != at::kFloat) cast_floating(module, recipe.float_type);
   module.train(o.mode == "train");
+  // The graphs are patched before anything runs them: a graph executor plans a method on its first
+  // run and would not see later patches. The taps do nothing until the capture starts below.
+  int uninitialized_ops = 0;
+  bool leaf_fallback = false;
+  std::vector<detail::Site> sites;
+  if (target.capture) sites = detail::instrument(module, o, modules, &uninitialized_ops, &leaf_fallback);
   recipe.describe = preflight(module, o, recipe, device, meta);
 
   torch::manual_seed(static_cast<uint64_t>(result.seed));
@@ -624,12 +635,8 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
   std::unique_ptr<DumpWriter> writer;
   if (!target.path.empty()) writer = std::make_unique<DumpWriter>(target.path, target.overwrite, o.hashes_only);
   std::unique_ptr<Capture> capture;
-  int uninitialized_ops = 0;
-  bool leaf_fallback = false;
-  if (target.capture) {
-    auto sites = detail::instrument(module, o, modules, &uninitialized_ops, &leaf_fallback);
-    if (writer) capture = std::make_unique<Capture>(writer.get(), std::move(sites), detail::load_replay(target));
-  }
+  if (target.capture && writer)
+    capture = std::make_unique<Capture>(writer.get(), std::move(sites), detail::load_replay(target));
 
   std::map<std::string, std::string> type_of;
   for (const auto& m : modules) type_of[m.path] = m.type;
