@@ -59,6 +59,8 @@ const std::vector<SettingDef>& setting_defs() {
       {"timeout", SettingDef::number, 0, {}, false, "seconds a run may take"},
       {"jobs", SettingDef::integer, 1, {}, false, "runs at a time within the check"},
       {"capture", SettingDef::text, 0, {"ladder", "full", "hashes"}, false, "the capture ladder, or one pass"},
+      {"optimizer", SettingDef::text, 0, {"sgd", "adam", "adamw"}, true, "the optimizer"},
+      {"autocast", SettingDef::text, 0, {"bf16", "fp16"}, true, "forward and loss under autocast"},
   };
   return defs;
 }
