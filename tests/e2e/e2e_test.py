@@ -450,7 +450,7 @@ class Ladder(InTempDir):
         r = run(fixture("resnet_mini"), "--device", "cpu", "--save-baseline", golden, env=self.env)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertIn("wrote golden", r.stdout)
-        self.assertLess(os.path.getsize(golden), 200_000)
+        self.assertLess(os.path.getsize(golden), 250_000)  # hashes only: about 530 bytes per tensor
         with h5py.File(golden, "r") as f:
             self.assertEqual(len(f["tensors"]), 0)
         r, report = self.check(fixture("resnet_mini"), "--baseline", golden, expect=0)
@@ -581,8 +581,12 @@ class Compat(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             self.assertIn("verdict: REPRODUCIBLE", r.stdout)
             self.assertNotIn("differs from run 0 in", r.stdout)  # the same run options, read back
+            # Dumps now also hold the optimizer's state, which the older ones lack: it is left out, said so.
+            self.assertIn("the optimizer state is not compared", r.stdout)
             with h5py.File(os.path.join(self.DATA, stored)) as old, h5py.File(fresh) as new:
-                self.assertEqual(len(old["index"]), len(new["index"]))
+                rows = [row for row in new["index"] if row["kind"] != b"optim_state"]
+                self.assertEqual(len(old["index"]), len(rows))
+                self.assertGreater(len(new["index"]), len(rows))
                 # Every option an older dump carries is still written (new options may join them).
                 self.assertLessEqual(set(json.loads(old.attrs["run_options"])), set(json.loads(new.attrs["run_options"])))
 

@@ -102,3 +102,21 @@ TEST(Cuda, DeviceHashesAreHashWordsOfTheData) {
   EXPECT_FALSE(c.divergent());
   EXPECT_EQ(c.pairs[0].identical, static_cast<int64_t>(h.index().size()));
 }
+
+TEST(Cuda, AutocastFp16WithTheGradScalerAndBf16ChangeNoNumbersWhenInstrumented) {
+  REQUIRE_CUDA();
+  testutil::TempDir dir;
+  for (const char* mode : {"fp16", "bf16"})
+    for (const char* model : {"resnet_mini", "aux_heads_net", "text_classifier"}) {
+      auto o = cuda_options(model);
+      o.autocast = mode;
+      o.steps = 3;
+      auto plain = rc::record_run(o, {"", false, false});
+      auto cap = rc::record_run(o, {dir.file("run.h5"), true, true});
+      EXPECT_EQ(cap.fingerprint, plain.fingerprint) << model << " " << mode;
+      rc::DumpReader r(dir.file("run.h5"));
+      const auto* out = find(r, 0, "output");
+      ASSERT_NE(out, nullptr);
+      EXPECT_EQ(out->dtype, std::string(mode) == "fp16" ? "float16" : "bfloat16") << model;
+    }
+}

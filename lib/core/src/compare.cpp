@@ -42,7 +42,8 @@ namespace {
 std::map<std::string, std::string> run_option_strings(const DumpReader& r) {
   std::map<std::string, std::string> out;
   try {
-    out = to_strings(from_json(r.attribute("run_options", "{}")));
+    // Options a dump of an older reprocheck does not carry read as their defaults.
+    out = to_strings(with_recipe_defaults(from_json(r.attribute("run_options", "{}"))));
   } catch (const InputError&) {
   }
   out.erase("model");
@@ -120,6 +121,14 @@ PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, cons
   in_other.reserve(other.index().size());
   for (size_t i = 0; i < other.index().size(); ++i) in_other.emplace(other.index()[i].key(), i);
   std::vector<bool> other_seen(other.index().size(), false);
+  // A dump without any optimizer state (TorchScript runs of older reprocheck versions recorded none)
+  // against one with it: the state is left out of the comparison, with a note, instead of every
+  // row of it counting as missing.
+  auto has_optim = [](const DumpReader& r) {
+    return std::any_of(r.index().begin(), r.index().end(), [](const TensorMeta& m) { return m.kind == Kind::optim_state; });
+  };
+  const bool skip_optim = has_optim(ref) != has_optim(other);
+  pair.skipped_optim_state = skip_optim;
 
   // Pass 1: structure and hashes, from the indexes alone.
   std::vector<TensorDiff> all;
@@ -127,7 +136,7 @@ PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, cons
   std::vector<size_t> hash_only;  // entries whose hashes differ (or are of other functions) and one side has no data
   int64_t last_other_order = -1;
   for (const auto& ref_meta : ref.index()) {
-    if (ref_meta.step > options.max_step) continue;
+    if (ref_meta.step > options.max_step || (skip_optim && ref_meta.kind == Kind::optim_state)) continue;
     TensorDiff diff;
     diff.ref = ref_meta;
     auto it = in_other.find(ref_meta.key());
@@ -235,7 +244,9 @@ PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, cons
     pair.diffs.push_back(std::move(diff));
   }
   for (size_t i = 0; i < other.index().size(); ++i) {
-    if (other_seen[i] || other.index()[i].step > options.max_step) continue;
+    if (other_seen[i] || other.index()[i].step > options.max_step ||
+        (skip_optim && other.index()[i].kind == Kind::optim_state))
+      continue;
     TensorDiff diff;
     diff.ref = other.index()[i];
     diff.other = other.index()[i];
@@ -362,6 +373,11 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
     }
     PairComparison pc = compare_pair(ref, other, opt);
     pc.other_run = static_cast<int>(i);
+    if (pc.skipped_optim_state) {
+      std::string note = "one of the dumps records no optimizer state (an older reprocheck): the optimizer state is "
+                         "not compared";
+      if (std::find(c.notes.begin(), c.notes.end(), note) == c.notes.end()) c.notes.push_back(std::move(note));
+    }
     auto other_opts = run_option_strings(other);
     std::set<std::string> keys;
     for (const auto& [k, v] : ref_opts) keys.insert(k);

@@ -181,8 +181,7 @@ void check_tensor_spec(const TensorSpec& s, const std::string& what) {
   if (s.shape.empty()) throw UsageError(fmt::format("bad {} '{}': no shape; give dimensions such as 4,20", what, text));
   for (auto d : s.shape)
     if (d < 1 || d > (int64_t{1} << 40))
-      throw UsageError(fmt::format("bad {} '{}': every dimension must be 1 or more (an empty batch trains nothing)",
-                                   what, text));
+      throw UsageError(fmt::format("bad {} '{}': has a dimension below 1 (an empty batch trains nothing)", what, text));
   if (!s.dtype.empty() && !parse_dtype(s.dtype))
     throw UsageError(fmt::format("bad {} '{}': unknown dtype '{}'; expected one of {}", what, text, s.dtype, dtype_list()));
   if (s.low.has_value() != s.high.has_value())
@@ -199,6 +198,13 @@ void check_tensor_spec(const TensorSpec& s, const std::string& what) {
   if (s.dtype == "bool" && s.low)
     throw UsageError(fmt::format("bad {} '{}': a bool tensor takes no range (it is drawn as true or false)", what, text));
   check_input_size(s.shape, s.dtype.empty() || s.dtype == "bool" ? "float32" : s.dtype, what);
+}
+
+RunOptions with_recipe_defaults(RunOptions o) {
+  if (o.optimizer.empty()) o.optimizer = "sgd";
+  if (o.label_smoothing == -1) o.label_smoothing = 0;
+  if (o.weight_decay == -1) o.weight_decay = o.optimizer == "adamw" ? 0.01 : 0.0;
+  return o;
 }
 
 std::vector<std::pair<std::string, double>> parse_output_weights(const std::string& text) {

@@ -107,15 +107,15 @@ RunOptions resolve_recipe(const RunOptions& o, const ModelMeta& meta, const torc
     else
       r.loss = "mse";
   }
-  if (r.label_smoothing == -1) r.label_smoothing = meta.label_smoothing.value_or(0.0);
+  if (r.label_smoothing == -1 && meta.label_smoothing) r.label_smoothing = *meta.label_smoothing;
   if (r.output.empty() && r.output_weights.empty()) {
     if (meta.output_weights)
       r.output_weights = *meta.output_weights;
     else if (meta.output)
       r.output = *meta.output;
   }
-  if (r.optimizer.empty()) r.optimizer = meta.optimizer.value_or("sgd");
-  if (r.weight_decay == -1) r.weight_decay = r.optimizer == "adamw" ? 0.01 : 0.0;
+  if (r.optimizer.empty() && meta.optimizer) r.optimizer = *meta.optimizer;
+  r = with_recipe_defaults(r);
   // The model's reprocheck.json gets the checks a flag gets (throws UsageError).
   validate(r);
   if (r.nesterov && (r.optimizer != "sgd" || r.momentum == 0))
@@ -279,8 +279,10 @@ std::vector<Selected> select_outputs(const c10::IValue& r, const RunOptions& o, 
   if (keys.empty()) throw InputError(fmt::format("model '{}' returns a {} without tensors", o.model, kind));
   // A tuple: its first tensor; the others are counted and reported.
   std::set<const void*> seen;
+  int64_t ignored = 0;
   for (const auto& [k, v] : items)
-    if (v.isTensor() && seen.insert(v.toTensor().unsafeGetTensorImpl()).second && k != keys[0]) ++*ignored_outputs;
+    if (v.isTensor() && seen.insert(v.toTensor().unsafeGetTensorImpl()).second && k != keys[0]) ++ignored;
+  *ignored_outputs = ignored;
   return {{keys[0], find(keys[0], "--output"), 1}};
 }
 

@@ -57,6 +57,7 @@ struct PairComparison {
   std::vector<TensorDiff> diffs;  // every tensor that is not a bitwise match, in execution order
   std::optional<size_t> first;    // index in `diffs` of the first divergent tensor
   std::vector<std::pair<std::string, std::string>> knob_diffs;  // run options that differ: name, "a vs b"
+  bool skipped_optim_state = false;  // one dump had no optimizer state: it was not compared
   bool has_divergence() const { return first.has_value(); }
 };
 

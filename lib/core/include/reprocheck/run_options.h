@@ -75,6 +75,10 @@ inline constexpr int kMaxSteps = 100000;
 // Checks values that do not need the model (throws UsageError).
 void validate(const RunOptions& o);
 
+// `o` with the optimizer settings a run leaves open filled in as the worker does: optimizer sgd,
+// label smoothing 0, weight decay 0 (0.01 for adamw).
+RunOptions with_recipe_defaults(RunOptions o);
+
 // Parses --output-weights: tuple weights ("1,0.3,0.3": keys "0", "1", ...) or dict weights
 // ("logits=1,aux=0.3"), in order. Throws UsageError.
 std::vector<std::pair<std::string, double>> parse_output_weights(const std::string& text);
