@@ -5,11 +5,11 @@ import os
 import signal
 import sqlite3
 import subprocess
-import tempfile
-import time
 import unittest
 
 from lxml import etree
+
+from e2e_test import InTempDir  # a private folder per test, also the runs' TMPDIR
 
 BIN = os.environ["REPROCHECK_BINARY"]
 FIX = os.environ["REPROCHECK_FIXTURE_DIR"]
@@ -42,17 +42,7 @@ expect = "divergent"
 """
 
 
-class AuditCase(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.TemporaryDirectory()
-        self.env = dict(os.environ, TMPDIR=self.tmp.name)
-
-    def tearDown(self):
-        self.tmp.cleanup()
-
-    def path(self, name):
-        return os.path.join(self.tmp.name, name)
-
+class AuditCase(InTempDir):
     def write_audit(self, name="audit.toml", extra="", text=None):
         with open(self.path(name), "w") as f:
             f.write(text if text is not None else AUDIT.format(fix=FIX, ops=OPS, extra=extra))

@@ -40,22 +40,7 @@ std::string summary_line(const AuditView& v) {
 
 std::string shard_words(const AuditInfo& a) { return a.shard.empty() ? "" : fmt::format(" · shard {}", a.shard); }
 
-std::string xml(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
-      default:
-        if (c < 0x20 && c != '\n' && c != '\t') out += ' ';
-        else out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
+std::string xml(const std::string& s) { return html::xml_escape(s); }
 
 std::string what_happened(const CellResult& c) {
   if (c.verdict == "failed") return "failed: " + c.error;

@@ -31,6 +31,16 @@ std::string escape(std::string_view s) {
   return out;
 }
 
+std::string xml_escape(std::string_view s) {
+  std::string out;
+  for (char c : s)
+    if (static_cast<unsigned char>(c) >= 0x20 || c == '\n' || c == '\t') out += c;
+  out = escape(out);
+  // XML has &apos; as well, and readers of JUnit files expect it.
+  for (size_t at = out.find("&#39;"); at != std::string::npos; at = out.find("&#39;", at)) out.replace(at, 5, "&apos;");
+  return out;
+}
+
 std::string short_number(double v) {
   if (std::isnan(v)) return "NaN";
   if (v == 0) return "0";

@@ -3,6 +3,7 @@
 
 #include <map>
 
+#include "reprocheck/html.h"
 #include "report_common.h"
 
 namespace reprocheck {
@@ -10,33 +11,6 @@ namespace reprocheck {
 using namespace report_detail;
 
 namespace {
-
-std::string xml_escape(const std::string& s) {
-  std::string out;
-  for (char ch : s) {
-    switch (ch) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      default:
-        if (static_cast<unsigned char>(ch) < 0x20 && ch != '\n' && ch != '\t') continue;  // not allowed in XML 1.0
-        out += ch;
-    }
-  }
-  return out;
-}
 
 // A tensor group: one layer's records of one phase, across steps and calls (or the input batch,
 // the output, the loss).
@@ -79,25 +53,25 @@ std::string render_junit(const Report& r) {
   out +=
       fmt::format("<testsuites name=\"reprocheck\" tests=\"{}\" failures=\"{}\" errors=\"0\">\n", order.size(), nfail);
   out += fmt::format("  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\">\n",
-                     xml_escape(suite), order.size(), nfail);
+                     html::xml_escape(suite), order.size(), nfail);
   out += fmt::format(
       "    <properties>\n      <property name=\"tolerance\" value=\"{}\"/>\n      <property name=\"runs\" "
       "value=\"{}\"/>\n    </properties>\n",
-      xml_escape(c.tolerance.describe()), c.runs.size());
+      html::xml_escape(c.tolerance.describe()), c.runs.size());
   std::vector<std::string> notes = c.notes;
   for (auto& n : capture_sentences(c)) notes.push_back("capture: " + n);
   for (const auto& note : notes) {
-    out.insert(out.rfind("    </properties>"), fmt::format("      <property name=\"note\" value=\"{}\"/>\n", xml_escape(note)));
+    out.insert(out.rfind("    </properties>"), fmt::format("      <property name=\"note\" value=\"{}\"/>\n", html::xml_escape(note)));
   }
   for (const auto& g : order) {
-    out += fmt::format("    <testcase classname=\"{}\" name=\"{}\" time=\"0\"", xml_escape(suite), xml_escape(g));
+    out += fmt::format("    <testcase classname=\"{}\" name=\"{}\" time=\"0\"", html::xml_escape(suite), html::xml_escape(g));
     auto it = failures.find(g);
     if (it == failures.end()) {
       out += "/>\n";
       continue;
     }
     out += fmt::format(">\n      <failure type=\"divergence\" message=\"{}\">{}</failure>\n    </testcase>\n",
-                       xml_escape(it->second.front()), xml_escape(fmt::format("{}", fmt::join(it->second, "\n"))));
+                       html::xml_escape(it->second.front()), html::xml_escape(fmt::format("{}", fmt::join(it->second, "\n"))));
   }
   out += "  </testsuite>\n</testsuites>\n";
   return out;

@@ -13,6 +13,9 @@ namespace reprocheck::html {
 
 // Text for an HTML element or attribute: & < > " ' escaped.
 std::string escape(std::string_view s);
+// Text for an XML 1.0 element or attribute (JUnit reports): escaped as above, and the control
+// characters XML 1.0 does not allow dropped.
+std::string xml_escape(std::string_view s);
 
 // One divergent tensor of a comparison, at its place in execution order.
 struct ChartPoint {
