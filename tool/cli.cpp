@@ -34,30 +34,6 @@ int parse(CLI::App& app, std::vector<std::string> args) {
   }
 }
 
-namespace {
-
-std::vector<int64_t> parse_shape(const std::string& text) {
-  std::vector<int64_t> dims;
-  std::string current;
-  for (char c : text + ",") {
-    if (c == ',' || c == 'x' || c == ' ') {
-      if (current.empty()) continue;
-      try {
-        dims.push_back(std::stoll(current));
-      } catch (const std::exception&) {
-        throw UsageError(fmt::format("bad --input-shape '{}': expected dimensions such as 4,3,32,32", text));
-      }
-      current.clear();
-    } else if (c != '[' && c != ']') {
-      current += c;
-    }
-  }
-  if (dims.empty()) throw UsageError(fmt::format("bad --input-shape '{}': expected dimensions such as 4,3,32,32", text));
-  return dims;
-}
-
-}  // namespace
-
 void RunFlags::add_to(CLI::App& app) {
   RunOptions& o = options;
   // A flag given twice takes its last value, so that a script's defaults can be overridden.
@@ -115,7 +91,11 @@ void RunFlags::add_to(CLI::App& app) {
 }
 
 const RunOptions& RunFlags::finish() {
-  if (!input_shape.empty()) options.input_shape = parse_shape(input_shape);
+  if (!input_shape.empty()) {
+    options.input_shape = parse_shape(input_shape, "--input-shape");
+    if (options.input_shape.empty())
+      throw UsageError(fmt::format("bad --input-shape '{}': expected dimensions such as 4,3,32,32", input_shape));
+  }
   // "--deterministic" alone means on.
   if (deterministic->count() > 0) {
     const auto& r = deterministic->results();

@@ -106,9 +106,9 @@ TEST(Regressions, TheCostOfDeterminismGrew) {
   std::vector<audit::CellResult> now{make("m", "off", "reproducible", 10), make("m", "on", "reproducible", 25)};
   auto costs = audit::determinism_costs(now, past.fn());
   ASSERT_EQ(costs.size(), 1u);
-  EXPECT_DOUBLE_EQ(costs[0].ratio, 2.5);
-  ASSERT_TRUE(costs[0].previous_ratio);
-  EXPECT_DOUBLE_EQ(*costs[0].previous_ratio, 1.2);
+  EXPECT_DOUBLE_EQ(costs[0].ratio(), 2.5);
+  ASSERT_TRUE(costs[0].previous_ratio());
+  EXPECT_DOUBLE_EQ(*costs[0].previous_ratio(), 1.2);
   audit::Thresholds th;
   th.time_growth = 0.5;
   th.time_min_s = 5;

@@ -39,9 +39,9 @@ std::map<std::string, std::string> settings_of(const CellResult& r) {
   return out;
 }
 
-std::string seconds_text(double s) { return s < 10 ? fmt::format("{:.2f} s", s) : fmt::format("{:.1f} s", s); }
-
 }  // namespace
+
+std::string seconds_text(double s) { return s < 10 ? fmt::format("{:.2f} s", s) : fmt::format("{:.1f} s", s); }
 
 bool CellResult::meets_expectation() const {
   if (verdict == "failed") return false;
@@ -162,21 +162,15 @@ std::vector<Regression> find_regressions(const std::vector<CellResult>& now,
           true);
   }
   for (const auto& c : determinism_costs(now, previous)) {
-    if (!c.previous_ratio || !(c.ratio > *c.previous_ratio * (1 + th.time_growth))) continue;
+    const auto before = c.previous_ratio();
+    if (!before || !(c.ratio() > *before * (1 + th.time_growth))) continue;
+    // The extra time determinism costs must have grown by more than noise, too.
+    if ((c.on_s - c.off_s) - (c.previous_s->first - c.previous_s->second) <= th.time_min_s) continue;
     const CellResult* on = nullptr;
-    const CellResult* off = nullptr;
-    for (const auto& r : now) {
+    for (const auto& r : now)
       if (r.key == c.with) on = &r;
-      if (r.key == c.without) off = &r;
-    }
-    auto prev_on = previous(c.with), prev_off = previous(c.without);
-    if (!on || !off || !prev_on || !prev_off) continue;
-    const double extra_now = on->seconds - off->seconds, extra_before = prev_on->seconds - prev_off->seconds;
-    if (extra_now - extra_before <= th.time_min_s) continue;
     add(*on, "determinism_cost_grew",
-        fmt::format("deterministic on takes {:.2f}x the time of off ({:.2f}x before)",
-                    c.ratio, *c.previous_ratio),
-        true);
+        fmt::format("deterministic on takes {:.2f}x the time of off ({:.2f}x before)", c.ratio(), *before), true);
   }
   return out;
 }
@@ -214,9 +208,10 @@ std::vector<DeterminismCost> determinism_costs(
     c.with = on->second->key;
     c.without = off->second->key;
     c.label = labels[group];
-    c.ratio = on->second->seconds / off->second->seconds;
+    c.on_s = on->second->seconds;
+    c.off_s = off->second->seconds;
     auto p_on = previous(c.with), p_off = previous(c.without);
-    if (p_on && p_off && p_off->seconds > 0 && p_on->seconds > 0) c.previous_ratio = p_on->seconds / p_off->seconds;
+    if (p_on && p_off && p_off->seconds > 0 && p_on->seconds > 0) c.previous_s = std::make_pair(p_on->seconds, p_off->seconds);
     out.push_back(c);
   }
   return out;

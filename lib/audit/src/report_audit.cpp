@@ -9,14 +9,13 @@
 
 #include "reprocheck/audit.h"
 #include "reprocheck/html.h"
+#include "reprocheck/report.h"
 
 namespace reprocheck::audit {
 
 using nlohmann::json;
 
 namespace {
-
-std::string seconds_text(double s) { return s < 10 ? fmt::format("{:.2f} s", s) : fmt::format("{:.1f} s", s); }
 
 std::string kind_words(const std::string& kind) {
   std::string s = kind;
@@ -112,8 +111,8 @@ std::string render_text(const AuditView& v) {
   if (!v.costs.empty()) {
     out += "\ncost of determinism (time with deterministic on / off):\n";
     for (const auto& c : v.costs)
-      out += fmt::format("  {} [{}]: {:.2f}x{}\n", c.model, c.label.empty() ? "default" : c.label, c.ratio,
-                         c.previous_ratio ? fmt::format(" ({:.2f}x before)", *c.previous_ratio) : "");
+      out += fmt::format("  {} [{}]: {:.2f}x{}\n", c.model, c.label.empty() ? "default" : c.label, c.ratio(),
+                         c.previous_ratio() ? fmt::format(" ({:.2f}x before)", *c.previous_ratio()) : "");
   }
   for (const auto& n : v.notes) out += fmt::format("\nnote: {}\n", n);
   out += fmt::format("\naudit: {} (exit {})\n", summary_line(v), v.exit_code());
@@ -164,8 +163,8 @@ std::string render_json(const AuditView& v) {
                                       {"settings", c.label},
                                       {"with", c.with},
                                       {"without", c.without},
-                                      {"ratio", c.ratio},
-                                      {"previous_ratio", c.previous_ratio ? json(*c.previous_ratio) : json(nullptr)}});
+                                      {"ratio", c.ratio()},
+                                      {"previous_ratio", c.previous_ratio() ? json(*c.previous_ratio()) : json(nullptr)}});
   j["trend"] = json::array();
   for (const auto& t : v.trend)
     j["trend"].push_back({{"audit", t.audit},
@@ -184,14 +183,7 @@ std::string render_json(const AuditView& v) {
 }
 
 std::string render_markdown(const AuditView& v) {
-  auto md = [](const std::string& s) {
-    std::string out;
-    for (char c : s) {
-      if (std::string_view("\\`*_[]<>#|&").find(c) != std::string_view::npos) out += '\\';
-      out += c == '\n' ? ' ' : c;
-    }
-    return out;
-  };
+  auto md = [](const std::string& s) { return markdown_escape(s); };
   std::string out = fmt::format("### reprocheck audit: {}\n\n{}{}. Audit {} of the history, started {}.\n\n", md(v.info.name),
                                 summary_line(v), md(shard_words(v.info)), v.info.id, v.info.started_at);
   if (!v.regressions.empty()) {
@@ -331,12 +323,9 @@ html::Chart chart_of(const CellResult& c) {
   } catch (const json::exception&) {
     chart.points.clear();
   }
-  // The first divergence is the first point of its step in the chart's order.
-  for (const auto& p : chart.points)
-    if (p.step == c.step) {
-      chart.first_order = p.order;
-      break;
-    }
+  // The points are the divergent tensors of the first divergence's pair, in execution order: the
+  // first is the first divergence.
+  if (!chart.points.empty()) chart.first_order = chart.points.front().order;
   chart.step_starts = html::step_starts_of(chart.points);
   return chart;
 }
@@ -410,8 +399,8 @@ std::string render_html(const AuditView& v) {
             "<th>settings</th><th class=\"num\">on / off</th><th class=\"num\">before</th></tr>";
     for (const auto& c : v.costs)
       body += fmt::format("<tr><td>{}</td><td class=\"mono\">{}</td><td class=\"num\">{:.2f}x</td><td class=\"num\">{}</td></tr>",
-                          escape(c.model), escape(c.label.empty() ? "default" : c.label), c.ratio,
-                          c.previous_ratio ? fmt::format("{:.2f}x", *c.previous_ratio) : "–");
+                          escape(c.model), escape(c.label.empty() ? "default" : c.label), c.ratio(),
+                          c.previous_ratio() ? fmt::format("{:.2f}x", *c.previous_ratio()) : "–");
     body += "</table></div></section>";
   }
   // Details of the cells that diverged or failed.

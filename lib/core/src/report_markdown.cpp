@@ -11,16 +11,7 @@ using namespace report_detail;
 
 namespace {
 
-// Text from dumps in Markdown: the characters that make headings, links, emphasis, code, tables,
-// entities or raw HTML are escaped, so a name renders as itself.
-std::string md(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (std::string_view("\\`*_[]<>#|&").find(c) != std::string_view::npos) out += '\\';
-    out += c;
-  }
-  return out;
-}
+std::string md(const std::string& s) { return markdown_escape(s); }
 
 // A code span: backticks inside it would end it, so they become quotes.
 std::string code(std::string s) {
@@ -30,6 +21,15 @@ std::string code(std::string s) {
 }
 
 }  // namespace
+
+std::string markdown_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (std::string_view("\\`*_[]<>#|&").find(c) != std::string_view::npos) out += '\\';
+    out += c == '\n' ? ' ' : c;
+  }
+  return out;
+}
 
 std::string render_markdown(const Report& r, const ReportOptions& o) {
   const Comparison& c = r.comparison;

@@ -103,29 +103,6 @@ int parse_count(const std::string& knob, const std::string& v) {
   throw UsageError(fmt::format("bad value '{}' for {}: expected a count of 1 or more", v, knob));
 }
 
-std::vector<int64_t> parse_dims(const std::string& text, const std::string& what) {
-  std::vector<int64_t> dims;
-  std::string current;
-  for (char c : text + ",") {
-    if (c == ',' || c == 'x' || c == ' ') {
-      if (current.empty()) continue;
-      size_t used = 0;
-      int64_t d = -1;
-      try {
-        d = std::stoll(current, &used);
-      } catch (const std::exception&) {
-        used = 0;
-      }
-      if (used != current.size()) throw UsageError(fmt::format("bad {} '{}': the shape must be dimensions such as 4,20", what, text));
-      dims.push_back(d);
-      current.clear();
-    } else if (c != '[' && c != ']') {
-      current += c;
-    }
-  }
-  return dims;
-}
-
 double parse_number(const std::string& text, const std::string& what, const std::string& whole) {
   size_t used = 0;
   double v = 0;
@@ -140,6 +117,30 @@ double parse_number(const std::string& text, const std::string& what, const std:
 }
 
 }  // namespace
+
+std::vector<int64_t> parse_shape(const std::string& text, const std::string& what) {
+  std::vector<int64_t> dims;
+  std::string current;
+  for (char c : text + ",") {
+    if (c == ',' || c == 'x' || c == ' ') {
+      if (current.empty()) continue;
+      size_t used = 0;
+      int64_t d = -1;
+      try {
+        d = std::stoll(current, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != current.size())
+        throw UsageError(fmt::format("bad {} '{}': expected dimensions such as 4,3,32,32", what, text));
+      dims.push_back(d);
+      current.clear();
+    } else if (c != '[' && c != ']') {
+      current += c;
+    }
+  }
+  return dims;
+}
 
 bool TensorSpec::is_integer() const {
   auto d = parse_dtype(dtype);
@@ -156,7 +157,7 @@ TensorSpec parse_tensor_spec(const std::string& text, const std::string& what) {
   }
   if (parts.size() > 3 || parts[0].empty())
     throw UsageError(fmt::format("bad {} '{}': expected SHAPE[:DTYPE[:LOW..HIGH]], e.g. 4,20:int64:0..30522", what, text));
-  s.shape = parse_dims(parts[0], what);
+  s.shape = parse_shape(parts[0], what);
   if (parts.size() > 1) s.dtype = parts[1];
   if (parts.size() > 2) {
     auto dots = parts[2].find("..");

@@ -108,8 +108,13 @@ std::vector<Regression> find_regressions(const std::vector<CellResult>& now,
 struct DeterminismCost {
   std::string model, with, without;  // cell keys (deterministic on / off)
   std::string label;                 // the other settings
-  double ratio = 0;
-  std::optional<double> previous_ratio;
+  double on_s = 0, off_s = 0;        // the two checks' times
+  std::optional<std::pair<double, double>> previous_s;  // the same cells' times in their previous audit
+  double ratio() const { return on_s / off_s; }
+  std::optional<double> previous_ratio() const {
+    if (!previous_s) return std::nullopt;
+    return previous_s->first / previous_s->second;
+  }
 };
 std::vector<DeterminismCost> determinism_costs(
     const std::vector<CellResult>& now, const std::function<std::optional<CellResult>(const std::string&)>& previous);
@@ -194,5 +199,6 @@ std::string render_junit(const AuditView& v);     // one test case per cell
 std::string render_html(const AuditView& v);
 
 std::string utc_now();  // "2026-11-27T11:24:29Z"
+std::string seconds_text(double s);  // "1.41 s", "21.8 s"
 
 }  // namespace reprocheck::audit

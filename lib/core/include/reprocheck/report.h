@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "reprocheck/compare.h"
@@ -30,6 +31,9 @@ std::string render_text(const Report& r, const ReportOptions& o = {});
 std::string render_json(const Report& r);  // docs/report-json.md
 std::string render_junit(const Report& r);
 std::string render_markdown(const Report& r, const ReportOptions& o = {});
+// Text for Markdown: the characters that make headings, links, emphasis, code, tables, entities or
+// raw HTML escaped, line breaks made spaces, so that a name renders as itself (in a table cell too).
+std::string markdown_escape(std::string_view s);
 // A self-contained HTML page: the verdict, the first divergence with its statistics and causes, and
 // the per-layer chart of the divergent tensors in execution order (reprocheck/html.h).
 std::string render_html(const Report& r);

@@ -21,6 +21,10 @@ struct TensorSpec {
   bool is_integer() const;          // an integer dtype (not bool, not float)
 };
 
+// Parses dimensions: "4,3,32,32", "4x3x32x32", "[4, 3, 32, 32]". Throws UsageError naming `what`
+// for a part that is not an integer (the dimensions' values are checked by the caller).
+std::vector<int64_t> parse_shape(const std::string& text, const std::string& what);
+
 // Parses "SHAPE[:DTYPE[:LOW..HIGH]]": "4,20:int64:0..30522", "4,3,32,32", "4,3,32,32:float32",
 // "4,20:bool". `what` names the source in errors ("--input 2"). Throws UsageError.
 TensorSpec parse_tensor_spec(const std::string& text, const std::string& what);
