@@ -151,7 +151,7 @@ int CompareFlags::report(const Report& r) const {
   if (!junit.empty()) files::write_file_atomically(junit, render_junit(r), "report");
   if (!markdown.empty()) files::write_file_atomically(markdown, render_markdown(r, ro), "report");
   if (!html.empty()) files::write_file_atomically(html, render_html(r), "report");
-  return to_int(r.comparison.divergent() ? ExitCode::divergent : ExitCode::ok);
+  return to_int(exit_code(r));
 }
 
 void RunnerFlags::add_to(CLI::App& app) {

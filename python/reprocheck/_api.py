@@ -38,4 +38,4 @@ def mark_step():
 
     session = _autostart.session()
     if session is not None:
-        session.end_step(None)
+        session.mark_step()

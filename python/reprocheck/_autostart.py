@@ -1,15 +1,19 @@
 """Imported by the start-up hook (reprocheck-capture.pth) when REPROCHECK_CAPTURE is set: switches
 capture on for this process before the user's script runs."""
+from __future__ import annotations
+
 import os
+import sys
+from typing import Any, Optional
 
-_session = None
+_session: Optional[Any] = None
 
 
-def session():
+def session() -> Optional[Any]:
     return _session
 
 
-def _start():
+def _start() -> None:
     global _session
     if not os.environ.get("REPROCHECK_CAPTURE") or _session is not None:
         return
@@ -18,8 +22,9 @@ def _start():
 
         _session = Session.from_environment()
     except Exception as e:  # a check that silently records nothing would pass: stop instead
-        message = f"reprocheck's capture could not start in this Python: {type(e).__name__}: {e}"
-        os.sys.stderr.write(f"reprocheck: error: {message}\n")
+        message = str(e) if type(e).__name__ == "UnsupportedTorch" else (
+            f"reprocheck's capture could not start in this Python: {type(e).__name__}: {e}")
+        sys.stderr.write(f"reprocheck: error: {message}\n")
         if os.environ.get("REPROCHECK_ERROR_FILE"):
             with open(os.environ["REPROCHECK_ERROR_FILE"], "w") as f:
                 f.write(message)

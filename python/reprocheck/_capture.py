@@ -2,91 +2,134 @@
 RNG states into a reprocheck dump, written by the C++ core (reprocheck._core).
 
 What is recorded, in execution order (docs/python.md):
-  - each DataLoader batch: its dataset indices and its tensors (phase input);
-  - at the first forward of the model: its parameters and buffers (phase init, step -1);
-  - at the start of every step: the RNG states of torch, CUDA, numpy and random (phase rng);
-  - the model's inputs, the tapped layers' outputs with the hashes of their inputs, the model's
-    output, the loss function's target and the loss;
+  - each DataLoader batch: its dataset indices and its tensors (phase input); a DataLoader over a
+    Subset (random_split) first records the split's indices;
+  - at the first forward of each model: its parameters and buffers (phase init, step -1);
+  - at the start of every step: the RNG states in use (phase rng);
+  - each model's inputs, the tapped layers' outputs with the hashes of their inputs, the output,
+    the loss function's target and every loss;
   - gradients of the tapped outputs and of the parameters, as autograd produces them;
-  - after every optimizer step: parameters, buffers and the optimizer's state.
-The model is the top-level module with parameters that the script calls; layers are named from
-its named_modules(). After `steps` optimizer steps the dump is written and the process exits 0.
+  - after each optimizer step: that optimizer's parameters and state; at the step's end: buffers.
+
+A model is a top-level module with parameters that the script calls (inside a DDP, DataParallel or
+torch.compile wrapper, the wrapped module); the first one is "the model", others are named by the
+script's variable (a GAN's netD). A step is one iteration of the loop: it ends after an optimizer
+step, at the next DataLoader batch (or, in a loop without a DataLoader, the next call of the
+model), so that gradient accumulation, several optimizers and closures make one step each. Within a
+step every record has its own key: a repeated layer, batch or loss counts its calls.
 """
+from __future__ import annotations
+
 import atexit
 import json
 import os
-import platform
-import random
-import socket
 import sys
 import threading
-import time
+from typing import Any, Optional
 
 import torch
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import _core
-from ._util import _DTYPES, _IndexedBatch, _apply_knobs, _device_hash, _host_array, _report_error, _tensors, _type_name, _unwrap
+from ._data import Loaders, subset_indices
+from ._records import Recorder, Row, json_attribute, provenance
+from ._rng import RngTracker
+from ._torch_patches import (IndexedBatch, check_torch_version, compiling, is_compiled_module,
+                             patch_data_loading)
+from ._util import (DTYPES, apply_knobs, host_array, layer_category, report_error, tensors, type_name, unwrap,
+                    variable_name)
+
+
+class Model:
+    """One model the script trains: what the script calls (`entry`) and the module inside."""
+
+    def __init__(self, prefix: str, entry: torch.nn.Module, root: torch.nn.Module) -> None:
+        self.prefix = prefix
+        self.entry = entry
+        self.root = root
+        self.compiled = is_compiled_module(entry)
+
+    def path(self, inner: str) -> str:
+        if not self.prefix:
+            return inner
+        return f"{self.prefix}.{inner}" if inner else self.prefix
+
 
 class Session:
-    """The capture of one process."""
+    """The capture of one process. `install()` switches its hooks on."""
 
     @classmethod
-    def from_environment(cls):
+    def from_environment(cls) -> "Session":
         options = json.loads(os.environ.get("REPROCHECK_RUN_OPTIONS") or "{}")
         replay = None
         if os.environ.get("REPROCHECK_REPLAY_KEYS"):
             replay = (os.environ["REPROCHECK_REPLAY"], os.environ["REPROCHECK_REPLAY_KEYS"])
-        return cls(os.environ["REPROCHECK_CAPTURE"], options, replay)
+        check_torch_version()
+        session = cls(os.environ["REPROCHECK_CAPTURE"], options, replay)
+        session.install()
+        return session
 
-    def __init__(self, path, options, replay=None):
+    def __init__(self, path: str, options: dict, replay: Optional[tuple] = None) -> None:
         self.pid = os.getpid()
-        self.path = path
         self.options = options
         self.steps = int(options.get("steps", 2))
         self.layers = options.get("layers", "default")
         self.ops = bool(options.get("ops", False))
-        self.hashes_only = bool(options.get("hashes_only", False))
-        self.pending = []  # hash-only rows waiting for their device hashes, in execution order
+        self.recorder = Recorder(path, bool(options.get("hashes_only", False)), provenance(options, sys.argv))
         self.lock = threading.RLock()
-        self.writer = None
-        self.step = 0
-        self.step_open = False
-        self.entry = None  # the module the script calls (a DDP wrapper, or the model)
-        self.root = None  # the model
-        self.names = {}  # id(module) -> path in the model
-        self.types = {}  # path -> qualified type
-        self.tapped = set()
-        self.param_names = {}  # id(parameter) -> full name
-        self.stack = []  # paths of the modules running forward, innermost last
-        self.input_hashes = {}  # id(module) -> stack of input hashes
-        self.calls = {}  # per step: how often a layer, op or record name was seen
+        self.rng = RngTracker()
+        self.loaders = Loaders()
+        self.models: list[Model] = []
+        self.by_entry: dict[int, Model] = {}
+        self.names: dict[int, str] = {}  # id(module) -> path
+        self.types: dict[str, str] = {}  # path -> qualified type
+        self.categories: dict[str, str] = {}  # qualified type -> category
+        self.tapped: set[int] = set()
+        self.param_names: dict[int, str] = {}  # id(parameter) -> path.name
+        self.stack: list[str] = []  # paths of the modules running forward, innermost last
+        self.input_hashes: dict[int, list] = {}
+        self.calls: dict[Any, int] = {}  # per step: how often a key was recorded
         self.depth = 0
-        self.blocks = None  # None: record everywhere; else the depth of reprocheck.capture() blocks
+        self.step = 0
+        self.step_open = False  # the step's RNG states are recorded
+        self.pending_close = False  # an optimizer stepped: the step ends at the next iteration
+        self.loader_driven = False  # the loop draws batches from a DataLoader
+        self.stepped = False
+        self.blocks: Optional[int] = None  # None: record everywhere; else the depth of capture() blocks
         self.finished = False
         self.saw_forward = False
-        self.skipped = 0
-        self.notes = []
+        self.crashed = False
+        self.notes: list[str] = []
+        self.losses: list = []  # (step, loss) of the open step, checked for NaN/Inf when it ends
+        self.nonfinite_steps: list[int] = []
+        self.dropout_elements = 0
+        self.op_generators: dict[str, str] = {}
+        self.signature = 0
         self.replay = self._load_replay(replay) if replay else {}
-        # A generator is recorded once the script has used or seeded it (its state moved from the
-        # one seen first): an unseeded generator that nothing draws from differs between
-        # processes without changing anything.
-        self.rng_first = {}
-        self.rng_used = set()
-        for name, _, state in self._rng_states():
-            self.rng_first[name] = state
-        _apply_knobs(options)
+        self._op_mode: Any = None
+        apply_knobs(options)
         try:
             open(path + ".started", "a").close()
         except OSError:
             pass
-        self.crashed = False
-        self._install()
+
+    def install(self) -> None:
+        register_module_forward_pre_hook(self._pre_forward)
+        register_module_forward_hook(self._post_forward, always_call=True)
+        register_optimizer_step_post_hook(lambda opt, args, kwargs: self.on_optimizer_step(opt))
+        original_backward = torch.autograd.backward
+
+        def backward(tensors_: Any, *args: Any, **kwargs: Any) -> Any:
+            self._on_backward(tensors_)
+            return original_backward(tensors_, *args, **kwargs)
+
+        torch.autograd.backward = backward
+        patch_data_loading(self.loaders.on_iter, self.on_next)
         atexit.register(self._at_exit)
         original_hook = sys.excepthook
 
-        def excepthook(*exc):
+        def excepthook(*exc: Any) -> None:
             self.crashed = True  # the script's own error is the message, not a missing step
             original_hook(*exc)
 
@@ -94,92 +137,218 @@ class Session:
 
     # -- switches -------------------------------------------------------------------------------
 
-    def recording(self):
-        return (
-            os.getpid() == self.pid and not self.finished and (self.blocks is None or self.blocks > 0)
-        )
+    def recording(self) -> bool:
+        return os.getpid() == self.pid and not self.finished and (self.blocks is None or self.blocks > 0)
 
-    def enter_block(self):
+    def enter_block(self) -> None:
         self.blocks = (self.blocks or 0) + 1
 
-    def leave_block(self):
-        self.blocks -= 1
+    def leave_block(self) -> None:
+        self.blocks = (self.blocks or 1) - 1
+
+    def _count(self, key: Any) -> int:
+        n = self.calls.get(key, 0)
+        self.calls[key] = n + 1
+        return n
+
+    def _write(self, phase: str, layer: str, layer_type: str, kind: str, name: str, t: torch.Tensor,
+               call: int = 0, input_hash: Optional[int] = None, step: Optional[int] = None) -> None:
+        dtype = DTYPES.get(t.dtype, "")
+        row = Row(self.step if step is None else step, phase, layer, layer_type, kind, name, call, dtype,
+                  list(t.shape), input_hash)
+        self.recorder.write(row, t)
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _begin_step(self) -> None:
+        if self.step_open:
+            return
+        self.step_open = True
+        for s in self.rng.to_record():
+            self._write("rng", s.layer, s.type, "rng_state", s.name, s.state)
+
+    def _next_iteration(self) -> None:
+        """The loop starts its next iteration: a step an optimizer ended is over."""
+        if self.pending_close:
+            self._close_step(exit_when_done=True)
+
+    def _close_step(self, exit_when_done: bool) -> None:
+        for model in self.models:
+            for name, b in model.root.named_buffers():
+                layer, _, own = model.path(name).rpartition(".")
+                self._write("after_step", layer, self.types.get(layer, ""), "buffer", own, b,
+                            call=self._count(("after_step", layer, own)))
+        self._check_losses()
+        self.recorder.flush()
+        self.step += 1
+        self.calls = {}
+        self.step_open = False
+        self.pending_close = False
+        if exit_when_done and self.step >= self.steps:
+            self._finish()
+            sys.stdout.flush()
+            raise SystemExit(0)
+
+    def on_optimizer_step(self, optimizer: Any) -> None:
+        """After an optimizer's step: its parameters and state; the step ends at the next iteration."""
+        if not self.models or not self.recording() or compiling():
+            return
+        self.stepped = True
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                name = self.param_names.get(id(p))
+                if name is None:
+                    continue
+                layer, _, own = name.rpartition(".")
+                layer_type = self.types.get(layer, "")
+                self._write("after_step", layer, layer_type, "param", own, p, call=self._count(("after_step", name)))
+                state = optimizer.state.get(p, {})
+                if not isinstance(state, dict):
+                    continue
+                for key, value in state.items():
+                    if isinstance(value, torch.Tensor):
+                        self._write("after_step", layer, layer_type, "optim_state", f"{own}.{key}", value,
+                                    call=self._count(("optim", name, key)))
+        self.pending_close = True
+
+    def mark_step(self) -> None:
+        """A step boundary set by the script: parameters and buffers now, and the step ends."""
+        if not self.models or not self.recording():
+            return
+        self.stepped = True
+        for model in self.models:
+            for name, p in model.root.named_parameters():
+                layer, _, own = model.path(name).rpartition(".")
+                self._write("after_step", layer, self.types.get(layer, ""), "param", own, p,
+                            call=self._count(("after_step", model.path(name))))
+        self._close_step(exit_when_done=True)
+
+    def _check_losses(self) -> None:
+        if not self.losses:
+            return
+        values = torch.stack([t.detach().float().reshape(()).cpu() for _, t in self.losses])
+        if not bool(torch.isfinite(values).all()) and self.step not in self.nonfinite_steps:
+            self.nonfinite_steps.append(self.step)
+        self.losses = []
+
+    # -- models ---------------------------------------------------------------------------------
+
+    def _adopt(self, entry: torch.nn.Module) -> Model:
+        root = unwrap(entry)
+        if self.models:
+            base = variable_name(entry, root) or type(root).__name__
+            prefix, k = base, 2
+            while any(m.prefix == prefix for m in self.models) or prefix in self.types:
+                prefix, k = f"{base}{k}", k + 1
+        else:
+            prefix = ""
+        model = Model(prefix, entry, root)
+        self.models.append(model)
+        self.by_entry[id(entry)] = model
+        modules = list(root.named_modules())
+        refs = []
+        for path, m in modules:
+            full = model.path(path)
+            self.names[id(m)] = full
+            self.types[full] = type_name(m)
+            category = layer_category(m)
+            if category:
+                self.categories[type_name(m)] = category
+            leaf = not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))
+            refs.append((full, type_name(m), category, leaf))
+        self._select(model, modules, refs)
+        for name, p in root.named_parameters():
+            self.param_names[id(p)] = model.path(name)
+            if p.requires_grad:
+                p.register_post_accumulate_grad_hook(lambda p, name=model.path(name): self._on_param_grad(name, p))
+        for full, tname, _, _ in refs:
+            self.signature = _core.combine_hash(self.signature, _core.hash_bytes(f"{full}|{tname}".encode()))
+        for name, p in root.named_parameters():
+            self.signature = _core.combine_hash(self.signature, _core.hash_bytes(f"{model.path(name)}{list(p.shape)}".encode()))
+        w = self.recorder
+        w.set_attribute("model_signature", f"{self.signature:016x}")
+        if len(self.models) == 1:
+            w.set_attribute("mode", "train" if root.training else "eval")
+            device = next(root.parameters()).device
+            w.set_attribute("device", str(device) if device.type == "cpu" else f"{device.type}:{device.index or 0}")
+        if self.categories:
+            w.set_attribute("layer_categories", json_attribute(self.categories))
+        for name, p in root.named_parameters():
+            layer, _, own = model.path(name).rpartition(".")
+            self._write("init", layer, self.types.get(layer, ""), "param", own, p, step=-1)
+        for name, b in root.named_buffers():
+            layer, _, own = model.path(name).rpartition(".")
+            self._write("init", layer, self.types.get(layer, ""), "buffer", own, b, step=-1)
+        return model
+
+    def _select(self, model: Model, modules: list, refs: list) -> None:
+        try:
+            selected = _core.select_layers(self.layers, refs)
+        except _core.Error as e:
+            report_error(str(e))
+            os._exit(2)
+        if self.layers == "default" and not any(selected):
+            # No conv, dropout or batch norm (an LSTM, a transformer): every leaf layer.
+            selected = [i > 0 and not any(True for _ in m.children()) for i, (_, m) in enumerate(modules)]
+            self.recorder.set_attribute("layer_fallback", "leaf")
+        elif note := _core.sparse_selection_note(self.layers, refs, selected):
+            self.notes.append(note)
+        if model.compiled:
+            self.notes.append(
+                f"{model.prefix or 'the model'} is compiled (torch.compile): its inputs, output, loss, parameters and "
+                "gradients are compared, its inner layers are not tapped, so that the compiler builds the program "
+                "the script runs" + (" (--ops does not reach inside it either)" if self.ops else ""))
+            return
+        self.tapped |= {id(m) for (_, m), s in zip(modules, selected) if s}
+
+    def _model_for(self, module: torch.nn.Module) -> Optional[Model]:
+        model = self.by_entry.get(id(module))
+        if model is not None or id(module) in self.names:
+            return model
+        if not any(True for _ in module.parameters()):
+            return None
+        return self._adopt(module)
 
     # -- hooks ----------------------------------------------------------------------------------
 
-    def _install(self):
-        from torch.utils.data import dataloader
-        from torch.utils.data._utils import fetch
-
-        register_module_forward_pre_hook(self._pre_forward)
-        register_module_forward_hook(self._post_forward)
-        register_optimizer_step_post_hook(lambda opt, args, kwargs: self.end_step(opt))
-
-        original_backward = torch.autograd.backward
-
-        def backward(tensors, *args, **kwargs):
-            self._on_backward(tensors)
-            return original_backward(tensors, *args, **kwargs)
-
-        torch.autograd.backward = backward
-
-        original_fetch = fetch._MapDatasetFetcher.fetch
-
-        def fetch_with_indices(fetcher, possibly_batched_index):
-            data = original_fetch(fetcher, possibly_batched_index)
-            index = possibly_batched_index
-            indices = list(index) if isinstance(index, (list, tuple, range)) else [index]
-            if not all(isinstance(i, int) for i in indices):
-                indices = None
-            return _IndexedBatch(indices, data)
-
-        fetch._MapDatasetFetcher.fetch = fetch_with_indices
-
-        original_next = dataloader._BaseDataLoaderIter.__next__
-
-        def next_batch(iterator):
-            out = original_next(iterator)
-            if isinstance(out, _IndexedBatch):
-                indices, out = out.indices, out.data
-                if self.recording():
-                    self._on_batch(iterator, indices, out)
-            return out
-
-        dataloader._BaseDataLoaderIter.__next__ = next_batch
-
-    def _pre_forward(self, module, args):
-        if os.getpid() != self.pid:
+    def _pre_forward(self, module: torch.nn.Module, args: tuple) -> None:
+        if compiling() or os.getpid() != self.pid:
             return None
+        model = None
         if self.depth == 0 and self.recording():
-            if self.root is None and any(True for _ in module.parameters()):
-                self._adopt(module)
-            if module is self.entry:
-                self._begin_step()
-                self.saw_forward = True
-                for name, t in _tensors(tuple(args), "input"):
-                    self._write("input", "", "", "input", name, t)
-            elif self.root is not None and not any(True for _ in module.parameters()) and len(args) >= 2:
+            model = self._model_for(module)
+            if model is not None:
+                self._on_model_call(model, args)
+            elif (self.models and id(module) not in self.names and len(args) >= 2
+                  and isinstance(args[1], torch.Tensor)):
                 # A loss module called with (output, target).
-                if isinstance(args[1], torch.Tensor):
-                    self._write("input", "", "", "target", "target", args[1], call=self._count("target"))
+                self._write("input", "", "", "target", "target", args[1], call=self._count("target"))
         self.depth += 1
         path = self.names.get(id(module))
         if path is not None:
             self.stack.append(path)
             if id(module) in self.tapped and self.recording():
                 h = 0
-                for _, t in _tensors(tuple(args)):
-                    h = _core.combine_hash(h, _core.hash_bytes(_host_array(t)))
+                for _, t in tensors(tuple(args)):
+                    h = _core.combine_hash(h, _core.hash_bytes(host_array(t)))
                 self.input_hashes.setdefault(id(module), []).append(h)
-        if self.ops and module is self.entry and self.recording():
-            from ._ops import _OpTap
+        if model is not None and self.ops and not model.compiled:
+            from ._ops import OpTap
 
-            self._op_mode = _OpTap(self)
+            self._op_mode = OpTap(self)
             self._op_mode.__enter__()
         return None
 
-    def _post_forward(self, module, args, output):
-        if os.getpid() != self.pid:
+    def _on_model_call(self, model: Model, args: tuple) -> None:
+        if model is self.models[0] and not self.loader_driven:
+            self._next_iteration()
+        self._begin_step()
+        self.saw_forward = True
+        for name, t in tensors(tuple(args), "input"):
+            self._write("input", model.prefix, "", "input", name, t, call=self._count(("input", model.prefix, name)))
+
+    def _post_forward(self, module: torch.nn.Module, args: tuple, output: Any) -> Any:
+        if compiling() or os.getpid() != self.pid:
             return None
         self.depth -= 1
         replaced = None
@@ -187,22 +356,27 @@ class Session:
         if path is not None:
             if self.stack and self.stack[-1] == path:
                 self.stack.pop()
-            if id(module) in self.tapped and self.recording():
-                replaced = self._on_layer(module, path, output)
-        if self.depth == 0 and module is self.entry:
-            if getattr(self, "_op_mode", None) is not None:
+            if id(module) in self.tapped:
+                hashes = self.input_hashes.get(id(module))
+                input_hash = hashes.pop() if hashes else None
+                if self.recording() and output is not None:
+                    replaced = self._on_layer(module, path, output, input_hash)
+        if self.depth == 0:
+            if self._op_mode is not None:
                 self._op_mode.__exit__(None, None, None)
                 self._op_mode = None
-            if self.recording():
-                for name, t in _tensors(output if replaced is None else replaced, "output"):
-                    self._write("output", "", "", "output", name, t)
+            model = self.by_entry.get(id(module))
+            if model is not None and self.recording() and output is not None:
+                for name, t in tensors(output if replaced is None else replaced, "output"):
+                    self._write("output", model.prefix, "", "output", name, t,
+                                call=self._count(("output", model.prefix, name)))
         return replaced
 
-    def _on_layer(self, module, path, output):
+    def _on_layer(self, module: torch.nn.Module, path: str, output: Any, input_hash: Optional[int]) -> Any:
         call = self._count(("layer", path))
-        stack = self.input_hashes.get(id(module))
-        input_hash = stack.pop() if stack else None
-        named = _tensors(output)
+        named = tensors(output)
+        if self.categories.get(self.types[path]) == "dropout" and module.training:
+            self.dropout_elements += sum(t.numel() for _, t in named)
         replaced = False
         values = []
         for slot, (_, t) in enumerate(named):
@@ -221,12 +395,12 @@ class Session:
             return values[0]
         return type(output)(values) if isinstance(output, (tuple, list)) else None
 
-    def _hook_grad(self, t, layer, layer_type, name, call):
+    def _hook_grad(self, t: torch.Tensor, layer: str, layer_type: str, name: str, call: int) -> None:
         if not t.requires_grad:
             return
         step = self.step
 
-        def on_grad(g):
+        def on_grad(g: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
             if not self.recording() or g is None:
                 return None
             ref = self.replay.get(f"{step}|backward|{layer}|grad|{name}|{call}")
@@ -237,249 +411,115 @@ class Session:
 
         t.register_hook(on_grad)
 
-    def _on_backward(self, tensors):
-        if self.root is None or not self.recording():
+    def _on_backward(self, tensors_: Any) -> None:
+        if not self.models or not self.recording() or compiling():
             return
-        t = tensors if isinstance(tensors, torch.Tensor) else (tensors[0] if tensors else None)
+        t = tensors_ if isinstance(tensors_, torch.Tensor) else (tensors_[0] if tensors_ else None)
         if isinstance(t, torch.Tensor) and t.numel() == 1:
             self._write("loss", "", "", "loss", "loss", t, call=self._count("loss"))
+            self.losses.append((self.step, t.detach()))
 
-    def _on_param_grad(self, name, p):
-        if not self.recording() or p.grad is None:
+    def _on_param_grad(self, name: str, p: torch.Tensor) -> None:
+        if not self.recording() or p.grad is None or compiling():
             return
         layer, _, own = name.rpartition(".")
-        ref = self.replay.get(f"{self.step}|param_grad|{layer}|param_grad|{own}|0")
+        call = self._count(("param_grad", name))
+        ref = self.replay.get(f"{self.step}|param_grad|{layer}|param_grad|{own}|{call}")
         if ref is not None:
             with torch.no_grad():
                 p.grad.copy_(ref.to(device=p.grad.device, dtype=p.grad.dtype).view(p.grad.shape))
-        self._write("param_grad", layer, self.types.get(layer, ""), "param_grad", own, p.grad)
+        self._write("param_grad", layer, self.types.get(layer, ""), "param_grad", own, p.grad, call)
 
-    def _on_batch(self, iterator, indices, batch):
-        call = self._count("batch")
-        loader = "torch.utils.data.DataLoader[workers={},in_order={}]".format(
-            getattr(iterator, "_num_workers", 0), int(getattr(iterator, "_in_order", True))
-        )
+    # -- data -----------------------------------------------------------------------------------
+
+    def on_next(self, iterator: Any, fetch: Any) -> Any:
+        """A DataLoader iterator's next(): the batch, recorded with its dataset indices."""
+        recording = self.recording()
+        if recording:
+            self.loader_driven = True
+            self._next_iteration()
+        out = fetch()
+        indices = None
+        if isinstance(out, IndexedBatch):
+            indices, out = out.indices, out.data
+        if recording:
+            self._on_batch(iterator, indices, out)
+        return out
+
+    def _announce_loaders(self) -> None:
+        while self.loaders.new:
+            layer, loader = self.loaders.new.pop(0)
+            for name, g in self.loaders.generators(loader):
+                self.rng.add_generator(layer, name, g)
+            split = subset_indices(getattr(loader, "dataset", None))
+            if split is not None:
+                self._write("input", layer, "torch.utils.data.Subset", "indices", "split",
+                            torch.tensor(split, dtype=torch.int64), call=self._count(("split", layer)))
+            self.recorder.set_attribute("data_loaders", json_attribute(self.loaders.descriptions))
+
+    def _on_batch(self, iterator: Any, indices: Optional[list], batch: Any) -> None:
+        self._announce_loaders()
+        layer = self.loaders.layer_of(iterator)
+        call = self._count(("batch", layer))
+        loader_type = "torch.utils.data.DataLoader"
         if indices is not None:
-            self._write("input", "", loader, "indices", "indices", torch.tensor(indices, dtype=torch.int64), call)
-        for name, t in _tensors(batch, "batch"):
-            self._write("input", "", loader, "batch", name, t, call)
+            self._write("input", layer, loader_type, "indices", "indices", torch.tensor(indices, dtype=torch.int64), call)
+        for name, t in tensors(batch, "batch"):
+            self._write("input", layer, loader_type, "batch", name, t, call)
 
-    def end_step(self, optimizer):
-        """A step boundary: records the state after the step; ends the run after `steps` steps."""
-        if self.root is None or not self.recording():
-            return
-        self._record_state("after_step", self.step)
-        if optimizer is not None:
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    name = self.param_names.get(id(p))
-                    state = optimizer.state.get(p, {})
-                    if name is None or not isinstance(state, dict):
-                        continue
-                    layer, _, own = name.rpartition(".")
-                    for key, value in state.items():
-                        if isinstance(value, torch.Tensor):
-                            self._write("after_step", layer, self.types.get(layer, ""), "optim_state", f"{own}.{key}", value)
-        self._flush_hashes()
-        self.step += 1
-        self.step_open = False
-        if self.step >= self.steps:
-            self._finish()
-            sys.stdout.flush()
-            raise SystemExit(0)
+    # -- the end --------------------------------------------------------------------------------
 
-    # -- steps, model, records ------------------------------------------------------------------
-
-    def _adopt(self, module):
-        self.entry = module
-        self.root = _unwrap(module)
-        modules = list(self.root.named_modules())
-        for path, m in modules:
-            self.names[id(m)] = path
-            self.types[path] = _type_name(m)
-        selected = _core.select_layers(self.layers, [(path, _type_name(m)) for path, m in modules])
-        if self.layers == "default" and not any(selected):
-            # No conv, dropout or batch norm (an LSTM, a transformer): every leaf layer.
-            selected = [i > 0 and not any(True for _ in m.children()) for i, (_, m) in enumerate(modules)]
-            self._writer().set_attribute("layer_fallback", "leaf")
-        self.tapped = {id(m) for (path, m), s in zip(modules, selected) if s}
-        for name, p in self.root.named_parameters():
-            self.param_names[id(p)] = name
-            if p.requires_grad:
-                p.register_post_accumulate_grad_hook(lambda p, name=name: self._on_param_grad(name, p))
-        signature = 0
-        for path, m in modules:
-            signature = _core.combine_hash(signature, _core.hash_bytes(f"{path}|{_type_name(m)}".encode()))
-        for name, p in self.root.named_parameters():
-            signature = _core.combine_hash(signature, _core.hash_bytes(f"{name}{list(p.shape)}".encode()))
-        self._writer().set_attribute("model_signature", f"{signature:016x}")
-        self._writer().set_attribute("mode", "train" if self.root.training else "eval")
-        device = next(self.root.parameters()).device
-        self._writer().set_attribute("device", str(device) if device.type == "cpu" else f"{device.type}:{device.index or 0}")
-        self._record_state("init", -1)
-
-    def _begin_step(self):
-        if self.step_open:
-            return
-        self.step_open = True
-        self.calls = {}
-        self._record_rng()
-
-    def _record_state(self, phase, step):
-        for name, p in self.root.named_parameters():
-            layer, _, own = name.rpartition(".")
-            self._write(phase, layer, self.types.get(layer, ""), "param", own, p, step=step)
-        for name, b in self.root.named_buffers():
-            layer, _, own = name.rpartition(".")
-            self._write(phase, layer, self.types.get(layer, ""), "buffer", own, b, step=step)
-
-    def _record_rng(self):
-        for name, layer_type, state in self._rng_states():
-            if name not in self.rng_used:
-                first = self.rng_first.setdefault(name, state)
-                if torch.equal(first, state):
-                    continue
-                self.rng_used.add(name)
-            self._write("rng", "", layer_type, "rng_state", name, state)
-
-    @staticmethod
-    def _rng_states():
-        """(name, type, state tensor) of torch's generators, numpy's global generator (when numpy is
-        loaded) and Python's."""
-        yield "torch", "torch.Generator", torch.get_rng_state()
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            for i, state in enumerate(torch.cuda.get_rng_state_all()):
-                yield f"cuda:{i}", "torch.cuda.Generator", state
-        np = sys.modules.get("numpy")
-        if np is not None:
-            kind, keys, pos, has_gauss, gauss = np.random.get_state()
-            words = np.concatenate([keys.astype(np.uint32), np.array([pos, has_gauss], dtype=np.uint32)])
-            yield "numpy", "numpy.random", torch.from_numpy(words.view(np.int32).copy())
-        version, words, gauss = random.getstate()
-        yield "random", "random", torch.tensor(words, dtype=torch.int64)
-
-    def _count(self, key):
-        n = self.calls.get(key, 0)
-        self.calls[key] = n + 1
-        return n
-
-    def _writer(self):
-        if self.writer is None:
-            path = self.path
-            dist = getattr(torch, "distributed", None)
-            if dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-                stem = path[:-3] if path.endswith(".h5") else path
-                path = f"{stem}.rank{dist.get_rank()}.h5"
-            elif os.environ.get("RANK") is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                stem = path[:-3] if path.endswith(".h5") else path
-                path = f"{stem}.rank{os.environ['RANK']}.h5"
-            self.writer = _core.DumpWriter(path, False, self.hashes_only)
-            self._write_provenance()
-        return self.writer
-
-    def _write_provenance(self):
-        w = self.writer
-        w.set_attribute("front_end", "python")
-        w.set_attribute("reprocheck_version", "0.1.0")
-        w.set_attribute("libtorch_version", torch.__version__.split("+")[0])
-        w.set_attribute("cuda_version", torch.version.cuda or "none")
-        cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
-        w.set_attribute("cudnn_version", str(cudnn) if cudnn else "none")
-        w.set_attribute("python_version", platform.python_version())
-        w.set_attribute("device", "cpu")
-        w.set_attribute("device_name", platform.processor() or platform.machine())
-        w.set_attribute("host", socket.gethostname())
-        w.set_attribute("time", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        w.set_attribute("model", str(self.options.get("model", sys.argv[0] if sys.argv else "")))
-        w.set_attribute("model_signature", "none")
-        w.set_attribute("layers", self.layers)
-        w.set_attribute("deterministic", str(self.options.get("deterministic", "off")))
-        w.set_attribute("benchmark", int(bool(self.options.get("benchmark", False))))
-
-    def _write(self, phase, layer, layer_type, kind, name, t, call=0, input_hash=None, step=None):
-        dtype = _DTYPES.get(t.dtype)
-        if dtype is None or t.is_sparse or t.layout != torch.strided:
-            self.skipped += 1
-            return
-        if self.hashes_only:
-            self._write_hash(phase, layer, layer_type, kind, name, t, call, input_hash, step, dtype)
-            return
-        data = _host_array(t)
-        with self.lock:
-            self._writer().write(
-                self.step if step is None else step, phase, layer, layer_type, kind, name, call, dtype,
-                list(t.shape), data, input_hash,
-            )
-
-    def _write_hash(self, phase, layer, layer_type, kind, name, t, call, input_hash, step, dtype):
-        """Hash-only capture: a CPU tensor's XXH3 now; a device tensor's hash_words on the device,
-        fetched with the others of its step at the step's end (no synchronization per tensor)."""
-        if t.device.type == "cpu":
-            value, words = _core.hash_bytes(_host_array(t)), False
-        else:
-            value, words = _device_hash(t), True
-        row = (self.step if step is None else step, phase, layer, layer_type, kind, name, call, dtype,
-               list(t.shape), value, words, input_hash)
-        with self.lock:
-            self.pending.append(row)
-
-    def _flush_hashes(self):
-        with self.lock:
-            rows, self.pending = self.pending, []
-            if not rows:
-                return
-            device = [r[9] for r in rows if isinstance(r[9], torch.Tensor)]
-            values = iter(torch.stack([d.to(device[0].device) for d in device]).cpu().tolist()) if device else iter(())
-            w = self._writer()
-            for r in rows:
-                value = next(values) if isinstance(r[9], torch.Tensor) else r[9]
-                w.write_hash(*r[:9], value & 0xFFFFFFFFFFFFFFFF, r[10], r[11])
-
-    def _finish(self):
+    def _finish(self) -> None:
         if self.finished:
             return
         self.finished = True
-        if self.writer is None:
+        if not self.recorder.opened:
             return
-        self._flush_hashes()
         options = dict(self.options)
         options["threads"] = torch.get_num_threads()
-        w = self.writer
+        w = self.recorder
         w.set_attribute("run_options", json.dumps(options, sort_keys=True))
         w.set_attribute("steps", self.step)
         w.set_attribute("threads", torch.get_num_threads())
         w.set_attribute("seed", torch.initial_seed() & 0x7FFFFFFFFFFFFFFF)
-        if self.skipped:
-            self.notes.append(f"{self.skipped} tensor(s) of dtypes a dump cannot store were not recorded")
+        w.set_attribute("dropout_elements", self.dropout_elements)
+        if self.nonfinite_steps:
+            w.set_attribute("nonfinite_loss", json_attribute(self.nonfinite_steps))
+        if self.op_generators:
+            w.set_attribute("op_generators", json_attribute(self.op_generators))
+        if w.skipped:
+            self.notes.append(f"{w.skipped} tensor(s) of dtypes a dump cannot store were not recorded")
         if self.notes:
             w.set_attribute("capture_notes", json.dumps(self.notes))
         w.commit()
 
-    def _at_exit(self):
+    def _at_exit(self) -> None:
         if os.getpid() != self.pid or self.finished:
             return
-        if self.saw_forward and self.step == 0 and not self.crashed:
+        if self.saw_forward and not self.stepped and not self.crashed:
             self.finished = True
-            _report_error(
+            report_error(
                 f"'{' '.join(sys.argv)}' ran the model but never called optimizer.step(): reprocheck compares "
                 "training steps; call a torch.optim optimizer's step(), or reprocheck.mark_step() at the end "
                 "of each step"
             )
             os._exit(2)
-        if self.writer is not None and self.step < self.steps:
+        if self.pending_close:
+            self._close_step(exit_when_done=False)
+        if self.recorder.opened and self.step < self.steps:
             self.notes.append(f"the script ended after {self.step} of {self.steps} step(s)")
         self._finish()
 
     # -- replay (--isolate) ---------------------------------------------------------------------
 
     @staticmethod
-    def _load_replay(replay):
+    def _load_replay(replay: tuple) -> dict:
         dump, keys_file = replay
         with open(keys_file) as f:
             wanted = {line.strip() for line in f if line.strip()}
         reader = _core.DumpReader(dump)
         out = {}
-        torch_dtypes = {v: k for k, v in _DTYPES.items()}
+        torch_dtypes = {v: k for k, v in DTYPES.items()}
         for meta in reader.index():
             if meta["key"] not in wanted:
                 continue

@@ -1,11 +1,14 @@
-"""Helpers of the capture: dtypes, tensors of nested values, the DataLoader batch wrapper, the run
-options that reach the script before it runs."""
+"""Helpers of the capture: dtypes, tensors of nested values, module facts, the run options that
+reach the script before it runs."""
+from __future__ import annotations
+
 import os
 import sys
+from typing import Any, Optional
 
 import torch
 
-_DTYPES = {
+DTYPES = {
     torch.float32: "float32",
     torch.float64: "float64",
     torch.float16: "float16",
@@ -19,10 +22,13 @@ _DTYPES = {
 }
 
 # Outputs that hold uninitialized memory by contract: never recorded (they would differ run to run).
-_UNINITIALIZED = {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided"}
+UNINITIALIZED = {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided"}
+
+# The stride of hash_words (docs/dump-format.md), the same constant as the core's.
+HASH_STRIDE = 0x3C6EF372FE94F82A
 
 
-def _host_array(t):
+def host_array(t: torch.Tensor) -> Any:
     """The tensor's bytes as a contiguous numpy array on the CPU (bfloat16 as its 16-bit pattern)."""
     t = t.detach()
     if t.device.type != "cpu":
@@ -32,10 +38,7 @@ def _host_array(t):
     return t.resolve_conj().resolve_neg().contiguous().numpy()
 
 
-_HASH_STRIDE = 0x3C6EF372FE94F82A
-
-
-def _device_hash(t):
+def device_hash(t: torch.Tensor) -> torch.Tensor:
     """hash_words of a tensor's bytes, computed where the tensor lives (docs/dump-format.md): the
     bytes as little-endian 32-bit words w_i, sum_i w_i * (i * K + 1) + nbytes mod 2^64, with integer
     ops only, so the value does not depend on reduction order. A 0-dim int64 tensor on t's device."""
@@ -45,55 +48,92 @@ def _device_hash(t):
         if n % 4:
             b = torch.cat([b, torch.zeros(4 - n % 4, dtype=torch.uint8, device=b.device)])
         words = b.view(torch.int32).to(torch.int64).bitwise_and_(0xFFFFFFFF)
-        odd = torch.arange(words.numel(), dtype=torch.int64, device=b.device).mul_(_HASH_STRIDE).add_(1)
+        odd = torch.arange(words.numel(), dtype=torch.int64, device=b.device).mul_(HASH_STRIDE).add_(1)
         return words.mul_(odd).sum().add_(n)
 
 
-def _type_name(module):
-    cls = type(module)
+def type_name(obj: Any) -> str:
+    cls = obj if isinstance(obj, type) else type(obj)
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _tensors(value, prefix=""):
+def layer_category(module: torch.nn.Module) -> str:
+    """What a module is by its class's ancestry: a subclass of a torch.nn conv is a conv (timm's
+    ScaledStdConv2d), of a batch norm a batch norm (BatchNormAct2d). '' for none."""
+    nn = torch.nn
+    checks = (
+        ("conv", (nn.modules.conv._ConvNd,)),
+        ("batchnorm", (nn.modules.batchnorm._BatchNorm,)),
+        ("dropout", (nn.modules.dropout._DropoutNd,)),
+        ("linear", (nn.Linear, nn.Bilinear)),
+        ("norm", (nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)
+         + ((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ())),
+    )
+    for category, bases in checks:
+        if isinstance(module, bases):
+            return category
+    return ""
+
+
+def tensors(value: Any, prefix: str = "") -> list:
     """(name, tensor) pairs of a tensor, or of the tensors in a tuple, list or dict (one level deep
     for names: batch[0], batch['image'])."""
     if isinstance(value, torch.Tensor):
         return [(prefix, value)]
-    out = []
+    out: list = []
     if isinstance(value, (tuple, list)):
         for i, v in enumerate(value):
-            out += _tensors(v, f"{prefix}[{i}]")
+            out += tensors(v, f"{prefix}[{i}]")
     elif isinstance(value, dict):
         for k, v in value.items():
-            out += _tensors(v, f"{prefix}[{k!r}]")
+            out += tensors(v, f"{prefix}[{k!r}]")
     return out
 
 
-def _unwrap(module):
-    """The model inside a DistributedDataParallel or DataParallel wrapper."""
-    inner = getattr(module, "module", None)
-    if isinstance(inner, torch.nn.Module) and type(module).__name__ in ("DistributedDataParallel", "DataParallel"):
-        return inner
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel, DataParallel or torch.compile wrapper."""
+    for _ in range(4):
+        if type(module).__name__ in ("DistributedDataParallel", "DataParallel"):
+            inner = getattr(module, "module", None)
+        elif type(module).__name__ == "OptimizedModule":
+            inner = getattr(module, "_orig_mod", None)
+        else:
+            inner = None
+        if not isinstance(inner, torch.nn.Module):
+            return module
+        module = inner
     return module
 
 
-class _IndexedBatch:
-    """A DataLoader batch with the dataset indices it was made from, from the fetcher (in the
-    worker process, when there are workers) to the iterator in the main process."""
-
-    __slots__ = ("indices", "data")
-
-    def __init__(self, indices, data):
-        self.indices = indices
-        self.data = data
-
-    def pin_memory(self, *args):
-        from torch.utils.data._utils.pin_memory import pin_memory
-
-        return _IndexedBatch(self.indices, pin_memory(self.data))
+_OWN_FILES = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(torch.__file__)))
 
 
-def _apply_knobs(options):
+def variable_name(obj: Any, *also: Any) -> Optional[str]:
+    """The name the script's code gives `obj` (or one of `also`, its wrappers) in the nearest frame
+    outside torch and reprocheck: 'netD', 'train_loader'. None when no variable holds it."""
+    frame = sys._getframe(1)
+    targets = (obj,) + also
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not filename.startswith(_OWN_FILES) and not filename.startswith("<frozen"):
+            for scope in (frame.f_locals, frame.f_globals):
+                for name, value in scope.items():
+                    if any(value is t for t in targets) and name.isidentifier() and not name.startswith("_"):
+                        return name
+                # self.model inside a method: the attribute's name
+                owner = scope.get("self") if scope is frame.f_locals else None
+                if owner is not None and hasattr(owner, "__dict__"):
+                    members = dict(vars(owner))
+                    members.update(getattr(owner, "_modules", None) or {})
+                    for name, value in members.items():
+                        if any(value is t for t in targets) and not name.startswith("_"):
+                            return name
+            return None
+        frame = frame.f_back
+    return None
+
+
+def apply_knobs(options: dict) -> None:
     threads = int(options.get("threads", 0) or 0)
     if threads > 0:
         torch.set_num_threads(threads)
@@ -107,7 +147,7 @@ def _apply_knobs(options):
         torch.backends.cudnn.benchmark = True
 
 
-def _report_error(message):
+def report_error(message: str) -> None:
     sys.stderr.write(f"reprocheck: error: {message}\n")
     path = os.environ.get("REPROCHECK_ERROR_FILE")
     if path:

@@ -8,6 +8,9 @@
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
 #include "reprocheck/layers.h"
+#include "reprocheck/version.h"
+
+#include <tuple>
 
 namespace py = pybind11;
 namespace rc = reprocheck;
@@ -155,12 +158,26 @@ PYBIND11_MODULE(_core, m) {
     return rc::hash_words(ptr, n);
   });
   m.def("combine_hash", &rc::combine_hash, py::arg("seed"), py::arg("hash"));
+  m.def("version", [] { return std::string(rc::kVersion); }, "reprocheck's version.");
+  // (path, qualified type, category or "", leaf with parameters of its own), root first.
+  using Module = std::tuple<std::string, std::string, std::string, bool>;
+  auto refs_of = [](const std::vector<Module>& modules) {
+    std::vector<rc::LayerRef> refs;
+    for (const auto& [path, type, category, leaf] : modules)
+      refs.push_back({path, type, category.empty() ? std::nullopt : rc::parse_layer_category(category), leaf});
+    return refs;
+  };
   m.def(
       "select_layers",
-      [](const std::string& spec, const std::vector<std::pair<std::string, std::string>>& modules) {
-        std::vector<rc::LayerRef> refs;
-        for (const auto& [path, type] : modules) refs.push_back({path, type});
-        return rc::select_layers(spec, refs);
+      [refs_of](const std::string& spec, const std::vector<Module>& modules) {
+        return rc::select_layers(spec, refs_of(modules));
       },
-      "Which of the (path, qualified type) modules, root first, a --layers spec selects.");
+      "Which of the (path, qualified type, category, leaf_with_params) modules, root first, a --layers spec "
+      "selects. Raises reprocheck._core.Error for an unknown selector.");
+  m.def(
+      "sparse_selection_note",
+      [refs_of](const std::string& spec, const std::vector<Module>& modules, const std::vector<bool>& selected) {
+        return rc::sparse_selection_note(spec, refs_of(modules), selected);
+      },
+      "A note when the default selection taps almost nothing of a model with many leaf layers; '' otherwise.");
 }

@@ -115,10 +115,19 @@ TEST(Hints, AUserModuleNamedLikeAConvIsNotOne) {
   EXPECT_EQ(first_cause(conv), "cudnn_nondeterministic");
 }
 
-TEST(Hints, TheRunOptionsComeFromTheDumpsOptionsNotItsText) {
-  // An inherited divergence with --ops already on: the hint does not suggest --ops again.
+TEST(Hints, TestItNeverRepeatsWhatTheCheckHad) {
+  // An inherited divergence: the hint suggests the next finer capture the check did not have.
   auto c = divergence(meta(0, "forward", "c", "torch.nn.modules.conv.Conv2d", "activation"), false, "input_hash", {});
-  EXPECT_NE(rc::explain(c)[0].fix_flag.find("--ops for every op"), std::string::npos);
+  c.ref_attributes["model"] = "m.pt";
+  auto h = rc::explain(c);
+  ASSERT_EQ(h[0].cause, "untapped_source");
+  EXPECT_EQ(h[0].test_it, "reprocheck m.pt --layers all");
+  c.ref_options.layers = "all";
+  h = rc::explain(c);
+  EXPECT_EQ(h[0].test_it, "reprocheck m.pt --ops");
+  EXPECT_EQ(h[0].evidence.find("layer selection"), std::string::npos);
   c.ref_options.ops = true;
-  EXPECT_NE(rc::explain(c)[0].fix_flag.find("--ops already taps every op"), std::string::npos);
+  h = rc::explain(c);
+  EXPECT_EQ(h[0].test_it, "");
+  EXPECT_NE(h[0].evidence.find("every layer and op was tapped"), std::string::npos);
 }

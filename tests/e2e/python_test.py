@@ -154,7 +154,11 @@ class Capture(unittest.TestCase):
         ids = np.array([[vocab[w] for w in t.split()] + [0] * (length - len(t.split())) for t, _ in corpus])
         labels = np.array([label for _, label in corpus])
         path = os.path.join(self.keep("text_classifier"), "run-0.h5")
-        rows, _ = index(path)
+        rows, attrs = index(path)
+        loaders = json.loads(attrs["data_loaders"])
+        self.assertEqual(list(loaders), [""])  # the first DataLoader's records have layer ""
+        self.assertEqual(loaders[""]["workers"], 0)
+        self.assertEqual(loaders[""]["sampler"], "torch.utils.data.sampler.RandomSampler")
         seen = []
         for step in (0, 1):
             by_name = {r["name"]: r for r in rows if r["step"] == step and r["phase"] == "input" and r["kind"] in ("indices", "batch")}
@@ -163,7 +167,7 @@ class Capture(unittest.TestCase):
             np.testing.assert_array_equal(tensor(path, by_name["batch[0]"]), ids[idx])
             np.testing.assert_array_equal(tensor(path, by_name["batch[1]"]), labels[idx])
             seen += list(idx)
-            self.assertIn("workers=0", by_name["indices"]["layer_type"])
+            self.assertEqual(by_name["indices"]["layer_type"], "torch.utils.data.DataLoader")
         self.assertEqual(len(set(seen)), 8)  # one epoch: every sample once, shuffled
 
     def test_rng_records_hold_the_generators_states(self):
@@ -211,12 +215,12 @@ class Ladder(unittest.TestCase):
         code = """
 import torch
 from reprocheck import _core
-from reprocheck._util import _device_hash, _host_array
+from reprocheck._util import device_hash, host_array
 torch.manual_seed(0)
 for t in (torch.randn(1001), torch.randn(3, 5).t(), torch.randn(7).to(torch.bfloat16), torch.tensor([True, False, True]),
           torch.randint(-9, 9, (13,), dtype=torch.int8), torch.arange(5, dtype=torch.int64) - 2, torch.zeros(0)):
-    want = _core.hash_words(_host_array(t))
-    got = int(_device_hash(t)) & 0xFFFFFFFFFFFFFFFF
+    want = _core.hash_words(host_array(t))
+    got = int(device_hash(t)) & 0xFFFFFFFFFFFFFFFF
     assert got == want, (t.dtype, got, want)
 print("ok")
 """

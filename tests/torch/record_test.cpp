@@ -264,16 +264,16 @@ TEST(Record, FrozenModelNeedsOps) {
   EXPECT_TRUE(select(r, 0, "backward").empty());
 }
 
-TEST(Record, EmptySelectionNamesTheModelsLayerTypes) {
+TEST(Record, AnUnknownSelectorNamesTheModelsLayerTypes) {
   auto o = options("seed_convnet");
   o.layers = "BatchNorm2d";
   try {
     plain(o);  // a plain run never selects
     record(o, "/tmp/reprocheck-never-written.h5");
     FAIL();
-  } catch (const rc::InputError& e) {
+  } catch (const rc::UsageError& e) {
     std::string msg = e.what();
-    EXPECT_NE(msg.find("selects nothing"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("unknown --layers selector 'BatchNorm2d'"), std::string::npos) << msg;
     EXPECT_NE(msg.find("Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential"), std::string::npos) << msg;
   }
   EXPECT_FALSE(rc::files::exists("/tmp/reprocheck-never-written.h5"));

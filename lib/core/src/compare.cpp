@@ -8,6 +8,7 @@
 #include <future>
 #include <nlohmann/json.hpp>
 #include <memory>
+#include <map>
 #include <set>
 #include <unordered_map>
 
@@ -78,9 +79,41 @@ const PairComparison* Comparison::headline() const {
   const PairComparison* best = nullptr;
   for (const auto& p : pairs) {
     if (!p.first) continue;
-    if (!best || p.diffs[*p.first].ref.order < best->diffs[*best->first].ref.order) best = &p;
+    if (!best || p.diffs[*p.first].when < best->diffs[*best->first].when) best = &p;
   }
   return best;
+}
+
+const char* to_string(Verdict v) {
+  switch (v) {
+    case Verdict::reproducible:
+      return "reproducible";
+    case Verdict::divergent:
+      return "divergent";
+    case Verdict::inconclusive:
+      return "inconclusive";
+  }
+  return "?";
+}
+
+std::string Comparison::inconclusive_reason() const {
+  if (divergent()) return "";
+  int64_t compared = 0;
+  for (const auto& p : pairs) compared += p.compared;
+  if (pairs.empty() || compared == 0) return "no tensor was compared: the runs recorded nothing in common";
+  bool model = false;
+  for (const auto& m : ref_index) model |= m.step <= max_step && !m.is_loop_tensor();
+  bool loss = false;
+  for (const auto& m : ref_index) loss |= m.step <= max_step && m.kind == Kind::loss;
+  if (!model && !loss)
+    return "no tensor of the model was recorded (no parameter, layer output, loss or gradient): only the data and "
+           "RNG records were compared";
+  return "";
+}
+
+Verdict Comparison::verdict() const {
+  if (divergent()) return Verdict::divergent;
+  return inconclusive_reason().empty() ? Verdict::reproducible : Verdict::inconclusive;
 }
 
 namespace {
@@ -113,64 +146,94 @@ void describe_integers(TensorDiff& diff, const void* ref_data, const void* other
 // The function a row's hash was computed with: XXH3 for rows with data.
 const char* hash_function(const TensorMeta& m) { return m.dataset == kHashOnlyWords ? kHashOnlyWords : kHashOnlyXxh3; }
 
-PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, const CompareOptions& options) {
-  PairComparison pair;
-  pair.ref_path = ref.path();
-  pair.other_path = other.path();
-  std::unordered_map<std::string, size_t> in_other;
-  in_other.reserve(other.index().size());
-  for (size_t i = 0; i < other.index().size(); ++i) in_other.emplace(other.index()[i].key(), i);
-  std::vector<bool> other_seen(other.index().size(), false);
-  // A dump without any optimizer state (TorchScript runs of older reprocheck versions recorded none)
-  // against one with it: the state is left out of the comparison, with a note, instead of every
-  // row of it counting as missing.
-  auto has_optim = [](const DumpReader& r) {
-    return std::any_of(r.index().begin(), r.index().end(), [](const TensorMeta& m) { return m.kind == Kind::optim_state; });
-  };
-  const bool skip_optim = has_optim(ref) != has_optim(other);
-  pair.skipped_optim_state = skip_optim;
+// Where each record stands in its own rank's stream (a merged distributed dump holds one stream
+// per rank, one after another; a single process holds one).
+std::vector<int64_t> local_orders(const std::vector<TensorMeta>& index) {
+  std::map<int32_t, int64_t> next;
+  std::vector<int64_t> out(index.size());
+  for (size_t i = 0; i < index.size(); ++i) out[i] = next[index[i].rank]++;
+  return out;
+}
 
-  // Pass 1: structure and hashes, from the indexes alone.
+// The work a pair leaves after its indexes are paired: rows whose bytes must be read, and rows
+// that differ by hash where a side has no data.
+struct Pending {
+  std::vector<size_t> need_data, hash_only;
+};
+
+void check_structure(TensorDiff& diff, const CompareOptions& options, size_t at, Pending& pending) {
+  const TensorMeta& a = diff.ref;
+  const TensorMeta& b = diff.other;
+  if (a.dtype != b.dtype) {
+    diff.status = Status::dtype_mismatch;
+    diff.detail = fmt::format("{} vs {}", a.dtype, b.dtype);
+  } else if (a.shape != b.shape) {
+    diff.status = Status::shape_mismatch;
+    diff.detail = fmt::format("[{}] vs [{}]", fmt::join(a.shape, ", "), fmt::join(b.shape, ", "));
+  } else if (options.hash_shortcut && a.hash == b.hash && hash_function(a) == hash_function(b)) {
+    diff.status = Status::match;
+  } else if (!a.has_data() || !b.has_data()) {
+    pending.hash_only.push_back(at);
+  } else {
+    pending.need_data.push_back(at);
+  }
+}
+
+// Pass 1, from the indexes alone: records pair by key and, where a key repeats (gradient
+// accumulation, a module called twice), by their order within that key. Structure and hashes.
+std::vector<TensorDiff> pair_rows(const DumpReader& ref, const DumpReader& other, const CompareOptions& options,
+                                  bool skip_optim, PairComparison& pair, Pending& pending) {
+  const auto& ref_index = ref.index();
+  const auto& other_index = other.index();
+  std::unordered_map<std::string, std::vector<size_t>> in_other;
+  in_other.reserve(other_index.size());
+  for (size_t i = 0; i < other_index.size(); ++i) in_other[other_index[i].key()].push_back(i);
+  std::unordered_map<std::string, size_t> taken;  // occurrences of a key already paired
+  std::vector<bool> other_seen(other_index.size(), false);
+  const auto ref_local = local_orders(ref_index), other_local = local_orders(other_index);
+  auto excluded = [&](const TensorMeta& m) {
+    return m.step > options.max_step || (skip_optim && m.kind == Kind::optim_state);
+  };
   std::vector<TensorDiff> all;
-  std::vector<size_t> need_data;  // entries of `all` whose bytes must be compared
-  std::vector<size_t> hash_only;  // entries whose hashes differ (or are of other functions) and one side has no data
-  int64_t last_other_order = -1;
-  for (const auto& ref_meta : ref.index()) {
-    if (ref_meta.step > options.max_step || (skip_optim && ref_meta.kind == Kind::optim_state)) continue;
+  for (size_t r = 0; r < ref_index.size(); ++r) {
+    const TensorMeta& ref_meta = ref_index[r];
+    if (excluded(ref_meta)) continue;
     TensorDiff diff;
     diff.ref = ref_meta;
-    auto it = in_other.find(ref_meta.key());
-    if (it == in_other.end()) {
+    diff.when = logical_time(ref_meta, ref_local[r]);
+    const std::string key = ref_meta.key();
+    auto it = in_other.find(key);
+    const size_t occurrence = taken[key]++;
+    if (it == in_other.end() || occurrence >= it->second.size()) {
       diff.status = Status::missing;
       diff.detail = "not recorded in the other run";
     } else {
-      const TensorMeta& other_meta = other.index()[it->second];
-      other_seen[it->second] = true;
-      diff.other = other_meta;
+      const size_t o = it->second[occurrence];
+      other_seen[o] = true;
+      diff.other = other_index[o];
       ++pair.compared;
-      if (other_meta.order < last_other_order) diff.detail = "recorded in ref different order";
-      last_other_order = std::max(last_other_order, other_meta.order);
-      if (ref_meta.dtype != other_meta.dtype) {
-        diff.status = Status::dtype_mismatch;
-        diff.detail = fmt::format("{} vs {}", ref_meta.dtype, other_meta.dtype);
-      } else if (ref_meta.shape != other_meta.shape) {
-        diff.status = Status::shape_mismatch;
-        diff.detail = fmt::format("[{}] vs [{}]", fmt::join(ref_meta.shape, ", "), fmt::join(other_meta.shape, ", "));
-      } else if (options.hash_shortcut && ref_meta.hash == other_meta.hash &&
-                 hash_function(ref_meta) == hash_function(other_meta)) {
-        diff.status = Status::match;
-      } else if (!ref_meta.has_data() || !other_meta.has_data()) {
-        hash_only.push_back(all.size());
-      } else {
-        need_data.push_back(all.size());
-      }
+      check_structure(diff, options, all.size(), pending);
     }
     all.push_back(std::move(diff));
   }
+  for (size_t i = 0; i < other_index.size(); ++i) {
+    if (other_seen[i] || excluded(other_index[i])) continue;
+    TensorDiff diff;
+    diff.ref = other_index[i];
+    diff.other = other_index[i];
+    diff.when = logical_time(other_index[i], other_local[i]);
+    diff.status = Status::extra;
+    diff.detail = "recorded only in the other run";
+    all.push_back(std::move(diff));
+  }
+  return all;
+}
 
-  // Rows without data: a hash of another function is computed from the side that has data; the
-  // rest differ by their hashes alone.
-  for (size_t k : hash_only) {
+// Rows without data: a hash of another function is computed from the side that has data; the
+// rest differ by their hashes alone.
+void resolve_hash_only(std::vector<TensorDiff>& all, const std::vector<size_t>& rows, const DumpReader& ref,
+                       const DumpReader& other, PairComparison& pair) {
+  for (size_t k : rows) {
     TensorDiff& diff = all[k];
     const TensorMeta* with_data = diff.ref.has_data() ? &diff.ref : diff.other.has_data() ? &diff.other : nullptr;
     const TensorMeta* without = with_data == &diff.ref ? &diff.other : &diff.ref;
@@ -189,15 +252,18 @@ PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, cons
                       ? "the hashes differ; a run recorded only hashes, so there are no statistics"
                       : "the hashes differ, computed on different devices; a run recorded only hashes";
   }
+}
 
-  // Pass 2: the data of the tensors whose hashes differ. The next pair of tensors is read on
-  // another thread while this one's statistics are computed.
+// Pass 2: the data of the tensors whose hashes differ. The next pair of tensors is read on
+// another thread while this one's statistics are computed.
+void compare_data(std::vector<TensorDiff>& all, const std::vector<size_t>& rows, const DumpReader& ref,
+                  const DumpReader& other, const CompareOptions& options, PairComparison& pair) {
   struct Data {
     std::vector<std::byte> ref, other;
   };
   auto read = [&](size_t k) {
     Data data;
-    const TensorDiff& diff = all[need_data[k]];
+    const TensorDiff& diff = all[rows[k]];
     size_t nbytes = static_cast<size_t>(diff.ref.numel) * dtype_size(diff.ref.dtype);
     data.ref.resize(nbytes);
     data.other.resize(nbytes);
@@ -206,11 +272,11 @@ PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, cons
     return data;
   };
   std::future<Data> next;
-  if (!need_data.empty()) next = std::async(std::launch::async, read, size_t{0});
-  for (size_t k = 0; k < need_data.size(); ++k) {
+  if (!rows.empty()) next = std::async(std::launch::async, read, size_t{0});
+  for (size_t k = 0; k < rows.size(); ++k) {
     Data current = next.get();
-    if (k + 1 < need_data.size()) next = std::async(std::launch::async, read, k + 1);
-    TensorDiff& diff = all[need_data[k]];
+    if (k + 1 < rows.size()) next = std::async(std::launch::async, read, k + 1);
+    TensorDiff& diff = all[rows[k]];
     pair.bytes_read += current.ref.size() + current.other.size();
     if (std::memcmp(current.ref.data(), current.other.data(), current.ref.size()) == 0) {
       diff.status = Status::match;
@@ -220,10 +286,30 @@ PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, cons
       if (diff.status == Status::values_differ) describe_integers(diff, current.ref.data(), current.other.data());
     }
   }
+}
 
-  // Pass 3: in execution order, tell sources from inherited divergences.
-  bool all_matched_so_far = true;
-  for (auto& diff : all) {
+// Pass 3: the first divergence of each rank's stream; the headline first over all ranks by
+// logical time; source or inherited for every divergent record.
+void classify(std::vector<TensorDiff>& all, PairComparison& pair) {
+  std::map<int32_t, size_t> rank_first;  // rank -> index in `all` of its stream's first divergence
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (!is_divergent(all[i].status)) continue;
+    auto [it, fresh] = rank_first.emplace(all[i].ref.rank, i);
+    if (!fresh && all[i].when.order < all[it->second].when.order) it->second = i;
+  }
+  // Before the phase of `t`, in another rank's stream: a divergence there can reach `t` through
+  // the ranks' communication.
+  auto other_rank_earlier = [&](const TensorDiff& t) {
+    for (const auto& [rank, i] : rank_first) {
+      const LogicalTime& w = all[i].when;
+      if (rank != t.ref.rank && (w.step < t.when.step || (w.step == t.when.step && w.phase < t.when.phase)))
+        return true;
+    }
+    return false;
+  };
+  std::map<int32_t, size_t> in_diffs;
+  for (size_t i = 0; i < all.size(); ++i) {
+    TensorDiff& diff = all[i];
     if (diff.status == Status::match) {
       ++pair.identical;
       continue;
@@ -231,35 +317,39 @@ PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, cons
     if (diff.status == Status::close) ++pair.close;
     if (is_divergent(diff.status)) {
       ++pair.divergent;
-      if (diff.ref.has_input_hash && diff.other.has_input_hash) {
+      if (diff.status != Status::extra && diff.ref.has_input_hash && diff.other.has_input_hash) {
         diff.inputs_identical = diff.ref.input_hash == diff.other.input_hash;
         diff.inputs_basis = "input_hash";
       } else {
-        diff.inputs_identical = all_matched_so_far;
+        diff.inputs_identical = rank_first.at(diff.ref.rank) == i && !other_rank_earlier(diff);
         diff.inputs_basis = "earlier_tensors";
       }
-      if (!pair.first) pair.first = pair.diffs.size();
-      all_matched_so_far = false;
+      if (rank_first.at(diff.ref.rank) == i) in_diffs[diff.ref.rank] = pair.diffs.size();
     }
     pair.diffs.push_back(std::move(diff));
   }
-  for (size_t i = 0; i < other.index().size(); ++i) {
-    if (other_seen[i] || other.index()[i].step > options.max_step ||
-        (skip_optim && other.index()[i].kind == Kind::optim_state))
-      continue;
-    TensorDiff diff;
-    diff.ref = other.index()[i];
-    diff.other = other.index()[i];
-    diff.status = Status::extra;
-    diff.detail = "recorded only in the other run";
-    ++pair.divergent;
-    pair.diffs.push_back(std::move(diff));
+  for (const auto& [rank, i] : in_diffs) {
+    if (rank >= 0) pair.rank_firsts.emplace_back(rank, i);
+    if (!pair.first || pair.diffs[i].when < pair.diffs[*pair.first].when) pair.first = i;
   }
-  // A tensor only the other run recorded may come before the reference's first difference.
-  for (size_t i = 0; i < pair.diffs.size(); ++i) {
-    if (!is_divergent(pair.diffs[i].status)) continue;
-    if (!pair.first || pair.diffs[i].ref.order < pair.diffs[*pair.first].ref.order) pair.first = i;
-  }
+}
+
+PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, const CompareOptions& options) {
+  PairComparison pair;
+  pair.ref_path = ref.path();
+  pair.other_path = other.path();
+  // A dump without any optimizer state (TorchScript runs of older reprocheck versions recorded none)
+  // against one with it: the state is left out of the comparison, with a note, instead of every
+  // row of it counting as missing.
+  auto has_optim = [](const DumpReader& r) {
+    return std::any_of(r.index().begin(), r.index().end(), [](const TensorMeta& m) { return m.kind == Kind::optim_state; });
+  };
+  pair.skipped_optim_state = has_optim(ref) != has_optim(other);
+  Pending pending;
+  std::vector<TensorDiff> all = pair_rows(ref, other, options, pair.skipped_optim_state, pair, pending);
+  resolve_hash_only(all, pending.hash_only, ref, other, pair);
+  compare_data(all, pending.need_data, ref, other, options, pair);
+  classify(all, pair);
   return pair;
 }
 
@@ -348,6 +438,7 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
     }
   }
   c.tensors = 0;
+  c.max_step = options.max_step;
   for (const auto& m : ref.index()) c.tensors += m.step <= options.max_step ? 1 : 0;
   for (const auto& r : readers)
     if (r->hashes_only()) c.capture.mode = "hashes";
@@ -355,6 +446,18 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
   try {
     c.ref_options = from_json(ref.attribute("run_options", "{}"));
   } catch (const InputError&) {
+  }
+  if (invariants_checked()) {
+    // Every dump compared with itself matches: pairing cannot invent a divergence.
+    for (const auto& r : readers) {
+      CompareOptions whole = opt;
+      whole.max_step = 1 << 30;
+      PairComparison self = compare_pair(*r, *r, whole);
+      if (self.has_divergence() || self.compared != static_cast<int64_t>(r->index().size()))
+        throw RunError(fmt::format("invariant broken: dump '{}' compared with itself {}", r->path(),
+                                   self.has_divergence() ? "diverges at " + self.diffs[*self.first].ref.key()
+                                                         : "left tensors unpaired"));
+    }
   }
   auto ref_opts = run_option_strings(ref);
   for (size_t i = 1; i < readers.size(); ++i) {

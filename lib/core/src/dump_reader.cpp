@@ -198,6 +198,8 @@ DumpReader::DumpReader(std::string path) : impl_(std::make_unique<Impl>()), path
 #endif
   }
   if (!bad.empty()) throw damaged(bad);
+  if (attributes_.count("ranks"))
+    for (auto& m : index_) m.rank = rank_of_layer(m.layer);
 }
 
 std::string DumpReader::attribute(const std::string& name, const std::string& fallback) const {

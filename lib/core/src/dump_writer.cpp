@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <unordered_set>
 
 #include "dump_hdf5.h"
 #include "reprocheck/dump.h"
@@ -137,6 +138,12 @@ const TensorMeta& DumpWriter::write_hash(TensorMeta meta, uint64_t hash, bool wo
 
 void DumpWriter::commit() {
   hdf5::quiet();
+  if (invariants_checked()) {
+    std::unordered_set<std::string> keys;
+    for (const auto& m : index_)
+      if (!keys.insert(m.key()).second)
+        throw RunError(fmt::format("invariant broken: two records of '{}' share the key {}", file_.path(), m.key()));
+  }
   std::vector<hdf5::IndexRow> rows(index_.size());
   for (size_t i = 0; i < index_.size(); ++i) {
     const auto& m = index_[i];

@@ -14,6 +14,11 @@
 
 namespace reprocheck {
 
+bool invariants_checked() {
+  const char* v = std::getenv(kInvariantsEnv);
+  return v && *v && std::string(v) != "0";
+}
+
 std::string first_line(const std::string& message) {
   std::string line = message.substr(0, message.find('\n'));
   while (!line.empty() && (line.back() == ' ' || line.back() == '\r' || line.back() == '.')) line.pop_back();

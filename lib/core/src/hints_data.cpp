@@ -1,12 +1,11 @@
-// Hints from a training script's data pipeline and RNG records: which record came first, whether
+// The rules of a training script's data pipeline and RNG records: which record came first, whether
 // the dataset indices matched, whether the values are a reordering or a relabeling, which RNG
-// states differed, and how the DataLoader was configured (its record's type says workers and
-// in_order).
+// states differed (in the first divergence's rank), and who draws the order: the DataLoader's own
+// sampler, a sampler or batch sampler of the script's, a DistributedSampler, random_split.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <algorithm>
-#include <map>
 
 #include "hints_evidence.h"
 
@@ -14,41 +13,7 @@ namespace reprocheck::hints_detail {
 
 namespace {
 
-struct Loader {
-  int workers = 0;
-  bool in_order = true;
-};
-
-// "torch.utils.data.DataLoader[workers=2,in_order=0]"
-std::optional<Loader> loader_of(const TensorMeta& m) {
-  if (m.layer_type.rfind("torch.utils.data.DataLoader", 0) != 0) return std::nullopt;
-  Loader l;
-  auto w = m.layer_type.find("workers=");
-  if (w != std::string::npos) l.workers = std::atoi(m.layer_type.c_str() + w + 8);
-  l.in_order = m.layer_type.find("in_order=0") == std::string::npos;
-  return l;
-}
-
-// The generators whose state differed, with the first step at which each did.
-std::map<std::string, int> rng_differences(const PairComparison& p) {
-  std::map<std::string, int> out;
-  for (const auto& d : p.diffs)
-    if (is_divergent(d.status) && d.ref.kind == Kind::rng_state) out.emplace(d.ref.name, d.ref.step);
-  return out;
-}
-
-std::string generator_label(const std::string& name) {
-  if (name == "numpy") return "numpy global RNG";
-  if (name == "random") return "Python random RNG";
-  return name + " RNG";
-}
-
-std::string rng_note(const std::map<std::string, int>& rngs) {
-  std::vector<std::string> parts;
-  for (const auto& [name, step] : rngs)
-    parts.push_back(fmt::format("{} state differed at the start of step {}", generator_label(name), step));
-  return parts.empty() ? "; no RNG state differed" : "; " + fmt::format("{}", fmt::join(parts, ", "));
-}
+using P = std::optional<Proposal>;
 
 std::string values(const std::vector<int64_t>& v) {
   const size_t shown = std::min<size_t>(v.size(), 8);
@@ -56,8 +21,28 @@ std::string values(const std::vector<int64_t>& v) {
                      v.size() > shown ? ", ..." : "");
 }
 
-// The record of `kind` in the same batch (step and call) as `m`, and whether it diverged; null
-// when the run has none.
+std::string loader_words(const Evidence& e) {
+  return e.loader && !e.loader->name.empty() ? fmt::format("the DataLoader '{}'", e.loader->name) : "the DataLoader";
+}
+
+// "batch 0 of the DataLoader at step 0 on rank 1: 8 of 8 samples differ (indices [...] vs [...])"
+std::string batch_sentence(const Evidence& e) {
+  const auto& d = e.d();
+  std::string s = fmt::format("batch {} of {} at step {}{}: {} of {} samples differ", d.ref.call, loader_words(e),
+                              d.ref.step, e.on_rank(), d.stats.mismatched, d.stats.numel);
+  if (!d.ref_values.empty()) s += fmt::format(" (indices {} vs {})", values(d.ref_values), values(d.other_values));
+  return s;
+}
+
+bool first_is(const Evidence& e, Kind kind) { return e.d().ref.kind == kind; }
+
+// The fix for a generator that differed, in the order a script most likely drew from it.
+struct GeneratorFix {
+  const char* name;
+  const char* fix;
+};
+
+// The record of `kind` in the same batch (step and call) as `m`, and whether it diverged.
 const TensorMeta* same_batch(const Comparison& c, const TensorMeta& m, Kind kind, bool* diverged) {
   const TensorMeta* found = nullptr;
   for (const auto& r : c.ref_index)
@@ -73,112 +58,194 @@ const TensorMeta* same_batch(const Comparison& c, const TensorMeta& m, Kind kind
   return found;
 }
 
-}  // namespace
+P split_before_seed(const Evidence& e) {
+  if (!first_is(e, Kind::indices) || e.d().ref.name != "split") return std::nullopt;
+  return Proposal{"random_split", "random_split draws the split without a seed",
+                  fmt::format("{} holds a Subset whose dataset indices differ{} ({} of {}): random_split drew "
+                              "another split in each run{}",
+                              loader_words(e), e.on_rank(), e.d().stats.mismatched, e.d().stats.numel, rng_note(e.rngs)),
+                  "random_split(dataset, lengths, generator=torch.Generator().manual_seed(0)) (or seed torch before "
+                  "splitting)",
+                  "-", ""};
+}
 
-void explain_data(const Comparison& c, const Evidence& e, Hints& hints) {
-  const TensorDiff& d = *e.first;
-  const auto rngs = rng_differences(*e.pair);
-  const bool script = !c.ref_options.command.empty();
+P worker_arrival_order(const Evidence& e) {
+  if (!first_is(e, Kind::indices) || !e.loader || e.loader->workers == 0 || e.loader->in_order || !e.rngs.empty())
+    return std::nullopt;
+  return Proposal{"worker_arrival_order", "batches arrive in the order the workers finish them (in_order=False)",
+                  fmt::format("{}; the DataLoader has {} workers and in_order=False, and no RNG state differed: the "
+                              "same batches, delivered in another order",
+                              batch_sentence(e), e.loader->workers),
+                  "DataLoader(..., in_order=True) (the default): batches are then returned in sampler order",
+                  "--runs 5", "--runs 5"};
+}
 
-  if (d.ref.kind == Kind::indices) {
-    const auto loader = loader_of(d.ref).value_or(Loader{});
-    std::string batch = fmt::format("batch {} of the DataLoader at step {}: {} of {} samples differ", d.ref.call,
-                                    d.ref.step, d.stats.mismatched, d.stats.numel);
-    if (!d.ref_values.empty())
-      batch += fmt::format(" (indices {} vs {})", values(d.ref_values), values(d.other_values));
-    if (loader.workers > 0 && !loader.in_order && rngs.empty()) {
-      hints.add("worker_arrival_order", "batches arrive in the order the workers finish them (in_order=False)",
-                fmt::format("{}; the DataLoader has {} workers and in_order=False, and no RNG state differed: the "
-                            "same batches, delivered in another order",
-                            batch, loader.workers),
-                "DataLoader(..., in_order=True) (the default): batches are then returned in sampler order",
-                "--runs 5");
-      return;
-    }
-    hints.add("unseeded_shuffle", "the DataLoader shuffles without a seed: same samples, different order",
-              fmt::format("{}{}", batch, rng_note(rngs)),
-              "torch.manual_seed(0) at the top of the script, and DataLoader(..., shuffle=True, "
-              "generator=torch.Generator().manual_seed(0))",
-              "--seed 0");
-    return;
+P distributed_sampler(const Evidence& e) {
+  if (!first_is(e, Kind::indices) || !e.loader || e.loader->sampler_short() != "DistributedSampler")
+    return std::nullopt;
+  return Proposal{"distributed_sampler", "the DistributedSampler's order changes from run to run",
+                  fmt::format("{}; its DistributedSampler draws the order from its seed and the epoch set with "
+                              "set_epoch(){}",
+                              batch_sentence(e), rng_note(e.rngs)),
+                  "DistributedSampler(dataset, shuffle=True, seed=0) with the same fixed seed on every rank, and "
+                  "sampler.set_epoch(epoch) with the epoch number at the start of every epoch",
+                  "-", ""};
+}
+
+P weighted_sampler(const Evidence& e) {
+  if (!first_is(e, Kind::indices) || !e.loader ||
+      (e.loader->sampler_short() != "WeightedRandomSampler" && !e.loader->replacement))
+    return std::nullopt;
+  const bool own = e.loader->sampler_generator;
+  return Proposal{"weighted_sampler",
+                  fmt::format("the {} draws different samples (with replacement) in each run", e.loader->sampler_short()),
+                  fmt::format("{}; the {} draws samples with replacement from {}{}", batch_sentence(e),
+                              e.loader->sampler_short(),
+                              own ? "its own generator" : "torch's global RNG (the DataLoader's generator does not "
+                                                         "reach a sampler the script gives)",
+                              rng_note(e.rngs)),
+                  fmt::format("{}(..., generator=torch.Generator().manual_seed(0)){}", e.loader->sampler_short(),
+                              own ? " with a fixed seed for its generator" : ", or torch.manual_seed(0) at the top"),
+                  "-", ""};
+}
+
+P user_sampler(const Evidence& e) {
+  if (!first_is(e, Kind::indices) || !e.loader || !e.loader->user_sampler()) return std::nullopt;
+  static const GeneratorFix kFixes[] = {
+      {"numpy", "np.random.seed(0) at the top of the script, or give the sampler its own np.random.default_rng(0)"},
+      {"random", "random.seed(0) at the top of the script, or give the sampler its own random.Random(0)"},
+      {"torch", "torch.manual_seed(0) at the top of the script, or give the sampler a "
+                "torch.Generator().manual_seed(0) to draw from"},
+  };
+  const std::string who = e.loader->sampler_short();
+  for (const auto& g : kFixes) {
+    if (!e.rngs.count(g.name)) continue;
+    return Proposal{"user_sampler",
+                    fmt::format("the script's {} draws the order from an unseeded {}", who, generator_label(g.name)),
+                    fmt::format("{}; the order comes from the script's own {}, not from the DataLoader's generator{}",
+                                batch_sentence(e), who, rng_note(e.rngs)),
+                    g.fix, "-", ""};
   }
+  return Proposal{"user_sampler", fmt::format("the script's {} draws the order from a source that changes", who),
+                  fmt::format("{}; the order comes from the script's own {}{}: it draws from a source reprocheck "
+                              "does not record (os.urandom, the clock, a generator object of its own)",
+                              batch_sentence(e), who, rng_note(e.rngs)),
+                  fmt::format("seed whatever the {} draws from with a fixed value", who), "-", ""};
+}
 
-  if (d.ref.kind == Kind::rng_state) {
-    const bool init_matched =
-        std::any_of(c.ref_index.begin(), c.ref_index.end(), [](const TensorMeta& m) { return m.phase == Phase::init; });
-    if (d.ref.name == "torch" && (d.ref.step > 0 || init_matched)) {
-      hints.add("rng_reseeded", "the torch RNG is reseeded during training (torch.seed() or a seed from the clock)",
-                fmt::format("torch RNG state differed at the start of step {} although everything recorded before it "
-                            "matched{}: the script seeds the RNG again with a value that changes from run to run",
-                            d.ref.step, init_matched ? ", the initial parameters included" : ""),
-                "seed once, at the top: torch.manual_seed(0); drop torch.seed() or seeds taken from time.time() "
-                "inside the loop",
-                "--seed 0");
-      return;
-    }
-    const std::string fix = d.ref.name == "numpy"  ? "np.random.seed(0) at the top of the script"
-                            : d.ref.name == "random" ? "random.seed(0) at the top of the script"
-                                                     : "torch.manual_seed(0) at the top of the script";
-    hints.add("rng_not_seeded", "an RNG the script uses is not seeded",
-              fmt::format("{} state differed at the start of step {}, before any other record diverged",
-                          generator_label(d.ref.name), d.ref.step),
-              fix, "--seed 0");
-    return;
-  }
+P unseeded_shuffle(const Evidence& e) {
+  if (!first_is(e, Kind::indices)) return std::nullopt;
+  const auto& d = e.d();
+  const std::string what = d.same_multiset ? "same samples, different order" : "different samples";
+  if (e.rngs.count("generator"))
+    return Proposal{"unseeded_shuffle", "the DataLoader's generator is seeded differently in each run",
+                    fmt::format("{}{}", batch_sentence(e), rng_note(e.rngs)),
+                    "DataLoader(..., generator=torch.Generator().manual_seed(0)) with a fixed seed (not one from the "
+                    "clock or torch.seed())",
+                    "-", ""};
+  return Proposal{"unseeded_shuffle", fmt::format("the DataLoader shuffles without a seed: {}", what),
+                  fmt::format("{}{}", batch_sentence(e), rng_note(e.rngs)),
+                  "torch.manual_seed(0) at the top of the script, and DataLoader(..., shuffle=True, "
+                  "generator=torch.Generator().manual_seed(0))",
+                  "--seed 0", ""};
+}
 
-  // Data values: a DataLoader batch, or the model's input.
-  const bool batch = d.ref.kind == Kind::batch;
-  const bool model_input = script && d.ref.kind == Kind::input;
-  if (!batch && !model_input) return;
+P rng_first(const Evidence& e) {
+  if (!first_is(e, Kind::rng_state)) return std::nullopt;
+  const auto& d = e.d();
+  const auto& c = *e.c;
+  const bool distributed = d.ref.rank >= 0;
+  const bool init_matched = std::any_of(c.ref_index.begin(), c.ref_index.end(),
+                                        [&](const TensorMeta& m) { return m.phase == Phase::init && m.rank == d.ref.rank; });
+  if (d.ref.name == "generator" || d.ref.name == "sampler.generator")
+    return Proposal{"unseeded_shuffle", fmt::format("{} is seeded differently in each run", generator_label(d.ref.name)),
+                    fmt::format("{} state differed at step {}{} before any batch differed", generator_label(d.ref.name),
+                                d.ref.step, e.on_rank()),
+                    "seed it with a fixed value: generator=torch.Generator().manual_seed(0)", "-", ""};
+  if (d.ref.name == "torch" && (d.ref.step > 0 || (init_matched && !distributed)))
+    return Proposal{"rng_reseeded", "the torch RNG is reseeded during training (torch.seed() or a seed from the clock)",
+                    fmt::format("torch RNG state differed at the start of step {}{} although everything recorded "
+                                "before it matched{}: the script seeds the RNG again with a value that changes from "
+                                "run to run",
+                                d.ref.step, e.on_rank(), init_matched ? ", the initial parameters included" : ""),
+                    "seed once, at the top: torch.manual_seed(0); drop torch.seed() or seeds taken from time.time() "
+                    "inside the loop",
+                    "--seed 0", ""};
+  const std::string fix = d.ref.name == "numpy"    ? "np.random.seed(0) at the top of the script"
+                          : d.ref.name == "random" ? "random.seed(0) at the top of the script"
+                                                   : "torch.manual_seed(0) at the top of the script";
+  const std::string where_note =
+      distributed ? fmt::format(" on rank {} (the ranks' initial weights match because DDP broadcasts rank 0's)",
+                                d.ref.rank)
+                  : "";
+  return Proposal{"rng_not_seeded", "an RNG the script uses is not seeded",
+                  fmt::format("{} state differed at the start of step {}{}, before any other record of that rank "
+                              "diverged",
+                              generator_label(d.ref.name), d.ref.step, where_note),
+                  distributed ? fix + ", on every rank (not only on rank 0)" : fix, "--seed 0", ""};
+}
+
+P hash_seed_order(const Evidence& e) {
+  const auto& d = e.d();
+  if (!(first_is(e, Kind::batch) || (e.script && first_is(e, Kind::input))) || !d.relabeling || d.same_multiset)
+    return std::nullopt;
   bool indices_diverged = false;
-  const TensorMeta* indices = batch ? same_batch(c, d.ref, Kind::indices, &indices_diverged) : nullptr;
-  const std::string same_indices =
-      indices && !indices_diverged ? fmt::format("the dataset indices of batch {} matched", d.ref.call)
-                                   : "no dataset indices were recorded for it";
+  const TensorMeta* indices = first_is(e, Kind::batch) ? same_batch(*e.c, d.ref, Kind::indices, &indices_diverged) : nullptr;
+  const std::string same = indices && !indices_diverged ? fmt::format("the dataset indices of batch {} matched", d.ref.call)
+                                                        : "no dataset indices were recorded for it";
+  return Proposal{"hash_seed_order", "token ids depend on set or dict iteration order, which changes with Python's hash seed",
+                  fmt::format("{} differs at step {} but only by relabeling: the same elements are equal to each other "
+                              "in both runs, under other ids ({}); {}",
+                              d.ref.tensor_name(), d.ref.step,
+                              d.ref_values.empty() ? "integer values"
+                                                   : fmt::format("{} vs {}", values(d.ref_values), values(d.other_values)),
+                              same),
+                  "build the vocabulary from sorted(...) instead of iterating a set or dict of strings (or set "
+                  "PYTHONHASHSEED=0 for every run)",
+                  "--seed 0", "--vary env:PYTHONHASHSEED=0,1"};
+}
 
-  if (d.relabeling && !d.same_multiset) {
-    hints.add("hash_seed_order",
-              "token ids depend on set or dict iteration order, which changes with Python's hash seed",
-              fmt::format("{} differs at step {} but only by relabeling: the same elements are equal to each other "
-                          "in both runs, under other ids ({}); {}",
-                          d.ref.tensor_name(), d.ref.step, d.ref_values.empty() ? "integer values" : fmt::format("{} vs {}", values(d.ref_values), values(d.other_values)),
-                          same_indices),
-              "build the vocabulary from sorted(...) instead of iterating a set or dict of strings (or set "
-              "PYTHONHASHSEED=0 for every run)",
-              "--seed 0", "--vary env:PYTHONHASHSEED=0,1");
-    return;
-  }
-  if (model_input) {
-    // The loader's batch of this step matched, yet the model received other values.
-    bool loader_seen = false;
-    for (const auto& r : c.ref_index) loader_seen |= r.kind == Kind::batch && r.step == d.ref.step;
-    if (loader_seen) {
-      hints.add("random_in_loop", "code between the DataLoader and the model draws unseeded random numbers",
-                fmt::format("the model's input at step {} differs while the DataLoader's batch of that step "
-                            "matched{}: mixup, cutmix or torch.randperm in the loop draws from an unseeded "
-                            "generator",
-                            d.ref.step, rng_note(rngs)),
-                "seed the generator the loop draws from: g = torch.Generator().manual_seed(0) and "
-                "torch.randperm(n, generator=g), or seed the global RNG with torch.manual_seed(0)",
-                "--seed 0");
-    }
-    return;
-  }
-  const auto loader = loader_of(d.ref).value_or(Loader{});
-  const std::string what = fmt::format("batch {} of the DataLoader at step {}: {} differs ({} of {} values)",
-                                       d.ref.call, d.ref.step, d.ref.tensor_name(), d.stats.mismatched, d.stats.numel);
-  if (loader.workers > 0) {
-    hints.add("worker_seeding", "the DataLoader's workers draw augmentation from unseeded seeds",
-              fmt::format("{} while {}; the DataLoader has {} workers, each seeded from a base seed drawn from the "
-                          "torch RNG{}",
-                          what, same_indices, loader.workers, rng_note(rngs)),
-              "def seed_worker(worker_id): s = torch.initial_seed() % 2**32; numpy.random.seed(s); random.seed(s); "
-              "then DataLoader(..., worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(0))",
-              "--seed 0");
-    return;
-  }
-  // Augmentation in the main process: the generator whose state differed, in the order a script
-  // most likely drew from them.
+P random_in_loop(const Evidence& e) {
+  const auto& d = e.d();
+  if (!e.script || !first_is(e, Kind::input)) return std::nullopt;
+  bool loader_seen = false;
+  for (const auto& r : e.c->ref_index) loader_seen |= r.kind == Kind::batch && r.step == d.ref.step;
+  if (!loader_seen) return std::nullopt;
+  return Proposal{"random_in_loop", "code between the DataLoader and the model draws unseeded random numbers",
+                  fmt::format("the model's input at step {}{} differs while the DataLoader's batch of that step "
+                              "matched{}: mixup, cutmix or torch.randperm in the loop draws from an unseeded generator",
+                              d.ref.step, e.on_rank(), rng_note(e.rngs)),
+                  "seed the generator the loop draws from: g = torch.Generator().manual_seed(0) and "
+                  "torch.randperm(n, generator=g), or seed the global RNG with torch.manual_seed(0)",
+                  "--seed 0", ""};
+}
+
+std::string batch_values_sentence(const Evidence& e, std::string* same) {
+  const auto& d = e.d();
+  bool indices_diverged = false;
+  const TensorMeta* indices = same_batch(*e.c, d.ref, Kind::indices, &indices_diverged);
+  *same = indices && !indices_diverged ? fmt::format("the dataset indices of batch {} matched", d.ref.call)
+                                       : "no dataset indices were recorded for it";
+  return fmt::format("batch {} of {} at step {}{}: {} differs ({} of {} values)", d.ref.call, loader_words(e),
+                     d.ref.step, e.on_rank(), d.ref.tensor_name(), d.stats.mismatched, d.stats.numel);
+}
+
+P worker_seeding(const Evidence& e) {
+  if (!first_is(e, Kind::batch) || !e.loader || e.loader->workers == 0) return std::nullopt;
+  std::string same;
+  const std::string what = batch_values_sentence(e, &same);
+  return Proposal{"worker_seeding", "the DataLoader's workers draw augmentation from unseeded seeds",
+                  fmt::format("{} while {}; the DataLoader has {} workers, each seeded from a base seed drawn from the "
+                              "torch RNG{}",
+                              what, same, e.loader->workers, rng_note(e.rngs)),
+                  "def seed_worker(worker_id): s = torch.initial_seed() % 2**32; numpy.random.seed(s); "
+                  "random.seed(s); then DataLoader(..., worker_init_fn=seed_worker, "
+                  "generator=torch.Generator().manual_seed(0))",
+                  "--seed 0", ""};
+}
+
+P augmentation(const Evidence& e) {
+  if (!first_is(e, Kind::batch)) return std::nullopt;
   struct Generator {
     const char *name, *cause, *title, *fix;
   };
@@ -190,20 +257,40 @@ void explain_data(const Comparison& c, const Evidence& e, Hints& hints) {
       {"torch", "augmentation_torch", "augmentation draws differ: the torch RNG is not seeded",
        "torch.manual_seed(0) at the top of the script"},
   };
+  std::string same;
+  const std::string what = batch_values_sentence(e, &same);
   for (const auto& g : kGenerators) {
-    auto it = rngs.find(g.name);
-    if (it == rngs.end()) continue;
-    hints.add(g.cause, g.title,
-              fmt::format("{} while {}; {} state differed at the start of step {}", what, same_indices,
-                          generator_label(g.name), it->second),
-              g.fix, "--seed 0");
-    return;
+    auto it = e.rngs.find(g.name);
+    if (it == e.rngs.end()) continue;
+    return Proposal{g.cause, g.title,
+                    fmt::format("{} while {}; {} state differed at the start of step {}", what, same,
+                                generator_label(g.name), it->second),
+                    g.fix, "--seed 0", ""};
   }
-  hints.add("data_values", "the data differs, with no RNG state to blame",
-            fmt::format("{} while {}{}: the dataset itself or its transform changes between runs (file order, "
-                        "a random source reprocheck does not record, such as os.urandom or a generator object)",
-                        what, same_indices, rng_note(rngs)),
-            "-", "--ops", "--runs 3 --keep runs");
+  return Proposal{"data_values", "the data differs, with no RNG state to blame",
+                  fmt::format("{} while {}{}: the dataset itself or its transform changes between runs (file order, "
+                              "a random source reprocheck does not record, such as os.urandom or a generator object)",
+                              what, same, rng_note(e.rngs)),
+                  "-", "--ops", "--runs 3 --keep runs"};
+}
+
+}  // namespace
+
+const std::vector<RuleRow>& data_rules() {
+  static const std::vector<RuleRow> rows = {
+      {"random_split", "data", split_before_seed},
+      {"worker_arrival_order", "data", worker_arrival_order},
+      {"distributed_sampler", "data", distributed_sampler},
+      {"weighted_sampler", "data", weighted_sampler},
+      {"user_sampler", "data", user_sampler},
+      {"unseeded_shuffle", "data", unseeded_shuffle},
+      {"rng_not_seeded", "data", rng_first},
+      {"hash_seed_order", "data", hash_seed_order},
+      {"random_in_loop", "data", random_in_loop},
+      {"worker_seeding", "data", worker_seeding},
+      {"augmentation", "data", augmentation},
+  };
+  return rows;
 }
 
 }  // namespace reprocheck::hints_detail

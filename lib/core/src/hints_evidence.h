@@ -1,9 +1,15 @@
-// Evidence for the cause hints, shared by hints.cpp (the model's layers and settings) and
-// hints_data.cpp (a training script's data pipeline and RNGs). Not a public header.
+// Evidence for the cause hints, and the rule table they are chosen from. Not a public header.
+//
+// A rule is a pure function of the Evidence: it returns a hint whose evidence line states the facts
+// it was chosen on, and whose fix acts on exactly those facts (a fix never contradicts its own
+// evidence: when numpy's state is what differed, the fix is about numpy).
 #pragma once
 
 #include <fmt/format.h>
 
+#include <functional>
+#include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -15,58 +21,82 @@ namespace reprocheck::hints_detail {
 
 inline bool starts_with(const std::string& s, const char* p) { return s.rfind(p, 0) == 0; }
 
-inline bool is_conv(const TensorMeta& m) { return is_category(m.layer_type, LayerCategory::conv); }
-inline bool is_dropout(const TensorMeta& m) { return is_category(m.layer_type, LayerCategory::dropout); }
-inline bool is_bn(const TensorMeta& m) { return is_category(m.layer_type, LayerCategory::batchnorm); }
+// How a training script's DataLoader was set up (the dump's `data_loaders` attribute, by the layer
+// of its records; older dumps put workers and in_order in the records' type).
+struct Loader {
+  std::string name;           // the script's variable, when found ("train_loader")
+  int workers = 0;
+  bool in_order = true;
+  std::string sampler;        // qualified class of the sampler ("torch.utils.data.sampler.RandomSampler")
+  std::string batch_sampler;  // qualified class of a batch_sampler the script gave ("" for torch's own)
+  bool generator = false;          // DataLoader(generator=...)
+  bool sampler_generator = false;  // the sampler has a generator of its own
+  bool replacement = false;        // the sampler draws with replacement
+  bool subset = false;             // the dataset is a Subset (random_split)
+  bool user_sampler() const;       // a sampler or batch sampler of the script's own
+  std::string sampler_short() const;
+};
 
 struct Evidence {
-  const TensorDiff* first = nullptr;
+  const Comparison* c = nullptr;
   const PairComparison* pair = nullptr;
+  const TensorDiff* first = nullptr;
+  const TensorDiff& d() const { return *first; }
   std::string device;  // of the reference run
-  std::string layers;  // the layer selection
-  bool ops = false;
+  RunOptions options;  // the reference run's
   std::set<std::string> knobs;  // run options that differ
-  std::string knob(const std::string& k) const {
-    for (const auto& [name, v] : pair->knob_diffs)
-      if (name == k) return v;
-    return "";
-  }
+  // Generators whose state differed in the first divergence's rank, with the first step each did.
+  std::map<std::string, int> rngs;
+  std::optional<Loader> loader;  // of the first record, when it is a DataLoader's
+  bool script = false;           // a training script (reprocheck run)
+  LayerCategories categories;
+
+  std::string knob(const std::string& k) const;
   bool differs(const std::string& k) const { return knobs.count(k) > 0; }
-  bool backward() const { return first->ref.phase == Phase::backward || first->ref.phase == Phase::param_grad; }
+  bool seed_differs() const { return differs("seed_value") || differs("seed"); }
+  bool backward() const { return d().ref.phase == Phase::backward || d().ref.phase == Phase::param_grad; }
   bool cuda() const { return starts_with(device, "cuda"); }
-  bool source() const { return first->inputs_identical.value_or(false); }
+  bool source() const { return d().inputs_identical.value_or(false); }
+  bool is(const TensorMeta& m, LayerCategory c) const { return categories.is(m.layer_type, c); }
+  bool random_op() const;  // the first record is a random op's output (op-level capture)
+  // The rank of a distributed run the first divergence is in, as words: " on rank 1" ("" for one process).
+  std::string on_rank() const;
 };
+
+Evidence gather(const Comparison& c);
+
+// A hint in the making: `run_flag` is the `reprocheck run` flag that confirms it for a training
+// script; `test_flag` the flag for a TorchScript check ("" when rerunning is the test).
+struct Proposal {
+  std::string cause, title, evidence, fix_python, fix_flag, run_flag;
+};
+using Rule = std::function<std::optional<Proposal>(const Evidence&)>;
+
+struct RuleRow {
+  const char* cause;
+  // Rules of one group exclude each other: only the first that applies is listed.
+  const char* group;
+  Rule rule;
+};
+
+// The rules of a training script's data pipeline and RNG records, in order (hints_data.cpp).
+const std::vector<RuleRow>& data_rules();
+// The rules of the model, its layers and the run options (hints.cpp).
+const std::vector<RuleRow>& model_rules();
 
 inline std::string where(const TensorDiff& d) {
   std::string name = d.ref.tensor_name();
-  std::string type = d.ref.layer_type.empty() ? "" : fmt::format(" ({})", short_type_name(d.ref.layer_type));
+  std::string type = d.ref.layer_type.empty() || d.ref.is_loop_tensor()
+                         ? ""
+                         : fmt::format(" ({})", short_type_name(d.ref.layer_type));
   return fmt::format("{}{} at step {} ({})", name, type, d.ref.step, to_string(d.ref.phase));
 }
 
 // Bit of evidence naming the differing run options, e.g. "; the runs differ in threads (1 vs 2)".
-inline std::string knob_note(const Evidence& e, std::initializer_list<const char*> keys) {
-  std::vector<std::string> parts;
-  for (const char* k : keys)
-    if (e.differs(k)) parts.push_back(fmt::format("{} ({})", k, e.knob(k)));
-  if (parts.empty()) return "";
-  std::string out = "; the runs differ in ";
-  for (size_t i = 0; i < parts.size(); ++i) out += (i ? ", " : "") + parts[i];
-  return out;
-}
+std::string knob_note(const Evidence& e, std::initializer_list<const char*> keys);
 
-// `run_flag`: for a training script, the flags of `reprocheck run` that confirm the hint (kept in
-// test_it until explain() writes the whole command there).
-struct Hints {
-  std::vector<Hint> list;
-  void add(const char* cause, const char* title, std::string evidence, std::string fix_python, std::string fix_flag,
-           std::string run_flag = "") {
-    for (const auto& x : list)
-      if (x.cause == cause) return;
-    list.push_back({cause, title, std::move(evidence), std::move(fix_python), std::move(fix_flag), std::move(run_flag)});
-  }
-};
-
-// Hints from a training script's data pipeline and RNG records (the Python front end).
-void explain_data(const Comparison& c, const Evidence& e, Hints& hints);
+std::string generator_label(const std::string& name);
+// "; numpy global RNG state differed at the start of step 0", or "; no RNG state differed".
+std::string rng_note(const std::map<std::string, int>& rngs);
 
 }  // namespace reprocheck::hints_detail

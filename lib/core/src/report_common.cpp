@@ -17,6 +17,18 @@ Report make_report(Comparison comparison, std::optional<Isolation> isolation) {
   return r;
 }
 
+ExitCode exit_code(const Report& r) {
+  switch (r.comparison.verdict()) {
+    case Verdict::divergent:
+      return ExitCode::divergent;
+    case Verdict::inconclusive:
+      return ExitCode::usage;
+    case Verdict::reproducible:
+      break;
+  }
+  return ExitCode::ok;
+}
+
 namespace report_detail {
 
 std::string model_name(const Comparison& c) {
@@ -90,8 +102,10 @@ std::string cosine_text(double cosine) {
 }
 
 std::string verdict_word(const Comparison& c) {
-  if (!c.capture.baseline.empty()) return c.divergent() ? "NUMERICS CHANGED" : "MATCHES THE GOLDEN";
-  return c.divergent() ? "DIVERGENT" : "REPRODUCIBLE";
+  const Verdict v = c.verdict();
+  if (v == Verdict::inconclusive) return "INCONCLUSIVE";
+  if (!c.capture.baseline.empty()) return v == Verdict::divergent ? "NUMERICS CHANGED" : "MATCHES THE GOLDEN";
+  return v == Verdict::divergent ? "DIVERGENT" : "REPRODUCIBLE";
 }
 
 std::string reference_name(const Comparison& c) { return c.capture.baseline.empty() ? "run 0" : "the golden"; }

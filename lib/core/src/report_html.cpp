@@ -173,6 +173,7 @@ h3 { font-size: 15px; margin: 0 0 6px; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 16px 18px; margin: 12px 0; }
 .verdict { display: inline-block; padding: 3px 12px; border-radius: 999px; color: #fff; font-weight: 700; font-size: 14px; }
 .verdict.reproducible { background: var(--ok); } .verdict.divergent { background: var(--bad); }
+.verdict.inconclusive { background: var(--warn, #b7791f); } .banner.warn { border-left: 4px solid var(--warn, #b7791f); }
 .verdict.failed { background: var(--fail); } .verdict.interrupted, .verdict.missing { background: var(--info); }
 .banner { border-left: 6px solid var(--ok); }
 .banner.bad { border-left-color: var(--bad); }
@@ -259,12 +260,12 @@ std::string html_hint(const Hint& x) {
 std::string render_html(const Report& r) {
   const Comparison& c = r.comparison;
   const PairComparison* h = c.headline();
-  const bool divergent = c.divergent();
+  const Verdict verdict = c.verdict();
   std::string body;
   body += fmt::format(
       "<header class=\"top\"><span class=\"brand\">reprocheck</span><h1>{}</h1>"
       "<span class=\"verdict {}\" id=\"verdict\">{}</span></header>",
-      html::escape(model_name(c)), divergent ? "divergent" : "reproducible", html::escape(verdict_word(c)));
+      html::escape(model_name(c)), to_string(verdict), html::escape(verdict_word(c)));
   body += fmt::format("<p class=\"sub\">{} · {} tensors per run · tolerance {}</p>", html::escape(runs_phrase(c)),
                       group_digits(c.tensors), html::escape(c.tolerance.describe()));
   std::string facts;
@@ -275,7 +276,10 @@ std::string render_html(const Report& r) {
   for (const auto& n : c.notes) facts += fmt::format("<li>note: {}</li>", html::escape(n));
   for (const auto& n : capture_sentences(c)) facts += fmt::format("<li>capture: {}</li>", html::escape(n));
   if (!facts.empty()) body += "<ul class=\"muted\">" + facts + "</ul>";
-  if (!h) {
+  if (verdict == Verdict::inconclusive) {
+    body += fmt::format("<div class=\"card banner warn\" id=\"inconclusive\">Nothing was proven either way: {}.</div>",
+                        html::escape(c.inconclusive_reason()));
+  } else if (!h) {
     body += fmt::format("<div class=\"card banner\">{}</div>",
                         c.capture.baseline.empty() ? "Every tensor matches across all runs."
                                                    : "Every tensor of the fresh runs matches the golden.");

@@ -75,7 +75,9 @@ std::string render_json(const Report& r) {
   const Comparison& c = r.comparison;
   nlohmann::json j;
   j["schema"] = "reprocheck-report/1";
-  j["verdict"] = c.divergent() ? "divergent" : "reproducible";
+  j["verdict"] = to_string(c.verdict());
+  j["inconclusive_reason"] = c.verdict() == Verdict::inconclusive ? nlohmann::json(c.inconclusive_reason())
+                                                                  : nlohmann::json(nullptr);
   j["model"] = model_name(c);
   j["tolerance"] = c.tolerance.describe();
   j["tensors"] = c.tensors;
@@ -99,7 +101,7 @@ std::string render_json(const Report& r) {
     j["baseline"] = k.baseline.empty() ? nlohmann::json(nullptr)
                                        : nlohmann::json({{"path", k.baseline},
                                                          {"hashes_only", k.baseline_hashes_only},
-                                                         {"matches", !c.divergent()}});
+                                                         {"matches", c.verdict() == Verdict::reproducible}});
   }
   nlohmann::json runs = nlohmann::json::array();
   for (size_t i = 0; i < c.runs.size(); ++i) runs.push_back({{"index", i}, {"dump", c.runs[i]}});

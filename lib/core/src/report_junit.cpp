@@ -48,12 +48,16 @@ std::string render_junit(const Report& r) {
     if (!seen[g]) order.push_back(g);
   size_t nfail = 0;
   for (const auto& g : order) nfail += failures.count(g) ? 1 : 0;
+  // Nothing compared is an error of the check, never a suite of passing cases.
+  const bool inconclusive = c.verdict() == Verdict::inconclusive;
+  const size_t nerr = inconclusive ? 1 : 0;
   std::string suite = fmt::format("reprocheck {}", model_name(c));
   std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
   out +=
-      fmt::format("<testsuites name=\"reprocheck\" tests=\"{}\" failures=\"{}\" errors=\"0\">\n", order.size(), nfail);
-  out += fmt::format("  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"0\">\n",
-                     html::xml_escape(suite), order.size(), nfail);
+      fmt::format("<testsuites name=\"reprocheck\" tests=\"{}\" failures=\"{}\" errors=\"{}\">\n", order.size() + nerr,
+                  nfail, nerr);
+  out += fmt::format("  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"0\">\n",
+                     html::xml_escape(suite), order.size() + nerr, nfail, nerr);
   out += fmt::format(
       "    <properties>\n      <property name=\"tolerance\" value=\"{}\"/>\n      <property name=\"runs\" "
       "value=\"{}\"/>\n    </properties>\n",
@@ -63,6 +67,11 @@ std::string render_junit(const Report& r) {
   for (const auto& note : notes) {
     out.insert(out.rfind("    </properties>"), fmt::format("      <property name=\"note\" value=\"{}\"/>\n", html::xml_escape(note)));
   }
+  if (inconclusive)
+    out += fmt::format(
+        "    <testcase classname=\"{}\" name=\"verdict\" time=\"0\">\n      <error type=\"inconclusive\" "
+        "message=\"{}\"/>\n    </testcase>\n",
+        html::xml_escape(suite), html::xml_escape("INCONCLUSIVE: " + c.inconclusive_reason()));
   for (const auto& g : order) {
     out += fmt::format("    <testcase classname=\"{}\" name=\"{}\" time=\"0\"", html::xml_escape(suite), html::xml_escape(g));
     auto it = failures.find(g);

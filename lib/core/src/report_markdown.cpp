@@ -45,6 +45,10 @@ std::string render_markdown(const Report& r, const ReportOptions& o) {
     if (!p.knob_diffs.empty()) out += fmt::format("Run {} differs from {} in: {}\n\n", p.other_run, reference_name(c), md(knobs(p)));
   for (const auto& n : c.notes) out += fmt::format("Note: {}\n\n", md(n));
   for (const auto& n : capture_sentences(c)) out += fmt::format("Capture: {}\n\n", md(n));
+  if (c.verdict() == Verdict::inconclusive) {
+    out += fmt::format("Nothing was proven either way: {}.\n", md(c.inconclusive_reason()));
+    return out;
+  }
   if (!h) {
     out += c.capture.baseline.empty() ? "Every tensor matches across all runs.\n"
                                       : "Every tensor of the fresh runs matches the golden.\n";
@@ -53,8 +57,9 @@ std::string render_markdown(const Report& r, const ReportOptions& o) {
   const auto& d = h->diffs[*h->first];
   out += fmt::format("**First divergence:** {} ({})\n\n", md(describe(d.ref)), provenance_tag(d));
   for (const auto& x : r.hints)
-    out += fmt::format("**Likely cause:** {}. {}.{} Test it with {}.\n\n", md(x.title), md(x.evidence),
-                       x.fix_python == "-" ? "" : fmt::format(" Fix: {}.", code(x.fix_python)), code(x.test_it));
+    out += fmt::format("**Likely cause:** {}. {}.{}{}\n\n", md(x.title), md(x.evidence),
+                       x.fix_python == "-" ? "" : fmt::format(" Fix: {}.", code(x.fix_python)),
+                       x.test_it.empty() ? "" : fmt::format(" Test it with {}.", code(x.test_it)));
   if (std::string sentence = data_sentence(d); !sentence.empty()) {
     out += md(sentence) + "\n\n";
   } else if (d.status == Status::values_differ) {

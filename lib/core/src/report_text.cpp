@@ -40,6 +40,11 @@ std::string render_text(const Report& r, const ReportOptions& o) {
   for (const auto& n : c.notes) out += fmt::format("note: {}\n", n);
   for (const auto& n : capture_sentences(c)) out += fmt::format("capture: {}\n", n);
   const PairComparison* h = c.headline();
+  if (c.verdict() == Verdict::inconclusive) {
+    out += fmt::format("\n{} ({}; nothing was proven either way)\n", paint("verdict: INCONCLUSIVE", "1;33"),
+                       c.inconclusive_reason());
+    return out;
+  }
   if (!h) {
     int64_t close = 0;
     for (const auto& p : c.pairs) close += p.close;
@@ -82,7 +87,7 @@ std::string render_text(const Report& r, const ReportOptions& o) {
     out += fmt::format("\n{}  {}\n", paint(i == 0 ? "likely cause" : "also possible", "1"), x.title);
     out += fmt::format("  evidence   {}\n", x.evidence);
     if (x.fix_python != "-") out += fmt::format("  fix        {}\n", x.fix_python);
-    out += fmt::format("  test it    {}\n", x.test_it);
+    if (!x.test_it.empty()) out += fmt::format("  test it    {}\n", x.test_it);
   }
   for (const auto& p : c.pairs) {
     auto rows = cascade(p);

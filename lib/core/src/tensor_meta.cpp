@@ -28,6 +28,43 @@ const char* to_string(Kind k) { return kKindNames[static_cast<size_t>(k)]; }
 std::optional<Phase> parse_phase(std::string_view s) { return parse_name<Phase>(s, kPhaseNames); }
 std::optional<Kind> parse_kind(std::string_view s) { return parse_name<Kind>(s, kKindNames); }
 
+int phase_rank(Phase p) {
+  switch (p) {
+    case Phase::init:
+      return 0;
+    case Phase::rng:
+      return 1;
+    case Phase::input:
+      return 2;
+    case Phase::forward:
+      return 3;
+    case Phase::output:
+      return 4;
+    case Phase::loss:
+      return 5;
+    case Phase::backward:
+      return 6;
+    case Phase::param_grad:
+      return 7;
+    case Phase::after_step:
+      return 8;
+  }
+  return 9;
+}
+
+int32_t rank_of_layer(const std::string& layer) {
+  if (layer.rfind("rank", 0) != 0) return -1;
+  size_t end = layer.find('/');
+  if (end == std::string::npos) end = layer.size();
+  if (end <= 4 || end > 4 + 6) return -1;
+  int32_t r = 0;
+  for (size_t i = 4; i < end; ++i) {
+    if (layer[i] < '0' || layer[i] > '9') return -1;
+    r = r * 10 + (layer[i] - '0');
+  }
+  return r;
+}
+
 std::string TensorMeta::tensor_name() const {
   std::string base = layer.empty() ? "<model>" : layer;
   if (is_state()) return layer.empty() ? name : layer + "." + name;

@@ -147,12 +147,40 @@ std::string layer_types_of(const std::vector<ModuleInfo>& mods) {
 
 }  // namespace
 
-std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, const std::vector<ModuleInfo>& mods,
-                             int* uninitialized_ops, bool* leaf_fallback) {
+LayerCategories categories_by_ops(const torch::jit::Module& module) {
+  LayerCategories out;
+  std::set<const c10::ClassType*> seen;
+  for (const auto& item : module.named_modules()) {
+    auto type = item.value.type();
+    torch::jit::Function* fn = type->findMethod("forward");
+    if (!fn || !seen.insert(type.get()).second) continue;
+    auto g = torch::jit::toGraphFunction(*fn).graph()->copy();
+    inline_local_calls(*g);
+    std::vector<std::string> ops;
+    std::function<void(torch::jit::Block*)> walk = [&](torch::jit::Block* b) {
+      for (Node* n : b->nodes()) {
+        for (auto* sub : n->blocks()) walk(sub);
+        if (n->kind().is_aten()) ops.emplace_back(n->kind().toUnqualString());
+      }
+    };
+    walk(g->block());
+    if (auto c = category_of_ops(ops)) out.set(demangle_type_name(type->name() ? type->name()->qualifiedName() : ""), *c);
+  }
+  return out;
+}
+
+Instrumented instrument(torch::jit::Module& module, const RunOptions& o, const std::vector<ModuleInfo>& mods) {
+  Instrumented result;
+  result.categories = categories_by_ops(module);
   std::vector<LayerRef> refs;
-  for (const auto& m : mods) refs.push_back({m.path, m.type});
+  for (size_t i = 0; i < mods.size(); ++i) {
+    bool leaf = true;
+    for (size_t j = i + 1; j < mods.size() && leaf; ++j) leaf = mods[j].path.rfind(mods[i].path + ".", 0) != 0;
+    refs.push_back({mods[i].path, mods[i].type, result.categories.of(mods[i].type), i > 0 && leaf && mods[i].own_params > 0});
+  }
   std::vector<bool> sel = select_layers(o.layers, refs);
   size_t n_sel = std::count(sel.begin(), sel.end(), true);
+  if (auto note = sparse_selection_note(o.layers, refs, sel); !note.empty()) result.notes.push_back(note);
   if (n_sel == 0 && o.layers == "default" && mods.size() > 1) {
     // No conv, dropout or batch norm (an LSTM, an embedding model): every leaf layer instead.
     for (size_t i = 1; i < mods.size(); ++i) {
@@ -162,7 +190,8 @@ std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, co
       sel[i] = leaf;
     }
     n_sel = std::count(sel.begin(), sel.end(), true);
-    if (leaf_fallback) *leaf_fallback = true;
+    result.leaf_fallback = true;
+    result.notes.clear();
   }
   if (n_sel == 0 && !o.ops && o.layers != "none") {
     if (mods.size() <= 1)
@@ -190,7 +219,7 @@ std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, co
     type->addOrCheckAttribute(kIdAttr, c10::IntType::get());
     int uninitialized = 0;
     auto names = patch_graph(*torch::jit::toGraphFunction(*fn).graph(), any_layer, o.ops, &uninitialized);
-    if (uninitialized_ops) *uninitialized_ops += uninitialized;
+    result.uninitialized_ops += uninitialized;
     for (size_t i : idx) {
       instances[i]._ivalue()->setAttr(kIdAttr, c10::IValue(static_cast<int64_t>(i)));
       sites[i].op_names = names;
@@ -202,7 +231,8 @@ std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, co
     sites[i].kind = mods[i].kind;
     sites[i].layer = sel[i];
   }
-  return sites;
+  result.sites = std::move(sites);
+  return result;
 }
 
 namespace {

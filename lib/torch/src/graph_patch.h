@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "reprocheck/layers.h"
 #include "reprocheck/model.h"
 #include "reprocheck/run_options.h"
 
@@ -29,14 +30,28 @@ struct Site {
   std::vector<std::string> op_names;  // for --ops: op k's name in this instance's type graph
 };
 
-// Instruments `module` for the selection in `o` (o.layers, o.ops); returns the sites indexed by
-// instance id. Throws InputError for a selection that selects nothing. With --ops, the ops whose
-// outputs are uninitialized by contract (aten::empty and kin) are not tapped; their number (per
-// module type graph) is added to *uninitialized_ops.
-// With the default selection and no conv, dropout or batch-norm layer, every leaf layer is tapped
-// instead, and *leaf_fallback is set.
-std::vector<Site> instrument(torch::jit::Module& module, const RunOptions& o, const std::vector<ModuleInfo>& mods,
-                             int* uninitialized_ops = nullptr, bool* leaf_fallback = nullptr);
+// What instrument() did, for the dump's attributes.
+struct Instrumented {
+  std::vector<Site> sites;  // indexed by instance id
+  // With --ops, the ops whose outputs are uninitialized by contract (aten::empty and kin) are not
+  // tapped; their number (per module type graph).
+  int uninitialized_ops = 0;
+  // With the default selection and no conv, dropout or batch-norm layer, every leaf layer is
+  // tapped instead.
+  bool leaf_fallback = false;
+  LayerCategories categories;  // by what each module type's own forward calls
+  std::vector<std::string> notes;
+};
+
+// Instruments `module` for the selection in `o` (o.layers, o.ops). A module is a conv, batch norm
+// or dropout layer (and so on) when its own forward calls such an op: TorchScript flattens
+// classes, so a subclass of nn.Conv2d is known by what it runs. Throws InputError for a selection
+// that selects nothing, UsageError for an unknown selector.
+Instrumented instrument(torch::jit::Module& module, const RunOptions& o, const std::vector<ModuleInfo>& mods);
+
+// The category of each module type by the ops its own forward calls (its own methods inlined,
+// submodules not), by qualified type.
+LayerCategories categories_by_ops(const torch::jit::Module& module);
 
 // Dropout and normalization ops whose training flag is a constant false in the graph: a model
 // traced in eval mode, on which --mode train cannot act.

@@ -16,6 +16,7 @@
 #include <torch/script.h>
 
 #include <algorithm>
+#include <nlohmann/json.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <random>
@@ -621,10 +622,8 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
   module.train(o.mode == "train");
   // The graphs are patched before anything runs them: a graph executor plans a method on its first
   // run and would not see later patches. The taps do nothing until the capture starts below.
-  int uninitialized_ops = 0;
-  bool leaf_fallback = false;
-  std::vector<detail::Site> sites;
-  if (target.capture) sites = detail::instrument(module, o, modules, &uninitialized_ops, &leaf_fallback);
+  detail::Instrumented instrumented;
+  if (target.capture) instrumented = detail::instrument(module, o, modules);
   recipe.describe = preflight(module, o, recipe, device, meta);
 
   torch::manual_seed(static_cast<uint64_t>(result.seed));
@@ -638,7 +637,7 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
   if (!target.path.empty()) writer = std::make_unique<DumpWriter>(target.path, target.overwrite, o.hashes_only);
   std::unique_ptr<Capture> capture;
   if (target.capture && writer)
-    capture = std::make_unique<Capture>(writer.get(), std::move(sites), detail::load_replay(target));
+    capture = std::make_unique<Capture>(writer.get(), std::move(instrumented.sites), detail::load_replay(target));
 
   std::map<std::string, std::string> type_of;
   for (const auto& m : modules) type_of[m.path] = m.type;
@@ -672,8 +671,11 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
   if (writer) {
     detail::RunFacts facts{o, device, result.seed, result.data_seed};
     detail::write_provenance(*writer, facts, module);
-    if (uninitialized_ops > 0) writer->set_attribute("uninitialized_ops_not_recorded", int64_t{uninitialized_ops});
-    if (leaf_fallback) writer->set_attribute("layer_fallback", "leaf");
+    if (instrumented.uninitialized_ops > 0)
+      writer->set_attribute("uninitialized_ops_not_recorded", int64_t{instrumented.uninitialized_ops});
+    if (instrumented.leaf_fallback) writer->set_attribute("layer_fallback", "leaf");
+    writer->set_attribute("layer_categories", instrumented.categories.to_json());
+    if (!instrumented.notes.empty()) writer->set_attribute("capture_notes", nlohmann::json(instrumented.notes).dump());
     if (o.mode == "train")
       if (int frozen = detail::frozen_training_ops(module); frozen > 0)
         writer->set_attribute("eval_frozen_ops", int64_t{frozen});

@@ -9,11 +9,17 @@
 #include <utility>
 #include <vector>
 
+#include "reprocheck/layers.h"
 #include "reprocheck/run_options.h"
 #include "reprocheck/stats.h"
 #include "reprocheck/tensor_meta.h"
 
 namespace reprocheck {
+
+// A check's outcome. inconclusive: nothing was compared (zero tensors, or nothing of the model),
+// so there is no evidence either way; never a pass.
+enum class Verdict { reproducible, divergent, inconclusive };
+const char* to_string(Verdict v);
 
 enum class Status {
   match,          // bitwise equal (hashes equal, or every element's bits equal)
@@ -30,11 +36,13 @@ inline bool is_divergent(Status s) { return s != Status::match && s != Status::c
 struct TensorDiff {
   TensorMeta ref;    // the reference run's record (the other run's, for `extra`)
   TensorMeta other;  // the other run's record, where it has one
+  LogicalTime when;  // of `ref`, with its position in its own rank's stream
   Status status = Status::match;
   DiffStats stats;     // for close and values_differ
   std::string detail;  // for shape and dtype mismatches: "[4, 3] vs [4, 4]"
   // Whether the inputs were identical: for layer activations from the input hashes; for other
-  // tensors, whether every tensor recorded before it matched. nullopt: unknown.
+  // tensors, whether every tensor recorded before it matched: in its own stream (rank), and in
+  // every other rank at an earlier step or phase. nullopt: unknown.
   std::optional<bool> inputs_identical;
   std::string inputs_basis;  // "input_hash", "earlier_tensors"
   // Integer tensors whose values differ: the same values in another order (same_multiset), or the
@@ -55,7 +63,12 @@ struct PairComparison {
   int64_t compared = 0, identical = 0, close = 0, divergent = 0;
   uint64_t bytes_read = 0;        // tensor data read to compute statistics
   std::vector<TensorDiff> diffs;  // every tensor that is not a bitwise match, in execution order
-  std::optional<size_t> first;    // index in `diffs` of the first divergent tensor
+  // Index in `diffs` of the first divergent tensor: the first of its rank's stream, and of those
+  // the earliest by logical time (step, phase, position) over all ranks.
+  std::optional<size_t> first;
+  // Ranks (of a distributed run) with a divergent record, each with its own first one (an index in
+  // `diffs`), in rank order. Empty for a single process.
+  std::vector<std::pair<int32_t, size_t>> rank_firsts;
   std::vector<std::pair<std::string, std::string>> knob_diffs;  // run options that differ: name, "a vs b"
   bool skipped_optim_state = false;  // one dump had no optimizer state: it was not compared
   bool has_divergence() const { return first.has_value(); }
@@ -84,12 +97,16 @@ struct Comparison {
   std::vector<TensorMeta> ref_index;   // the reference run's tensors, in execution order
   std::vector<PairComparison> pairs;   // the reference against each other run
   int64_t tensors = 0;                 // in the reference run
+  int max_step = 1 << 30;              // the last step compared
   std::vector<std::string> notes;      // e.g. why the tolerance is not the one asked for
   CaptureSummary capture;
   // Tensors whose hashes differ where a run recorded only hashes: divergent, without statistics.
   int64_t hash_only_diffs() const;
   bool divergent() const;
-  // The pair whose first divergence comes first in execution order.
+  Verdict verdict() const;
+  // Why the verdict is inconclusive ("" when it is not).
+  std::string inconclusive_reason() const;
+  // The pair whose first divergence comes first in logical time (step, phase, position).
   const PairComparison* headline() const;
   std::string attribute(const std::string& name) const;  // of the reference run; "" when absent
 };

@@ -22,4 +22,10 @@ inline constexpr const char* kErrorPrefix = "reprocheck: error: ";
 // environment variable names, so the runner relays it without parsing the worker's stderr.
 inline constexpr const char* kErrorFileEnv = "REPROCHECK_ERROR_FILE";
 
+// Set (to anything but "" or "0") by the test suite: the library then checks its own invariants on
+// every dump it writes or compares (no two records share a key; a dump compared with itself
+// matches) and throws an error when one fails.
+inline constexpr const char* kInvariantsEnv = "REPROCHECK_INVARIANTS";
+bool invariants_checked();
+
 }  // namespace reprocheck

@@ -13,12 +13,14 @@ namespace reprocheck {
 struct Hint {
   std::string cause;       // stable id: rng_not_seeded, unseeded_init, data_pipeline, thread_reduction,
                            // train_eval_mode, cudnn_autotuner, cudnn_nondeterministic,
-                           // deterministic_algorithms, custom_or_atomic_op, untapped_source, no_evidence
+                           // deterministic_algorithms, custom_or_atomic_op, private_generator,
+                           // untapped_source, the data rules (unseeded_shuffle, random_split,
+                           // distributed_sampler, weighted_sampler, user_sampler, ...), no_evidence
   std::string title;       // "RNG not seeded"
   std::string evidence;    // what in the dumps points there
   std::string fix_python;  // the PyTorch setting, or the line of code to add
-  std::string fix_flag;    // the reprocheck flag that tests it
-  std::string test_it;     // the command that would confirm it: "reprocheck ... --threads N",
+  std::string fix_flag;    // the reprocheck flag that tests it ("-": none)
+  std::string test_it;     // the command that would confirm it ("" when none): "reprocheck m.pt --threads 1",
                            // "reprocheck run --vary env:PYTHONHASHSEED=0,1 -- python train.py"
 };
 

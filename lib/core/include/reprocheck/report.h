@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "reprocheck/compare.h"
+#include "reprocheck/exit_codes.h"
 #include "reprocheck/hints.h"
 #include "reprocheck/isolate.h"
 
@@ -21,6 +22,10 @@ struct Report {
 
 // The report of a comparison, with its hints.
 Report make_report(Comparison comparison, std::optional<Isolation> isolation = std::nullopt);
+
+// The exit code of a check or diff with this report: 0 reproducible (or matches the golden),
+// 1 divergent, 2 inconclusive (nothing compared is never a pass).
+ExitCode exit_code(const Report& r);
 
 struct ReportOptions {
   bool color = false;       // ANSI colors (the tool enables them on a terminal without NO_COLOR)

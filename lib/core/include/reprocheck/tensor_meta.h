@@ -66,6 +66,9 @@ struct TensorMeta {
   // kHashOnlyXxh3 (XXH3-64 of the bytes, as for rows with data) or kHashOnlyWords (hash_words,
   // computed where the tensor lived: on a CUDA device).
   std::string dataset;
+  // The rank of a distributed run, from the "rankR" that a merged dump puts first in `layer`
+  // (DumpReader fills it when the dump has a `ranks` attribute); -1 for a single process.
+  int32_t rank = -1;
 
   bool has_data() const { return dataset.rfind("tensors/", 0) == 0; }
 
@@ -83,6 +86,33 @@ struct TensorMeta {
            kind == Kind::indices || kind == Kind::batch || kind == Kind::rng_state;
   }
 };
+
+// Where a phase falls in a training step, for ordering records of different streams (ranks) by
+// logical time: init, rng, input, forward, output, loss, backward, param_grad, after_step.
+int phase_rank(Phase p);
+
+// The logical time of a record: (step, phase rank, order). Within one stream (a run, or one rank
+// of it) execution order is the truth; across ranks there is no common clock, so records compare
+// by step, then phase, then their position. Lower is earlier.
+struct LogicalTime {
+  int32_t step = 0;
+  int phase = 0;
+  int64_t order = 0;
+  int32_t rank = -1;
+  bool operator<(const LogicalTime& o) const {
+    if (step != o.step) return step < o.step;
+    if (phase != o.phase) return phase < o.phase;
+    if (order != o.order) return order < o.order;
+    return rank < o.rank;
+  }
+};
+// `local_order`: the record's position within its own rank's stream.
+inline LogicalTime logical_time(const TensorMeta& m, int64_t local_order) {
+  return {m.step, phase_rank(m.phase), local_order, m.rank};
+}
+
+// The rank a merged dump's layer names ("rank3", "rank3/layer1.conv"), or -1.
+int32_t rank_of_layer(const std::string& layer);
 
 // "[3, 0, 1, 2]" for a flat row-major index into `shape`; "-" for a negative index.
 std::string unravel_index(int64_t flat, const std::vector<int64_t>& shape);

@@ -1,0 +1,114 @@
+"""The private torch internals the capture depends on, patched in one place.
+
+Each patch checks that the feature it relies on exists before it changes anything, and fails with
+one clear line naming the torch version when it does not. The supported range is declared here and
+checked at start-up.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+
+# The torch releases whose DataLoader and hook internals this package was written and tested against.
+SUPPORTED_TORCH = ((2, 4), (2, 12))  # >= 2.4, < 2.12
+
+
+class UnsupportedTorch(RuntimeError):
+    """torch lacks a feature the capture needs (one line: what, which version, what to do)."""
+
+
+def torch_version() -> tuple[int, int]:
+    parts = torch.__version__.split("+")[0].split(".")
+    return int(parts[0]), int(parts[1])
+
+
+def check_torch_version() -> None:
+    low, high = SUPPORTED_TORCH
+    v = torch_version()
+    if not (low <= v < high):
+        raise UnsupportedTorch(
+            f"torch {torch.__version__} is outside the range this capture package supports "
+            f"(>= {low[0]}.{low[1]}, < {high[0]}.{high[1]}); install a torch in that range, or a reprocheck "
+            "built for this torch"
+        )
+
+
+def _require(owner: Any, name: str, what: str) -> Any:
+    value = getattr(owner, name, None)
+    if value is None:
+        raise UnsupportedTorch(
+            f"torch {torch.__version__} has no {what} ({getattr(owner, '__name__', owner)}.{name}), which the capture "
+            "needs to record DataLoader batches; use a torch in the supported range"
+        )
+    return value
+
+
+class IndexedBatch:
+    """A DataLoader batch with the dataset indices it was made from, carried from the fetcher (in
+    the worker process, when there are workers) to the iterator in the main process."""
+
+    __slots__ = ("indices", "data")
+
+    def __init__(self, indices: Optional[list], data: Any) -> None:
+        self.indices = indices
+        self.data = data
+
+    def pin_memory(self, *args: Any) -> "IndexedBatch":
+        from torch.utils.data._utils.pin_memory import pin_memory
+
+        return IndexedBatch(self.indices, pin_memory(self.data))
+
+
+def patch_data_loading(
+    on_iter: Callable[[Any, Any], None], on_next: Callable[[Any, Callable[[], Any]], Any]
+) -> None:
+    """Makes every map-style DataLoader batch carry its dataset indices (an IndexedBatch), hands
+    each `next()` of a DataLoader iterator to `on_next(iterator, fetch)` (which calls `fetch()` and
+    returns the batch the script gets), and tells `on_iter(loader, iterator)` of every iterator a
+    DataLoader makes."""
+    from torch.utils.data import dataloader
+    from torch.utils.data._utils import fetch
+
+    fetcher = _require(fetch, "_MapDatasetFetcher", "map-style dataset fetcher")
+    original_fetch = _require(fetcher, "fetch", "fetcher method")
+    iterator_base = _require(dataloader, "_BaseDataLoaderIter", "DataLoader iterator base class")
+    original_next = _require(iterator_base, "__next__", "iterator method")
+    original_iter = dataloader.DataLoader.__iter__
+
+    def fetch_with_indices(self: Any, possibly_batched_index: Any) -> IndexedBatch:
+        data = original_fetch(self, possibly_batched_index)
+        index = possibly_batched_index
+        indices = list(index) if isinstance(index, (list, tuple, range)) else [index]
+        if not all(isinstance(i, int) for i in indices):
+            indices = None
+        return IndexedBatch(indices, data)
+
+    def next_batch(iterator: Any) -> Any:
+        return on_next(iterator, lambda: original_next(iterator))
+
+    def iterate(loader: Any) -> Any:
+        iterator = original_iter(loader)
+        on_iter(loader, iterator)
+        return iterator
+
+    fetcher.fetch = fetch_with_indices
+    iterator_base.__next__ = next_batch
+    dataloader.DataLoader.__iter__ = iterate
+
+
+def loader_workers(iterator: Any) -> int:
+    return int(getattr(iterator, "_num_workers", 0) or 0)
+
+
+def is_compiled_module(module: torch.nn.Module) -> bool:
+    """A module made by torch.compile (it runs its inner module as compiled code)."""
+    return type(module).__name__ == "OptimizedModule" and hasattr(module, "_orig_mod")
+
+
+def compiling() -> bool:
+    """True while torch.compile traces: hooks then return at once, so the compiler builds the
+    program the script runs, not one with the capture inside it."""
+    compiler = getattr(torch, "compiler", None)
+    is_compiling = getattr(compiler, "is_compiling", None)
+    return bool(is_compiling()) if is_compiling else False
