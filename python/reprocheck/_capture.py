@@ -36,7 +36,7 @@ from ._data import Loaders, subset_indices
 from ._records import Recorder, Row, json_attribute, provenance
 from ._rng import RngTracker
 from ._torch_patches import (IndexedBatch, check_torch_version, compiling, is_compiled_module,
-                             patch_data_loading)
+                             patch_data_loading, patch_module_compile)
 from ._util import (DTYPES, apply_knobs, host_array, layer_category, report_error, tensors, type_name, unwrap,
                     variable_name)
 
@@ -126,6 +126,7 @@ class Session:
 
         torch.autograd.backward = backward
         patch_data_loading(self.loaders.on_iter, self.on_next)
+        patch_module_compile(self.compiled_call)
         atexit.register(self._at_exit)
         original_hook = sys.excepthook
 
@@ -338,6 +339,18 @@ class Session:
             self._op_mode = OpTap(self)
             self._op_mode.__enter__()
         return None
+
+    def compiled_call(self, module: torch.nn.Module, call: Any, args: tuple, kwargs: dict) -> Any:
+        """A module compiled in place (model.compile()): its boundary, captured eagerly."""
+        if compiling():
+            return call(*args, **kwargs)
+        self._pre_forward(module, args)
+        output = None
+        try:
+            output = call(*args, **kwargs)
+        finally:
+            replaced = self._post_forward(module, args, output)
+        return output if replaced is None else replaced
 
     def _on_model_call(self, model: Model, args: tuple) -> None:
         if model is self.models[0] and not self.loader_driven:

@@ -97,13 +97,36 @@ def patch_data_loading(
     dataloader.DataLoader.__iter__ = iterate
 
 
+def patch_module_compile(boundary: Callable[[torch.nn.Module, Callable[..., Any], tuple, dict], Any]) -> None:
+    """`model.compile()` compiles the module's own call, global hooks included, so the capture
+    would never see the module. After it, the compiled call is wrapped: `boundary(module, call,
+    args, kwargs)` runs eagerly around it."""
+    original = getattr(torch.nn.Module, "compile", None)
+    if original is None:
+        return  # a torch without Module.compile: nothing to wrap
+
+    def compile(self: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        inner = getattr(self, "_compiled_call_impl", None)
+        if inner is None:
+            return
+
+        def call(*a: Any, **k: Any) -> Any:
+            return boundary(self, inner, a, k)
+
+        self._compiled_call_impl = call
+
+    torch.nn.Module.compile = compile
+
+
 def loader_workers(iterator: Any) -> int:
     return int(getattr(iterator, "_num_workers", 0) or 0)
 
 
 def is_compiled_module(module: torch.nn.Module) -> bool:
     """A module made by torch.compile (it runs its inner module as compiled code)."""
-    return type(module).__name__ == "OptimizedModule" and hasattr(module, "_orig_mod")
+    return (type(module).__name__ == "OptimizedModule" and hasattr(module, "_orig_mod")) or getattr(
+        module, "_compiled_call_impl", None) is not None
 
 
 def compiling() -> bool:

@@ -84,6 +84,36 @@ const PairComparison* Comparison::headline() const {
   return best;
 }
 
+// For a distributed run: whether the rank of the first divergence diverged alone, the others only
+// later (through the ranks' communication), said as a note.
+std::string rank_alone_note(const Comparison& c) {
+  const PairComparison* h = c.headline();
+  if (!h || h->rank_firsts.empty()) return "";
+  const TensorDiff& first = h->diffs[*h->first];
+  std::vector<std::string> later;
+  for (const auto& [rank, i] : h->rank_firsts) {
+    if (rank == first.ref.rank) continue;
+    const TensorDiff& d = h->diffs[i];
+    if (d.when.step == first.when.step && d.when.phase == first.when.phase) return "";  // not alone
+    later.push_back(fmt::format("rank {} from step {} ({}) on", rank, d.ref.step, to_string(d.ref.phase)));
+  }
+  int ranks = 0;
+  try {
+    ranks = std::stoi(c.attribute("ranks"));
+  } catch (const std::exception&) {
+  }
+  if (later.empty() && ranks <= 1) return "";
+  return fmt::format(
+      "rank {} alone diverged first (step {}, {}){}: the cause is local to rank {}; look at what that rank does "
+      "differently (its seed, its data, rank-dependent code)",
+      first.ref.rank, first.ref.step, to_string(first.ref.phase),
+      later.empty() ? "; no other rank diverged"
+                    : fmt::format("; the others only later, {}, through the ranks' communication",
+                                  fmt::join(later, ", ")),
+      first.ref.rank);
+}
+
+
 const char* to_string(Verdict v) {
   switch (v) {
     case Verdict::reproducible:

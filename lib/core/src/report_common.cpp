@@ -11,6 +11,7 @@ namespace reprocheck {
 
 Report make_report(Comparison comparison, std::optional<Isolation> isolation) {
   Report r;
+  if (auto note = rank_alone_note(comparison); !note.empty()) comparison.notes.push_back(std::move(note));
   r.hints = explain(comparison);
   r.comparison = std::move(comparison);
   r.isolation = std::move(isolation);

@@ -128,6 +128,10 @@ struct CompareOptions {
   bool allow_other_model = false;
 };
 
+// For a distributed run whose first divergence is in one rank while the others diverged only
+// later: a sentence saying so; "" otherwise.
+std::string rank_alone_note(const Comparison& c);
+
 // Compares runs[1..] against runs[0]. Throws InputError for unreadable dumps, dumps of another
 // format version, or dumps of different models (different model signatures).
 Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOptions& options = {});
