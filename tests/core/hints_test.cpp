@@ -131,3 +131,162 @@ TEST(Hints, TestItNeverRepeatsWhatTheCheckHad) {
   EXPECT_EQ(h[0].test_it, "");
   EXPECT_NE(h[0].evidence.find("every layer and op was tapped"), std::string::npos);
 }
+
+namespace {
+
+// A training script's comparison whose first divergence is `first`, with the RNG records that
+// differed (name, rank) after it, the DataLoader description of the record's layer, and the seeds.
+struct Script {
+  rc::TensorMeta first;
+  std::vector<std::pair<std::string, int>> rngs;  // generator name, rank
+  std::string loader_json;                        // {"": {...}}
+  std::vector<std::pair<std::string, std::string>> knobs;
+  bool source = true;
+  std::map<std::string, std::string> attrs;
+};
+
+rc::Comparison script(const Script& s) {
+  rc::Comparison c = divergence(s.first, s.source, "earlier_tensors", s.knobs);
+  c.ref_options.command = {"python", "train.py"};
+  if (!s.loader_json.empty()) c.ref_attributes["data_loaders"] = s.loader_json;
+  for (const auto& [k, v] : s.attrs) c.ref_attributes[k] = v;
+  for (const auto& [name, rank] : s.rngs) {
+    rc::TensorDiff r;
+    r.ref = meta(0, "rng", rank >= 0 ? "rank" + std::to_string(rank) : "", "torch.Generator", "rng_state", name);
+    r.ref.rank = rank;
+    r.status = rc::Status::values_differ;
+    c.pairs[0].diffs.push_back(r);
+  }
+  return c;
+}
+
+rc::TensorMeta indices(int rank = -1) {
+  auto m = meta(0, "input", rank >= 0 ? "rank" + std::to_string(rank) : "", "torch.utils.data.DataLoader", "indices",
+                "indices");
+  m.rank = rank;
+  return m;
+}
+
+std::string loader(const std::string& sampler, const std::string& extra = "") {
+  return R"({"": {"name": "loader", "workers": 0, "in_order": true, "sampler": ")" + sampler + "\"" + extra + "}}";
+}
+
+}  // namespace
+
+TEST(HintRules, TheDataOrderFixFollowsWhoDrawsTheOrderAndWhichRngDiffered) {
+  const std::string random_sampler = "torch.utils.data.sampler.RandomSampler";
+  // The DataLoader's own shuffle, torch's state differed: seed torch and give the loader a generator.
+  auto h = rc::explain(script({indices(), {{"torch", -1}}, loader(random_sampler)}));
+  EXPECT_EQ(h[0].cause, "unseeded_shuffle");
+  EXPECT_NE(h[0].fix_python.find("generator=torch.Generator().manual_seed(0)"), std::string::npos);
+  // A sampler of the script's own drawing from numpy: the fix is about numpy, never the loader's generator.
+  h = rc::explain(script({indices(), {{"numpy", -1}}, loader("__main__.PermutationSampler")}));
+  EXPECT_EQ(h[0].cause, "user_sampler");
+  EXPECT_NE(h[0].evidence.find("numpy global RNG state differed"), std::string::npos);
+  EXPECT_NE(h[0].fix_python.find("np.random.seed(0)"), std::string::npos);
+  EXPECT_EQ(h[0].fix_python.find("DataLoader"), std::string::npos);
+  // ... from Python's random (a bucket batch sampler): random.
+  h = rc::explain(script({indices(), {{"random", -1}},
+                          loader("torch.utils.data.sampler.SequentialSampler",
+                                 R"(, "batch_sampler": "__main__.BucketBatchSampler")")}));
+  EXPECT_EQ(h[0].cause, "user_sampler");
+  EXPECT_NE(h[0].title.find("BucketBatchSampler"), std::string::npos);
+  EXPECT_NE(h[0].fix_python.find("random.seed(0)"), std::string::npos);
+  // ... with no RNG state differing: a source reprocheck does not record, no made-up fix.
+  h = rc::explain(script({indices(), {}, loader("__main__.PermutationSampler")}));
+  EXPECT_EQ(h[0].cause, "user_sampler");
+  EXPECT_NE(h[0].evidence.find("does not record"), std::string::npos);
+  // A WeightedRandomSampler draws with replacement: different samples, not another order.
+  h = rc::explain(script({indices(), {{"torch", -1}},
+                          loader("torch.utils.data.sampler.WeightedRandomSampler", R"(, "replacement": true)")}));
+  EXPECT_EQ(h[0].cause, "weighted_sampler");
+  EXPECT_EQ(h[0].title.find("same samples"), std::string::npos);
+  EXPECT_NE(h[0].fix_python.find("WeightedRandomSampler(..., generator="), std::string::npos);
+  // A DistributedSampler: its seed and set_epoch.
+  h = rc::explain(script({indices(1), {{"random", 1}},
+                          loader("torch.utils.data.distributed.DistributedSampler")}));
+  EXPECT_EQ(h[0].cause, "distributed_sampler");
+  EXPECT_NE(h[0].fix_python.find("set_epoch"), std::string::npos);
+  EXPECT_NE(h[0].evidence.find("on rank 1"), std::string::npos);
+  // Workers with in_order=False and no RNG difference: arrival order; with one, not.
+  const std::string arrival = R"({"": {"workers": 2, "in_order": false, "sampler": "torch.utils.data.sampler.RandomSampler"}})";
+  EXPECT_EQ(first_cause(script({indices(), {}, arrival})), "worker_arrival_order");
+  EXPECT_NE(first_cause(script({indices(), {{"torch", -1}}, arrival})), "worker_arrival_order");
+}
+
+TEST(HintRules, ASplitThatDiffersIsRandomSplit) {
+  auto split = meta(0, "input", "", "torch.utils.data.Subset", "indices", "split");
+  auto h = rc::explain(script({split, {}, loader("torch.utils.data.sampler.RandomSampler", R"(, "subset": true)")}));
+  EXPECT_EQ(h[0].cause, "random_split");
+  EXPECT_NE(h[0].fix_python.find("random_split(dataset, lengths, generator="), std::string::npos);
+}
+
+TEST(HintRules, SameMultisetSaysAnotherOrderOnly) {
+  Script s{indices(), {{"torch", -1}}, loader("torch.utils.data.sampler.RandomSampler")};
+  auto c = script(s);
+  c.pairs[0].diffs[0].same_multiset = true;
+  EXPECT_NE(rc::explain(c)[0].title.find("same samples, different order"), std::string::npos);
+  c.pairs[0].diffs[0].same_multiset = false;
+  EXPECT_NE(rc::explain(c)[0].title.find("different samples"), std::string::npos);
+  EXPECT_EQ(rc::explain(c)[0].title.find("same samples"), std::string::npos);
+}
+
+TEST(HintRules, RngEvidenceComesFromTheFirstDivergencesRank) {
+  // Rank 1's RNG first; rank 0's numpy state also differed, later: the evidence is rank 1's torch.
+  auto first = meta(0, "rng", "rank1", "torch.Generator", "rng_state", "torch");
+  first.rank = 1;
+  auto c = script({first, {{"numpy", 0}}, ""});
+  c.ref_attributes["ranks"] = "2";
+  rc::TensorMeta init = meta(-1, "init", "rank1/fc", "", "param", "weight");
+  init.rank = 1;
+  c.ref_index.push_back(init);
+  auto h = rc::explain(c);
+  EXPECT_EQ(h[0].cause, "rng_not_seeded");  // not "reseeded": DDP broadcast the initial weights
+  EXPECT_NE(h[0].evidence.find("on rank 1"), std::string::npos);
+  EXPECT_NE(h[0].fix_python.find("on every rank"), std::string::npos);
+  EXPECT_EQ(h[0].evidence.find("numpy"), std::string::npos);
+  // One process whose initial parameters matched: the torch RNG was reseeded.
+  auto single = meta(0, "rng", "", "torch.Generator", "rng_state", "torch");
+  c = script({single, {}, ""});
+  c.ref_index.push_back(meta(-1, "init", "fc", "", "param", "weight"));
+  EXPECT_EQ(rc::explain(c)[0].cause, "rng_reseeded");
+}
+
+TEST(HintRules, ARandomOpOnAPrivateGeneratorIsNamedAsSuch) {
+  auto op = meta(0, "forward", "rand#0", "rand", "activation");
+  auto h = rc::explain(script({op, {}, "", {}, true, {{"op_generators", R"({"rand#0": "private"})"}}}));
+  EXPECT_EQ(h[0].cause, "private_generator");
+  EXPECT_NE(h[0].evidence.find("generator= a torch.Generator of the script's own"), std::string::npos);
+  for (const auto& x : h) EXPECT_NE(x.fix_flag, "--deterministic") << x.cause;
+  // With the global seed differing, the random op is the seed's, not a private generator's.
+  h = rc::explain(script({op, {}, "", {{"seed_value", "1 vs 2"}}}));
+  EXPECT_EQ(h[0].cause, "rng_not_seeded");
+  // A non-random op from identical inputs is still an atomic op.
+  EXPECT_EQ(first_cause(script({meta(0, "forward", "index_add_#0", "index_add_", "activation"), {}, ""})),
+            "custom_or_atomic_op");
+}
+
+TEST(HintRules, TheSeedIsListedWheneverItDiffered) {
+  // An inherited divergence with --layers all: the untapped source, and the seed that differed.
+  auto c = divergence(meta(0, "forward", "fc", "torch.nn.modules.linear.Linear", "activation"), false, "input_hash",
+                      {{"seed_value", "1 vs 2"}});
+  c.ref_options.layers = "all";
+  auto h = rc::explain(c);
+  std::vector<std::string> causes;
+  for (const auto& x : h) causes.push_back(x.cause);
+  EXPECT_EQ(causes.front(), "rng_not_seeded");
+  EXPECT_NE(std::find(causes.begin(), causes.end(), "untapped_source"), causes.end());
+  for (const auto& x : h) EXPECT_EQ(x.test_it.find("--layers all"), std::string::npos) << x.test_it;
+  // With the same seeds, no seed hint.
+  c.pairs[0].knob_diffs.clear();
+  for (const auto& x : rc::explain(c)) EXPECT_NE(x.cause, "rng_not_seeded");
+}
+
+TEST(HintRules, CategoriesComeFromTheDumpNotTheClassName) {
+  // timm's ScaledStdConv2d is a conv by ancestry: on CUDA its backward is cuDNN's.
+  auto c = divergence(meta(0, "backward", "stem", "timm.layers.std_conv.ScaledStdConv2d", "grad"), true,
+                      "earlier_tensors", {}, "cuda:0");
+  EXPECT_NE(first_cause(c), "cudnn_nondeterministic");
+  c.ref_attributes["layer_categories"] = R"({"timm.layers.std_conv.ScaledStdConv2d": "conv"})";
+  EXPECT_EQ(first_cause(c), "cudnn_nondeterministic");
+}

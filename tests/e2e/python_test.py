@@ -26,6 +26,33 @@ def script(name):
     return os.path.join(SCRIPTS, name + ".py")
 
 
+def loop(name):
+    return os.path.join(SCRIPTS, "loops", name + ".py")
+
+
+def plain_report(path, *args):
+    """What the script computes without reprocheck: XXH3 of each loss and of the final parameters."""
+    with tempfile.TemporaryDirectory() as d:
+        report = os.path.join(d, "report.json")
+        env = dict(os.environ, FIXTURE_REPORT=report)
+        r = subprocess.run([PY, path, *args], capture_output=True, text=True, cwd=os.path.dirname(path), env=env,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        with open(report) as f:
+            return json.load(f)
+
+
+def keys_are_unique(test, rows):
+    keys = [(r["step"], r["phase"], r["layer"], r["kind"], r["name"], r["call"]) for r in rows]
+    test.assertEqual(len(keys), len(set(keys)), [k for k in keys if keys.count(k) > 1][:5])
+
+
+# Training loops as people write them (fixtures/scripts/loops): the loss records the plain script's
+# report holds, by the call index of the loss within its step (None: all of them).
+LOOP_SHAPES = {"grad_accum": None, "gan": 1, "two_loaders": None, "two_optimizers": None, "lbfgs": 0,
+               "eval_between": None, "set_to_none": None}
+
+
 def index(path):
     with h5py.File(path) as f:
         rows = f["index"][:]
@@ -64,6 +91,79 @@ class Reproducible(unittest.TestCase):
 
     def test_ddp_two_ranks(self):
         self.check(TORCHRUN, "--nproc_per_node", "2", script("ddp_train"))
+
+
+class LoopShapes(unittest.TestCase):
+    """Each loop shape is reproducible, writes one record per key, and the capture changes no loss."""
+
+    def run_shape(self, name):
+        d = tempfile.mkdtemp()
+        r = reprocheck("run", "--runs", "3", "--jobs", "2", "--hashes-only", "--keep", d, "--", PY, loop(name))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("verdict: REPRODUCIBLE", r.stdout)
+        rows, attrs = index(os.path.join(d, "run-0.h5"))
+        keys_are_unique(self, rows)
+        plain = plain_report(loop(name))
+        call = LOOP_SHAPES[name]
+        losses = [int(r["hash"]) for r in rows if r["kind"] == "loss" and (call is None or r["call"] == call)]
+        self.assertTrue(losses)
+        self.assertEqual(losses, plain["losses"][:len(losses)])
+        return rows, attrs
+
+    def test_gradient_accumulation_records_each_micro_batch_once(self):
+        rows, _ = self.run_shape("grad_accum")
+        for step in (0, 1):
+            batches = [r["call"] for r in rows if r["step"] == step and r["kind"] == "indices"]
+            self.assertEqual(batches, [0, 1])  # two micro-batches per optimizer step, in order
+            grads = [r["call"] for r in rows if r["step"] == step and r["kind"] == "param_grad" and r["layer"] == "fc"
+                     and r["name"] == "weight"]
+            self.assertEqual(grads, [0, 1])
+
+    def test_a_gan_records_both_models_and_both_optimizers(self):
+        rows, attrs = self.run_shape("gan")
+        layers = {r["layer"] for r in rows if r["phase"] == "forward"}
+        self.assertTrue({"netD.0", "netD.2"} <= layers, layers)  # the discriminator, named by its variable
+        stepped = {r["layer"].split(".")[0] for r in rows if r["phase"] == "after_step" and r["kind"] == "param"
+                   and r["step"] == 0}
+        self.assertEqual(stepped, {"netD", "0", "2"})  # netD's and the generator's layers 0 and 2
+        self.assertEqual([r["call"] for r in rows if r["kind"] == "loss" and r["step"] == 0], [0, 1])
+
+    def test_two_loaders_are_told_apart(self):
+        rows, attrs = self.run_shape("two_loaders")
+        loaders = json.loads(attrs["data_loaders"])
+        self.assertEqual(sorted(loaders), ["", "val_loader"])
+        self.assertEqual(loaders["val_loader"]["sampler"], "torch.utils.data.sampler.SequentialSampler")
+        val = [r for r in rows if r["layer"] == "val_loader" and r["kind"] == "indices"]
+        self.assertEqual(len(val), 2)  # 16 validation samples in batches of 8, after step 0
+
+    def test_other_shapes(self):
+        for name in ("two_optimizers", "lbfgs", "eval_between", "set_to_none"):
+            with self.subTest(shape=name):
+                rows, _ = self.run_shape(name)
+                if name == "lbfgs":  # the closure runs several times within one step
+                    self.assertGreater(len([r for r in rows if r["kind"] == "loss" and r["step"] == 0]), 1)
+                if name == "set_to_none":  # a frozen parameter has no gradient
+                    self.assertFalse([r for r in rows if r["kind"] == "param_grad" and r["layer"] == "bn"
+                                      and r["name"] == "weight"])
+
+
+class Compiled(unittest.TestCase):
+    """torch.compile (inductor): the capture leaves the compiled program alone."""
+
+    def test_instrumented_equals_plain(self):
+        for form in ([], ["--in-place"]):
+            with self.subTest(form=form or "torch.compile(model)"):
+                path = script("compiled_cnn")
+                plain = plain_report(path, "--max-steps", "2", *form)
+                d = tempfile.mkdtemp()
+                r = reprocheck("run", "--hashes-only", "--keep", d, "--", PY, path, *form, timeout=600)
+                self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+                self.assertIn("is compiled (torch.compile)", r.stdout)
+                rows, _ = index(os.path.join(d, "run-0.h5"))
+                self.assertEqual([int(r["hash"]) for r in rows if r["kind"] == "loss"], plain["losses"])
+                final = {(r["layer"] + "." + r["name"]).lstrip("."): int(r["hash"]) for r in rows
+                         if r["phase"] == "after_step" and r["kind"] == "param" and r["step"] == 1}
+                self.assertEqual(final, plain["params"])
 
 
 class Capture(unittest.TestCase):
@@ -280,6 +380,54 @@ print("ok")
                 fd = json.load(f)["first_divergence"]
             # The learning rate first shows in the parameters after step 0.
             self.assertEqual((fd["step"], fd["phase"], fd["kind"]), (0, "after_step", "param"))
+
+
+class Layers(unittest.TestCase):
+    SCRIPT = textwrap.dedent("""
+        import torch, torch.nn as nn, torch.nn.functional as F
+
+        class ScaledStdConv2d(nn.Conv2d):  # timm's kind: a conv by ancestry, a name of its own
+            def forward(self, x):
+                w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True,
+                                 eps=1e-6).reshape_as(self.weight)
+                return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+        class BatchNormAct2d(nn.BatchNorm2d):
+            def forward(self, x):
+                return torch.relu(super().forward(x))
+
+        torch.manual_seed(0)
+        model = nn.Sequential(ScaledStdConv2d(3, 4, 3, padding=1), BatchNormAct2d(4), nn.Flatten(), nn.Linear(64, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(3):
+            loss = model(torch.rand(2, 3, 4, 4)).sum()
+            opt.zero_grad(); loss.backward(); opt.step()
+    """)
+
+    def setUp(self):
+        self.path = os.path.join(tempfile.mkdtemp(), "subclasses.py")
+        with open(self.path, "w") as f:
+            f.write(self.SCRIPT)
+
+    def test_subclasses_are_layers_of_their_kind(self):
+        d = tempfile.mkdtemp()
+        r = reprocheck("run", "--hashes-only", "--keep", d, "--", PY, self.path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        rows, attrs = index(os.path.join(d, "run-0.h5"))
+        self.assertEqual({r["layer"] for r in rows if r["phase"] == "forward"}, {"0", "1"})
+        self.assertEqual(json.loads(attrs["layer_categories"])["__main__.ScaledStdConv2d"], "conv")
+
+    def test_selectors_combine_and_an_unknown_one_is_an_error(self):
+        d = tempfile.mkdtemp()
+        r = reprocheck("run", "--hashes-only", "--keep", d, "--layers", "default,Linear", "--", PY, self.path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        rows, _ = index(os.path.join(d, "run-0.h5"))
+        self.assertEqual({r["layer"] for r in rows if r["phase"] == "forward"}, {"0", "1", "3"})
+        r = reprocheck("run", "--layers", "default,Lineer", "--", PY, self.path)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("unknown --layers selector 'Lineer'", r.stderr)
+        self.assertIn("ScaledStdConv2d", r.stderr)
+        self.assertNotIn("Traceback", r.stderr)
 
 
 class Errors(unittest.TestCase):

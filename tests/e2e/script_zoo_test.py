@@ -21,14 +21,23 @@ from cases import CASES  # noqa: E402
 
 BIN = os.environ["REPROCHECK_BINARY"]
 PY = os.environ["REPROCHECK_PYTHON"]
+TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
+LAUNCHERS = {s["script"]: s.get("launcher") for s in CASES}
+
+
+def command(script):
+    path = os.path.join(ZOO, script + ".py")
+    if LAUNCHERS.get(script) == "torchrun":
+        return [TORCHRUN, "--nproc_per_node", "2", path]
+    return [PY, path]
 
 
 def run(flags, script, *script_args):
     with tempfile.TemporaryDirectory() as d:
         report = os.path.join(d, "report.json")
         start = time.perf_counter()
-        r = subprocess.run([BIN, "run", "--jobs", "2", "--json", report, *flags, "--", PY,
-                            os.path.join(ZOO, script + ".py"), *script_args],
+        r = subprocess.run([BIN, "run", "--jobs", "2", "--json", report, *flags, "--", *command(script),
+                            *script_args],
                            capture_output=True, text=True, timeout=600, cwd=ZOO)
         seconds = time.perf_counter() - start
         data = json.load(open(report)) if os.path.exists(report) else None
@@ -54,9 +63,15 @@ def check_case(case):
         if (step is not None and first["step"] != step) or (phase and first["phase"] != phase) or (
                 kind and first["kind"] != kind):
             problems.append(f"first divergence {first['step']} {first['phase']} {first['kind']}, expected {case['first']}")
+        if "rank" in case and first["rank"] != case["rank"]:
+            problems.append(f"first divergence on rank {first['rank']}, expected rank {case['rank']}")
         hints = [h["cause"] for h in report["hints"]]
         if not hints or hints[0] != case["hint"]:
             problems.append(f"hints {hints}, expected {case['hint']} first")
+        elif case.get("evidence", "") not in report["hints"][0]["evidence"]:
+            problems.append(f"evidence {report['hints'][0]['evidence']!r} lacks {case['evidence']!r}")
+        elif case.get("fix", "") not in report["hints"][0]["fix_python"]:
+            problems.append(f"fix {report['hints'][0]['fix_python']!r} lacks {case['fix']!r}")
         elif "-- " not in report["hints"][0]["test_it"] or "reprocheck run" not in report["hints"][0]["test_it"]:
             problems.append(f"test it line is not a reprocheck run command: {report['hints'][0]['test_it']}")
     status = "ok" if not problems else "FAILED"

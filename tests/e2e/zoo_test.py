@@ -1,7 +1,7 @@
 """Runs the zoo of planted nondeterminism (fixtures/zoo/cases.py) and checks each verdict and
 hint, plus the deterministic controls and the isolation of two independent sources.
 
-    python zoo_test.py cpu|gpu|controls|isolate|ladder
+    python zoo_test.py cpu|gpu|controls|layers|isolate|ladder
 A GPU selection without a CUDA device exits 77 (ctest: skipped).
 """
 import json
@@ -63,6 +63,12 @@ class Zoo(unittest.TestCase):
                     self.assertIn(case["evidence"], hint["evidence"])
                 if "fix_flag" in case:
                     self.assertIn(case["fix_flag"], hint["fix_flag"])
+                causes = [h["cause"] for h in report["hints"]]
+                for also in case.get("also", []):
+                    self.assertIn(also, causes[1:])
+                if "never_test" in case:
+                    for h in report["hints"]:
+                        self.assertNotIn(case["never_test"], h["test_it"], h)
                 self.assertIn("likely cause", r.stdout)
 
 
@@ -82,6 +88,26 @@ class Controls(unittest.TestCase):
                     report = json.load(f)
                 self.assertEqual(len(report["runs"]), 20)
                 self.assertEqual(report["hints"], [])
+
+
+class Layers(unittest.TestCase):
+    """TorchScript flattens classes: a subclass of nn.Conv2d or nn.BatchNorm2d (timm's
+    ScaledStdConv2d, BatchNormAct2d) is known by the ops its forward calls."""
+
+    def test_default_taps_subclasses_by_their_ops(self):
+        import h5py
+
+        with tempfile.TemporaryDirectory() as tmp:
+            dump = os.path.join(tmp, "run.h5")
+            r = subprocess.run([BIN, "record", os.path.join(FIX, "subclass_net.pt"), "-o", dump], capture_output=True,
+                               text=True, timeout=300)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            with h5py.File(dump) as f:
+                layers = {row["layer"].decode() for row in f["index"][:] if row["phase"] == b"forward"}
+                categories = json.loads(f.attrs["layer_categories"])
+            self.assertEqual(layers, {"stem", "bn1", "conv", "bn2", "drop"})
+            self.assertEqual(categories["ScaledStdConv2d"], "conv")
+            self.assertEqual(categories["BatchNormAct2d"], "batchnorm")
 
 
 class Isolate(unittest.TestCase):
@@ -150,6 +176,7 @@ if __name__ == "__main__":
     if which == "gpu" and not cuda_available():
         print("no CUDA device: GPU zoo cases skipped")
         sys.exit(77)
-    suite = {"cpu": Zoo, "gpu": ZooGpu, "controls": Controls, "isolate": Isolate, "ladder": Ladder}[which]
+    suite = {"cpu": Zoo, "gpu": ZooGpu, "controls": Controls, "layers": Layers, "isolate": Isolate,
+             "ladder": Ladder}[which]
     result = unittest.TextTestRunner(verbosity=2).run(unittest.TestLoader().loadTestsFromTestCase(suite))
     sys.exit(0 if result.wasSuccessful() else 1)

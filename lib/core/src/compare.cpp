@@ -407,6 +407,22 @@ void add_capture_notes(Comparison& c, const std::vector<std::unique_ptr<DumpRead
                                   "heads): only the first output is trained, so their gradients are not checked; "
                                   "train on all with --output-weights (e.g. 1,0.3,0.3)",
                                   n));
+  for (size_t i = 0; i < readers.size(); ++i) {
+    auto steps = readers[i]->attribute("nonfinite_loss");
+    if (steps.empty() || !json_depth_within(steps, kMaxJsonDepth)) continue;
+    try {
+      auto j = nlohmann::json::parse(steps);
+      std::vector<int> list;
+      for (const auto& s : j) list.push_back(s.get<int>());
+      if (list.empty()) continue;
+      c.notes.push_back(fmt::format("the loss was NaN or Inf at step(s) {} of run {}: a check of a training that "
+                                    "has diverged numerically says little; lower the learning rate, or look at the "
+                                    "data and the loss",
+                                    fmt::join(list, ", "), i));
+      break;
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
   if (ref.attribute("layer_fallback") == "leaf")
     c.notes.push_back("the model has no conv, dropout or batch-norm layer: every leaf layer was tapped instead");
   if (auto notes = ref.attribute("capture_notes"); !notes.empty() && json_depth_within(notes, kMaxJsonDepth)) {
@@ -415,6 +431,31 @@ void add_capture_notes(Comparison& c, const std::vector<std::unique_ptr<DumpRead
     } catch (const nlohmann::json::exception&) {
     }
   }
+}
+
+// Runs with different seeds whose tensors all matched: a few random elements coincide often.
+void add_seed_note(Comparison& c, const std::vector<std::unique_ptr<DumpReader>>& readers) {
+  if (c.divergent()) return;
+  const PairComparison* seeds = nullptr;
+  for (const auto& p : c.pairs)
+    for (const auto& [k, v] : p.knob_diffs)
+      if (k == "seed_value") seeds = &p;
+  if (!seeds) return;
+  bool draws = false;
+  for (const auto& r : readers) draws |= r->attribute("model_rng_draws", "1") != "0";
+  if (!draws) return;  // the note that the seed does not reach the model says it
+  std::string seed_values;
+  for (const auto& [k, v] : seeds->knob_diffs)
+    if (k == "seed_value") seed_values = v;
+  const std::string elements = c.attribute("dropout_elements");
+  std::string drawn = elements.empty() || elements == "0"
+                          ? "the model draws few random numbers where they change what is recorded"
+                          : fmt::format("the model's dropout layers drew {} random element(s) over {} step(s)",
+                                        elements, c.attribute("steps"));
+  c.notes.push_back(fmt::format("the runs used different seeds ({}) and still every tensor matched: {}, and with so "
+                                "few, different seeds often give the same masks; check with more runs (--runs 5) or "
+                                "more steps before trusting that the seed is not needed",
+                                seed_values, drawn));
 }
 
 }  // namespace
@@ -521,6 +562,7 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
     }
     c.pairs.push_back(std::move(pc));
   }
+  add_seed_note(c, readers);
   return c;
 }
 

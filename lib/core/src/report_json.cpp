@@ -45,6 +45,7 @@ nlohmann::json tensor_json(const TensorDiff& d, int run) {
                       {"kind", to_string(d.ref.kind)},
                       {"name", d.ref.name},
                       {"call", d.ref.call},
+                      {"rank", d.ref.rank >= 0 ? nlohmann::json(d.ref.rank) : nlohmann::json(nullptr)},
                       {"tensor", d.ref.tensor_name()},
                       {"dtype", d.ref.dtype},
                       {"shape", d.ref.shape},

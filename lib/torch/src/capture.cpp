@@ -1,3 +1,4 @@
+#include <atomic>
 #include "capture.h"
 
 #include <c10/core/Event.h>
@@ -301,6 +302,8 @@ class Session {
         pending.pop_back();
       }
     }
+    if (s.dropout)
+      for (const auto& y : ys) dropout_elements_ += y.numel();
     for (size_t slot = 0; slot < ys.size(); ++slot) {
       TensorMeta m =
           meta(Phase::forward, s.path, s.type, Kind::activation, ys.size() == 1 ? "out" : fmt::format("out.{}", slot), call);
@@ -439,6 +442,11 @@ class Session {
   AsyncWriter writer_;
   bool hashes_only_;
   std::vector<Site> sites_;
+
+ public:
+  std::atomic<int64_t> dropout_elements_{0};
+
+ private:
   std::map<std::string, at::Tensor> replay_;
   std::mutex mu_;
   int step_ = -1;
@@ -467,6 +475,8 @@ uint64_t tensor_hash(const at::Tensor& t) {
   at::Tensor h = host_view(t);
   return hash_bytes(h.data_ptr(), h.nbytes());
 }
+
+int64_t Capture::dropout_elements() const { return session_->dropout_elements_; }
 
 Capture::Capture(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay)
     : session_(std::make_unique<Session>(writer, std::move(sites), std::move(replay))) {

@@ -46,6 +46,8 @@ class Capture {
   void rethrow_write_error();
   double write_seconds() const;  // the training thread's time copying tensors and waiting for the writer
   double hash_seconds() const;   // of which hashing the tapped layers' inputs
+  // Elements that passed through tapped dropout layers: how many random numbers their masks drew.
+  int64_t dropout_elements() const;
 
  private:
   std::unique_ptr<Session> session_;

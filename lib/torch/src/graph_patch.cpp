@@ -230,6 +230,7 @@ Instrumented instrument(torch::jit::Module& module, const RunOptions& o, const s
     sites[i].type = mods[i].type;
     sites[i].kind = mods[i].kind;
     sites[i].layer = sel[i];
+    sites[i].dropout = result.categories.is(mods[i].type, LayerCategory::dropout);
   }
   result.sites = std::move(sites);
   return result;

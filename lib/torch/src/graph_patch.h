@@ -27,6 +27,7 @@ namespace reprocheck::detail {
 struct Site {
   std::string path, type, kind;
   bool layer = false;                 // selected for layer taps
+  bool dropout = false;               // a dropout layer (its outputs count the random elements drawn)
   std::vector<std::string> op_names;  // for --ops: op k's name in this instance's type graph
 };
 

@@ -690,6 +690,8 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
   at::Generator model_gen = at::globalContext().defaultGenerator(device);
   const at::Tensor rng_before = model_gen.get_state();
   int64_t ignored_outputs = 0;
+  std::vector<int> nonfinite_steps;  // steps whose loss was NaN or Inf
+  int64_t dropout_elements = 0;
   auto data_gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(result.data_seed));
   auto start = Clock::now();
   if (capture) {
@@ -728,6 +730,7 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
         for (const auto& [name, t] : s.outputs) capture->record(Phase::output, "", "", Kind::output, name, t);
         if (s.target.defined()) capture->record(Phase::input, "", "", Kind::target, "target", s.target);
         capture->record(Phase::loss, "", "", Kind::loss, "loss", s.loss);
+        if (!s.loss.isfinite().all().item<bool>()) nonfinite_steps.push_back(step);
       }
       for (const auto& [name, t] : s.outputs) fingerprint(t);
       fingerprint(s.loss);
@@ -763,11 +766,14 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
   if (capture) {
     result.write_seconds = capture->write_seconds();
     result.hash_seconds = capture->hash_seconds();
+    dropout_elements = capture->dropout_elements();
   }
   capture.reset();
   if (writer) {
     writer->set_attribute("model_rng_draws", static_cast<int64_t>(!at::equal(rng_before, model_gen.get_state())));
     if (ignored_outputs > 0) writer->set_attribute("ignored_outputs", ignored_outputs);
+    if (!nonfinite_steps.empty()) writer->set_attribute("nonfinite_loss", nlohmann::json(nonfinite_steps).dump());
+    if (o.mode == "train") writer->set_attribute("dropout_elements", dropout_elements);
     result.tensors = static_cast<int64_t>(writer->tensor_count());
     result.bytes = writer->bytes_written();
     writer->commit();
