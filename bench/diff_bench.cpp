@@ -43,9 +43,10 @@ double time_it(F&& f) {
 
 double run_process(const std::vector<std::string>& argv, const std::string& dir) {
   return time_it([&] {
-    rc::Process p(argv, dir + "/out.txt", dir + "/err.txt");
-    while (!p.poll()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    if (!p.poll()->ok()) fmt::print(stderr, "bench: command failed: {}\n", rc::tail_lines(dir + "/err.txt", 3));
+    (void)dir;
+    rc::ExitStatus status;
+    auto p = rc::run_to_end({argv, {}, ""}, 0, &status);
+    if (!status.ok()) fmt::print(stderr, "bench: command failed: {}\n", p->stderr_tail().last_lines(3));
   });
 }
 

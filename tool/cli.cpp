@@ -17,19 +17,75 @@
 #include "reprocheck/isolate.h"
 #include "reprocheck/ladder.h"
 #include "reprocheck/layers.h"
+#include "reprocheck/tensor_meta.h"
 
 namespace reprocheck::cli {
 
+namespace {
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The app's flag closest to `word` ("--stpes" -> "--steps"), or "" when none is close.
+std::string closest_flag(const CLI::App& app, const std::string& word) {
+  std::string flag = word.substr(0, word.find('='));
+  std::string best;
+  size_t best_distance = 3;
+  for (const CLI::Option* o : app.get_options()) {
+    for (const auto& name : o->get_lnames()) {
+      const std::string candidate = "--" + name;
+      size_t d = edit_distance(flag, candidate);
+      if (d < best_distance) best_distance = d, best = candidate;
+    }
+  }
+  return best;
+}
+
+// The one line for arguments the app did not expect: an unknown flag (with the closest one), or
+// words that look like a command given to `run` without `--` before it.
+std::string unexpected(const CLI::App& app, const std::vector<std::string>& extras) {
+  const bool run = app.get_name().rfind("reprocheck run", 0) == 0;
+  std::string words;
+  for (const auto& w : extras) words += (words.empty() ? "" : " ") + sanitize_text(w);
+  // `reprocheck run python train.py --epochs 2`: the command, not flags of reprocheck's.
+  if (run && !extras.empty() && extras.front().rfind("-", 0) != 0)
+    return fmt::format("put '--' before the command to run: reprocheck run [options] -- {}", words);
+  for (const auto& word : extras)
+    if (word.rfind("-", 0) == 0) {
+      std::string near = closest_flag(app, word);
+      return fmt::format("unknown flag '{}'{}", sanitize_text(word), near.empty() ? "" : "; did you mean '" + near + "'?");
+    }
+  return fmt::format("unexpected argument(s) '{}'", words);
+}
+
+}  // namespace
+
 int parse(CLI::App& app, std::vector<std::string> args) {
   std::reverse(args.begin(), args.end());
+  const std::string name = app.get_name().substr(0, app.get_name().find(" ["));
   try {
     app.parse(args);
     return -1;
   } catch (const CLI::CallForHelp&) {
     fmt::print("{}", app.help());
     return to_int(ExitCode::ok);
+  } catch (const CLI::ExtrasError&) {
+    fmt::print(stderr, "{}; run '{} --help' for usage\n", error_line(unexpected(app, app.remaining())), name);
+    return to_int(ExitCode::usage);
   } catch (const CLI::ParseError& e) {
-    fmt::print(stderr, "{}; run '{} --help' for usage\n", error_line(first_line(e.what())), app.get_name());
+    fmt::print(stderr, "{}; run '{} --help' for usage\n", error_line(first_line(e.what())), name);
     return to_int(ExitCode::usage);
   }
 }
@@ -189,9 +245,17 @@ void RunnerFlags::finish(const CLI::App& app, const RunOptions& run) {
     if (isolate) throw UsageError("--isolate compares runs with each other: drop --baseline to use it");
     if (app.count("--runs") == 0) options.runs = 1;  // fresh runs against the golden
     options.min_runs = 1;
-    if (!files::exists(baseline) || !files::is_regular(baseline))
+    if (!files::exists(baseline))
       throw InputError(fmt::format("--baseline '{}': no such golden dump; record one with --save-baseline {}",
                                    baseline, baseline));
+    if (files::is_directory(baseline))
+      throw InputError(fmt::format("--baseline '{}' is a folder; pass the golden dump file (a .h5 written by "
+                                   "--save-baseline)",
+                                   baseline));
+    if (!files::is_regular(baseline))
+      throw InputError(fmt::format("--baseline '{}' is not a regular file (a device or a pipe); pass the golden dump "
+                                   "file",
+                                   baseline));
   }
   if (!save_baseline.empty()) {
     if (!vary.empty() || isolate || !options.keep_dir.empty())
@@ -246,7 +310,11 @@ int run_and_report(const RunnerFlags& runner_flags, std::shared_ptr<const Worker
     isolation = isolate(comparison, compare_options, [&](const std::vector<std::string>& keys) {
       return runner.rerun_with_replay(dumps[0], keys, on_event);
     });
-  return compare_flags.report(make_report(std::move(comparison), std::move(isolation)));
+  const int code = compare_flags.report(make_report(std::move(comparison), std::move(isolation)));
+  if (result.keep_error.empty()) return code;
+  // The verdict stands; the dumps the user asked to keep are not there.
+  fmt::print(stderr, "{}\n", error_line(result.keep_error));
+  return std::max(code, to_int(ExitCode::usage));
 }
 
 Progress::Progress() : tty_(isatty(STDERR_FILENO) != 0) {}

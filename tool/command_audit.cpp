@@ -56,77 +56,6 @@ struct ReportFlags {
   }
 };
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::string last_line(const std::string& path) {
-  std::string text = tail_lines(path, 12), line;
-  std::istringstream in(text);
-  for (std::string l; std::getline(in, l);)
-    if (l.find_first_not_of(" \t\r") != std::string::npos) line = l;
-  const std::string prefix = "reprocheck: error: ";
-  if (line.rfind(prefix, 0) == 0) line = line.substr(prefix.size());
-  if (line.size() > 400) line = line.substr(0, 400) + "...";
-  return line;
-}
-
-// The output of a short command, or "" when it cannot run or fails.
-std::string command_output(const std::vector<std::string>& argv, const std::string& cwd, const std::string& tmp) {
-  try {
-    Process p(argv, tmp + "/probe.out", tmp + "/probe.err", {}, cwd);
-    auto deadline = Clock::now() + std::chrono::seconds(20);
-    std::optional<ExitStatus> st;
-    while (!(st = p.poll()) && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    if (!st) st = p.stop(1);
-    if (!st->ok()) return "";
-    return read_text(tmp + "/probe.out");
-  } catch (const Error&) {
-    return "";
-  }
-}
-
-std::string field(const std::string& text, const std::string& name) {
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind(name, 0) == 0) {
-      std::string v = line.substr(name.size());
-      v.erase(0, v.find_first_not_of(' '));
-      return v;
-    }
-  return "";
-}
-
-audit::Provenance local_provenance(const std::string& audit_dir, const std::string& tmp) {
-  audit::Provenance p;
-  p.reprocheck = kVersion;
-  const std::string torch = files::parent_dir(self_executable()) + "/reprocheck-torch";
-  if (access(torch.c_str(), X_OK) == 0) {
-    std::string v = command_output({torch, "--version"}, "", tmp);
-    p.libtorch = field(v, "LibTorch");
-    p.cuda = field(v, "CUDA");
-    p.cudnn = field(v, "cuDNN");
-  }
-  std::ifstream cpu("/proc/cpuinfo");
-  for (std::string line; std::getline(cpu, line);)
-    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
-      p.device = line.substr(line.find(':') + 2);
-      break;
-    }
-  char host[256] = {};
-  if (gethostname(host, sizeof host - 1) == 0) p.host = host;
-  std::string commit = command_output({"git", "rev-parse", "HEAD"}, audit_dir, tmp);
-  commit.erase(commit.find_last_not_of("\n\r ") + 1);
-  if (!commit.empty()) {
-    std::string dirty = command_output({"git", "status", "--porcelain", "--untracked-files=no"}, audit_dir, tmp);
-    p.git_commit = commit + (dirty.find_first_not_of("\n ") != std::string::npos ? "+dirty" : "");
-  }
-  return p;
-}
-
 // The bar on a terminal; one line per finished cell otherwise (and above the bar).
 class AuditProgress {
  public:
@@ -177,12 +106,6 @@ class AuditProgress {
   Clock::time_point drawn_;
 };
 
-std::string settings_json(const audit::Cell& c) {
-  nlohmann::json j = nlohmann::json::object();
-  for (const auto& [k, v] : c.settings) j[k] = v;
-  return j.dump();
-}
-
 // Records what the regressions are, renders the reports, and returns the exit code.
 int finish(audit::History& history, int64_t id, const std::vector<std::string>& models, const ReportFlags& reports,
            const std::string& db) {
@@ -210,69 +133,10 @@ int cmd_audit_merge(const std::vector<std::string>& args) {
   reports.add_to(app);
   if (int code = parse(app, args); code >= 0) return code;
   reports.check();
-  char buf[PATH_MAX];
-  std::set<std::string> seen;
-  const std::string target = realpath(db.c_str(), buf) ? std::string(buf) : db;
-  struct Shard {
-    audit::AuditInfo info;
-    std::vector<audit::CellResult> cells;
-    int index = 1, count = 1;
-  };
-  std::vector<Shard> parts;
-  for (const auto& path : shards) {
-    const std::string real = realpath(path.c_str(), buf) ? std::string(buf) : path;
-    if (real == target)
-      throw UsageError(fmt::format("shard '{}' is the --db history itself; merge shards into another database", path));
-    if (!seen.insert(real).second) throw UsageError(fmt::format("shard '{}' is given twice", path));
-    auto h = audit::History::open(path, false);
-    auto ids = h->audits();
-    if (ids.empty()) throw InputError(fmt::format("shard database '{}' holds no audit; pass the --db of a shard's audit", path));
-    Shard s;
-    s.info = h->audit(ids.back());
-    s.cells = h->cells(ids.back());
-    if (s.info.shard.empty()) {
-      if (shards.size() > 1)
-        throw InputError(fmt::format("'{}': its latest audit is not a shard (run with --shard I/N); merge shards only", path));
-    } else {
-      auto [i, n] = audit::parse_shard(s.info.shard);
-      s.index = i, s.count = n;
-    }
-    parts.push_back(std::move(s));
-  }
-  const auto& first = parts.front();
-  std::set<int> indices;
-  for (const auto& p : parts) {
-    if (p.info.name != first.info.name || p.count != first.count || p.info.cells_total != first.info.cells_total)
-      throw InputError(fmt::format("the shards are of different audits: '{}' ({} cells, {} shards) and '{}' ({} cells, {} "
-                                   "shards); merge the shards of one audit",
-                                   first.info.name, first.info.cells_total, first.count, p.info.name, p.info.cells_total,
-                                   p.count));
-    if (!indices.insert(p.index).second)
-      throw InputError(fmt::format("shard {}/{} is given twice; pass each shard's database once", p.index, p.count));
-  }
-  for (int i = 1; i <= first.count; ++i)
-    if (!indices.count(i))
-      throw InputError(fmt::format("shard {}/{} is missing; pass every shard's database", i, first.count));
   auto history = audit::History::open(db, true);
-  audit::AuditInfo info = first.info;
-  info.id = 0;
-  info.uid.clear();
-  info.shard = first.count > 1 ? fmt::format("merged from {} shards", first.count) : "";
-  info.cells_planned = 0;
-  std::string status = "complete", finished;
-  std::vector<audit::CellResult> cells;
-  for (const auto& p : parts) {
-    info.started_at = std::min(info.started_at, p.info.started_at);
-    finished = std::max(finished, p.info.finished_at);
-    info.cells_planned += p.info.cells_planned;
-    if (p.info.status != "complete") status = p.info.status == "interrupted" ? "interrupted" : "unfinished";
-    cells.insert(cells.end(), p.cells.begin(), p.cells.end());
-  }
-  std::stable_sort(cells.begin(), cells.end(), [](const auto& a, const auto& b) { return a.position < b.position; });
-  const int64_t id = history->begin_audit(info);
-  for (const auto& c : cells) history->add_cell(id, c);
-  history->end_audit(id, status, finished.empty() ? audit::utc_now() : finished);
-  fmt::print(stderr, "merged {} shard(s), {} cell(s), into audit {} of {}\n", parts.size(), cells.size(), id, db);
+  const int64_t id = audit::merge_shards(shards, *history, db);
+  fmt::print(stderr, "merged {} shard(s), {} cell(s), into audit {} of {}\n", shards.size(), history->cells(id).size(),
+             id, db);
   return finish(*history, id, {}, reports, db);
 }
 
@@ -347,109 +211,17 @@ int cmd_audit(const std::vector<std::string>& args) {
   info.cells_planned = static_cast<int>(cells.size());
   info.cells_total = static_cast<int>(spec.cells.size());
   info.thresholds = spec.thresholds;
-  info.provenance = local_provenance(audit_dir, tmp);
+  info.provenance = audit::local_provenance(self, audit_dir);
   const int64_t id = history->begin_audit(info);
   fmt::print(stderr, "audit {}: {} cell(s){}, {} at a time; history {} (audit {})\n", spec.name, cells.size(),
              shard_text.empty() ? "" : " (shard " + shard_text + ")", jobs, db, id);
-
-  struct Running {
-    size_t index;
-    std::unique_ptr<Process> process;
-    Clock::time_point start;
-  };
-  std::vector<Running> running;
-  size_t next = 0, done = 0;
   AuditProgress progress(cells.size());
-  bool interrupted = false;
-  auto collect = [&](Running& r, const ExitStatus& st, bool timed_out) {
-    const audit::Cell& c = cells[r.index];
-    audit::CellResult res;
-    res.position = position[c.key];
-    res.key = c.key;
-    res.model = c.model;
-    res.column = c.column;
-    res.settings = settings_json(c);
-    res.expect = c.expect;
-    res.tolerance = c.tolerance;
-    res.seconds = std::chrono::duration<double>(Clock::now() - r.start).count();
-    res.exit_code = st.exited ? st.code : 128 + st.signal;
-    const std::string base = fmt::format("{}/cell-{}", tmp, r.index);
-    const std::string report = base + ".json";
-    if (timed_out) {
-      res.verdict = "failed";
-      res.error = fmt::format("timed out after {:g} s (stopped); raise --timeout, or lower the cell's steps", timeout);
-    } else if (st.exited && (st.code == 0 || st.code == 1) && files::exists(report)) {
-      try {
-        audit::read_check_report(read_text(report), res);
-      } catch (const Error& e) {
-        res.verdict = "failed";
-        res.error = e.what();
-      }
-    } else {
-      res.verdict = "failed";
-      std::string line = last_line(base + ".err");
-      res.error = line.empty() ? st.describe() : fmt::format("{} ({})", line, st.describe());
-    }
-    if (!keep.empty()) {
-      const std::string name = fmt::format("{}/cell-{}", keep, res.position);
-      for (const char* ext : {".json", ".err", ".out"})
-        if (files::exists(base + ext)) files::write_file_atomically(name + ext, read_text(base + ext), "kept cell file");
-    }
-    history->add_cell(id, res);
-    ++done;
-    progress.finished(res, done);
-  };
-  while (done < cells.size()) {
-    if (interrupt_requested()) {
-      interrupted = true;
-      for (auto& r : running) r.process->stop(5);
-      running.clear();
-      break;
-    }
-    while (running.size() < static_cast<size_t>(jobs) && next < cells.size()) {
-      const audit::Cell& c = cells[next];
-      std::vector<std::string> argv{self};
-      const std::string base = fmt::format("{}/cell-{}", tmp, next);
-      auto dash = std::find(c.args.begin(), c.args.end(), "--");
-      argv.insert(argv.end(), c.args.begin(), dash);
-      argv.insert(argv.end(), {"--json", base + ".json"});
-      argv.insert(argv.end(), dash, c.args.end());
-      Running r{next, nullptr, Clock::now()};
-      try {
-        r.process = std::make_unique<Process>(argv, base + ".out", base + ".err",
-                                              std::vector<std::pair<std::string, std::string>>{{"NO_COLOR", "1"}}, c.cwd);
-      } catch (const Error& e) {
-        ++next;
-        ExitStatus st;
-        st.exited = true;
-        st.code = 127;
-        std::ofstream(base + ".err") << e.what() << "\n";
-        collect(r, st, false);
-        continue;
-      }
-      running.push_back(std::move(r));
-      ++next;
-    }
-    std::vector<std::string> names;
-    for (size_t i = 0; i < running.size();) {
-      auto& r = running[i];
-      auto st = r.process->poll();
-      bool timed_out = false;
-      if (!st && timeout > 0 && std::chrono::duration<double>(Clock::now() - r.start).count() > timeout) {
-        st = r.process->stop(5);
-        timed_out = true;
-      }
-      if (st) {
-        collect(r, *st, timed_out);
-        running.erase(running.begin() + static_cast<std::ptrdiff_t>(i));
-        continue;
-      }
-      names.push_back(fmt::format("{} [{}]", cells[r.index].model, cells[r.index].column));
-      ++i;
-    }
-    progress.tick(done, names);
-    if (done < cells.size()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  audit::RunObserver observer;
+  observer.finished = [&](const audit::CellResult& r, size_t done) { progress.finished(r, done); };
+  observer.tick = [&](size_t done, const std::vector<std::string>& running) { progress.tick(done, running); };
+  const bool complete = audit::run_cells(cells, position, {self, jobs, timeout, keep, tmp}, *history, id, observer);
+  const bool interrupted = !complete;
+  size_t done = history->cells(id).size();
   history->end_audit(id, interrupted ? "interrupted" : "complete", audit::utc_now());
   int code = finish(*history, id, spec.models, reports, db);
   if (interrupted) {

@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "reprocheck/error.h"
 #include "reprocheck/files.h"
+#include "reprocheck/tensor_meta.h"
 
 namespace rc = reprocheck;
 
@@ -52,7 +53,12 @@ int dispatch(int argc, char** argv) {
     fmt::print("{}", kOverview);
     return rc::to_int(args.empty() ? rc::ExitCode::usage : rc::ExitCode::ok);
   }
-  if (args[0] == "--version" || args[0] == "version") return rc::cli::cmd_version();
+  if (args[0] == "--version" || args[0] == "version") {
+    if (args.size() > 1)
+      throw rc::UsageError(fmt::format("{} takes no arguments, got '{}'; run 'reprocheck --version'", args[0],
+                                       rc::sanitize_text(args[1])));
+    return rc::cli::cmd_version();
+  }
   std::string command = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (command == "info") return rc::cli::cmd_info(rest);

@@ -187,6 +187,10 @@ TEST(AuditReports, ExitCodeCountsBrokenCellsAndBlockingRegressions) {
   fine.cells = {make("m", "off", "reproducible", 1), make("c", "off", "divergent", 1, audit::Expect::divergent)};
   fine.regressions = {{"k", "m", "x", "newly_reproducible", "fixed", false}};
   EXPECT_EQ(fine.exit_code(), 0);
+  // A blocking regression with every cell as expected still fails the audit.
+  fine.regressions.push_back({"k", "m", "x", "time_grew", "slower", true});
+  EXPECT_EQ(fine.broken(), 0);
+  EXPECT_EQ(fine.exit_code(), 1);
 }
 
 TEST(AuditReports, JsonJunitMarkdownAndTextAgree) {

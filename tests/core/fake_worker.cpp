@@ -6,7 +6,10 @@
 // for each of the run options' `steps` (step s adds s to layer2), into a hash-only dump when the
 // options say hashes_only, and honours --replay/--replay-keys like `reprocheck record`. Behaviours:
 // ok, crash, input-error, sleep (for timeouts), chatty (warnings on stderr), flaky (b = the run
-// index, except in a capture ladder's second pass), late (b = the run index from step 2 on).
+// index, except in a capture ladder's second pass), late (b = the run index from step 2 on),
+// no-dump (exits 0 without writing its dump), fork (leaves a sleeping child behind, its pid in
+// $FAKE_CHILD_PID_FILE). A seed of "random" draws one (1 to 1000) and records it as the seed.
+// $FAKE_SIGNATURE replaces the model signature (another model).
 #include <unistd.h>
 
 #include <csignal>
@@ -46,7 +49,22 @@ int main(int argc, char** argv) {
     if (behaviour == "sleep") std::this_thread::sleep_for(std::chrono::seconds(30));
   }
   if (behaviour == "chatty") std::fprintf(stderr, "warning: same\nwarning: same\nwarning: other\n");
+  if (behaviour == "no-dump") return 0;
+  if (behaviour == "fork") {
+    pid_t child = fork();
+    if (child == 0) {
+      std::this_thread::sleep_for(std::chrono::seconds(60));
+      _exit(0);
+    }
+    if (const char* f = std::getenv("FAKE_CHILD_PID_FILE")) std::ofstream(f) << child << "\n";
+  }
   float a = static_cast<float>(std::atof(flags["--seed"].c_str()));
+  if (flags["--seed"] == "random") {
+    std::ifstream urandom("/dev/urandom", std::ios::binary);
+    unsigned v = 0;
+    urandom.read(reinterpret_cast<char*>(&v), sizeof v);
+    a = static_cast<float>(1 + v % 1000);
+  }
   if (const char* v = std::getenv("FAKE_A")) a = static_cast<float>(std::atof(v));
   float b = 0;
   if (const char* v = std::getenv("FAKE_B")) b = static_cast<float>(std::atof(v));
@@ -69,7 +87,7 @@ int main(int argc, char** argv) {
   if (behaviour == "flaky" && !second_pass) b = static_cast<float>(index);
   rc::DumpWriter w(flags["--dump"], false, options.hashes_only);
   w.set_attribute("model", std::string("fake.pt"));
-  w.set_attribute("model_signature", std::string("fake"));
+  w.set_attribute("model_signature", std::string(std::getenv("FAKE_SIGNATURE") ? std::getenv("FAKE_SIGNATURE") : "fake"));
   w.set_attribute("steps", int64_t{options.steps});
   w.set_attribute("device", std::string("cpu"));
   w.set_attribute("seed", static_cast<int64_t>(a));

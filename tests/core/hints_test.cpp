@@ -290,3 +290,48 @@ TEST(HintRules, CategoriesComeFromTheDumpNotTheClassName) {
   c.ref_attributes["layer_categories"] = R"({"timm.layers.std_conv.ScaledStdConv2d": "conv"})";
   EXPECT_EQ(first_cause(c), "cudnn_nondeterministic");
 }
+
+TEST(HintRules, EachRuleHoldsToItsEvidenceConditions) {
+  // Worker arrival order needs workers, in_order=False and no RNG difference: each condition alone.
+  auto arrival = [](int workers, bool in_order, bool rng) {
+    std::string l = R"({"": {"workers": )" + std::to_string(workers) + R"(, "in_order": )" + (in_order ? "true" : "false") +
+                    R"(, "sampler": "torch.utils.data.sampler.RandomSampler"}})";
+    return first_cause(script({indices(), rng ? std::vector<std::pair<std::string, int>>{{"torch", -1}}
+                                              : std::vector<std::pair<std::string, int>>{},
+                               l}));
+  };
+  EXPECT_EQ(arrival(2, false, false), "worker_arrival_order");
+  EXPECT_NE(arrival(0, false, false), "worker_arrival_order");
+  EXPECT_NE(arrival(2, true, false), "worker_arrival_order");
+  EXPECT_NE(arrival(2, false, true), "worker_arrival_order");
+  // Token ids from a hash-ordered vocabulary: a relabeling that is not a permutation.
+  auto batch = [](bool relabeling, bool same_multiset) {
+    auto c = script({meta(0, "input", "", "torch.utils.data.DataLoader", "batch", "batch[0]"), {}, ""});
+    c.pairs[0].diffs[0].relabeling = relabeling;
+    c.pairs[0].diffs[0].same_multiset = same_multiset;
+    return first_cause(c);
+  };
+  EXPECT_EQ(batch(true, false), "hash_seed_order");
+  EXPECT_NE(batch(true, true), "hash_seed_order");  // a permutation: another order, not other ids
+  EXPECT_NE(batch(false, false), "hash_seed_order");
+  // Reseeded: the torch state differs after everything before it matched, initial weights included.
+  auto rng = [](int step, bool init) {
+    auto c = script({meta(step, "rng", "", "torch.Generator", "rng_state", "torch"), {}, ""});
+    if (init) c.ref_index.push_back(meta(-1, "init", "fc", "", "param", "weight"));
+    return first_cause(c);
+  };
+  EXPECT_EQ(rng(1, false), "rng_reseeded");
+  EXPECT_EQ(rng(0, true), "rng_reseeded");
+  EXPECT_EQ(rng(0, false), "rng_not_seeded");
+  // Thread counts explain a CPU divergence only when they differ.
+  auto threads = [](bool differ, const std::string& device) {
+    return first_cause(divergence(meta(0, "param_grad", "c", "torch.nn.modules.conv.Conv2d", "param_grad", "weight"),
+                                  true, "earlier_tensors",
+                                  differ ? std::vector<std::pair<std::string, std::string>>{{"threads", "1 vs 2"}}
+                                         : std::vector<std::pair<std::string, std::string>>{},
+                                  device));
+  };
+  EXPECT_EQ(threads(true, "cpu"), "thread_reduction");
+  EXPECT_NE(threads(false, "cpu"), "thread_reduction");
+  EXPECT_NE(threads(true, "cuda:0"), "thread_reduction");
+}

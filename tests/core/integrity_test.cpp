@@ -28,7 +28,13 @@ void write_rows(const std::string& path, const std::vector<Row>& rows,
   w.set_attribute("model", std::string("train.py"));
   w.set_attribute("model_signature", std::string("sig"));
   w.set_attribute("steps", int64_t{2});
-  for (const auto& [k, v] : attrs) w.set_attribute(k, v);
+  for (const auto& [k, v] : attrs) {
+    // Numbers as the format stores them: integers.
+    if (!v.empty() && v.find_first_not_of("0123456789") == std::string::npos)
+      w.set_attribute(k, static_cast<int64_t>(std::stoll(v)));
+    else
+      w.set_attribute(k, v);
+  }
   for (const auto& r : rows) {
     rc::TensorMeta m;
     m.step = r.step;

@@ -164,13 +164,29 @@ class DiskFull(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)  # hashes only: about 0.2 MB per run
         self.assertEqual(os.listdir(self.small), [])
 
+    def test_a_script_in_a_full_tmpdir_says_why(self):
+        # The run's output is kept in memory: its own error reaches the report, not "(none)".
+        env = dict(os.environ, TMPDIR=self.small)
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "fixtures", "scripts",
+                              "cnn_augment.py")
+        r = subprocess.run([BIN, "run", "--full", "--", PY, script], capture_output=True, text=True, env=env,
+                           timeout=300)
+        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        self.assertNotIn("(none)", r.stderr)
+        self.assertRegex(r.stderr, "No space left on device|disk space")
+        # Nothing of reprocheck's is left (the script's own temporary files are its business).
+        self.assertEqual([n for n in os.listdir(self.small) if n.startswith("reprocheck")], [])
+
     def test_keep_and_reports_on_a_full_disk(self):
+        # The runs finish; the verdict is printed; keeping fails in one line, exit 2, and no empty or
+        # partial folder is left.
         keep = os.path.join(self.small, "kept")
-        r = run(fixture("resnet_mini"), "--device", "cpu", "--keep", keep)
-        self.check_failed_cleanly(r)
-        for name in os.listdir(keep) if os.path.isdir(keep) else []:
-            self.assertFalse(name.startswith("run-") and name.endswith(".h5"), "a truncated dump was kept")
-            self.assertNotIn(".tmp", name)
+        r = run(fixture("resnet_mini"), "--device", "cpu", "--full", "--keep", keep)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("verdict: REPRODUCIBLE", r.stdout)
+        line = one_line(self, r)
+        self.assertIn("nothing was kept", line)
+        self.assertFalse(os.path.exists(keep), os.listdir(self.small))
         with open(os.path.join(self.small, "filler"), "wb") as f:  # leave a few bytes free
             try:
                 f.write(b"x" * (1 << 20))
@@ -282,3 +298,121 @@ class Notes(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Round2(unittest.TestCase):
+    """What the second trust probe found: every failure says why, in one line, with the right code."""
+
+    def test_the_command_line(self):
+        cases = [
+            (["run", "python", "x.py"], "put '--' before the command to run: reprocheck run [options] -- python x.py"),
+            (["run", "--stpes", "3", "--", PY, "x.py"], "unknown flag '--stpes'; did you mean '--steps'?"),
+            ([fixture("dropout_mlp"), "--stpes", "3"], "did you mean '--steps'?"),
+            (["--version", "extra"], "--version takes no arguments, got 'extra'"),
+            (["run", "--", "/no/such/python", "train.py"], "cannot run '/no/such/python': No such file or directory"),
+            (["run", "--", "no-such-program-here", "train.py"], "cannot run 'no-such-program-here': no such program on PATH"),
+            (["run", "--baseline", FIX, "--", PY, "x.py"], "is a folder; pass the golden dump file"),
+            (["run", "--baseline", "/dev/zero", "--", PY, "x.py"], "is not a regular file"),
+        ]
+        for args, expected in cases:
+            with self.subTest(args=args):
+                r = run(*args)
+                self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+                self.assertIn(expected, one_line(self, r))
+                self.assertNotIn("Traceback", r.stderr)
+
+    def test_a_script_s_forked_helpers_end_with_its_run(self):
+        d = tempfile.mkdtemp()
+        marker = f"reprocheck-helper-{os.getpid()}"
+        script = os.path.join(d, "forks.py")
+        with open(script, "w") as f:
+            f.write(textwrap.dedent(f"""
+                import subprocess, sys, torch
+                subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "{marker}"])
+                torch.manual_seed(0)
+                m = torch.nn.Linear(2, 1)
+                opt = torch.optim.SGD(m.parameters(), lr=0.1)
+                for _ in range(3):
+                    loss = m(torch.ones(1, 2)).sum()
+                    opt.zero_grad(); loss.backward(); opt.step()
+            """))
+        r = run("run", "--", PY, script)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        time.sleep(0.3)
+        left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+        self.assertEqual(left, [], "helpers outlived the check")
+
+    def test_hostile_dumps_and_databases(self):
+        import h5py
+        import numpy as np
+
+        d = tempfile.mkdtemp()
+        good = os.path.join(d, "good.h5")
+        r = run("record", fixture("dropout_mlp"), "--device", "cpu", "-o", good)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # A row that claims 10^12 elements over a small dataset: refused before anything is allocated.
+        huge = os.path.join(d, "huge.h5")
+        subprocess.run(["cp", good, huge], check=True)
+        with h5py.File(huge, "r+") as f:
+            rows = f["index"][:]
+            rows[0]["numel"] = 10**12
+            rows[0]["shape"] = np.array([10**12], dtype=np.int64)
+            del f["index"]
+            f.create_dataset("index", data=rows)
+            # A dataset of that shape that stores almost nothing (chunked, never written).
+            del f[rows[0]["dataset"].decode()]
+            f.create_dataset(rows[0]["dataset"].decode(), shape=(10**12,), dtype=np.float32, chunks=(1024,))
+        # format_version stored as the text "1".
+        text_version = os.path.join(d, "text_version.h5")
+        subprocess.run(["cp", good, text_version], check=True)
+        with h5py.File(text_version, "r+") as f:
+            del f.attrs["format_version"]
+            f.attrs["format_version"] = "1"
+        for dump, expected in ((huge, "claims 1000000000000 element(s)"), (text_version, "'format_version' is text")):
+            with self.subTest(dump=os.path.basename(dump)):
+                r = run("diff", good, dump)
+                self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+                line = one_line(self, r)
+                self.assertIn(expected, line)
+                self.assertNotIn("bad_alloc", line)
+        # A history database whose schema version disagrees with its tables: exit 2, left as it is.
+        db = os.path.join(d, "history.sqlite")
+        audit_file = os.path.join(d, "a.toml")
+        with open(audit_file, "w") as f:
+            f.write(f'[[model]]\nname = "m"\npath = "{fixture("dropout_mlp")}"\n')
+        self.assertEqual(run("audit", audit_file, "--db", db).returncode, 0)
+        import sqlite3
+
+        con = sqlite3.connect(db)
+        con.execute("PRAGMA user_version = 1")
+        con.commit()
+        con.close()
+        before = open(db, "rb").read()
+        r = run("audit", audit_file, "--db", db)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("is inconsistent", one_line(self, r))
+        self.assertEqual(open(db, "rb").read(), before)
+        # An integer beyond every limit names the limit.
+        with open(audit_file, "w") as f:
+            f.write(f'[defaults]\nruns = 9223372036854775807\n[[model]]\nname = "m"\npath = "{fixture("dropout_mlp")}"\n')
+        r = run("audit", audit_file, "--db", os.path.join(d, "other.sqlite"))
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("an integer from 2 to 1000000", one_line(self, r))
+
+    def test_an_archive_whose_code_does_not_parse(self):
+        import zipfile
+
+        d = tempfile.mkdtemp()
+        src = fixture("dropout_mlp")
+        bad = os.path.join(d, "edited.pt")
+        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(bad, "w") as zout:
+            for item in zin.infolist():
+                data = zin.read(item.filename)
+                if item.filename.endswith(".py") and b"def forward" in data:
+                    data = data.replace(b"def forward", b"def for-ward", 1)
+                zout.writestr(item, data)
+        r = run("info", bad)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        line = one_line(self, r)
+        self.assertIn("does not parse", line)
+        self.assertNotIn("same PyTorch version", line)

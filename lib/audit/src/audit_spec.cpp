@@ -98,7 +98,7 @@ std::string setting_value(const Locator& loc, const SettingDef& def, const toml:
   switch (def.type) {
     case SettingDef::integer: {
       auto v = n.value_exact<int64_t>();
-      if (!v || *v < def.min || *v > 1000000) bad(fmt::format("an integer of {} or more", def.min));
+      if (!v || *v < def.min || *v > 1000000) bad(fmt::format("an integer from {} to 1000000", def.min));
       return std::to_string(*v);
     }
     case SettingDef::number: {

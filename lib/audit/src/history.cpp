@@ -262,6 +262,14 @@ std::unique_ptr<History> History::open(const std::string& path, bool create, int
       }
       impl->exec(fmt::format("PRAGMA application_id = {}", kApplicationId), "migrate it");
       impl->exec("COMMIT", "migrate it");
+    } catch (const Error& e) {
+      sqlite3_exec(impl->db, "ROLLBACK", nullptr, nullptr, nullptr);
+      if (sqlite3_errcode(impl->db) == SQLITE_BUSY || sqlite3_errcode(impl->db) == SQLITE_LOCKED) throw;
+      // Its version and its tables disagree (a copy edited by hand, a version set back): the
+      // user's file to fix, not a failed run.
+      throw InputError(fmt::format("history database '{}' is inconsistent: its schema version {} does not match its "
+                                   "tables ({}); it is left as it is: restore it from a backup, or pass a new --db",
+                                   path, version, first_line(e.what())));
     } catch (...) {
       sqlite3_exec(impl->db, "ROLLBACK", nullptr, nullptr, nullptr);
       throw;

@@ -294,6 +294,8 @@ void compare_data(std::vector<TensorDiff>& all, const std::vector<size_t>& rows,
   auto read = [&](size_t k) {
     Data data;
     const TensorDiff& diff = all[rows[k]];
+    ref.check_data(diff.ref);  // before anything is allocated for them
+    other.check_data(diff.other);
     size_t nbytes = static_cast<size_t>(diff.ref.numel) * dtype_size(diff.ref.dtype);
     data.ref.resize(nbytes);
     data.other.resize(nbytes);

@@ -38,8 +38,13 @@ void merge_rank_dumps(const std::vector<std::string>& rank_dumps, const std::str
   bool hashes_only = false;
   for (const auto& r : readers) hashes_only |= r->hashes_only();
   DumpWriter writer(out, false, hashes_only);
-  for (const auto& [name, value] : readers[0]->attributes())
-    if (name != "format" && name != "format_version" && name != "tensor_count" && name != "capture") writer.set_attribute(name, value);
+  for (const auto& [name, value] : readers[0]->attributes()) {
+    if (name == "format" || name == "format_version" || name == "tensor_count" || name == "capture") continue;
+    if (readers[0]->integer_attribute(name))
+      writer.set_attribute(name, static_cast<int64_t>(std::stoll(value)));
+    else
+      writer.set_attribute(name, value);
+  }
   writer.set_attribute("ranks", static_cast<int64_t>(readers.size()));
   nlohmann::json notes = nlohmann::json::array();
   std::vector<std::byte> buffer;

@@ -13,11 +13,13 @@
 #include <chrono>
 #include <cstdio>
 #include <limits>
+#include <set>
 #include <thread>
 
 #include "dump_hdf5.h"
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
+#include "reprocheck/subprocess.h"
 #include "reprocheck/interrupt.h"
 
 namespace reprocheck {
@@ -31,12 +33,18 @@ constexpr int kMaxRank = 32;
 
 // The root attributes of `file` that are scalar strings or integers, as sanitized strings; others
 // (arrays, floats, compounds) are left out.
-std::map<std::string, std::string> read_attributes(hid_t file) {
-  std::map<std::string, std::string> attrs;
+struct Attributes {
+  std::map<std::string, std::string> values;  // integers as decimal text
+  std::set<std::string> integers;             // the names stored as integers
+};
+
+Attributes read_attributes(hid_t file) {
+  Attributes attrs;
   H5Aiterate2(
       file, H5_INDEX_NAME, H5_ITER_INC, nullptr,
       [](hid_t loc, const char* name, const H5A_info_t*, void* out) -> herr_t {
-        auto* attrs = static_cast<std::map<std::string, std::string>*>(out);
+        auto* all = static_cast<Attributes*>(out);
+        auto* attrs = &all->values;
         Handle a(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose);
         if (!a.ok()) return 0;
         Handle space(H5Aget_space(a), H5Sclose);
@@ -59,7 +67,10 @@ std::map<std::string, std::string> read_attributes(hid_t file) {
           }
         } else if (H5Tget_class(t) == H5T_INTEGER && H5Tget_size(t) <= 8) {
           int64_t v = 0;
-          if (H5Aread(a, H5T_NATIVE_INT64, &v) >= 0) (*attrs)[key] = std::to_string(v);
+          if (H5Aread(a, H5T_NATIVE_INT64, &v) >= 0) {
+            (*attrs)[key] = std::to_string(v);
+            all->integers.insert(key);
+          }
         }
         return 0;
       },
@@ -124,12 +135,22 @@ DumpReader::DumpReader(std::string path) : impl_(std::make_unique<Impl>()), path
   impl_->file = Handle(H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   if (!impl_->file.ok()) throw InputError(fmt::format("cannot read dump '{}': {}", path_, hdf5::last_error()));
 
-  attributes_ = read_attributes(impl_->file);
+  Attributes attrs = read_attributes(impl_->file);
+  attributes_ = std::move(attrs.values);
+  integer_attributes_ = attrs.integers;
   if (attribute("format") != kDumpFormatName)
     throw InputError(
         fmt::format("cannot read dump '{}': an HDF5 file but not a reprocheck dump (no format attribute); "
                     "pass a dump written by 'reprocheck record'",
                     path_));
+  // Attributes the format documents as integers are integers: the same digits as text are not a
+  // dump reprocheck wrote.
+  for (const char* name : {"format_version", "tensor_count", "seed", "data_seed", "steps", "threads", "ranks",
+                           "benchmark", "model_rng_draws", "dropout_elements"})
+    if (attributes_.count(name) && !attrs.integers.count(name))
+      throw InputError(fmt::format("cannot read dump '{}': its attribute '{}' is text, where a dump holds an integer; "
+                                   "pass a dump written by reprocheck (record it again)",
+                                   path_, name));
   const std::string version = attribute("format_version", "?");
   version_ = version == std::to_string(kDumpFormatVersion) ? kDumpFormatVersion : -1;
   if (version_ != kDumpFormatVersion)
@@ -207,27 +228,31 @@ std::string DumpReader::attribute(const std::string& name, const std::string& fa
   return it == attributes_.end() ? fallback : it->second;
 }
 
-void DumpReader::read_into(const TensorMeta& meta, void* out, size_t nbytes) const {
-  hdf5::quiet();
-  const DType dtype = dtype_from_name(meta.dtype);
-  const size_t expected = static_cast<size_t>(meta.numel) * dtype_info(dtype).size;
-  if (nbytes != expected)
-    throw InputError(
-        fmt::format("dump '{}': tensor '{}' has {} bytes, {} asked for", path_, meta.dataset, expected, nbytes));
+namespace {
+
+struct CheckedDataset {
+  Handle ds, type;
+};
+
+// Opens a tensor's dataset after checking it against its index row: present, of the row's type and
+// shape, and stored whole (its storage holds every byte the row claims: a row that claims 10^12
+// elements over a small dataset is refused before anything is allocated for it).
+CheckedDataset open_checked(hid_t file, const TensorMeta& meta, const std::string& path) {
   auto damaged = [&](const std::string& why) {
-    return InputError(fmt::format("dump '{}' is damaged: tensor '{}' ({}) {}; record it again", path_,
+    return InputError(fmt::format("dump '{}' is damaged: tensor '{}' ({}) {}; record it again", path,
                                   meta.tensor_name(), meta.dataset, why));
   };
   if (!meta.has_data())
     throw InputError(fmt::format("dump '{}' records only the hash of tensor '{}', not its data; record it again "
                                  "with full capture",
-                                 path_, meta.tensor_name()));
-  if (H5Lexists(impl_->file, meta.dataset.c_str(), H5P_DEFAULT) <= 0) throw damaged("is missing");
-  Handle ds(H5Dopen2(impl_->file, meta.dataset.c_str(), H5P_DEFAULT), H5Dclose);
-  if (!ds.ok()) throw damaged("cannot be opened");
-  Handle type(H5Dget_type(ds), H5Tclose);
-  if (!type.ok() || !type_matches(type, dtype)) throw damaged(fmt::format("is not stored as {}", meta.dtype));
-  Handle space(H5Dget_space(ds), H5Sclose);
+                                 path, meta.tensor_name()));
+  const DType dtype = dtype_from_name(meta.dtype);
+  if (H5Lexists(file, meta.dataset.c_str(), H5P_DEFAULT) <= 0) throw damaged("is missing");
+  CheckedDataset d{Handle(H5Dopen2(file, meta.dataset.c_str(), H5P_DEFAULT), H5Dclose), Handle()};
+  if (!d.ds.ok()) throw damaged("cannot be opened");
+  d.type = Handle(H5Dget_type(d.ds), H5Tclose);
+  if (!d.type.ok() || !type_matches(d.type, dtype)) throw damaged(fmt::format("is not stored as {}", meta.dtype));
+  Handle space(H5Dget_space(d.ds), H5Sclose);
   const int rank = space.ok() ? H5Sget_simple_extent_ndims(space) : -1;
   std::vector<hsize_t> dims(static_cast<size_t>(std::max(rank, 0)));
   if (rank < 0 || rank > kMaxRank || (rank > 0 && H5Sget_simple_extent_dims(space, dims.data(), nullptr) < 0))
@@ -235,80 +260,73 @@ void DumpReader::read_into(const TensorMeta& meta, void* out, size_t nbytes) con
   if (!std::equal(dims.begin(), dims.end(), meta.shape.begin(), meta.shape.end(),
                   [](hsize_t a, int64_t b) { return a == static_cast<hsize_t>(b); }))
     throw damaged("has another shape than its index row");
-  if (nbytes > 0 && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
-    throw damaged(fmt::format("cannot be read: {}", hdf5::last_error()));
-  if (hash_bytes(out, nbytes) != meta.hash) throw damaged("does not match its stored hash");
+  const uint64_t bytes = static_cast<uint64_t>(meta.numel) * dtype_info(dtype).size;
+  if (bytes > 0 && H5Dget_storage_size(d.ds) != bytes)
+    throw damaged(fmt::format("claims {} element(s) ({} bytes) but its file holds {} bytes", meta.numel, bytes,
+                              static_cast<uint64_t>(H5Dget_storage_size(d.ds))));
+  return d;
+}
+
+}  // namespace
+
+void DumpReader::check_data(const TensorMeta& meta) const {
+  hdf5::quiet();
+  open_checked(impl_->file, meta, path_);
+}
+
+void DumpReader::read_into(const TensorMeta& meta, void* out, size_t nbytes) const {
+  hdf5::quiet();
+  const size_t expected = static_cast<size_t>(meta.numel) * dtype_size(meta.dtype);
+  if (nbytes != expected)
+    throw InputError(
+        fmt::format("dump '{}': tensor '{}' has {} bytes, {} asked for", path_, meta.dataset, expected, nbytes));
+  CheckedDataset d = open_checked(impl_->file, meta, path_);
+  if (nbytes > 0 && H5Dread(d.ds, d.type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+    throw InputError(fmt::format("dump '{}' is damaged: tensor '{}' ({}) cannot be read: {}; record it again", path_,
+                                 meta.tensor_name(), meta.dataset, hdf5::last_error()));
+  if (hash_bytes(out, nbytes) != meta.hash)
+    throw InputError(fmt::format("dump '{}' is damaged: tensor '{}' ({}) does not match its stored hash; record it again",
+                                 path_, meta.tensor_name(), meta.dataset));
 }
 
 void DumpReader::verify() const {
   std::vector<std::byte> buffer;
   for (const auto& meta : index_) {
     if (!meta.has_data()) continue;
+    check_data(meta);
     buffer.resize(static_cast<size_t>(meta.numel) * dtype_size(meta.dtype));
     read_into(meta, buffer.data(), buffer.size());
   }
 }
 
 void DumpReader::check_isolated(const std::string& path, double timeout_s) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) {  // no isolation possible: check in this process
-    DumpReader(path).verify();
-    return;
+  if (timeout_s <= 0) timeout_s = 20.0 + static_cast<double>(files::file_size(path)) / (50 << 20);
+  auto outcome = run_isolated(
+      [&]() -> std::string {
+        try {
+          DumpReader(path).verify();
+        } catch (const Error& e) {
+          return e.what();
+        } catch (const std::exception& e) {
+          return fmt::format("cannot read dump '{}': {}", path, e.what());
+        }
+        return "";
+      },
+      timeout_s);
+  switch (outcome.kind) {
+    case IsolatedOutcome::Kind::ok:
+      return;
+    case IsolatedOutcome::Kind::failed:
+      throw InputError(outcome.message);
+    case IsolatedOutcome::Kind::timed_out:
+      throw InputError(fmt::format("dump '{}' is damaged: reading it did not finish in {:g} s; record it again", path,
+                                   timeout_s));
+    case IsolatedOutcome::Kind::crashed:
+      break;
   }
-  std::fflush(nullptr);
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(fds[0]);
-    // A crash here ends this child quietly; the parent reports it.
-    for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) signal(sig, SIG_DFL);
-    int code = 0;
-    std::string message;
-    try {
-      DumpReader(path).verify();
-    } catch (const Error& e) {
-      message = e.what();
-      code = 2;
-    } catch (const std::exception& e) {
-      message = fmt::format("cannot read dump '{}': {}", path, e.what());
-      code = 2;
-    }
-    if (!message.empty() && ::write(fds[1], message.data(), message.size()) < 0) code = 3;
-    _exit(code);
-  }
-  close(fds[1]);
-  if (pid < 0) {
-    close(fds[0]);
-    DumpReader(path).verify();
-    return;
-  }
-  // The child's message; then its end, with a deadline for a reader that never finishes.
-  std::string message;
-  char buffer[4096];
-  for (ssize_t n; (n = ::read(fds[0], buffer, sizeof buffer)) > 0;) message.append(buffer, static_cast<size_t>(n));
-  close(fds[0]);
-  struct stat st {};
-  stat(path.c_str(), &st);
-  if (timeout_s <= 0) timeout_s = 20.0 + static_cast<double>(st.st_size) / (50 << 20);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-  int status = 0;
-  while (waitpid(pid, &status, WNOHANG) == 0) {
-    if (interrupt_requested()) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      throw Interrupted();
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      throw InputError(fmt::format("dump '{}' is damaged: reading it did not finish; record it again", path));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 2 && !message.empty()) throw InputError(message);
   throw InputError(fmt::format("dump '{}' is damaged: the HDF5 library {} reading it; record it again", path,
-                               WIFSIGNALED(status) ? fmt::format("crashed (signal {})", WTERMSIG(status))
-                                                   : std::string("failed")));
+                               outcome.signal ? fmt::format("crashed (signal {})", outcome.signal)
+                                              : std::string("failed")));
 }
 
 bool DumpReader::hashes_only() const {
@@ -318,6 +336,7 @@ bool DumpReader::hashes_only() const {
 }
 
 std::vector<std::byte> DumpReader::read(const TensorMeta& meta) const {
+  check_data(meta);  // before anything is allocated for it
   std::vector<std::byte> out(static_cast<size_t>(meta.numel) * dtype_size(meta.dtype));
   read_into(meta, out.data(), out.size());
   return out;

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <vector>
 
 #include "reprocheck/error.h"
@@ -33,6 +34,29 @@ bool is_directory(const std::string& path) {
 bool is_regular(const std::string& path) {
   struct stat st {};
   return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+uint64_t file_size(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
+std::string read_text_or_empty(const std::string& path) {
+  if (!is_regular(path)) return "";
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::string read_text(const std::string& path, const std::string& what) {
+  if (!exists(path))
+    throw InputError(fmt::format("cannot read {} '{}': no such file; check the path", what, path));
+  if (is_directory(path))
+    throw InputError(fmt::format("cannot read {} '{}': it is a folder; pass a file", what, path));
+  if (!is_regular(path))
+    throw InputError(fmt::format("cannot read {} '{}': not a regular file (a device or a pipe); pass a file", what, path));
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(fmt::format("cannot read {} '{}': {}; check its permissions", what, path, std::strerror(errno)));
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 std::string parent_dir(const std::string& path) {

@@ -44,6 +44,14 @@ PairComparison merge_pair(const PairComparison& p1, const PairComparison& p2, in
   return m;
 }
 
+void keep_dumps(Runner& runner, CheckResult& result) {
+  try {
+    result.dumps = runner.keep();
+  } catch (const Error& e) {
+    result.keep_error = e.what();
+  }
+}
+
 }  // namespace
 
 Comparison merge_passes(Comparison pass1, const Comparison& pass2, const std::vector<int>& runs, int last_step) {
@@ -97,7 +105,7 @@ CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& p
   if (o.keep && !o.full && !o.hashes_only) throw UsageError("--keep keeps whole runs: it needs --full or --hashes-only");
   if (o.full) {
     result.dumps = runner.run(progress, [](RunOptions& r, int) { r.hashes_only = false; });
-    if (o.keep) result.dumps = runner.keep();
+    if (o.keep) keep_dumps(runner, result);
     Comparison c = compare_dumps(with_reference(result.dumps), compare);
     c.capture.mode = golden_hashes_only ? "hashes" : "full";
     c.capture.pass1_bytes = file_bytes(result.dumps);
@@ -106,7 +114,7 @@ CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& p
 
   // Pass 1: hashes only.
   result.dumps = runner.run(progress, [](RunOptions& r, int) { r.hashes_only = true; });
-  if (o.keep) result.dumps = runner.keep();
+  if (o.keep) keep_dumps(runner, result);
   Comparison c1 = compare_dumps(with_reference(result.dumps), compare);
   c1.capture.mode = o.hashes_only ? "hashes" : "ladder";
   c1.capture.pass1_bytes = file_bytes(result.dumps);

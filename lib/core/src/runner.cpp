@@ -8,7 +8,6 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <sstream>
 #include <thread>
@@ -29,17 +28,10 @@ std::string dump_name(int i) { return fmt::format("run-{}.h5", i); }
 
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 // Warnings a finished run wrote to stderr (LibTorch's, with --deterministic=warn), each once.
-std::vector<std::string> distinct_messages(const std::string& stderr_path, size_t most) {
+std::vector<std::string> distinct_messages(const OutputTail& err, size_t most) {
   std::vector<std::string> out;
-  std::istringstream lines(tail_lines(stderr_path, 200));
+  std::istringstream lines(err.last_lines(200));
   for (std::string line; std::getline(lines, line) && out.size() < most;) {
     line = sanitize_text(line);
     // LibTorch prefixes its warnings with "[W<date> <time> <file>:<line>] ": drop it.
@@ -113,57 +105,46 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
                                              const std::string& replay_keys, const std::string& suffix,
                                              const ProgressFn& progress, const Adjust& adjust) {
   struct Slot {
-    int index;
+    int index = 0;
     WorkerJob job;
-    std::unique_ptr<Process> process;
-    Clock::time_point start;
-    std::string label, stdout_path, stderr_path, error_path, dump;
+    std::string label, error_path;
   };
-  std::vector<Slot> running;
-  size_t next = 0, done = 0;
+  std::vector<Slot> slots(indices.size());
   std::vector<std::string> dumps(o_.runs);
-  auto last_tick = Clock::now();
-
-  auto start_worker = [&](int index) {
-    WorkerJob job;
+  for (size_t k = 0; k < indices.size(); ++k) {
+    const int index = indices[k];
+    Slot& slot = slots[k];
+    WorkerJob& job = slot.job;
     job.index = index;
     job.options = o_.vary.empty() ? o_.run : with_knob(o_.run, o_.vary.knob, o_.vary.values[index]);
     if (adjust) adjust(job.options, index);
     job.replay_dump = replay_dump;
     job.replay_keys_file = replay_keys;
-    Slot slot;
     slot.index = index;
-    std::string base = temp_dir_ + fmt::format("/run-{}{}", index, suffix);
-    slot.dump = job.dump = base + ".h5";
-    slot.stdout_path = base + ".out";
-    slot.stderr_path = base + ".err";
+    const std::string base = temp_dir_ + fmt::format("/run-{}{}", index, suffix);
+    job.dump = base + ".h5";
     slot.error_path = base + ".error";
     slot.label = o_.vary.empty() ? "" : fmt::format("{}={}", o_.vary.knob, o_.vary.values[index]);
     if (!suffix.empty()) {
       const char* what = suffix.rfind(".pass", 0) == 0 ? "full capture" : "replay";
       slot.label += slot.label.empty() ? what : fmt::format(", {}", what);
     }
-    slot.job = job;
-    Command command = launcher_->command(job);
-    command.env.emplace_back(kErrorFileEnv, slot.error_path);
-    slot.process = std::make_unique<Process>(command.argv, slot.stdout_path, slot.stderr_path, command.env);
-    slot.start = Clock::now();
-    progress({WorkerEvent::Kind::started, index, o_.runs, 0, 0, slot.label, {}});
-    running.push_back(std::move(slot));
-  };
+  }
 
-  // Throws the error that a failed worker stands for. The others are stopped by their Process
-  // destructors.
-  auto fail = [&](const Slot& slot, const ExitStatus& status) {
+  // The error that a failed worker stands for. The others are stopped by the pool.
+  auto fail = [&](const Slot& slot, const ProcessPool::Finished& f) {
+    const ExitStatus& status = f.status;
     if (!status.timed_out && status.exited && status.code == to_int(ExitCode::interrupted) && interrupt_requested())
       throw Interrupted();
-    // The run's own output, with control characters escaped (it reaches the user's terminal).
-    std::string tail;
-    std::istringstream lines(tail_lines(slot.stderr_path, 12));
-    for (std::string line; std::getline(lines, line);) tail += sanitize_text(line) + "\n";
+    // The run's own last output, kept in memory (its folder may be on a full disk), escaped.
+    const std::string tail = f.process->stderr_tail().last_lines(12);
     if (status.exited && status.code == to_int(ExitCode::usage)) {
       // The worker rejected the input: relay its own one-line error.
-      std::string line = sanitize_text(first_line(read_text(slot.error_path)));
+      std::string line = sanitize_text(first_line(files::read_text_or_empty(slot.error_path)));
+      if (line.empty()) {
+        std::string said = first_line(f.process->stderr_tail().last_lines(1));
+        if (said.rfind(kErrorPrefix, 0) == 0) line = said.substr(std::strlen(kErrorPrefix));
+      }
       if (line.empty()) line = fmt::format("run {} rejected its input; its last output:\n{}", slot.index + 1, tail);
       throw InputError(line);
     }
@@ -172,55 +153,62 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
                                status.describe(o_.timeout_s), tail.empty() ? "  (none)\n" : tail));
   };
 
-  while (done < indices.size()) {
-    if (interrupt_requested()) {
-      for (auto& slot : running) slot.process->stop(1.0);
-      throw Interrupted();
-    }
-    while (next < indices.size() && static_cast<int>(running.size()) < o_.jobs) start_worker(indices[next++]);
-    for (size_t k = 0; k < running.size();) {
-      Slot& slot = running[k];
-      double elapsed = seconds_since(slot.start);
-      auto status = slot.process->poll();
-      if (!status && o_.timeout_s > 0 && elapsed > o_.timeout_s) {
-        status = slot.process->stop(1.0);
-        status->timed_out = true;
-      }
-      if (!status) {
-        ++k;
-        continue;
-      }
-      if (!status->ok()) fail(slot, *status);
-      launcher_->collect(slot.job);
-      struct stat sb {};
-      stat(slot.dump.c_str(), &sb);
-      progress({WorkerEvent::Kind::finished, slot.index, o_.runs, elapsed, static_cast<uint64_t>(sb.st_size),
-                slot.label, distinct_messages(slot.stderr_path, 5)});
-      dumps[slot.index] = slot.dump;
-      ++done;
-      running.erase(running.begin() + static_cast<long>(k));
-    }
-    if (Clock::now() - last_tick > std::chrono::milliseconds(100)) {
-      last_tick = Clock::now();
-      for (const auto& slot : running)
-        progress({WorkerEvent::Kind::tick, slot.index, o_.runs, seconds_since(slot.start), 0, slot.label, {}});
-    }
-    if (done < indices.size()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  ProcessPool pool({o_.jobs, o_.timeout_s, 1.0});
+  ProcessPool::Callbacks cb;
+  cb.spec = [&](size_t k) {
+    Command command = launcher_->command(slots[k].job);
+    command.env.emplace_back(kErrorFileEnv, slots[k].error_path);
+    return ProcessSpec{command.argv, command.env, ""};
+  };
+  cb.started = [&](size_t k) {
+    progress({WorkerEvent::Kind::started, slots[k].index, o_.runs, 0, 0, slots[k].label, {}});
+  };
+  cb.finished = [&](const ProcessPool::Finished& f) {
+    const Slot& slot = slots[f.index];
+    if (!f.status.ok()) fail(slot, f);
+    launcher_->collect(slot.job);
+    struct stat sb {};
+    stat(slot.job.dump.c_str(), &sb);
+    progress({WorkerEvent::Kind::finished, slot.index, o_.runs, f.seconds, static_cast<uint64_t>(sb.st_size),
+              slot.label, distinct_messages(f.process->stderr_tail(), 5)});
+    dumps[slot.index] = slot.job.dump;
+  };
+  cb.tick = [&](const std::vector<std::pair<size_t, double>>& now) {
+    for (const auto& [k, seconds] : now)
+      progress({WorkerEvent::Kind::tick, slots[k].index, o_.runs, seconds, 0, slots[k].label, {}});
+  };
+  pool.run(slots.size(), cb);
   return dumps;
 }
 
 std::vector<std::string> Runner::keep() {
-  if (!files::is_directory(o_.keep_dir) && mkdir(o_.keep_dir.c_str(), 0755) != 0)
+  const bool made = !files::is_directory(o_.keep_dir);
+  if (made && mkdir(o_.keep_dir.c_str(), 0755) != 0)
     throw InputError(fmt::format("--keep '{}': cannot create the folder: {}", o_.keep_dir, std::strerror(errno)));
+  // All or nothing: a dump that cannot be kept (a full disk) undoes the others, and a folder made
+  // for them goes too; the runs' own dumps stay where they were, for the comparison.
+  std::vector<std::pair<std::string, std::string>> moved;  // renamed: (from, to)
+  std::vector<std::string> copied;
   std::vector<std::string> kept;
-  for (size_t i = 0; i < dumps_.size(); ++i) {
-    std::string dest = o_.keep_dir + "/" + dump_name(static_cast<int>(i));
-    // Another file system: copy through a temporary, then rename into place.
-    if (std::rename(dumps_[i].c_str(), dest.c_str()) != 0) files::copy_file_atomically(dumps_[i], dest, "--keep dump");
-    dumps_[i] = dest;
-    kept.push_back(dest);
+  try {
+    for (size_t i = 0; i < dumps_.size(); ++i) {
+      std::string dest = o_.keep_dir + "/" + dump_name(static_cast<int>(i));
+      if (std::rename(dumps_[i].c_str(), dest.c_str()) == 0) {
+        moved.emplace_back(dumps_[i], dest);
+      } else {
+        // Another file system: copy through a temporary, then rename into place.
+        files::copy_file_atomically(dumps_[i], dest, "--keep dump");
+        copied.push_back(dest);
+      }
+      kept.push_back(dest);
+    }
+  } catch (const Error& e) {
+    for (const auto& [from, to] : moved) std::rename(to.c_str(), from.c_str());
+    for (const auto& c : copied) unlink(c.c_str());
+    if (made) rmdir(o_.keep_dir.c_str());
+    throw InputError(fmt::format("{}; nothing was kept in '{}'", e.what(), o_.keep_dir));
   }
+  dumps_ = kept;
   return kept;
 }
 

@@ -212,6 +212,21 @@ ModelMeta parse_meta(const std::string& path, const std::string& text) {
 
 }  // namespace
 
+// What to do about an archive LibTorch refused, from what its message says: code that does not
+// parse (an archive edited by hand, or names torch.jit.save never writes) is not a version problem.
+std::string load_advice(const std::string& message) {
+  static const std::regex parse_error(
+      R"((expected|Expected|but found|unexpected|Unexpected|parse|Unknown type|undefined value|invalid identifier|Lexer|lexer))");
+  if (std::regex_search(message, parse_error))
+    return "its TorchScript code does not parse: the archive was changed after torch.jit.save wrote it, or holds "
+           "names TorchScript does not allow; export it again with torch.jit.script(model).save(path)";
+  if (message.find("version") != std::string::npos)
+    return fmt::format("it was written by another PyTorch version; export it again with PyTorch {}.{} (reprocheck's "
+                       "LibTorch)",
+                       TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR);
+  return "export it again with torch.jit.script(model).save(path) (or torch.jit.trace)";
+}
+
 torch::jit::Module load_module(const std::string& path, const c10::Device& device, ModelMeta* meta) {
   if (auto why = non_torchscript_reason(path); !why.empty())
     throw InputError(fmt::format("cannot load model '{}': {}", path, why));
@@ -239,9 +254,8 @@ torch::jit::Module load_module(const std::string& path, const c10::Device& devic
                                    "defines; pass --load-library LIB.so with the library that registers it",
                                    path, op));
     }
-    throw InputError(fmt::format("cannot load model '{}': {}; export the model again with the same PyTorch "
-                                 "version as reprocheck's LibTorch",
-                                 path, message.empty() ? "LibTorch could not load it" : message));
+    throw InputError(fmt::format("cannot load model '{}': {}; {}", path,
+                                 message.empty() ? "LibTorch could not load it" : message, load_advice(full)));
   }
   if (meta) {
     const auto& text = extra["reprocheck.json"];

@@ -198,6 +198,33 @@ std::string render_markdown(const AuditView& v);
 std::string render_junit(const AuditView& v);     // one test case per cell
 std::string render_html(const AuditView& v);
 
+// Running an audit's cells: each cell is one `reprocheck` child process (the exact check its flags
+// run, --json into a private folder), `jobs` at a time, through the core's ProcessPool.
+struct RunConfig {
+  std::string executable;  // the reprocheck command
+  int jobs = 1;
+  double timeout_s = 0;    // per cell; 0: none
+  std::string keep_dir;    // "" or where each cell's report and last output are kept
+  std::string temp_dir;    // private, for the cells' reports
+};
+struct RunObserver {
+  std::function<void(const CellResult&, size_t done)> finished;
+  std::function<void(size_t done, const std::vector<std::string>& running)> tick;
+};
+// Runs `cells` (positions: each cell's index in the whole audit) into the history's audit `id`.
+// Returns false when interrupted (the cells finished so far are recorded).
+bool run_cells(const std::vector<Cell>& cells, const std::map<std::string, int>& positions, const RunConfig& config,
+               History& history, int64_t id, const RunObserver& observer);
+
+// Where this machine is: reprocheck, LibTorch/CUDA/cuDNN (from reprocheck-torch --version next to
+// `executable`), the CPU, the host, and the git commit of `audit_dir` ("+dirty" when changed).
+Provenance local_provenance(const std::string& executable, const std::string& audit_dir);
+
+// `audit merge`: the shards' latest audits merged into one new audit of `db`. Throws UsageError or
+// InputError for shards that are not one audit's complete set (a missing one, one given twice, the
+// target itself). Returns the new audit's id.
+int64_t merge_shards(const std::vector<std::string>& shards, History& target, const std::string& target_path);
+
 std::string utc_now();  // "2026-11-27T11:24:29Z"
 std::string seconds_text(double s);  // "1.41 s", "21.8 s"
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -69,6 +70,8 @@ class DumpReader {
   // Root attributes, integers rendered as decimal strings.
   const std::map<std::string, std::string>& attributes() const { return attributes_; }
   std::string attribute(const std::string& name, const std::string& fallback = "") const;
+  // Whether the attribute is stored as an integer (attributes() renders it as decimal text).
+  bool integer_attribute(const std::string& name) const { return integer_attributes_.count(name) > 0; }
   // The tensors in execution order.
   const std::vector<TensorMeta>& index() const { return index_; }
   // Whether any row records only its hash (no data to compute statistics from).
@@ -78,6 +81,9 @@ class DumpReader {
   // Checks the dataset against the index row and the data against its stored hash; throws
   // InputError naming the tensor when the dump is damaged.
   void read_into(const TensorMeta& meta, void* out, size_t nbytes) const;
+  // Checks a row's dataset without reading it: present, of the row's type and shape, and holding
+  // every byte the row claims (call it before allocating for a row). Throws InputError.
+  void check_data(const TensorMeta& meta) const;
   // Reads every tensor once, checking each against the index and its stored hash (read_into).
   void verify() const;
 
@@ -93,6 +99,7 @@ class DumpReader {
   std::string path_;
   int version_ = 0;
   std::map<std::string, std::string> attributes_;
+  std::set<std::string> integer_attributes_;
   std::vector<TensorMeta> index_;
 };
 

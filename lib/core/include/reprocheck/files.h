@@ -3,6 +3,7 @@
 // (remove_all calls through a null pointer) in any program that links LibTorch.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace reprocheck::files {
@@ -19,6 +20,13 @@ std::string make_temp_dir(const std::string& prefix, const std::string& parent =
 // The system's temporary folder ($TMPDIR or /tmp).
 std::string temp_root();
 size_t count_entries(const std::string& dir);
+// The size of a file in bytes (following links); 0 when it cannot be read.
+uint64_t file_size(const std::string& path);
+// The whole file as text; "" when it cannot be read.
+std::string read_text_or_empty(const std::string& path);
+// The whole file as text. Throws InputError naming `what` when it is missing, not a regular file,
+// or unreadable.
+std::string read_text(const std::string& path, const std::string& what);
 
 // A file written under a temporary name in its destination's folder and renamed into place by
 // commit(): nothing ever appears under the final name unless it is whole. Destroyed without

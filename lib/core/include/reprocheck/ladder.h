@@ -25,6 +25,9 @@ struct CheckOptions {
 struct CheckResult {
   Comparison comparison;
   std::vector<std::string> dumps;  // the runner's pass-1 (or only) dumps, run 0 first (kept ones with `keep`)
+  // Keeping the dumps failed (a full disk): why. The check went on with the runs' own dumps, and
+  // nothing was kept; the tool reports the verdict, then this, and exits 2.
+  std::string keep_error;
 };
 
 // Throws what Runner::run and compare_dumps throw.

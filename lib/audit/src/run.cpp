@@ -1,0 +1,246 @@
+// Running an audit: the cells through the core's ProcessPool, host probing, and the merge of
+// shards.
+#include <fmt/format.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "reprocheck/audit.h"
+#include "reprocheck/error.h"
+#include "reprocheck/files.h"
+#include "reprocheck/interrupt.h"
+#include "reprocheck/subprocess.h"
+#include "reprocheck/version.h"
+
+namespace reprocheck::audit {
+
+namespace {
+
+std::string settings_json(const Cell& c) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [k, v] : c.settings) j[k] = v;
+  return j.dump();
+}
+
+// A failed check's reason: its own error line (without the prefix), else its last line.
+std::string reason(const OutputTail& err) {
+  std::istringstream in(err.last_lines(40));
+  std::string line, error;
+  for (std::string l; std::getline(in, l);) {
+    if (l.find_first_not_of(" \t\r") == std::string::npos) continue;
+    line = l;
+    if (l.rfind(kErrorPrefix, 0) == 0 && error.empty()) error = l.substr(std::strlen(kErrorPrefix));
+  }
+  std::string out = error.empty() ? line : error;
+  if (out.size() > 400) out = out.substr(0, 400) + "...";
+  return out;
+}
+
+// The output of a short command, or "" when it cannot run or fails.
+std::string command_output(const std::vector<std::string>& argv, const std::string& cwd) {
+  try {
+    ExitStatus st;
+    auto p = run_to_end({argv, {}, cwd}, 20, &st);
+    return st.ok() ? p->stdout_tail().text() : "";
+  } catch (const Error&) {
+    return "";
+  }
+}
+
+std::string field(const std::string& text, const std::string& name) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(name, 0) == 0) {
+      std::string v = line.substr(name.size());
+      v.erase(0, v.find_first_not_of(' '));
+      return v;
+    }
+  return "";
+}
+
+}  // namespace
+
+Provenance local_provenance(const std::string& executable, const std::string& audit_dir) {
+  Provenance p;
+  p.reprocheck = kVersion;
+  const std::string torch = files::parent_dir(executable) + "/reprocheck-torch";
+  if (access(torch.c_str(), X_OK) == 0) {
+    std::string v = command_output({torch, "--version"}, "");
+    p.libtorch = field(v, "LibTorch");
+    p.cuda = field(v, "CUDA");
+    p.cudnn = field(v, "cuDNN");
+  }
+  std::ifstream cpu("/proc/cpuinfo");
+  for (std::string line; std::getline(cpu, line);)
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+      p.device = line.substr(line.find(':') + 2);
+      break;
+    }
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) == 0) p.host = host;
+  std::string commit = command_output({"git", "rev-parse", "HEAD"}, audit_dir);
+  commit.erase(commit.find_last_not_of("\n\r ") + 1);
+  if (!commit.empty()) {
+    std::string dirty = command_output({"git", "status", "--porcelain", "--untracked-files=no"}, audit_dir);
+    p.git_commit = commit + (dirty.find_first_not_of("\n ") != std::string::npos ? "+dirty" : "");
+  }
+  return p;
+}
+
+bool run_cells(const std::vector<Cell>& cells, const std::map<std::string, int>& positions, const RunConfig& config,
+               History& history, int64_t id, const RunObserver& observer) {
+  size_t done = 0;
+  auto base = [&](size_t i) { return fmt::format("{}/cell-{}", config.temp_dir, i); };
+  auto start_result = [&](size_t i) {
+    const Cell& c = cells[i];
+    CellResult res;
+    res.position = positions.at(c.key);
+    res.key = c.key;
+    res.model = c.model;
+    res.column = c.column;
+    res.settings = settings_json(c);
+    res.expect = c.expect;
+    res.tolerance = c.tolerance;
+    return res;
+  };
+  auto record = [&](CellResult& res, const std::string& err_text, const std::string& out_text) {
+    if (!config.keep_dir.empty()) {
+      const std::string name = fmt::format("{}/cell-{}", config.keep_dir, res.position);
+      if (!err_text.empty()) files::write_file_atomically(name + ".err", err_text, "kept cell output");
+      if (!out_text.empty()) files::write_file_atomically(name + ".out", out_text, "kept cell output");
+    }
+    history.add_cell(id, res);
+    ++done;
+    if (observer.finished) observer.finished(res, done);
+  };
+  ProcessPool pool({config.jobs, config.timeout_s, 5.0});
+  ProcessPool::Callbacks cb;
+  cb.spec = [&](size_t i) {
+    const Cell& c = cells[i];
+    std::vector<std::string> argv{config.executable};
+    auto dash = std::find(c.args.begin(), c.args.end(), "--");
+    argv.insert(argv.end(), c.args.begin(), dash);
+    argv.insert(argv.end(), {"--json", base(i) + ".json"});
+    argv.insert(argv.end(), dash, c.args.end());
+    return ProcessSpec{argv, {{"NO_COLOR", "1"}}, c.cwd};
+  };
+  cb.start_failed = [&](size_t i, const CommandError& e) {
+    CellResult res = start_result(i);
+    res.verdict = "failed";
+    res.exit_code = to_int(ExitCode::usage);
+    res.error = e.what();
+    record(res, std::string(e.what()) + "\n", "");
+  };
+  cb.finished = [&](const ProcessPool::Finished& f) {
+    CellResult res = start_result(f.index);
+    res.seconds = f.seconds;
+    res.exit_code = f.status.shell_code();
+    const std::string report = base(f.index) + ".json";
+    const std::string why = reason(f.process->stderr_tail());
+    if (f.status.timed_out) {
+      res.verdict = "failed";
+      res.error = fmt::format("timed out after {:g} s (stopped); raise --timeout, or lower the cell's steps",
+                              config.timeout_s);
+    } else if (f.status.exited && (f.status.code == 0 || f.status.code == 1) && files::exists(report)) {
+      try {
+        read_check_report(files::read_text(report, "cell report"), res);
+      } catch (const Error& e) {
+        res.verdict = "failed";
+        res.error = e.what();
+      }
+    } else {
+      res.verdict = "failed";
+      res.error = why.empty() ? f.status.describe() : fmt::format("{} ({})", why, f.status.describe());
+    }
+    if (!config.keep_dir.empty() && files::exists(report))
+      files::copy_file_atomically(report, fmt::format("{}/cell-{}.json", config.keep_dir, res.position), "kept cell report");
+    record(res, f.process->stderr_tail().text(), f.process->stdout_tail().text());
+  };
+  cb.tick = [&](const std::vector<std::pair<size_t, double>>& now) {
+    if (!observer.tick) return;
+    std::vector<std::string> names;
+    for (const auto& [i, s] : now) names.push_back(fmt::format("{} [{}]", cells[i].model, cells[i].column));
+    observer.tick(done, names);
+  };
+  cb.tick_s = 0.05;
+  try {
+    pool.run(cells.size(), cb);
+  } catch (const Interrupted&) {
+    return false;
+  }
+  return true;
+}
+
+int64_t merge_shards(const std::vector<std::string>& shards, History& history, const std::string& target_path) {
+  char buf[PATH_MAX];
+  std::set<std::string> seen;
+  const std::string target = realpath(target_path.c_str(), buf) ? std::string(buf) : target_path;
+  struct Shard {
+    AuditInfo info;
+    std::vector<CellResult> cells;
+    int index = 1, count = 1;
+  };
+  std::vector<Shard> parts;
+  for (const auto& path : shards) {
+    const std::string real = realpath(path.c_str(), buf) ? std::string(buf) : path;
+    if (real == target)
+      throw UsageError(fmt::format("shard '{}' is the --db history itself; merge shards into another database", path));
+    if (!seen.insert(real).second) throw UsageError(fmt::format("shard '{}' is given twice", path));
+    auto h = History::open(path, false);
+    auto ids = h->audits();
+    if (ids.empty()) throw InputError(fmt::format("shard database '{}' holds no audit; pass the --db of a shard's audit", path));
+    Shard s;
+    s.info = h->audit(ids.back());
+    s.cells = h->cells(ids.back());
+    if (s.info.shard.empty()) {
+      if (shards.size() > 1)
+        throw InputError(fmt::format("'{}': its latest audit is not a shard (run with --shard I/N); merge shards only", path));
+    } else {
+      auto [i, n] = parse_shard(s.info.shard);
+      s.index = i, s.count = n;
+    }
+    parts.push_back(std::move(s));
+  }
+  const auto& first = parts.front();
+  std::set<int> indices;
+  for (const auto& p : parts) {
+    if (p.info.name != first.info.name || p.count != first.count || p.info.cells_total != first.info.cells_total)
+      throw InputError(fmt::format("the shards are of different audits: '{}' ({} cells, {} shards) and '{}' ({} cells, {} "
+                                   "shards); merge the shards of one audit",
+                                   first.info.name, first.info.cells_total, first.count, p.info.name, p.info.cells_total,
+                                   p.count));
+    if (!indices.insert(p.index).second)
+      throw InputError(fmt::format("shard {}/{} is given twice; pass each shard's database once", p.index, p.count));
+  }
+  for (int i = 1; i <= first.count; ++i)
+    if (!indices.count(i))
+      throw InputError(fmt::format("shard {}/{} is missing; pass every shard's database", i, first.count));
+  AuditInfo info = first.info;
+  info.id = 0;
+  info.uid.clear();
+  info.shard = first.count > 1 ? fmt::format("merged from {} shards", first.count) : "";
+  info.cells_planned = 0;
+  std::string status = "complete", finished;
+  std::vector<CellResult> cells;
+  for (const auto& p : parts) {
+    info.started_at = std::min(info.started_at, p.info.started_at);
+    finished = std::max(finished, p.info.finished_at);
+    info.cells_planned += p.info.cells_planned;
+    if (p.info.status != "complete") status = p.info.status == "interrupted" ? "interrupted" : "unfinished";
+    cells.insert(cells.end(), p.cells.begin(), p.cells.end());
+  }
+  std::stable_sort(cells.begin(), cells.end(), [](const auto& a, const auto& b) { return a.position < b.position; });
+  const int64_t id = history.begin_audit(info);
+  for (const auto& c : cells) history.add_cell(id, c);
+  history.end_audit(id, status, finished.empty() ? utc_now() : finished);
+  return id;
+}
+
+}  // namespace reprocheck::audit
