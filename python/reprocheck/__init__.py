@@ -7,4 +7,6 @@ control use the API below; it does nothing when reprocheck did not launch the sc
 from ._api import active, capture, mark_step
 
 __all__ = ["active", "capture", "mark_step"]
-__version__ = "0.1.0"
+from ._core import version as _version
+
+__version__ = _version()

@@ -61,12 +61,13 @@ class Session:
 
     @classmethod
     def from_environment(cls) -> "Session":
-        options = json.loads(os.environ.get("REPROCHECK_RUN_OPTIONS") or "{}")
+        env = _core.env
+        options = json.loads(os.environ.get(env.RUN_OPTIONS) or "{}")
         replay = None
-        if os.environ.get("REPROCHECK_REPLAY_KEYS"):
-            replay = (os.environ["REPROCHECK_REPLAY"], os.environ["REPROCHECK_REPLAY_KEYS"])
+        if os.environ.get(env.REPLAY_KEYS):
+            replay = (os.environ[env.REPLAY], os.environ[env.REPLAY_KEYS])
         check_torch_version()
-        session = cls(os.environ["REPROCHECK_CAPTURE"], options, replay)
+        session = cls(os.environ[env.CAPTURE], options, replay)
         session.install()
         return session
 
@@ -267,13 +268,13 @@ class Session:
         for name, p in root.named_parameters():
             self.signature = _core.combine_hash(self.signature, _core.hash_bytes(f"{model.path(name)}{list(p.shape)}".encode()))
         w = self.recorder
-        w.set_attribute("model_signature", f"{self.signature:016x}")
+        w.set_attribute(_core.attr.MODEL_SIGNATURE, f"{self.signature:016x}")
         if len(self.models) == 1:
-            w.set_attribute("mode", "train" if root.training else "eval")
+            w.set_attribute(_core.attr.MODE, "train" if root.training else "eval")
             device = next(root.parameters()).device
-            w.set_attribute("device", str(device) if device.type == "cpu" else f"{device.type}:{device.index or 0}")
+            w.set_attribute(_core.attr.DEVICE, str(device) if device.type == "cpu" else f"{device.type}:{device.index or 0}")
         if self.categories:
-            w.set_attribute("layer_categories", json_attribute(self.categories))
+            w.set_attribute(_core.attr.LAYER_CATEGORIES, json_attribute(self.categories))
         for name, p in root.named_parameters():
             layer, _, own = model.path(name).rpartition(".")
             self._write("init", layer, self.types.get(layer, ""), "param", own, p, step=-1)
@@ -291,7 +292,7 @@ class Session:
         if self.layers == "default" and not any(selected):
             # No conv, dropout or batch norm (an LSTM, a transformer): every leaf layer.
             selected = [i > 0 and not any(True for _ in m.children()) for i, (_, m) in enumerate(modules)]
-            self.recorder.set_attribute("layer_fallback", "leaf")
+            self.recorder.set_attribute(_core.attr.LAYER_FALLBACK, "leaf")
         elif note := _core.sparse_selection_note(self.layers, refs, selected):
             self.notes.append(note)
         if model.compiled:
@@ -468,7 +469,7 @@ class Session:
             if split is not None:
                 self._write("input", layer, "torch.utils.data.Subset", "indices", "split",
                             torch.tensor(split, dtype=torch.int64), call=self._count(("split", layer)))
-            self.recorder.set_attribute("data_loaders", json_attribute(self.loaders.descriptions))
+            self.recorder.set_attribute(_core.attr.DATA_LOADERS, json_attribute(self.loaders.descriptions))
 
     def _on_batch(self, iterator: Any, indices: Optional[list], batch: Any) -> None:
         self._announce_loaders()
@@ -491,19 +492,19 @@ class Session:
         options = dict(self.options)
         options["threads"] = torch.get_num_threads()
         w = self.recorder
-        w.set_attribute("run_options", json.dumps(options, sort_keys=True))
-        w.set_attribute("steps", self.step)
-        w.set_attribute("threads", torch.get_num_threads())
-        w.set_attribute("seed", torch.initial_seed() & 0x7FFFFFFFFFFFFFFF)
-        w.set_attribute("dropout_elements", self.dropout_elements)
+        w.set_attribute(_core.attr.RUN_OPTIONS, json.dumps(options, sort_keys=True))
+        w.set_attribute(_core.attr.STEPS, self.step)
+        w.set_attribute(_core.attr.THREADS, torch.get_num_threads())
+        w.set_attribute(_core.attr.SEED, torch.initial_seed() & 0x7FFFFFFFFFFFFFFF)
+        w.set_attribute(_core.attr.DROPOUT_ELEMENTS, self.dropout_elements)
         if self.nonfinite_steps:
-            w.set_attribute("nonfinite_loss", json_attribute(self.nonfinite_steps))
+            w.set_attribute(_core.attr.NONFINITE_LOSS, json_attribute(self.nonfinite_steps))
         if self.op_generators:
-            w.set_attribute("op_generators", json_attribute(self.op_generators))
+            w.set_attribute(_core.attr.OP_GENERATORS, json_attribute(self.op_generators))
         if w.skipped:
             self.notes.append(f"{w.skipped} tensor(s) of dtypes a dump cannot store were not recorded")
         if self.notes:
-            w.set_attribute("capture_notes", json.dumps(self.notes))
+            w.set_attribute(_core.attr.CAPTURE_NOTES, json.dumps(self.notes))
         w.commit()
 
     def _at_exit(self) -> None:

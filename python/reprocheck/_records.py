@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-import socket
 import threading
-import time
 from typing import Any, NamedTuple, Optional, Union
 
 import torch
@@ -131,24 +129,27 @@ class Recorder:
 
 
 def provenance(options: dict, argv: list) -> dict:
-    """The dump's root attributes that describe where and how this process ran."""
+    """The dump's root attributes that describe where and how this process ran (host facts from the
+    core, as the TorchScript front end writes them)."""
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    host, cpu, utc = _core.host_facts()
+    a = _core.attr
     return {
-        "front_end": "python",
-        "reprocheck_version": _core.version(),
-        "libtorch_version": torch.__version__.split("+")[0],
-        "cuda_version": torch.version.cuda or "none",
-        "cudnn_version": str(cudnn) if cudnn else "none",
-        "python_version": platform.python_version(),
-        "device": "cpu",
-        "device_name": platform.processor() or platform.machine(),
-        "host": socket.gethostname(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": str(options.get("model", argv[0] if argv else "")),
-        "model_signature": "none",
-        "layers": str(options.get("layers", "default")),
-        "deterministic": str(options.get("deterministic", "off")),
-        "benchmark": int(bool(options.get("benchmark", False))),
+        a.FRONT_END: "python",
+        a.REPROCHECK_VERSION: _core.version(),
+        a.LIBTORCH_VERSION: torch.__version__.split("+")[0],
+        a.CUDA_VERSION: torch.version.cuda or "none",
+        a.CUDNN_VERSION: str(cudnn) if cudnn else "none",
+        a.PYTHON_VERSION: platform.python_version(),
+        a.DEVICE: "cpu",
+        a.DEVICE_NAME: cpu,
+        a.HOST: host,
+        a.TIME: utc,
+        a.MODEL: str(options.get("model", argv[0] if argv else "")),
+        a.MODEL_SIGNATURE: "none",
+        a.LAYERS: str(options.get("layers", "default")),
+        a.DETERMINISTIC: str(options.get("deterministic", "off")),
+        a.BENCHMARK: int(bool(options.get("benchmark", False))),
     }
 
 

@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 import torch
 
+from . import _core
+
 DTYPES = {
     torch.float32: "float32",
     torch.float64: "float64",
@@ -24,8 +26,6 @@ DTYPES = {
 # Outputs that hold uninitialized memory by contract: never recorded (they would differ run to run).
 UNINITIALIZED = {"empty", "empty_like", "new_empty", "empty_strided", "new_empty_strided"}
 
-# The stride of hash_words (docs/dump-format.md), the same constant as the core's.
-HASH_STRIDE = 0x3C6EF372FE94F82A
 
 
 def host_array(t: torch.Tensor) -> Any:
@@ -48,7 +48,7 @@ def device_hash(t: torch.Tensor) -> torch.Tensor:
         if n % 4:
             b = torch.cat([b, torch.zeros(4 - n % 4, dtype=torch.uint8, device=b.device)])
         words = b.view(torch.int32).to(torch.int64).bitwise_and_(0xFFFFFFFF)
-        odd = torch.arange(words.numel(), dtype=torch.int64, device=b.device).mul_(HASH_STRIDE).add_(1)
+        odd = torch.arange(words.numel(), dtype=torch.int64, device=b.device).mul_(_core.HASH_WORDS_STRIDE).add_(1)
         return words.mul_(odd).sum().add_(n)
 
 
@@ -139,7 +139,7 @@ def apply_knobs(options: dict) -> None:
         torch.set_num_threads(threads)
     deterministic = options.get("deterministic", "off")
     if deterministic in ("on", "warn"):
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", _core.CUBLAS_WORKSPACE_CONFIG)
         torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
@@ -148,8 +148,8 @@ def apply_knobs(options: dict) -> None:
 
 
 def report_error(message: str) -> None:
-    sys.stderr.write(f"reprocheck: error: {message}\n")
-    path = os.environ.get("REPROCHECK_ERROR_FILE")
+    sys.stderr.write(f"{_core.ERROR_PREFIX}{message}\n")
+    path = os.environ.get(_core.env.ERROR_FILE)
     if path:
         with open(path, "w") as f:
             f.write(message)

@@ -7,7 +7,9 @@
 
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
+#include "reprocheck/host.h"
 #include "reprocheck/layers.h"
+#include "reprocheck/protocol.h"
 #include "reprocheck/version.h"
 
 #include <tuple>
@@ -159,6 +161,21 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("combine_hash", &rc::combine_hash, py::arg("seed"), py::arg("hash"));
   m.def("version", [] { return std::string(rc::kVersion); }, "reprocheck's version.");
+  // The named protocols (reprocheck/protocol.h): dump attribute names, environment variables.
+  auto attr = m.def_submodule("attr", "the dump's root attribute names");
+  for (const auto& [name, value] : rc::attr::kAll) attr.attr(name) = value;
+  auto env = m.def_submodule("env", "the environment variables a runner hands its workers");
+  for (const auto& [name, value] : rc::env::kAll) env.attr(name) = value;
+  m.attr("ERROR_PREFIX") = rc::kErrorPrefix;
+  m.attr("HASH_WORDS_STRIDE") = rc::kHashWordsStride;
+  m.attr("CUBLAS_WORKSPACE_CONFIG") = rc::kCublasWorkspaceConfig;
+  m.def(
+      "host_facts",
+      [] {
+        auto f = rc::host_facts();
+        return py::make_tuple(f.host, f.cpu, f.time);
+      },
+      "(host, cpu model, UTC time): where this process runs, as every front end says it.");
   // (path, qualified type, category or "", leaf with parameters of its own), root first.
   using Module = std::tuple<std::string, std::string, std::string, bool>;
   auto refs_of = [](const std::vector<Module>& modules) {

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "reprocheck/audit.h"
+#include "reprocheck/host.h"
 #include "reprocheck/error.h"
 
 namespace reprocheck::audit {
@@ -252,13 +253,6 @@ AuditView make_view(const History& history, int64_t audit, const std::vector<std
   return v;
 }
 
-std::string utc_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
+std::string utc_now() { return reprocheck::utc_now(); }
 
 }  // namespace reprocheck::audit

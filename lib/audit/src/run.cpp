@@ -15,6 +15,7 @@
 #include "reprocheck/audit.h"
 #include "reprocheck/error.h"
 #include "reprocheck/files.h"
+#include "reprocheck/host.h"
 #include "reprocheck/interrupt.h"
 #include "reprocheck/subprocess.h"
 #include "reprocheck/version.h"
@@ -77,14 +78,9 @@ Provenance local_provenance(const std::string& executable, const std::string& au
     p.cuda = field(v, "CUDA");
     p.cudnn = field(v, "cuDNN");
   }
-  std::ifstream cpu("/proc/cpuinfo");
-  for (std::string line; std::getline(cpu, line);)
-    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
-      p.device = line.substr(line.find(':') + 2);
-      break;
-    }
-  char host[256] = {};
-  if (gethostname(host, sizeof host - 1) == 0) p.host = host;
+  const HostFacts host = host_facts();
+  p.device = host.cpu;
+  p.host = host.host;
   std::string commit = command_output({"git", "rev-parse", "HEAD"}, audit_dir);
   commit.erase(commit.find_last_not_of("\n\r ") + 1);
   if (!commit.empty()) {

@@ -1,3 +1,4 @@
+#include "reprocheck/protocol.h"
 #include "reprocheck/compare.h"
 
 #include <fmt/format.h>
@@ -44,14 +45,14 @@ std::map<std::string, std::string> run_option_strings(const DumpReader& r) {
   std::map<std::string, std::string> out;
   try {
     // Options a dump of an older reprocheck does not carry read as their defaults.
-    out = to_strings(with_recipe_defaults(from_json(r.attribute("run_options", "{}"))));
+    out = to_strings(with_recipe_defaults(from_json(r.attribute(attr::kRunOptions, "{}"))));
   } catch (const InputError&) {
   }
   out.erase("model");
   out.erase("hashes_only");  // how a run was captured, not what it computed
   // The seeds actually drawn: two "--seed random" runs have equal options but different seeds.
-  out["seed_value"] = r.attribute("seed");
-  out["data_seed_value"] = r.attribute("data_seed");
+  out["seed_value"] = r.attribute(attr::kSeed);
+  out["data_seed_value"] = r.attribute(attr::kDataSeed);
   return out;
 }
 
@@ -99,7 +100,7 @@ std::string rank_alone_note(const Comparison& c) {
   }
   int ranks = 0;
   try {
-    ranks = std::stoi(c.attribute("ranks"));
+    ranks = std::stoi(c.attribute(attr::kRanks));
   } catch (const std::exception&) {
   }
   if (later.empty() && ranks <= 1) return "";
@@ -391,26 +392,26 @@ void add_capture_notes(Comparison& c, const std::vector<std::unique_ptr<DumpRead
   const DumpReader& ref = *readers[0];
   bool all_random = true, any_draw = false;
   for (const auto& r : readers) {
-    all_random &= r->attribute("seed_mode") == "random";
-    any_draw |= r->attribute("model_rng_draws", "1") != "0";
+    all_random &= r->attribute(attr::kSeedMode) == "random";
+    any_draw |= r->attribute(attr::kModelRngDraws, "1") != "0";
   }
   if (all_random && !any_draw)
     c.notes.push_back("--seed random does not reach this model: it drew no random numbers (no dropout, no "
                       "initialization under the seed), so equal runs say nothing about seeding");
-  if (auto n = ref.attribute("eval_frozen_ops"); !n.empty())
+  if (auto n = ref.attribute(attr::kEvalFrozenOps); !n.empty())
     c.notes.push_back(fmt::format("{} dropout or normalization op(s) have training switched off in the graph (a "
                                   "model traced in eval mode): --mode train does not reach them; trace it in "
                                   "train mode, or script it",
                                   n));
-  if (auto recipe = ref.attribute("loss_recipe"); !recipe.empty() && ref.attribute("loss_recipe_note") == "1")
+  if (auto recipe = ref.attribute(attr::kLossRecipe); !recipe.empty() && ref.attribute(attr::kLossRecipeNote) == "1")
     c.notes.push_back("trained on: " + recipe);
-  if (auto n = ref.attribute("ignored_outputs"); !n.empty())
+  if (auto n = ref.attribute(attr::kIgnoredOutputs); !n.empty())
     c.notes.push_back(fmt::format("the model returns {} more output(s) that the loss ignores (such as auxiliary "
                                   "heads): only the first output is trained, so their gradients are not checked; "
                                   "train on all with --output-weights (e.g. 1,0.3,0.3)",
                                   n));
   for (size_t i = 0; i < readers.size(); ++i) {
-    auto steps = readers[i]->attribute("nonfinite_loss");
+    auto steps = readers[i]->attribute(attr::kNonfiniteLoss);
     if (steps.empty() || !json_depth_within(steps, kMaxJsonDepth)) continue;
     try {
       auto j = nlohmann::json::parse(steps);
@@ -425,9 +426,9 @@ void add_capture_notes(Comparison& c, const std::vector<std::unique_ptr<DumpRead
     } catch (const nlohmann::json::exception&) {
     }
   }
-  if (ref.attribute("layer_fallback") == "leaf")
+  if (ref.attribute(attr::kLayerFallback) == "leaf")
     c.notes.push_back("the model has no conv, dropout or batch-norm layer: every leaf layer was tapped instead");
-  if (auto notes = ref.attribute("capture_notes"); !notes.empty() && json_depth_within(notes, kMaxJsonDepth)) {
+  if (auto notes = ref.attribute(attr::kCaptureNotes); !notes.empty() && json_depth_within(notes, kMaxJsonDepth)) {
     try {
       for (const auto& note : nlohmann::json::parse(notes)) c.notes.push_back(note.get<std::string>());
     } catch (const nlohmann::json::exception&) {
@@ -444,16 +445,16 @@ void add_seed_note(Comparison& c, const std::vector<std::unique_ptr<DumpReader>>
       if (k == "seed_value") seeds = &p;
   if (!seeds) return;
   bool draws = false;
-  for (const auto& r : readers) draws |= r->attribute("model_rng_draws", "1") != "0";
+  for (const auto& r : readers) draws |= r->attribute(attr::kModelRngDraws, "1") != "0";
   if (!draws) return;  // the note that the seed does not reach the model says it
   std::string seed_values;
   for (const auto& [k, v] : seeds->knob_diffs)
     if (k == "seed_value") seed_values = v;
-  const std::string elements = c.attribute("dropout_elements");
+  const std::string elements = c.attribute(attr::kDropoutElements);
   std::string drawn = elements.empty() || elements == "0"
                           ? "the model draws few random numbers where they change what is recorded"
                           : fmt::format("the model's dropout layers drew {} random element(s) over {} step(s)",
-                                        elements, c.attribute("steps"));
+                                        elements, c.attribute(attr::kSteps));
   c.notes.push_back(fmt::format("the runs used different seeds ({}) and still every tensor matched: {}, and with so "
                                 "few, different seeds often give the same masks; check with more runs (--runs 5) or "
                                 "more steps before trusting that the seed is not needed",
@@ -476,7 +477,7 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
   const DumpReader& ref = *readers[0];
   c.ref_attributes = ref.attributes();
   auto device_type = [](const DumpReader& r) {
-    std::string d = r.attribute("device");
+    std::string d = r.attribute(attr::kDevice);
     return d.substr(0, d.find(':'));
   };
   CompareOptions opt = options;
@@ -487,23 +488,23 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
       c.notes.push_back(fmt::format(
           "runs on different devices ({} vs {}): bitwise equality is not expected across devices, so tensors are "
           "compared with torch's per-dtype tolerances (pass --atol/--rtol or --tolerance bitwise to choose)",
-          ref.attribute("device"), r->attribute("device")));
+          ref.attribute(attr::kDevice), r->attribute(attr::kDevice)));
     } else {
       c.notes.push_back(
           fmt::format("runs on different devices ({} vs {}): bitwise equality is not expected across "
                       "devices",
-                      ref.attribute("device"), r->attribute("device")));
+                      ref.attribute(attr::kDevice), r->attribute(attr::kDevice)));
     }
     break;
   }
   c.tolerance = opt.tolerance;
   add_capture_notes(c, readers);
-  if (auto n = ref.attribute("uninitialized_ops_not_recorded"); !n.empty())
+  if (auto n = ref.attribute(attr::kUninitializedOpsNotRecorded); !n.empty())
     c.notes.push_back(fmt::format("{} op output(s) uninitialized by contract (aten::empty and its kin) were not "
                                   "recorded and are not compared",
                                   n));
   for (size_t i = 0; i < readers.size(); ++i) {
-    auto text = readers[i]->attribute("replica_notes");
+    auto text = readers[i]->attribute(attr::kReplicaNotes);
     if (text.empty() || !json_depth_within(text, kMaxJsonDepth)) continue;
     try {
       for (const auto& note : nlohmann::json::parse(text)) c.notes.push_back(fmt::format("run {}: {}", i, note.get<std::string>()));
@@ -517,7 +518,7 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
     if (r->hashes_only()) c.capture.mode = "hashes";
   c.ref_index = ref.index();
   try {
-    c.ref_options = from_json(ref.attribute("run_options", "{}"));
+    c.ref_options = from_json(ref.attribute(attr::kRunOptions, "{}"));
   } catch (const InputError&) {
   }
   if (invariants_checked()) {
@@ -535,16 +536,16 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
   auto ref_opts = run_option_strings(ref);
   for (size_t i = 1; i < readers.size(); ++i) {
     const DumpReader& other = *readers[i];
-    if (ref.attribute("model_signature") != other.attribute("model_signature")) {
+    if (ref.attribute(attr::kModelSignature) != other.attribute(attr::kModelSignature)) {
       if (!options.allow_other_model)
         throw InputError(
             fmt::format("dumps of different models: '{}' records {} (signature {}), '{}' records {} "
                         "(signature {}); compare dumps of the same model",
-                        ref.path(), ref.attribute("model"), ref.attribute("model_signature"), other.path(),
-                        other.attribute("model"), other.attribute("model_signature")));
+                        ref.path(), ref.attribute(attr::kModel), ref.attribute(attr::kModelSignature), other.path(),
+                        other.attribute(attr::kModel), other.attribute(attr::kModelSignature)));
       std::string note = fmt::format("the model changed since '{}' was recorded (signature {} vs {}): tensors are "
                                      "paired by layer name",
-                                     ref.path(), ref.attribute("model_signature"), other.attribute("model_signature"));
+                                     ref.path(), ref.attribute(attr::kModelSignature), other.attribute(attr::kModelSignature));
       if (std::find(c.notes.begin(), c.notes.end(), note) == c.notes.end()) c.notes.push_back(std::move(note));
     }
     PairComparison pc = compare_pair(ref, other, opt);

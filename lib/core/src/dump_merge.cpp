@@ -3,6 +3,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "reprocheck/protocol.h"
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
 
@@ -45,7 +46,7 @@ void merge_rank_dumps(const std::vector<std::string>& rank_dumps, const std::str
     else
       writer.set_attribute(name, value);
   }
-  writer.set_attribute("ranks", static_cast<int64_t>(readers.size()));
+  writer.set_attribute(attr::kRanks, static_cast<int64_t>(readers.size()));
   nlohmann::json notes = nlohmann::json::array();
   std::vector<std::byte> buffer;
   for (size_t rank = 0; rank < readers.size(); ++rank) {
@@ -65,7 +66,7 @@ void merge_rank_dumps(const std::vector<std::string>& rank_dumps, const std::str
       writer.write(std::move(m), buffer.data(), buffer.size(), &h);
     }
   }
-  if (!notes.empty()) writer.set_attribute("replica_notes", notes.dump());
+  if (!notes.empty()) writer.set_attribute(attr::kReplicaNotes, notes.dump());
   writer.commit();
 }
 

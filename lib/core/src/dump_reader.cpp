@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "dump_hdf5.h"
+#include "reprocheck/protocol.h"
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
 #include "reprocheck/subprocess.h"
@@ -138,7 +139,7 @@ DumpReader::DumpReader(std::string path) : impl_(std::make_unique<Impl>()), path
   Attributes attrs = read_attributes(impl_->file);
   attributes_ = std::move(attrs.values);
   integer_attributes_ = attrs.integers;
-  if (attribute("format") != kDumpFormatName)
+  if (attribute(attr::kFormat) != kDumpFormatName)
     throw InputError(
         fmt::format("cannot read dump '{}': an HDF5 file but not a reprocheck dump (no format attribute); "
                     "pass a dump written by 'reprocheck record'",
@@ -151,7 +152,7 @@ DumpReader::DumpReader(std::string path) : impl_(std::make_unique<Impl>()), path
       throw InputError(fmt::format("cannot read dump '{}': its attribute '{}' is text, where a dump holds an integer; "
                                    "pass a dump written by reprocheck (record it again)",
                                    path_, name));
-  const std::string version = attribute("format_version", "?");
+  const std::string version = attribute(attr::kFormatVersion, "?");
   version_ = version == std::to_string(kDumpFormatVersion) ? kDumpFormatVersion : -1;
   if (version_ != kDumpFormatVersion)
     throw InputError(
@@ -332,7 +333,7 @@ void DumpReader::check_isolated(const std::string& path, double timeout_s) {
 bool DumpReader::hashes_only() const {
   for (const auto& m : index_)
     if (!m.has_data()) return true;
-  return attribute("capture") == "hashes";
+  return attribute(attr::kCapture) == "hashes";
 }
 
 std::vector<std::byte> DumpReader::read(const TensorMeta& meta) const {

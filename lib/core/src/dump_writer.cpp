@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "dump_hdf5.h"
+#include "reprocheck/protocol.h"
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
 
@@ -69,9 +70,9 @@ DumpWriter::DumpWriter(std::string path, bool overwrite, bool hashes_only)
   impl_->tensors = Handle(H5Gcreate2(impl_->file, "tensors", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
   impl_->dcpl = Handle(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   H5Pset_obj_track_times(impl_->dcpl, 0);
-  set_attribute("format", kDumpFormatName);
-  set_attribute("format_version", static_cast<int64_t>(kDumpFormatVersion));
-  set_attribute("capture", hashes_only ? "hashes" : "full");
+  set_attribute(attr::kFormat, kDumpFormatName);
+  set_attribute(attr::kFormatVersion, static_cast<int64_t>(kDumpFormatVersion));
+  set_attribute(attr::kCapture, hashes_only ? "hashes" : "full");
 }
 
 // The HDF5 file is closed before PendingFile removes the uncommitted temporary.

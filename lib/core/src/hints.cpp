@@ -1,5 +1,6 @@
 // The cause hints: one ordered rule table (the data pipeline's rules, then the model's), each rule
 // a pure function of the Evidence gathered from the comparison.
+#include "reprocheck/protocol.h"
 #include "reprocheck/hints.h"
 
 #include <fmt/format.h>
@@ -104,16 +105,16 @@ Evidence gather(const Comparison& c) {
   e.pair = c.headline();
   e.first = &e.pair->diffs[*e.pair->first];
   e.options = c.ref_options;
-  e.device = c.attribute("device");
+  e.device = c.attribute(attr::kDevice);
   e.script = !c.ref_options.command.empty();
-  e.categories = LayerCategories::from_json(c.attribute("layer_categories"));
+  e.categories = LayerCategories::from_json(c.attribute(attr::kLayerCategories));
   for (const auto& [k, v] : e.pair->knob_diffs) e.knobs.insert(k);
   for (const auto& d : e.pair->diffs)
     if (is_divergent(d.status) && d.ref.kind == Kind::rng_state && d.ref.rank == e.first->ref.rank)
       e.rngs.emplace(d.ref.name, d.ref.step);
   const TensorMeta& m = e.first->ref;
   if (m.kind == Kind::indices || m.kind == Kind::batch || (m.kind == Kind::rng_state && m.phase == Phase::input)) {
-    e.loader = loader_from_json(c.attribute("data_loaders"), own_layer(m));
+    e.loader = loader_from_json(c.attribute(attr::kDataLoaders), own_layer(m));
     if (!e.loader) e.loader = loader_from_type(m.layer_type);
   }
   return e;
@@ -208,7 +209,7 @@ P private_generator(const Evidence& e) {
   if (!e.random_op() || !e.source() || e.seed_differs() || e.rngs.count("torch")) return std::nullopt;
   const auto& d = e.d();
   std::string private_use;
-  auto gens = e.c->attribute("op_generators");
+  auto gens = e.c->attribute(attr::kOpGenerators);
   if (!gens.empty() && json_depth_within(gens, kMaxJsonDepth)) {
     try {
       auto j = nlohmann::json::parse(gens);
@@ -359,7 +360,7 @@ std::string test_command(const Comparison& c, const Proposal& p) {
     return fmt::format("reprocheck run {}-- {}", p.run_flag.empty() ? "" : p.run_flag + " ", joined);
   }
   if (p.fix_flag.empty() || p.fix_flag == "-") return "";
-  std::string model = c.attribute("model");
+  std::string model = c.attribute(attr::kModel);
   return fmt::format("reprocheck {} {}", model.empty() ? "MODEL.pt" : model, p.fix_flag);
 }
 

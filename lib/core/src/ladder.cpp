@@ -1,3 +1,4 @@
+#include "reprocheck/protocol.h"
 #include "reprocheck/ladder.h"
 
 #include <fmt/format.h>
@@ -148,7 +149,7 @@ CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& p
   std::map<int, std::pair<std::string, std::string>> drawn;
   for (int i : indices) {
     DumpReader r(result.dumps[static_cast<size_t>(i)]);
-    drawn[i] = {r.attribute("seed"), r.attribute("data_seed")};
+    drawn[i] = {r.attribute(attr::kSeed), r.attribute(attr::kDataSeed)};
   }
   auto dumps2 = runner.rerun(
       indices,

@@ -1,5 +1,9 @@
 #include "reprocheck/tensor_meta.h"
 
+#include "reprocheck/protocol.h"
+
+#include <cstdio>
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <xxhash.h>
@@ -140,15 +144,27 @@ std::string sanitize_text(const std::string& raw) {
 
 uint64_t hash_bytes(const void* data, size_t nbytes) { return XXH3_64bits(data, nbytes); }
 
+uint64_t hash_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return 0;
+  XXH3_state_t* state = XXH3_createState();
+  XXH3_64bits_reset(state);
+  std::vector<char> block(1 << 20);
+  for (size_t n; (n = std::fread(block.data(), 1, block.size(), f)) > 0;) XXH3_64bits_update(state, block.data(), n);
+  std::fclose(f);
+  const uint64_t h = XXH3_64bits_digest(state);
+  XXH3_freeState(state);
+  return h;
+}
+
 uint64_t hash_words(const void* data, size_t nbytes) {
   const auto* p = static_cast<const unsigned char*>(data);
-  constexpr uint64_t kStride = 0x3C6EF372FE94F82AULL;
   uint64_t sum = 0;
   const size_t words = (nbytes + 3) / 4;
   for (size_t i = 0; i < words; ++i) {
     uint32_t w = 0;
     for (size_t b = 0; b < 4 && 4 * i + b < nbytes; ++b) w |= static_cast<uint32_t>(p[4 * i + b]) << (8 * b);
-    sum += static_cast<uint64_t>(w) * (static_cast<uint64_t>(i) * kStride + 1);
+    sum += static_cast<uint64_t>(w) * (static_cast<uint64_t>(i) * kHashWordsStride + 1);
   }
   return sum + nbytes;
 }

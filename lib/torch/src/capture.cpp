@@ -1,6 +1,8 @@
 #include <atomic>
 #include "capture.h"
 
+#include "reprocheck/protocol.h"
+
 #include <c10/core/Event.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
@@ -58,7 +60,7 @@ at::Tensor device_hash(const at::Tensor& t) {
   const int64_t n = bytes.numel();
   if (n % 4) bytes = at::cat({bytes, at::zeros({4 - n % 4}, bytes.options())});
   at::Tensor words = bytes.view(at::kInt).to(at::kLong).bitwise_and_(0xffffffffLL);
-  at::Tensor odd = at::arange(words.numel(), words.options()).mul_(static_cast<int64_t>(0x3C6EF372FE94F82ALL)).add_(1);
+  at::Tensor odd = at::arange(words.numel(), words.options()).mul_(static_cast<int64_t>(kHashWordsStride)).add_(1);
   return words.mul_(odd).sum().add_(n);
 }
 

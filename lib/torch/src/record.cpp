@@ -25,6 +25,7 @@
 #include "capture.h"
 #include "graph_patch.h"
 #include "provenance.h"
+#include "reprocheck/protocol.h"
 #include "reprocheck/error.h"
 #include "reprocheck/interrupt.h"
 #include "reprocheck/record.h"
@@ -63,7 +64,7 @@ c10::Device resolve_device(const std::string& d) {
 void apply_knobs(const RunOptions& o) {
   auto& ctx = at::globalContext();
   bool deterministic = o.deterministic != "off";
-  if (deterministic) setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+  if (deterministic) setenv("CUBLAS_WORKSPACE_CONFIG", kCublasWorkspaceConfig, /*overwrite=*/0);
   ctx.setDeterministicCuDNN(deterministic);
   ctx.setBenchmarkCuDNN(o.benchmark);
   ctx.setDeterministicAlgorithms(deterministic, o.deterministic == "warn");
@@ -672,17 +673,17 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
     detail::RunFacts facts{o, device, result.seed, result.data_seed};
     detail::write_provenance(*writer, facts, module);
     if (instrumented.uninitialized_ops > 0)
-      writer->set_attribute("uninitialized_ops_not_recorded", int64_t{instrumented.uninitialized_ops});
-    if (instrumented.leaf_fallback) writer->set_attribute("layer_fallback", "leaf");
-    writer->set_attribute("layer_categories", instrumented.categories.to_json());
-    if (!instrumented.notes.empty()) writer->set_attribute("capture_notes", nlohmann::json(instrumented.notes).dump());
+      writer->set_attribute(attr::kUninitializedOpsNotRecorded, int64_t{instrumented.uninitialized_ops});
+    if (instrumented.leaf_fallback) writer->set_attribute(attr::kLayerFallback, "leaf");
+    writer->set_attribute(attr::kLayerCategories, instrumented.categories.to_json());
+    if (!instrumented.notes.empty()) writer->set_attribute(attr::kCaptureNotes, nlohmann::json(instrumented.notes).dump());
     if (o.mode == "train")
       if (int frozen = detail::frozen_training_ops(module); frozen > 0)
-        writer->set_attribute("eval_frozen_ops", int64_t{frozen});
-    writer->set_attribute("loss_recipe", recipe.describe);
+        writer->set_attribute(attr::kEvalFrozenOps, int64_t{frozen});
+    writer->set_attribute(attr::kLossRecipe, recipe.describe);
     // Reports say what the model was trained on when it is more than one output and a built-in loss.
     if (!recipe.method.empty() || !recipe.weights.empty() || !o.output.empty())
-      writer->set_attribute("loss_recipe_note", int64_t{1});
+      writer->set_attribute(attr::kLossRecipeNote, int64_t{1});
   }
 
   // Whether the model's RNG is drawn from at all (--seed random against a model that draws nothing
@@ -770,10 +771,10 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
   }
   capture.reset();
   if (writer) {
-    writer->set_attribute("model_rng_draws", static_cast<int64_t>(!at::equal(rng_before, model_gen.get_state())));
-    if (ignored_outputs > 0) writer->set_attribute("ignored_outputs", ignored_outputs);
-    if (!nonfinite_steps.empty()) writer->set_attribute("nonfinite_loss", nlohmann::json(nonfinite_steps).dump());
-    if (o.mode == "train") writer->set_attribute("dropout_elements", dropout_elements);
+    writer->set_attribute(attr::kModelRngDraws, static_cast<int64_t>(!at::equal(rng_before, model_gen.get_state())));
+    if (ignored_outputs > 0) writer->set_attribute(attr::kIgnoredOutputs, ignored_outputs);
+    if (!nonfinite_steps.empty()) writer->set_attribute(attr::kNonfiniteLoss, nlohmann::json(nonfinite_steps).dump());
+    if (o.mode == "train") writer->set_attribute(attr::kDropoutElements, dropout_elements);
     result.tensors = static_cast<int64_t>(writer->tensor_count());
     result.bytes = writer->bytes_written();
     writer->commit();

@@ -3,6 +3,8 @@
 // divergence found (1) > reproducible (0).
 #pragma once
 
+#include "reprocheck/protocol.h"
+
 namespace reprocheck {
 
 enum class ExitCode : int {
@@ -15,17 +17,10 @@ enum class ExitCode : int {
 
 inline constexpr int to_int(ExitCode c) { return static_cast<int>(c); }
 
-// Every error the user sees is one line that starts with this.
-inline constexpr const char* kErrorPrefix = "reprocheck: error: ";
-
-// A worker started by the runner writes its one-line error (without the prefix) to the file this
-// environment variable names, so the runner relays it without parsing the worker's stderr.
-inline constexpr const char* kErrorFileEnv = "REPROCHECK_ERROR_FILE";
-
-// Set (to anything but "" or "0") by the test suite: the library then checks its own invariants on
-// every dump it writes or compares (no two records share a key; a dump compared with itself
-// matches) and throws an error when one fails.
-inline constexpr const char* kInvariantsEnv = "REPROCHECK_INVARIANTS";
+// The error prefix and the environment variables are in protocol.h.
+inline constexpr const char* kErrorFileEnv = env::kErrorFile;
+inline constexpr const char* kInvariantsEnv = env::kInvariants;
+// Whether the test suite asked for the library's invariants to be checked (env::kInvariants).
 bool invariants_checked();
 
 }  // namespace reprocheck

@@ -130,6 +130,8 @@ inline constexpr const char* kHashOnlyXxh3 = "hash:xxh3";
 inline constexpr const char* kHashOnlyWords = "hash:words";
 
 uint64_t hash_bytes(const void* data, size_t nbytes);  // XXH3-64
+// XXH3-64 of a file's bytes, read in blocks (never the whole file at once); 0 when it cannot be read.
+uint64_t hash_file(const std::string& path);
 // The hash a CUDA device computes without moving the data (docs/dump-format.md): the bytes as
 // little-endian 32-bit words w_i (zero-padded), sum_i w_i * (i * 0x3C6EF372FE94F82A + 1) + nbytes,
 // mod 2^64. Integer addition is associative, so the value does not depend on reduction order.

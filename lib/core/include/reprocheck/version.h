@@ -2,9 +2,9 @@
 
 #include <string>
 
-namespace reprocheck {
+#include "reprocheck/version_number.h"  // generated from CMake's project(VERSION): kVersion
 
-inline constexpr const char* kVersion = "0.1.0";
+namespace reprocheck {
 
 // HDF5 library version "1.10.8" (from the dump module, which owns all HDF5 calls).
 std::string hdf5_version();

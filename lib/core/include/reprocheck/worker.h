@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "reprocheck/protocol.h"
 #include "reprocheck/run_options.h"
 
 namespace reprocheck {
@@ -66,9 +67,9 @@ class ScriptLauncher : public WorkerLauncher {
   std::string install_hint_;
 };
 
-inline constexpr const char* kCaptureEnv = "REPROCHECK_CAPTURE";
-inline constexpr const char* kRunOptionsEnv = "REPROCHECK_RUN_OPTIONS";
-inline constexpr const char* kReplayEnv = "REPROCHECK_REPLAY";
-inline constexpr const char* kReplayKeysEnv = "REPROCHECK_REPLAY_KEYS";
+inline constexpr const char* kCaptureEnv = env::kCapture;
+inline constexpr const char* kRunOptionsEnv = env::kRunOptions;
+inline constexpr const char* kReplayEnv = env::kReplay;
+inline constexpr const char* kReplayKeysEnv = env::kReplayKeys;
 
 }  // namespace reprocheck
