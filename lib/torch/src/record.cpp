@@ -1,5 +1,6 @@
-// Recording one run: the seeded training loop of the TorchScript front end. Capture (graph
-// patching, tap ops, the dump writer thread) lives in graph_patch.cpp and capture.cpp.
+// Recording one run: the seeded training loop of the TorchScript front end. The recipe (inputs,
+// outputs, loss) is recipe.cpp's, the optimizers optim.cpp's; capture (graph patching, tap ops,
+// the dump writer thread) lives in graph_patch.cpp and capture.cpp.
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
@@ -8,11 +9,7 @@
 #include <fmt/ranges.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
 #include <torch/cuda.h>
-#include <torch/nn/functional/loss.h>
 #include <torch/nn/init.h>
-#include <torch/optim/sgd.h>
-#include <torch/optim/adam.h>
-#include <torch/optim/adamw.h>
 #include <torch/script.h>
 
 #include <algorithm>
@@ -24,7 +21,9 @@
 
 #include "capture.h"
 #include "graph_patch.h"
+#include "optim.h"
 #include "provenance.h"
+#include "recipe.h"
 #include "reprocheck/protocol.h"
 #include "reprocheck/error.h"
 #include "reprocheck/interrupt.h"
@@ -39,6 +38,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using detail::Capture;
+using detail::Recipe;
+using detail::StepResult;
 
 int64_t resolve_seed(const std::string& s) {
   if (s != "random") return std::stoll(s);
@@ -71,487 +72,6 @@ void apply_knobs(const RunOptions& o) {
   if (o.threads > 0) at::set_num_threads(o.threads);
 }
 
-// The training recipe as the run uses it: inputs, targets, loss, outputs, optimizer.
-struct Recipe {
-  std::vector<TensorSpec> inputs;   // one per forward argument (training_step: its leading arguments)
-  std::vector<TensorSpec> targets;  // empty: derived from the loss and the output
-  std::string method;               // "training_step" or "loss" when the model's method gives the loss
-  std::vector<std::pair<std::string, double>> weights;  // weighted outputs ("" key: the default output)
-  at::ScalarType float_type = at::kFloat;
-  std::string describe;             // the objective in words, for the report
-};
-
-bool has_method(const torch::jit::Module& m, const char* name) { return m.find_method(name).has_value(); }
-
-// The options as the run will use them, from the flags, then the model's reprocheck.json, then
-// the model's own methods. Throws UsageError or InputError before anything runs.
-RunOptions resolve_recipe(const RunOptions& o, const ModelMeta& meta, const torch::jit::Module& module, Recipe* recipe) {
-  RunOptions r = o;
-  if (r.dtype.empty()) r.dtype = meta.dtype.value_or("float32");
-  if (r.inputs.empty() && r.input_shape.empty()) {
-    if (!meta.inputs.empty())
-      r.inputs = meta.inputs;
-    else if (meta.input_shape)
-      r.input_shape = *meta.input_shape;
-  }
-  if (r.inputs.empty() && r.input_shape.empty())
-    throw InputError(
-        fmt::format("model '{}' has no input spec: it carries no reprocheck.json; pass --input SHAPE[:DTYPE[:LOW..HIGH]] "
-                    "per input (or --input-shape N,C,H,W), or embed one with torch.jit.save(m, path, "
-                    "_extra_files={{'reprocheck.json': '{{\"inputs\": [{{\"shape\": [...], \"dtype\": \"float32\"}}]}}'}})",
-                    o.model));
-  if (r.targets.empty()) r.targets = meta.targets;
-  if (r.loss.empty()) {
-    if (meta.loss)
-      r.loss = *meta.loss;
-    else if (has_method(module, "training_step") || has_method(module, "loss"))
-      r.loss = "model";
-    else
-      r.loss = "mse";
-  }
-  if (r.label_smoothing == -1 && meta.label_smoothing) r.label_smoothing = *meta.label_smoothing;
-  if (r.output.empty() && r.output_weights.empty()) {
-    if (meta.output_weights)
-      r.output_weights = *meta.output_weights;
-    else if (meta.output)
-      r.output = *meta.output;
-  }
-  if (r.optimizer.empty() && meta.optimizer) r.optimizer = *meta.optimizer;
-  r = with_recipe_defaults(r);
-  // The model's reprocheck.json gets the checks a flag gets (throws UsageError).
-  validate(r);
-  if (r.nesterov && (r.optimizer != "sgd" || r.momentum == 0))
-    throw UsageError("--nesterov needs --optimizer sgd with a --momentum above 0");
-  if (r.label_smoothing > 0 && r.loss != "cross_entropy")
-    throw UsageError(fmt::format("--label-smoothing applies to --loss cross_entropy, not {}", r.loss));
-  recipe->float_type = detail::to_scalar_type(dtype_from_name(r.dtype));
-  if (!r.input_shape.empty()) {
-    if (o.input_shape.empty()) check_input_size(r.input_shape, r.dtype, "the model's reprocheck.json input_shape");
-    recipe->inputs.push_back(TensorSpec{r.input_shape, r.dtype, std::nullopt, std::nullopt});
-  }
-  for (size_t i = 0; i < r.inputs.size(); ++i) {
-    TensorSpec s = parse_tensor_spec(r.inputs[i], fmt::format("input {}", i + 1));
-    if (s.dtype.empty()) s.dtype = r.dtype;
-    recipe->inputs.push_back(s);
-  }
-  for (size_t i = 0; i < r.targets.size(); ++i) {
-    TensorSpec s = parse_tensor_spec(r.targets[i], fmt::format("target {}", i + 1));
-    if (s.dtype.empty()) s.dtype = r.dtype;
-    recipe->targets.push_back(s);
-  }
-  if (r.loss == "model") {
-    if (has_method(module, "training_step"))
-      recipe->method = "training_step";
-    else if (has_method(module, "loss"))
-      recipe->method = "loss";
-    else
-      throw InputError(fmt::format("--loss model: model '{}' has no training_step or loss method; script one "
-                                   "(@torch.jit.export def loss(self, output, target)), or pass a built-in --loss",
-                                   o.model));
-    if (!r.output_weights.empty())
-      throw UsageError("--output-weights weighs built-in losses; the model's own loss method gets the whole output");
-  }
-  if (!r.output_weights.empty())
-    for (const auto& [key, w] : parse_output_weights(r.output_weights)) recipe->weights.emplace_back(key, w);
-  return r;
-}
-
-std::string spec_words(const std::vector<TensorSpec>& specs) {
-  std::vector<std::string> parts;
-  for (const auto& s : specs)
-    parts.push_back(fmt::format("{} {}{}", detail::shape_string(s.shape), s.dtype,
-                                s.low ? fmt::format(" in [{}, {})", *s.low, *s.high) : ""));
-  return parts.empty() ? "none" : fmt::format("{}", fmt::join(parts, ", "));
-}
-
-// Checks the number and types of a method's arguments against the tensors the recipe passes.
-void check_arity(const torch::jit::Module& module, const char* name, size_t given, const std::string& what,
-                 const std::string& model) {
-  const auto& schema = module.get_method(name).function().getSchema();
-  const auto& args = schema.arguments();
-  std::vector<std::string> words;
-  size_t required = 0;
-  for (size_t i = 1; i < args.size(); ++i) {
-    words.push_back(fmt::format("{}: {}", args[i].name(), args[i].type()->annotation_str()));
-    if (!args[i].default_value()) ++required;
-  }
-  const size_t total = args.size() - 1;
-  if (given < required || given > total)
-    throw InputError(fmt::format("model '{}': {}({}) takes {}{} argument(s) and the recipe gives {} ({}); give one "
-                                 "spec per argument: --input SHAPE:DTYPE[:LOW..HIGH] (repeatable) and --target, or "
-                                 "\"inputs\" and \"targets\" in reprocheck.json",
-                                 model, name, fmt::join(words, ", "), required == total ? "" : fmt::format("{} to ", required),
-                                 total, given, what));
-  for (size_t i = 1; i <= given; ++i) {
-    auto type = args[i].type();
-    if (auto opt = type->cast<c10::OptionalType>()) type = opt->getElementType();
-    if (!type->isSubtypeOf(*c10::TensorType::get()))
-      throw InputError(fmt::format("model '{}': {}() argument '{}' is {}, and reprocheck passes tensors; wrap the model "
-                                   "so that its {} takes tensors",
-                                   model, name, args[i].name(), args[i].type()->annotation_str(), name));
-  }
-}
-
-// One tensor drawn from a spec: uniform integers in [low, high), bools, uniform floats in
-// [low, high), or standard normal floats.
-at::Tensor draw(const TensorSpec& s, at::Generator& gen, const c10::Device& device) {
-  const at::ScalarType type = detail::to_scalar_type(dtype_from_name(s.dtype));
-  at::Tensor t;
-  if (s.dtype == "bool")
-    t = at::randint(0, 2, s.shape, gen, at::TensorOptions().dtype(at::kLong)).to(at::kBool);
-  else if (s.is_integer())
-    t = at::randint(static_cast<int64_t>(*s.low), static_cast<int64_t>(*s.high), s.shape, gen,
-                    at::TensorOptions().dtype(at::kLong))
-            .to(type);
-  else if (s.low)
-    t = (at::rand(s.shape, gen, at::TensorOptions().dtype(at::kFloat)) * (*s.high - *s.low) + *s.low).to(type);
-  else
-    t = at::randn(s.shape, gen, at::TensorOptions().dtype(at::kFloat)).to(type);
-  return t.to(device);
-}
-
-// The outputs the loss trains on: (label, tensor, weight).
-struct Selected {
-  std::string label;
-  at::Tensor tensor;
-  double weight = 1;
-};
-
-std::vector<Selected> select_outputs(const c10::IValue& r, const RunOptions& o, const Recipe& recipe,
-                                     int64_t* ignored_outputs) {
-  auto describe_keys = [](const std::vector<std::string>& keys) { return fmt::format("{}", fmt::join(keys, ", ")); };
-  // The outputs by key: a tuple by index (and field name, for a named tuple), a dict by key.
-  std::vector<std::pair<std::string, c10::IValue>> items;
-  std::string kind;
-  if (r.isTuple()) {
-    kind = "tuple";
-    const auto& tuple = r.toTupleRef();
-    const auto& elements = tuple.elements();
-    std::vector<std::string> names;
-    if (auto type = tuple.type(); type && type->schema())
-      for (const auto& a : type->schema()->arguments()) names.push_back(a.name());
-    for (size_t i = 0; i < elements.size(); ++i) {
-      items.emplace_back(std::to_string(i), elements[i]);
-      if (i < names.size()) items.emplace_back(names[i], elements[i]);
-    }
-  } else if (r.isList()) {
-    kind = "list";
-    auto list = r.toListRef();
-    for (size_t i = 0; i < list.size(); ++i) items.emplace_back(std::to_string(i), list[i]);
-  } else if (r.isGenericDict()) {
-    kind = "dict";
-    for (const auto& e : r.toGenericDict())
-      if (e.key().isString()) items.emplace_back(e.key().toStringRef(), e.value());
-  } else if (!r.isTensor()) {
-    throw InputError(fmt::format("model '{}' returns {}; reprocheck trains on a tensor, a tuple or a dict of tensors",
-                                 o.model, r.tagKind()));
-  }
-  std::vector<std::string> keys;
-  for (const auto& [k, v] : items)
-    if (v.isTensor()) keys.push_back(k);
-  auto find = [&](const std::string& key, const char* flag) -> at::Tensor {
-    if (r.isTensor())
-      throw InputError(fmt::format("model '{}' returns one tensor, not a tuple or a dict: drop {}", o.model, flag));
-    for (const auto& [k, v] : items)
-      if (k == key) {
-        if (!v.isTensor())
-          throw InputError(fmt::format("model '{}': output '{}' of its {} is {}, not a tensor; choose another with {} "
-                                       "(tensor outputs: {})",
-                                       o.model, key, kind, v.tagKind(), flag, describe_keys(keys)));
-        return v.toTensor();
-      }
-    throw InputError(fmt::format("model '{}' returns a {} without output '{}'; its tensor outputs are {}: pass one of "
-                                 "them to {}",
-                                 o.model, kind, key, describe_keys(keys), flag));
-  };
-  std::vector<Selected> out;
-  if (!recipe.weights.empty()) {
-    for (const auto& [key, w] : recipe.weights) out.push_back({key, find(key, "--output-weights"), w});
-    return out;
-  }
-  if (!o.output.empty()) {
-    out.push_back({o.output, find(o.output, "--output"), 1});
-    return out;
-  }
-  if (r.isTensor()) return {{"", r.toTensor(), 1}};
-  if (kind == "dict")
-    throw InputError(fmt::format("model '{}' returns a dict with tensor outputs {}: choose the one to train with "
-                                 "--output KEY, or weigh several with --output-weights KEY=W,...",
-                                 o.model, describe_keys(keys)));
-  if (keys.empty()) throw InputError(fmt::format("model '{}' returns a {} without tensors", o.model, kind));
-  // A tuple: its first tensor; the others are counted and reported.
-  std::set<const void*> seen;
-  int64_t ignored = 0;
-  for (const auto& [k, v] : items)
-    if (v.isTensor() && seen.insert(v.toTensor().unsafeGetTensorImpl()).second && k != keys[0]) ++ignored;
-  *ignored_outputs = ignored;
-  return {{keys[0], find(keys[0], "--output"), 1}};
-}
-
-// A target for a built-in loss, drawn from the data generator (none for sum).
-at::Tensor derive_target(const at::Tensor& out, const RunOptions& o, at::Generator& data_gen, const c10::Device& device) {
-  if (o.loss == "cross_entropy" || o.loss == "nll") {
-    if (out.dim() < 2)
-      throw InputError(
-          fmt::format("--loss {} needs a model output of shape [N, C, ...], model '{}' returns {}; pass another "
-                      "--loss, or --output for another output",
-                      o.loss, o.model, detail::shape_string(out.sizes())));
-    std::vector<int64_t> shape(out.sizes().begin(), out.sizes().end());
-    shape.erase(shape.begin() + 1);
-    return at::randint(0, out.size(1), shape, data_gen, at::TensorOptions().dtype(at::kLong)).to(device);
-  }
-  const auto type = out.is_floating_point() ? out.scalar_type() : at::kFloat;
-  if (o.loss == "mse") return at::randn(out.sizes(), data_gen, at::TensorOptions().dtype(at::kFloat)).to(type).to(device);
-  if (o.loss == "bce_with_logits")
-    return at::rand(out.sizes(), data_gen, at::TensorOptions().dtype(at::kFloat)).to(type).to(device);
-  return {};
-}
-
-at::Tensor builtin_loss(const at::Tensor& out, const at::Tensor& target, const RunOptions& o) {
-  namespace F = torch::nn::functional;
-  if (o.loss == "cross_entropy")
-    return F::cross_entropy(out, target, F::CrossEntropyFuncOptions().label_smoothing(o.label_smoothing));
-  if (o.loss == "nll") return F::nll_loss(out, target);
-  if (o.loss == "mse") return torch::mse_loss(out, target.to(out.scalar_type()));
-  if (o.loss == "bce_with_logits") return F::binary_cross_entropy_with_logits(out, target.to(out.scalar_type()));
-  return out.sum();
-}
-
-std::string describe_recipe(const RunOptions& o, const Recipe& recipe, const std::vector<Selected>& outputs) {
-  std::string inputs = spec_words(recipe.inputs);
-  if (recipe.method == "training_step") return fmt::format("loss = the model's training_step (inputs {})", inputs);
-  if (recipe.method == "loss") return fmt::format("loss = the model's loss method on its output (inputs {})", inputs);
-  std::string loss = o.loss + (o.label_smoothing > 0 ? fmt::format(" with label smoothing {}", o.label_smoothing) : "");
-  std::vector<std::string> terms;
-  for (const auto& s : outputs) {
-    std::string which = s.label.empty() ? "the output" : fmt::format("output {}", s.label);
-    terms.push_back(recipe.weights.empty() ? fmt::format("{}({})", loss, which)
-                                           : fmt::format("{}*{}({})", s.weight, loss, which));
-  }
-  return fmt::format("loss = {} (inputs {})", fmt::join(terms, " + "), inputs);
-}
-
-void run_backward(const at::Tensor& loss, torch::jit::Module& module, const RunOptions& o, const c10::Device& device,
-                  int step) {
-  try {
-    loss.backward();
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    std::string message = detail::torch_message(e);
-    if (auto det = detail::deterministic_error(message, module, device); !det.empty()) throw InputError(det);
-    throw RunError(fmt::format("backward of model '{}' failed at step {}: {}", o.model, step,
-                               detail::torch_error_summary(message)));
-  }
-}
-
-// Autocast for the forward and the loss, as torch.autocast(device_type, dtype) does it.
-class AutocastGuard {
- public:
-  AutocastGuard(const std::string& mode, const c10::Device& device) : on_(!mode.empty()), type_(device.type()) {
-    if (!on_) return;
-    was_enabled_ = at::autocast::is_autocast_enabled(type_);
-    was_dtype_ = at::autocast::get_autocast_dtype(type_);
-    at::autocast::set_autocast_enabled(type_, true);
-    at::autocast::set_autocast_dtype(type_, mode == "fp16" ? at::kHalf : at::kBFloat16);
-    at::autocast::increment_nesting();
-  }
-  ~AutocastGuard() {
-    if (!on_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(type_, was_enabled_);
-    at::autocast::set_autocast_dtype(type_, was_dtype_);
-  }
-  AutocastGuard(const AutocastGuard&) = delete;
-  AutocastGuard& operator=(const AutocastGuard&) = delete;
-
- private:
-  bool on_;
-  c10::DeviceType type_;
-  bool was_enabled_ = false;
-  at::ScalarType was_dtype_ = at::kBFloat16;
-};
-
-// The loss a model method returned: a scalar tensor, a dict with "loss", or a tuple's first.
-at::Tensor loss_of(const c10::IValue& v, const char* method, const std::string& model) {
-  c10::IValue x = v;
-  if (x.isGenericDict()) {
-    for (const auto& e : x.toGenericDict())
-      if (e.key().isString() && e.key().toStringRef() == "loss") x = e.value();
-  } else if (x.isTuple() && !x.toTupleRef().elements().empty()) {
-    x = x.toTupleRef().elements()[0];
-  }
-  if (!x.isTensor() || x.toTensor().numel() != 1 || !x.toTensor().is_floating_point())
-    throw InputError(fmt::format("model '{}': {} must return the loss as a float scalar tensor (or a dict with "
-                                 "\"loss\"), not {}",
-                                 model, method, x.isTensor() ? detail::shape_string(x.toTensor().sizes()) + " " +
-                                                                   std::string(c10::toString(x.toTensor().scalar_type()))
-                                                             : std::string(x.tagKind())));
-  return x.toTensor().reshape({});
-}
-
-// Every tensor of a model's output, named as the dump records it: "output", or "output.KEY".
-std::vector<std::pair<std::string, at::Tensor>> output_tensors(const c10::IValue& r) {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  if (r.isTensor()) return {{"output", r.toTensor()}};
-  if (r.isTuple()) {
-    const auto& e = r.toTupleRef().elements();
-    for (size_t i = 0; i < e.size(); ++i)
-      if (e[i].isTensor()) out.emplace_back(fmt::format("output.{}", i), e[i].toTensor());
-  } else if (r.isList()) {
-    auto list = r.toListRef();
-    for (size_t i = 0; i < list.size(); ++i)
-      if (list[i].isTensor()) out.emplace_back(fmt::format("output.{}", i), list[i].toTensor());
-  } else if (r.isGenericDict()) {
-    for (const auto& e : r.toGenericDict())
-      if (e.key().isString() && e.value().isTensor()) out.emplace_back("output." + e.key().toStringRef(), e.value().toTensor());
-  }
-  return out;
-}
-
-// One step's forward and loss under the recipe.
-struct StepResult {
-  std::vector<std::pair<std::string, at::Tensor>> outputs;  // for the dump
-  at::Tensor target;                                        // a derived target ("" when given or none)
-  at::Tensor loss;
-  std::vector<Selected> selected;
-};
-
-StepResult forward_and_loss(torch::jit::Module& module, const RunOptions& o, const Recipe& recipe,
-                            const std::vector<at::Tensor>& inputs, const std::vector<at::Tensor>& targets,
-                            at::Generator& data_gen, const c10::Device& device, const ModelMeta& meta,
-                            int64_t* ignored_outputs) {
-  StepResult s;
-  const char* method = recipe.method == "training_step" ? "training_step" : "forward";
-  c10::IValue r;
-  try {
-    std::vector<c10::IValue> args(inputs.begin(), inputs.end());
-    if (recipe.method == "training_step") args.insert(args.end(), targets.begin(), targets.end());
-    r = module.get_method(method)(std::move(args));
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    std::string message = detail::torch_message(e);
-    if (auto det = detail::deterministic_error(message, module, device); !det.empty()) throw InputError(det);
-    std::vector<TensorSpec> embedded;
-    if (meta.input_shape) embedded.push_back(TensorSpec{*meta.input_shape, meta.dtype.value_or("float32"), {}, {}});
-    for (const auto& text : meta.inputs) embedded.push_back(parse_tensor_spec(text, "reprocheck.json input"));
-    const bool from_flags = !o.inputs.empty() || !o.input_shape.empty();
-    std::string source = from_flags && !embedded.empty()
-                             ? fmt::format("the model's reprocheck.json gives inputs {}", spec_words(embedded))
-                         : from_flags ? "check --input"
-                                      : "check the model's reprocheck.json inputs, or pass --input";
-    throw InputError(fmt::format("{} of model '{}' failed on inputs {}: {}; {}", method, o.model,
-                                 spec_words(recipe.inputs), detail::torch_error_summary(message), source));
-  }
-  if (recipe.method == "training_step") {
-    s.loss = loss_of(r, "training_step", o.model);
-    return s;
-  }
-  s.outputs = output_tensors(r);
-  try {
-    if (recipe.method == "loss") {
-      std::vector<c10::IValue> args{r};
-      args.insert(args.end(), targets.begin(), targets.end());
-      s.loss = loss_of(module.get_method("loss")(std::move(args)), "loss", o.model);
-      return s;
-    }
-    s.selected = select_outputs(r, o, recipe, ignored_outputs);
-    at::Tensor target = targets.empty() ? derive_target(s.selected[0].tensor, o, data_gen, device) : targets[0];
-    if (targets.empty()) s.target = target;
-    for (const auto& sel : s.selected) {
-      at::Tensor l = builtin_loss(sel.tensor, target, o);
-      if (!recipe.weights.empty()) l = l * sel.weight;
-      s.loss = s.loss.defined() ? s.loss + l : l;
-    }
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    std::string shapes;
-    for (const auto& [name, t] : s.outputs) shapes += fmt::format("{}{} {}", shapes.empty() ? "" : ", ", name, detail::shape_string(t.sizes()));
-    throw InputError(fmt::format("loss {} failed on the output of model '{}' ({}): {}; pass another --loss, --output or "
-                                 "--target",
-                                 recipe.method == "loss" ? "method" : o.loss, o.model, shapes,
-                                 detail::torch_error_summary(detail::torch_message(e))));
-  }
-  return s;
-}
-
-// Everything about the recipe that can fail, found before the first step: the methods' arguments,
-// one forward and loss on inputs drawn from their own generator, without gradients, the buffers
-// (batch-norm statistics) put back afterwards, before the model's RNG is seeded.
-std::string preflight(torch::jit::Module& module, const RunOptions& o, const Recipe& recipe, const c10::Device& device,
-                      const ModelMeta& meta) {
-  const size_t n_targets = recipe.targets.size();
-  if (recipe.method == "training_step") {
-    check_arity(module, "training_step", recipe.inputs.size() + n_targets,
-                fmt::format("inputs {}, targets {}", spec_words(recipe.inputs), spec_words(recipe.targets)), o.model);
-  } else {
-    check_arity(module, "forward", recipe.inputs.size(), "inputs " + spec_words(recipe.inputs), o.model);
-    if (recipe.method == "loss")
-      check_arity(module, "loss", 1 + n_targets, fmt::format("the output and targets {}", spec_words(recipe.targets)),
-                  o.model);
-    else if (n_targets > 1)
-      throw InputError(fmt::format("--loss {} takes one target, and the recipe gives {} ({})", o.loss, n_targets,
-                                   spec_words(recipe.targets)));
-  }
-  if (o.autocast == "fp16" && device.is_cpu())
-    throw UsageError("--autocast fp16 needs a CUDA device; on the CPU use --autocast bf16");
-  std::vector<at::Tensor> saved;
-  {
-    at::NoGradGuard no_grad;
-    for (const auto& b : module.named_buffers(true)) saved.push_back(b.value.clone());
-  }
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(0x5eedf00dULL);
-  std::vector<at::Tensor> inputs, targets;
-  for (const auto& spec : recipe.inputs) inputs.push_back(draw(spec, gen, device));
-  for (const auto& spec : recipe.targets) targets.push_back(draw(spec, gen, device));
-  int64_t ignored = 0;
-  StepResult s;
-  {
-    at::NoGradGuard no_grad;
-    AutocastGuard autocast(o.autocast, device);
-    s = forward_and_loss(module, o, recipe, inputs, targets, gen, device, meta, &ignored);
-  }
-  {
-    at::NoGradGuard no_grad;
-    size_t i = 0;
-    for (const auto& b : module.named_buffers(true)) b.value.copy_(saved[i++]);
-  }
-  return describe_recipe(o, recipe, s.selected);
-}
-
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<at::Tensor>& params, const RunOptions& o) {
-  if (o.optimizer == "adam")
-    return std::make_unique<torch::optim::Adam>(
-        params, torch::optim::AdamOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
-  if (o.optimizer == "adamw")
-    return std::make_unique<torch::optim::AdamW>(
-        params, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
-  return std::make_unique<torch::optim::SGD>(
-      params, torch::optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay));
-}
-
-// The optimizer's state of one parameter, as the dump records it ("exp_avg", ...).
-std::vector<std::pair<std::string, at::Tensor>> optimizer_state(torch::optim::Optimizer& optimizer, const at::Tensor& p) {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  auto it = optimizer.state().find(p.unsafeGetTensorImpl());
-  if (it == optimizer.state().end() || !it->second) return out;
-  auto* state = it->second.get();
-  if (auto* sgd = dynamic_cast<torch::optim::SGDParamState*>(state)) {
-    if (sgd->momentum_buffer().defined()) out.emplace_back("momentum_buffer", sgd->momentum_buffer());
-  } else if (auto* adam = dynamic_cast<torch::optim::AdamParamState*>(state)) {
-    out.emplace_back("step", at::scalar_tensor(adam->step(), at::TensorOptions().dtype(at::kLong)));
-    out.emplace_back("exp_avg", adam->exp_avg());
-    out.emplace_back("exp_avg_sq", adam->exp_avg_sq());
-  } else if (auto* adamw = dynamic_cast<torch::optim::AdamWParamState*>(state)) {
-    out.emplace_back("step", at::scalar_tensor(adamw->step(), at::TensorOptions().dtype(at::kLong)));
-    out.emplace_back("exp_avg", adamw->exp_avg());
-    out.emplace_back("exp_avg_sq", adamw->exp_avg_sq());
-  }
-  return out;
-}
-
 // --dtype casts the floating parameters and buffers only: integer buffers (num_batches_tracked)
 // and bool ones keep their type.
 void cast_floating(torch::jit::Module& module, at::ScalarType type) {
@@ -562,36 +82,220 @@ void cast_floating(torch::jit::Module& module, at::ScalarType type) {
     if (b.value.is_floating_point()) b.value.set_data(b.value.to(type));
 }
 
-// A gradient scaler for fp16 autocast, as torch.amp.GradScaler does it: the loss is scaled before
-// backward, the gradients unscaled before the step, and a step with an inf or NaN gradient is
-// skipped with the scale halved; 2000 good steps double it.
-struct GradScaler {
-  double scale = 65536.0;
-  int good_steps = 0;
-  bool unscale_and_check(const std::vector<at::Tensor>& params) {
-    bool finite = true;
-    at::NoGradGuard no_grad;
-    for (const auto& p : params)
-      if (p.grad().defined()) {
-        p.grad().mul_(1.0 / scale);
-        finite &= at::isfinite(p.grad()).all().item<bool>();
-      }
-    if (!finite) {
-      scale *= 0.5;
-      good_steps = 0;
-    } else if (++good_steps == 2000) {
-      scale *= 2;
-      good_steps = 0;
-    }
-    return finite;
-  }
-};
-
 // "layer1.0.conv1.weight" -> {"layer1.0.conv1", "weight"}.
 std::pair<std::string, std::string> split_name(const std::string& full) {
   auto dot = full.rfind('.');
   return dot == std::string::npos ? std::make_pair(std::string(), full)
                                   : std::make_pair(full.substr(0, dot), full.substr(dot + 1));
+}
+
+
+// One run of the seeded training loop, with capture when its target asks for it.
+class TrainingRun {
+ public:
+  TrainingRun(const RunOptions& options, const RecordTarget& target);
+  RecordResult run();
+
+ private:
+  void set_up_capture();
+  void write_attributes();
+  void record_state(Phase phase);
+  void draw_batch(std::vector<at::Tensor>& inputs, std::vector<at::Tensor>& targets);
+  void step(int index);
+  void fingerprint(const at::Tensor& t) { result_.fingerprint.push_back(detail::tensor_hash(t)); }
+  template <typename F>
+  auto checked(F&& f) {  // a failure underneath may only be the dump's write failing (a full disk)
+    try {
+      return f();
+    } catch (...) {
+      if (capture_) capture_->rethrow_write_error();
+      throw;
+    }
+  }
+
+  const RecordTarget& target_;
+  RecordResult result_;
+  c10::Device device_;
+  RunOptions o_;
+  ModelMeta meta_;
+  torch::jit::Module module_;
+  std::vector<ModuleInfo> modules_;
+  std::map<std::string, std::string> type_of_;
+  Recipe recipe_;
+  detail::Instrumented instrumented_;
+  std::unique_ptr<DumpWriter> writer_;
+  std::unique_ptr<Capture> capture_;
+  std::vector<at::Tensor> params_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  detail::GradScaler scaler_;
+  at::Generator data_gen_;
+  int64_t ignored_outputs_ = 0;
+  std::vector<int> nonfinite_steps_;  // steps whose loss was NaN or Inf
+};
+
+TrainingRun::TrainingRun(const RunOptions& options, const RecordTarget& target)
+    : target_(target), device_(resolve_device(options.device)) {
+  result_.device = device_.str();
+  result_.seed = resolve_seed(options.seed);
+  result_.data_seed = resolve_seed(options.data_seed);
+  module_ = detail::load_module(options.model, device_, &meta_);
+  modules_ = detail::describe_modules(module_);
+  for (const auto& m : modules_) type_of_[m.path] = m.type;
+  o_ = detail::resolve_recipe(options, meta_, module_, &recipe_);
+  o_.device = result_.device;
+  o_.threads = at::get_num_threads();
+  if (recipe_.float_type != at::kFloat) cast_floating(module_, recipe_.float_type);
+  module_.train(o_.mode == "train");
+  // The graphs are patched before anything runs them: a graph executor plans a method on its first
+  // run and would not see later patches. The taps do nothing until the capture starts.
+  if (target.capture) instrumented_ = detail::instrument(module_, o_, modules_);
+  recipe_.describe = detail::preflight(module_, o_, recipe_, device_, meta_);
+  torch::manual_seed(static_cast<uint64_t>(result_.seed));
+  if (o_.reinit == "xavier_normal") {
+    at::NoGradGuard no_grad;
+    for (auto p : module_.parameters())
+      if (p.dim() >= 2) torch::nn::init::xavier_normal_(p);
+  }
+  set_up_capture();
+  data_gen_ = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(result_.data_seed));
+}
+
+void TrainingRun::set_up_capture() {
+  if (!target_.path.empty()) writer_ = std::make_unique<DumpWriter>(target_.path, target_.overwrite, o_.hashes_only);
+  if (target_.capture && writer_)
+    capture_ = std::make_unique<Capture>(writer_.get(), std::move(instrumented_.sites), detail::load_replay(target_));
+  for (const auto& p : module_.named_parameters(true)) {
+    params_.push_back(p.value);
+    if (capture_) {
+      auto [layer, name] = split_name(p.name);
+      capture_->hook_param_grad(p.value, layer, type_of_[layer], name);
+    }
+  }
+  optimizer_ = detail::make_optimizer(params_, o_);
+  if (writer_) write_attributes();
+}
+
+void TrainingRun::write_attributes() {
+  DumpWriter& w = *writer_;
+  detail::RunFacts facts{o_, device_, result_.seed, result_.data_seed};
+  detail::write_provenance(w, facts, module_);
+  if (instrumented_.uninitialized_ops > 0)
+    w.set_attribute(attr::kUninitializedOpsNotRecorded, int64_t{instrumented_.uninitialized_ops});
+  if (instrumented_.leaf_fallback) w.set_attribute(attr::kLayerFallback, "leaf");
+  w.set_attribute(attr::kLayerCategories, instrumented_.categories.to_json());
+  if (!instrumented_.notes.empty()) w.set_attribute(attr::kCaptureNotes, nlohmann::json(instrumented_.notes).dump());
+  if (o_.mode == "train")
+    if (int frozen = detail::frozen_training_ops(module_); frozen > 0)
+      w.set_attribute(attr::kEvalFrozenOps, int64_t{frozen});
+  w.set_attribute(attr::kLossRecipe, recipe_.describe);
+  // Reports say what the model was trained on when it is more than one output and a built-in loss.
+  if (!recipe_.method.empty() || !recipe_.weights.empty() || !o_.output.empty())
+    w.set_attribute(attr::kLossRecipeNote, int64_t{1});
+}
+
+void TrainingRun::record_state(Phase phase) {
+  if (!capture_) return;
+  for (const auto& p : module_.named_parameters(true)) {
+    auto [layer, name] = split_name(p.name);
+    capture_->record(phase, layer, type_of_[layer], Kind::param, name, p.value);
+    if (optimizer_ && phase != Phase::init)
+      for (const auto& [key, t] : detail::optimizer_state(*optimizer_, p.value))
+        capture_->record(phase, layer, type_of_[layer], Kind::optim_state, name + "." + key, t);
+  }
+  for (const auto& b : module_.named_buffers(true)) {
+    auto [layer, name] = split_name(b.name);
+    capture_->record(phase, layer, type_of_[layer], Kind::buffer, name, b.value);
+  }
+}
+
+void TrainingRun::draw_batch(std::vector<at::Tensor>& inputs, std::vector<at::Tensor>& targets) {
+  for (size_t i = 0; i < recipe_.inputs.size(); ++i) {
+    inputs.push_back(detail::draw(recipe_.inputs[i], data_gen_, device_));
+    if (capture_)
+      capture_->record(Phase::input, "", "", Kind::input,
+                       recipe_.inputs.size() == 1 ? "input" : fmt::format("input.{}", i), inputs.back());
+  }
+  for (size_t i = 0; i < recipe_.targets.size(); ++i) {
+    targets.push_back(detail::draw(recipe_.targets[i], data_gen_, device_));
+    if (capture_)
+      capture_->record(Phase::input, "", "", Kind::target,
+                       recipe_.targets.size() == 1 ? "target" : fmt::format("target.{}", i), targets.back());
+  }
+}
+
+void TrainingRun::step(int index) {
+  check_interrupt();
+  if (capture_) capture_->begin_step(index);
+  std::vector<at::Tensor> inputs, targets;
+  draw_batch(inputs, targets);
+  StepResult s = checked([&] {
+    detail::AutocastGuard autocast(o_.autocast, device_);
+    return detail::forward_and_loss(module_, o_, recipe_, inputs, targets, data_gen_, device_, meta_,
+                                    &ignored_outputs_);
+  });
+  if (capture_) {
+    for (const auto& [name, t] : s.outputs) capture_->record(Phase::output, "", "", Kind::output, name, t);
+    if (s.target.defined()) capture_->record(Phase::input, "", "", Kind::target, "target", s.target);
+    capture_->record(Phase::loss, "", "", Kind::loss, "loss", s.loss);
+    if (!s.loss.isfinite().all().item<bool>()) nonfinite_steps_.push_back(index);
+  }
+  for (const auto& [name, t] : s.outputs) fingerprint(t);
+  fingerprint(s.loss);
+  // A model without trainable parameters (a frozen one) is run forward only.
+  result_.forward_only = !s.loss.requires_grad();
+  if (!result_.forward_only) {
+    const bool scaled = o_.autocast == "fp16";
+    checked([&] { detail::run_backward(scaled ? s.loss * scaler_.scale : s.loss, module_, o_, device_, index); });
+    for (const auto& p : params_)
+      if (p.grad().defined()) fingerprint(p.grad());
+    if (!scaled || scaler_.unscale_and_check(params_)) optimizer_->step();
+    optimizer_->zero_grad();
+  }
+  record_state(Phase::after_step);
+  for (const auto& p : module_.parameters(true)) {
+    fingerprint(p);
+    for (const auto& [key, t] : detail::optimizer_state(*optimizer_, p)) fingerprint(t);
+  }
+  for (const auto& b : module_.buffers(true)) fingerprint(b);
+}
+
+RecordResult TrainingRun::run() {
+  // Whether the model's RNG is drawn from at all (--seed random against a model that draws nothing
+  // proves nothing): its state now, against its state after training.
+  at::Generator model_gen = at::globalContext().defaultGenerator(device_);
+  const at::Tensor rng_before = model_gen.get_state();
+  auto start = Clock::now();
+  if (capture_) {
+    capture_->begin_step(-1);
+    record_state(Phase::init);
+  }
+  // The tap kernels throw Interrupted on Ctrl-C; the TorchScript interpreter may rethrow it as
+  // another exception type, so any exception after an interrupt request is reported as one.
+  try {
+    for (int s = 0; s < o_.steps; ++s) step(s);
+  } catch (...) {
+    if (interrupt_requested()) throw Interrupted();
+    throw;
+  }
+  if (capture_) capture_->finish();
+  result_.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  int64_t dropout_elements = 0;
+  if (capture_) {
+    result_.write_seconds = capture_->write_seconds();
+    result_.hash_seconds = capture_->hash_seconds();
+    dropout_elements = capture_->dropout_elements();
+  }
+  capture_.reset();
+  if (writer_) {
+    writer_->set_attribute(attr::kModelRngDraws, static_cast<int64_t>(!at::equal(rng_before, model_gen.get_state())));
+    if (ignored_outputs_ > 0) writer_->set_attribute(attr::kIgnoredOutputs, ignored_outputs_);
+    if (!nonfinite_steps_.empty()) writer_->set_attribute(attr::kNonfiniteLoss, nlohmann::json(nonfinite_steps_).dump());
+    if (o_.mode == "train") writer_->set_attribute(attr::kDropoutElements, dropout_elements);
+    result_.tensors = static_cast<int64_t>(writer_->tensor_count());
+    result_.bytes = writer_->bytes_written();
+    writer_->commit();
+  }
+  return result_;
 }
 
 }  // namespace
@@ -600,186 +304,12 @@ RecordResult record_run(const RunOptions& options, const RecordTarget& target) {
   validate(options);
   for (const auto& lib : options.libraries) load_library(lib);
   apply_knobs(options);
-  RecordResult result;
-  const c10::Device device = resolve_device(options.device);
-  result.device = device.str();
-  result.seed = resolve_seed(options.seed);
-  result.data_seed = resolve_seed(options.data_seed);
-
   // TorchScript's graph executor would otherwise profile the graphs and, from a later step on,
   // run JIT autodiff and fusion groups in place of the ops' own autograd formulas: numbers that
   // eager PyTorch training never computes, and that would change with the tap nodes. Running the
   // graphs op by op keeps training as in eager mode, with and without capture.
   torch::jit::GraphOptimizerEnabledGuard no_jit_opt(false);
-
-  ModelMeta meta;
-  torch::jit::Module module = detail::load_module(options.model, device, &meta);
-  const std::vector<ModuleInfo> modules = detail::describe_modules(module);
-  Recipe recipe;
-  RunOptions o = resolve_recipe(options, meta, module, &recipe);
-  o.device = result.device;
-  o.threads = at::get_num_threads();
-  if (recipe.float_type != at::kFloat) cast_floating(module, recipe.float_type);
-  module.train(o.mode == "train");
-  // The graphs are patched before anything runs them: a graph executor plans a method on its first
-  // run and would not see later patches. The taps do nothing until the capture starts below.
-  detail::Instrumented instrumented;
-  if (target.capture) instrumented = detail::instrument(module, o, modules);
-  recipe.describe = preflight(module, o, recipe, device, meta);
-
-  torch::manual_seed(static_cast<uint64_t>(result.seed));
-  if (o.reinit == "xavier_normal") {
-    at::NoGradGuard no_grad;
-    for (auto p : module.parameters())
-      if (p.dim() >= 2) torch::nn::init::xavier_normal_(p);
-  }
-
-  std::unique_ptr<DumpWriter> writer;
-  if (!target.path.empty()) writer = std::make_unique<DumpWriter>(target.path, target.overwrite, o.hashes_only);
-  std::unique_ptr<Capture> capture;
-  if (target.capture && writer)
-    capture = std::make_unique<Capture>(writer.get(), std::move(instrumented.sites), detail::load_replay(target));
-
-  std::map<std::string, std::string> type_of;
-  for (const auto& m : modules) type_of[m.path] = m.type;
-  std::unique_ptr<torch::optim::Optimizer> optimizer;
-  auto record_state = [&](Phase phase) {
-    if (!capture) return;
-    for (const auto& p : module.named_parameters(true)) {
-      auto [layer, name] = split_name(p.name);
-      capture->record(phase, layer, type_of[layer], Kind::param, name, p.value);
-      if (optimizer)
-        for (const auto& [key, t] : optimizer_state(*optimizer, p.value))
-          capture->record(phase, layer, type_of[layer], Kind::optim_state, name + "." + key, t);
-    }
-    for (const auto& b : module.named_buffers(true)) {
-      auto [layer, name] = split_name(b.name);
-      capture->record(phase, layer, type_of[layer], Kind::buffer, name, b.value);
-    }
-  };
-
-  std::vector<at::Tensor> params;
-  for (const auto& p : module.named_parameters(true)) {
-    params.push_back(p.value);
-    if (capture) {
-      auto [layer, name] = split_name(p.name);
-      capture->hook_param_grad(p.value, layer, type_of[layer], name);
-    }
-  }
-  optimizer = make_optimizer(params, o);
-  GradScaler scaler;
-
-  if (writer) {
-    detail::RunFacts facts{o, device, result.seed, result.data_seed};
-    detail::write_provenance(*writer, facts, module);
-    if (instrumented.uninitialized_ops > 0)
-      writer->set_attribute(attr::kUninitializedOpsNotRecorded, int64_t{instrumented.uninitialized_ops});
-    if (instrumented.leaf_fallback) writer->set_attribute(attr::kLayerFallback, "leaf");
-    writer->set_attribute(attr::kLayerCategories, instrumented.categories.to_json());
-    if (!instrumented.notes.empty()) writer->set_attribute(attr::kCaptureNotes, nlohmann::json(instrumented.notes).dump());
-    if (o.mode == "train")
-      if (int frozen = detail::frozen_training_ops(module); frozen > 0)
-        writer->set_attribute(attr::kEvalFrozenOps, int64_t{frozen});
-    writer->set_attribute(attr::kLossRecipe, recipe.describe);
-    // Reports say what the model was trained on when it is more than one output and a built-in loss.
-    if (!recipe.method.empty() || !recipe.weights.empty() || !o.output.empty())
-      writer->set_attribute(attr::kLossRecipeNote, int64_t{1});
-  }
-
-  // Whether the model's RNG is drawn from at all (--seed random against a model that draws nothing
-  // proves nothing): its state now, against its state after training.
-  at::Generator model_gen = at::globalContext().defaultGenerator(device);
-  const at::Tensor rng_before = model_gen.get_state();
-  int64_t ignored_outputs = 0;
-  std::vector<int> nonfinite_steps;  // steps whose loss was NaN or Inf
-  int64_t dropout_elements = 0;
-  auto data_gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(result.data_seed));
-  auto start = Clock::now();
-  if (capture) {
-    capture->begin_step(-1);
-    record_state(Phase::init);
-  }
-  auto fingerprint = [&](const at::Tensor& t) { result.fingerprint.push_back(detail::tensor_hash(t)); };
-  // The tap kernels throw Interrupted on Ctrl-C; the TorchScript interpreter may rethrow it as
-  // another exception type, so any exception after an interrupt request is reported as one.
-  try {
-    for (int step = 0; step < o.steps; ++step) {
-      check_interrupt();
-      if (capture) capture->begin_step(step);
-      std::vector<at::Tensor> inputs, targets;
-      for (size_t i = 0; i < recipe.inputs.size(); ++i) {
-        inputs.push_back(draw(recipe.inputs[i], data_gen, device));
-        if (capture)
-          capture->record(Phase::input, "", "", Kind::input, recipe.inputs.size() == 1 ? "input" : fmt::format("input.{}", i),
-                          inputs.back());
-      }
-      for (size_t i = 0; i < recipe.targets.size(); ++i) {
-        targets.push_back(draw(recipe.targets[i], data_gen, device));
-        if (capture)
-          capture->record(Phase::input, "", "", Kind::target,
-                          recipe.targets.size() == 1 ? "target" : fmt::format("target.{}", i), targets.back());
-      }
-      StepResult s;
-      try {
-        AutocastGuard autocast(o.autocast, device);
-        s = forward_and_loss(module, o, recipe, inputs, targets, data_gen, device, meta, &ignored_outputs);
-      } catch (...) {
-        if (capture) capture->rethrow_write_error();
-        throw;
-      }
-      if (capture) {
-        for (const auto& [name, t] : s.outputs) capture->record(Phase::output, "", "", Kind::output, name, t);
-        if (s.target.defined()) capture->record(Phase::input, "", "", Kind::target, "target", s.target);
-        capture->record(Phase::loss, "", "", Kind::loss, "loss", s.loss);
-        if (!s.loss.isfinite().all().item<bool>()) nonfinite_steps.push_back(step);
-      }
-      for (const auto& [name, t] : s.outputs) fingerprint(t);
-      fingerprint(s.loss);
-
-      // A model without trainable parameters (a frozen one) is run forward only.
-      result.forward_only = !s.loss.requires_grad();
-      if (!result.forward_only) {
-        const bool scaled = o.autocast == "fp16";
-        try {
-          run_backward(scaled ? s.loss * scaler.scale : s.loss, module, o, device, step);
-        } catch (...) {
-          if (capture) capture->rethrow_write_error();
-          throw;
-        }
-        for (const auto& p : params)
-          if (p.grad().defined()) fingerprint(p.grad());
-        if (!scaled || scaler.unscale_and_check(params)) optimizer->step();
-        optimizer->zero_grad();
-      }
-      record_state(Phase::after_step);
-      for (const auto& p : module.parameters(true)) {
-        fingerprint(p);
-        for (const auto& [key, t] : optimizer_state(*optimizer, p)) fingerprint(t);
-      }
-      for (const auto& b : module.buffers(true)) fingerprint(b);
-    }
-  } catch (...) {
-    if (interrupt_requested()) throw Interrupted();
-    throw;
-  }
-  if (capture) capture->finish();
-  result.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  if (capture) {
-    result.write_seconds = capture->write_seconds();
-    result.hash_seconds = capture->hash_seconds();
-    dropout_elements = capture->dropout_elements();
-  }
-  capture.reset();
-  if (writer) {
-    writer->set_attribute(attr::kModelRngDraws, static_cast<int64_t>(!at::equal(rng_before, model_gen.get_state())));
-    if (ignored_outputs > 0) writer->set_attribute(attr::kIgnoredOutputs, ignored_outputs);
-    if (!nonfinite_steps.empty()) writer->set_attribute(attr::kNonfiniteLoss, nlohmann::json(nonfinite_steps).dump());
-    if (o.mode == "train") writer->set_attribute(attr::kDropoutElements, dropout_elements);
-    result.tensors = static_cast<int64_t>(writer->tensor_count());
-    result.bytes = writer->bytes_written();
-    writer->commit();
-  }
-  return result;
+  return TrainingRun(options, target).run();
 }
 
 }  // namespace reprocheck
