@@ -47,7 +47,8 @@ int main(int argc, char** argv) {
   fmt::print("capture overhead, {} steps, median of {} runs, device {}\n\n", steps, repeats, device);
   fmt::print(
       "| model | plain (ms) | captured (ms) | ratio | capture copies (ms) | input hashes (ms) | dump (MB) | dump rate "
-      "(MB/s) | hashes only (ms) | ratio | hash-only dump (KB) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+      "(MB/s) | hashes only (ms) | ratio | hash-only dump (KB) "
+      "|\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const char* name :
        {"seed_convnet", "dropout_mlp", "bn_net", "resnet_mini", "traced_convnet", "resnet18", "resnet_wide64"}) {
     rc::RunOptions o;

@@ -65,7 +65,8 @@ std::string unexpected(const CLI::App& app, const std::vector<std::string>& extr
   for (const auto& word : extras)
     if (word.rfind("-", 0) == 0) {
       std::string near = closest_flag(app, word);
-      return fmt::format("unknown flag '{}'{}", sanitize_text(word), near.empty() ? "" : "; did you mean '" + near + "'?");
+      return fmt::format("unknown flag '{}'{}", sanitize_text(word),
+                         near.empty() ? "" : "; did you mean '" + near + "'?");
     }
   return fmt::format("unexpected argument(s) '{}'", words);
 }
@@ -124,9 +125,11 @@ void RunFlags::add_to(CLI::App& app) {
   app.add_option("--loss", o.loss,
                  "mse, cross_entropy, nll, bce_with_logits, sum, or model: the model's training_step or loss method "
                  "(default: reprocheck.json, else the model's method, else mse)");
-  app.add_option("--label-smoothing", o.label_smoothing, "label smoothing of cross_entropy (default: reprocheck.json, 0)");
-  app.add_option("--output", o.output, "the output the loss trains on: N for a tuple, KEY for a dict (default: a tensor, "
-                                       "or a tuple's first)");
+  app.add_option("--label-smoothing", o.label_smoothing,
+                 "label smoothing of cross_entropy (default: reprocheck.json, 0)");
+  app.add_option("--output", o.output,
+                 "the output the loss trains on: N for a tuple, KEY for a dict (default: a tensor, "
+                 "or a tuple's first)");
   app.add_option("--output-weights", o.output_weights,
                  "train on a weighted sum of the outputs' losses: 1,0.3,0.3 (tuple) or logits=1,aux=0.3 (dict), as "
                  "GoogLeNet's auxiliary heads are trained");
@@ -246,16 +249,18 @@ void RunnerFlags::finish(const CLI::App& app, const RunOptions& run) {
     if (app.count("--runs") == 0) options.runs = 1;  // fresh runs against the golden
     options.min_runs = 1;
     if (!files::exists(baseline))
-      throw InputError(fmt::format("--baseline '{}': no such golden dump; record one with --save-baseline {}",
-                                   baseline, baseline));
+      throw InputError(
+          fmt::format("--baseline '{}': no such golden dump; record one with --save-baseline {}", baseline, baseline));
     if (files::is_directory(baseline))
-      throw InputError(fmt::format("--baseline '{}' is a folder; pass the golden dump file (a .h5 written by "
-                                   "--save-baseline)",
-                                   baseline));
+      throw InputError(
+          fmt::format("--baseline '{}' is a folder; pass the golden dump file (a .h5 written by "
+                      "--save-baseline)",
+                      baseline));
     if (!files::is_regular(baseline))
-      throw InputError(fmt::format("--baseline '{}' is not a regular file (a device or a pipe); pass the golden dump "
-                                   "file",
-                                   baseline));
+      throw InputError(
+          fmt::format("--baseline '{}' is not a regular file (a device or a pipe); pass the golden dump "
+                      "file",
+                      baseline));
   }
   if (!save_baseline.empty()) {
     if (!vary.empty() || isolate || !options.keep_dir.empty())
@@ -264,9 +269,10 @@ void RunnerFlags::finish(const CLI::App& app, const RunOptions& run) {
     options.min_runs = 1;
     files::check_writable(save_baseline, "--save-baseline golden");
     if (files::exists(save_baseline) && !options.overwrite)
-      throw InputError(fmt::format("--save-baseline '{}' already exists; pass --force to replace the golden, or "
-                                   "choose another name",
-                                   save_baseline));
+      throw InputError(
+          fmt::format("--save-baseline '{}' already exists; pass --force to replace the golden, or "
+                      "choose another name",
+                      save_baseline));
   }
   // --keep keeps whole dumps, and --isolate replays tensors from them: one full pass.
   if ((!options.keep_dir.empty() || isolate) && !hashes_only) full = true;
@@ -293,7 +299,8 @@ int run_and_report(const RunnerFlags& runner_flags, std::shared_ptr<const Worker
     struct stat st {};
     stat(runner_flags.save_baseline.c_str(), &st);
     fmt::print("wrote golden {} ({}, {}): compare with --baseline {}\n", runner_flags.save_baseline,
-               hashes ? "hashes only" : "full", human_bytes(static_cast<double>(st.st_size)), runner_flags.save_baseline);
+               hashes ? "hashes only" : "full", human_bytes(static_cast<double>(st.st_size)),
+               runner_flags.save_baseline);
     return to_int(ExitCode::ok);
   }
   CheckOptions check;

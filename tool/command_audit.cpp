@@ -8,12 +8,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
-
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -76,15 +75,16 @@ class AuditProgress {
     const int filled = total_ ? static_cast<int>(kWidth * done / total_) : 0;
     std::string bar;
     for (int i = 0; i < kWidth; ++i) bar += i < filled ? "█" : "░";
-    std::string eta = done ? fmt::format(" · ETA {}", clock(elapsed / static_cast<double>(done) *
-                                                             static_cast<double>(total_ - done)))
-                           : "";
+    std::string eta =
+        done ? fmt::format(" · ETA {}", clock(elapsed / static_cast<double>(done) * static_cast<double>(total_ - done)))
+             : "";
     // Redrawn at most 5 times a second; the running cell's name is cut to fit a line.
     if (shown_ && Clock::now() - drawn_ < std::chrono::milliseconds(200)) return;
     drawn_ = Clock::now();
     std::string name = running.empty() ? "" : running.front();
     if (name.size() > 60) name = name.substr(0, 57) + "...";
-    std::string now = name.empty() ? "" : " · " + name + (running.size() > 1 ? fmt::format(" +{}", running.size() - 1) : "");
+    std::string now =
+        name.empty() ? "" : " · " + name + (running.size() > 1 ? fmt::format(" +{}", running.size() - 1) : "");
     fmt::print(stderr, "\r\033[K{} {}/{} cells · {}{}{}", bar, done, total_, clock(elapsed), eta, now);
     std::fflush(stderr);
     shown_ = true;
@@ -93,7 +93,8 @@ class AuditProgress {
  private:
   static std::string clock(double s) {
     auto t = static_cast<int64_t>(s + 0.5);
-    return t >= 3600 ? fmt::format("{}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60) : fmt::format("{}:{:02}", t / 60, t % 60);
+    return t >= 3600 ? fmt::format("{}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+                     : fmt::format("{}:{:02}", t / 60, t % 60);
   }
   void clear() {
     if (tty_ && shown_) fmt::print(stderr, "\r\033[K");
@@ -142,6 +143,28 @@ int cmd_audit_merge(const std::vector<std::string>& args) {
 
 }  // namespace
 
+namespace {
+
+int print_cells(const std::vector<audit::Cell>& cells) {
+  for (const auto& c : cells) {
+    std::string cmd = "reprocheck";
+    for (const auto& a : c.args) cmd += " " + (a.find_first_of(" \"'") == std::string::npos ? a : "'" + a + "'");
+    fmt::print("{} [{}] expect {}, tolerance {}\n  (cd {} && {})\n", c.model, c.column, audit::to_string(c.expect),
+               c.tolerance, c.cwd, cmd);
+  }
+  return to_int(ExitCode::ok);
+}
+
+void make_keep_folder(const std::string& keep) {
+  if (keep.empty()) return;
+  if (files::exists(keep) && !files::is_directory(keep))
+    throw InputError(fmt::format("--keep '{}': not a folder; pass a folder for the cells' reports", keep));
+  if (!files::is_directory(keep) && mkdir(keep.c_str(), 0755) != 0)
+    throw InputError(fmt::format("--keep '{}': cannot create the folder: {}", keep, std::strerror(errno)));
+}
+
+}  // namespace
+
 int cmd_audit(const std::vector<std::string>& args) {
   if (!args.empty() && args[0] == "merge") return cmd_audit_merge({args.begin() + 1, args.end()});
   CLI::App app(
@@ -157,12 +180,14 @@ int cmd_audit(const std::vector<std::string>& args) {
   app.add_option("--db", db, "the history database (default: the file's [audit] db, else NAME.sqlite here)");
   app.add_option("--jobs", jobs, "cells at a time (default: the file's [audit] jobs, else 1)");
   app.add_option("--shard", shard, "run shard I of N (1-based): a deterministic share of the cells; see 'audit merge'");
-  app.add_option("--timeout", timeout, "seconds a cell may take before it is stopped and recorded as failed (0: no limit)");
+  app.add_option("--timeout", timeout,
+                 "seconds a cell may take before it is stopped and recorded as failed (0: no limit)");
   app.add_option("--keep", keep, "keep each cell's JSON report and log in this folder");
   app.add_flag("--list", list, "list the cells and the command each runs, and stop");
   reports.add_to(app);
   if (int code = parse(app, args); code >= 0) return code;
-  if (jobs < 0 || (app.count("--jobs") && jobs < 1)) throw UsageError(fmt::format("bad --jobs {}: expected 1 or more", jobs));
+  if (jobs < 0 || (app.count("--jobs") && jobs < 1))
+    throw UsageError(fmt::format("bad --jobs {}: expected 1 or more", jobs));
   if (timeout < 0) throw UsageError(fmt::format("bad --timeout {}: expected 0 or more seconds", timeout));
   audit::AuditSpec spec = audit::load_spec(file);
   std::vector<audit::Cell> cells = spec.cells;
@@ -175,24 +200,11 @@ int cmd_audit(const std::vector<std::string>& args) {
   std::map<std::string, int> position;
   for (size_t i = 0; i < spec.cells.size(); ++i) position[spec.cells[i].key] = static_cast<int>(i);
   const std::string self = self_executable();
-  if (list) {
-    for (const auto& c : cells) {
-      std::string cmd = "reprocheck";
-      for (const auto& a : c.args) cmd += " " + (a.find_first_of(" \"'") == std::string::npos ? a : "'" + a + "'");
-      fmt::print("{} [{}] expect {}, tolerance {}\n  (cd {} && {})\n", c.model, c.column, audit::to_string(c.expect),
-                 c.tolerance, c.cwd, cmd);
-    }
-    return to_int(ExitCode::ok);
-  }
+  if (list) return print_cells(cells);
   if (db.empty()) db = !spec.db.empty() ? spec.db : spec.name + ".sqlite";
   if (jobs == 0) jobs = spec.jobs;
   reports.check();
-  if (!keep.empty()) {
-    if (files::exists(keep) && !files::is_directory(keep))
-      throw InputError(fmt::format("--keep '{}': not a folder; pass a folder for the cells' reports", keep));
-    if (!files::is_directory(keep) && mkdir(keep.c_str(), 0755) != 0)
-      throw InputError(fmt::format("--keep '{}': cannot create the folder: {}", keep, std::strerror(errno)));
-  }
+  make_keep_folder(keep);
   // The history first: a damaged or locked database fails before any cell runs.
   auto history = audit::History::open(db, true);
   install_interrupt_handler();
@@ -201,17 +213,7 @@ int cmd_audit(const std::vector<std::string>& args) {
     std::string dir;
     ~Cleanup() { files::remove_tree(dir); }
   } cleanup{tmp};
-  char buf[PATH_MAX];
-  const std::string audit_dir = realpath(files::parent_dir(file).c_str(), buf) ? std::string(buf) : files::parent_dir(file);
-  audit::AuditInfo info;
-  info.name = spec.name;
-  info.audit_file = realpath(file.c_str(), buf) ? std::string(buf) : file;
-  info.started_at = audit::utc_now();
-  info.shard = shard_text;
-  info.cells_planned = static_cast<int>(cells.size());
-  info.cells_total = static_cast<int>(spec.cells.size());
-  info.thresholds = spec.thresholds;
-  info.provenance = audit::local_provenance(self, audit_dir);
+  audit::AuditInfo info = audit::new_audit(spec, shard_text, cells.size(), self);
   const int64_t id = history->begin_audit(info);
   fmt::print(stderr, "audit {}: {} cell(s){}, {} at a time; history {} (audit {})\n", spec.name, cells.size(),
              shard_text.empty() ? "" : " (shard " + shard_text + ")", jobs, db, id);

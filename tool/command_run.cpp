@@ -40,8 +40,7 @@ int cmd_run(const std::vector<std::string>& args) {
   runner_flags.add_to(app);
   compare_flags.add_to(app);
   if (int code = parse(app, own); code >= 0) return code;
-  if (command.empty())
-    throw UsageError("run needs the command after '--', e.g. reprocheck run -- python train.py");
+  if (command.empty()) throw UsageError("run needs the command after '--', e.g. reprocheck run -- python train.py");
   if (deterministic->count() > 0) {
     const auto& r = deterministic->results();
     run.deterministic = r.empty() || r.back().empty() ? "on" : normalize_deterministic(r.back());
@@ -56,9 +55,10 @@ int cmd_run(const std::vector<std::string>& args) {
   validate(run);
   runner_flags.finish(app, run);
   compare_flags.compare_options(app);
-  const std::string hint = fmt::format("{0}/.venv/bin/python -m pip install {0}/python (or pip install "
-                                       "{0}/python into the Python that runs the script)",
-                                       REPROCHECK_SOURCE_DIR);
+  const std::string hint = fmt::format(
+      "{0}/.venv/bin/python -m pip install {0}/python (or pip install "
+      "{0}/python into the Python that runs the script)",
+      REPROCHECK_SOURCE_DIR);
   return run_and_report(runner_flags, std::make_shared<ScriptLauncher>(hint), compare_flags, app);
 }
 

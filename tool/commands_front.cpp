@@ -30,10 +30,11 @@ std::string torch_executable() {
 bool have_torch() { return access(torch_executable().c_str(), X_OK) == 0; }
 
 [[noreturn]] void needs_torch(const char* what) {
-  throw UsageError(fmt::format("{} needs LibTorch, and this reprocheck was built without it "
-                               "(REPROCHECK_TORCH=OFF, no reprocheck-torch next to it); build it with LibTorch, or "
-                               "use 'reprocheck diff' and 'reprocheck run'",
-                               what));
+  throw UsageError(
+      fmt::format("{} needs LibTorch, and this reprocheck was built without it "
+                  "(REPROCHECK_TORCH=OFF, no reprocheck-torch next to it); build it with LibTorch, or "
+                  "use 'reprocheck diff' and 'reprocheck run'",
+                  what));
 }
 
 // Replaces this process with `reprocheck-torch COMMAND ARGS...`: its output, exit code and signals

@@ -82,15 +82,16 @@ int cmd_info(const std::vector<std::string>& args) {
   const bool has_method = s.methods.size() > 1;
   const std::string loss = s.meta.loss.value_or(has_method ? "model (its own method)" : "mse");
   if (s.meta.input_shape)
-    fmt::print("input      [{}] {} (from reprocheck.json)\n", fmt::join(*s.meta.input_shape, ", "), s.meta.dtype.value_or("float32"));
+    fmt::print("input      [{}] {} (from reprocheck.json)\n", fmt::join(*s.meta.input_shape, ", "),
+               s.meta.dtype.value_or("float32"));
   for (size_t i = 0; i < s.meta.inputs.size(); ++i)
     fmt::print("input {}    {} (from reprocheck.json)\n", i + 1, s.meta.inputs[i]);
   for (size_t i = 0; i < s.meta.targets.size(); ++i)
     fmt::print("target {}   {} (from reprocheck.json)\n", i + 1, s.meta.targets[i]);
   if (!s.meta.input_shape && s.meta.inputs.empty())
-    fmt::print("input      unknown (no input spec in a reprocheck.json; pass --input SHAPE:DTYPE per input when running)\n");
-  fmt::print("loss       {}{}{}\n", loss,
-             s.meta.output ? fmt::format(", output {}", *s.meta.output) : "",
+    fmt::print(
+        "input      unknown (no input spec in a reprocheck.json; pass --input SHAPE:DTYPE per input when running)\n");
+  fmt::print("loss       {}{}{}\n", loss, s.meta.output ? fmt::format(", output {}", *s.meta.output) : "",
              s.meta.output_weights ? fmt::format(", output weights {}", *s.meta.output_weights) : "");
   size_t path_width = 4, type_width = 4;
   for (const auto& m : s.modules) {

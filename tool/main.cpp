@@ -67,8 +67,8 @@ int dispatch(int argc, char** argv) {
   if (command == "run") return rc::cli::cmd_run(rest);
   if (command == "audit") return rc::cli::cmd_audit(rest);
   // Anything else that is not a flag is the model of the main command.
-  if (command.rfind("-", 0) != 0 && (command.find('.') != std::string::npos ||
-                                     command.find('/') != std::string::npos || rc::files::exists(command)))
+  if (command.rfind("-", 0) != 0 &&
+      (command.find('.') != std::string::npos || command.find('/') != std::string::npos || rc::files::exists(command)))
     return rc::cli::cmd_check(args);
   throw rc::UsageError(fmt::format("unknown command '{}'; run 'reprocheck --help' for the commands", command));
 }

@@ -1,8 +1,11 @@
 """The explicit API: a context manager around the training loop, and manual step marks."""
+from __future__ import annotations
+
 import contextlib
+from collections.abc import Iterator
 
 
-def active():
+def active() -> bool:
     """True when this process records for reprocheck (it was started by `reprocheck run`)."""
     from . import _autostart
 
@@ -10,7 +13,7 @@ def active():
 
 
 @contextlib.contextmanager
-def capture():
+def capture() -> Iterator[None]:
     """Records only inside this block: tensors produced outside it (set-up, evaluation after
     training) are not recorded. A no-op when reprocheck did not launch the script.
 
@@ -31,7 +34,7 @@ def capture():
         session.leave_block()
 
 
-def mark_step():
+def mark_step() -> None:
     """Ends a training step by hand, for loops that never call `optimizer.step()` on a
     `torch.optim` optimizer. A no-op when reprocheck did not launch the script."""
     from . import _autostart

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Optional
+from typing import Any
 
-_session: Optional[Any] = None
+_session: Any | None = None
 
 
-def session() -> Optional[Any]:
+def session() -> Any | None:
     return _session
 
 

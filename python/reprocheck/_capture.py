@@ -25,7 +25,7 @@ import json
 import os
 import sys
 import threading
-from typing import Any, Optional
+from typing import Any, Callable
 
 import torch
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
@@ -33,34 +33,19 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import _core
 from ._data import Loaders, subset_indices
+from ._models import Model, Models, SelectorError
 from ._records import Recorder, Row, json_attribute, provenance
+from ._replay import load_replay
 from ._rng import RngTracker
-from ._torch_patches import (IndexedBatch, check_torch_version, compiling, is_compiled_module,
-                             patch_data_loading, patch_module_compile)
-from ._util import (DTYPES, apply_knobs, host_array, layer_category, report_error, tensors, type_name, unwrap,
-                    variable_name)
-
-
-class Model:
-    """One model the script trains: what the script calls (`entry`) and the module inside."""
-
-    def __init__(self, prefix: str, entry: torch.nn.Module, root: torch.nn.Module) -> None:
-        self.prefix = prefix
-        self.entry = entry
-        self.root = root
-        self.compiled = is_compiled_module(entry)
-
-    def path(self, inner: str) -> str:
-        if not self.prefix:
-            return inner
-        return f"{self.prefix}.{inner}" if inner else self.prefix
+from ._torch_patches import IndexedBatch, check_torch_version, compiling, patch_data_loading, patch_module_compile
+from ._util import DTYPES, apply_knobs, host_array, report_error, tensors
 
 
 class Session:
     """The capture of one process. `install()` switches its hooks on."""
 
     @classmethod
-    def from_environment(cls) -> "Session":
+    def from_environment(cls) -> Session:
         env = _core.env
         options = json.loads(os.environ.get(env.RUN_OPTIONS) or "{}")
         replay = None
@@ -71,7 +56,7 @@ class Session:
         session.install()
         return session
 
-    def __init__(self, path: str, options: dict, replay: Optional[tuple] = None) -> None:
+    def __init__(self, path: str, options: dict, replay: tuple | None = None) -> None:
         self.pid = os.getpid()
         self.options = options
         self.steps = int(options.get("steps", 2))
@@ -81,13 +66,7 @@ class Session:
         self.lock = threading.RLock()
         self.rng = RngTracker()
         self.loaders = Loaders()
-        self.models: list[Model] = []
-        self.by_entry: dict[int, Model] = {}
-        self.names: dict[int, str] = {}  # id(module) -> path
-        self.types: dict[str, str] = {}  # path -> qualified type
-        self.categories: dict[str, str] = {}  # qualified type -> category
-        self.tapped: set[int] = set()
-        self.param_names: dict[int, str] = {}  # id(parameter) -> path.name
+        self.models = Models(self.layers, self.ops)
         self.stack: list[str] = []  # paths of the modules running forward, innermost last
         self.input_hashes: dict[int, list] = {}
         self.calls: dict[Any, int] = {}  # per step: how often a key was recorded
@@ -97,7 +76,7 @@ class Session:
         self.pending_close = False  # an optimizer stepped: the step ends at the next iteration
         self.loader_driven = False  # the loop draws batches from a DataLoader
         self.stepped = False
-        self.blocks: Optional[int] = None  # None: record everywhere; else the depth of capture() blocks
+        self.blocks: int | None = None  # None: record everywhere; else the depth of capture() blocks
         self.finished = False
         self.saw_forward = False
         self.crashed = False
@@ -106,8 +85,8 @@ class Session:
         self.nonfinite_steps: list[int] = []
         self.dropout_elements = 0
         self.op_generators: dict[str, str] = {}
-        self.signature = 0
-        self.replay = self._load_replay(replay) if replay else {}
+        self.replay = load_replay(*replay) if replay else {}
+        self._undo: list = []  # what uninstall() puts back
         self._op_mode: Any = None
         apply_knobs(options)
         try:
@@ -116,19 +95,23 @@ class Session:
             pass
 
     def install(self) -> None:
-        register_module_forward_pre_hook(self._pre_forward)
-        register_module_forward_hook(self._post_forward, always_call=True)
-        register_optimizer_step_post_hook(lambda opt, args, kwargs: self.on_optimizer_step(opt))
+        """Switches capture on: PyTorch's global hooks, the loss, the DataLoader, the exit."""
+        handles = [register_module_forward_pre_hook(self._pre_forward),
+                   register_module_forward_hook(self._post_forward, always_call=True),
+                   register_optimizer_step_post_hook(lambda opt, args, kwargs: self.on_optimizer_step(opt))]
+        self._undo += [h.remove for h in handles]
         original_backward = torch.autograd.backward
 
         def backward(tensors_: Any, *args: Any, **kwargs: Any) -> Any:
             self._on_backward(tensors_)
             return original_backward(tensors_, *args, **kwargs)
 
-        torch.autograd.backward = backward
-        patch_data_loading(self.loaders.on_iter, self.on_next)
-        patch_module_compile(self.compiled_call)
+        torch.autograd.backward = backward  # type: ignore[assignment]
+        self._undo.append(lambda: setattr(torch.autograd, "backward", original_backward))
+        self._undo.append(patch_data_loading(self.loaders.on_iter, self.on_next))
+        self._undo.append(patch_module_compile(self.compiled_call))
         atexit.register(self._at_exit)
+        self._undo.append(lambda: atexit.unregister(self._at_exit))
         original_hook = sys.excepthook
 
         def excepthook(*exc: Any) -> None:
@@ -136,6 +119,12 @@ class Session:
             original_hook(*exc)
 
         sys.excepthook = excepthook
+        self._undo.append(lambda: setattr(sys, "excepthook", original_hook))
+
+    def uninstall(self) -> None:
+        """Puts back everything install() changed (tests run several sessions in one process)."""
+        while self._undo:
+            self._undo.pop()()
 
     # -- switches -------------------------------------------------------------------------------
 
@@ -154,7 +143,7 @@ class Session:
         return n
 
     def _write(self, phase: str, layer: str, layer_type: str, kind: str, name: str, t: torch.Tensor,
-               call: int = 0, input_hash: Optional[int] = None, step: Optional[int] = None) -> None:
+               call: int = 0, input_hash: int | None = None, step: int | None = None) -> None:
         dtype = DTYPES.get(t.dtype, "")
         row = Row(self.step if step is None else step, phase, layer, layer_type, kind, name, call, dtype,
                   list(t.shape), input_hash)
@@ -175,10 +164,10 @@ class Session:
             self._close_step(exit_when_done=True)
 
     def _close_step(self, exit_when_done: bool) -> None:
-        for model in self.models:
+        for model in self.models.list:
             for name, b in model.root.named_buffers():
                 layer, _, own = model.path(name).rpartition(".")
-                self._write("after_step", layer, self.types.get(layer, ""), "buffer", own, b,
+                self._write("after_step", layer, self.models.types.get(layer, ""), "buffer", own, b,
                             call=self._count(("after_step", layer, own)))
         self._check_losses()
         self.recorder.flush()
@@ -198,11 +187,11 @@ class Session:
         self.stepped = True
         for group in optimizer.param_groups:
             for p in group["params"]:
-                name = self.param_names.get(id(p))
+                name = self.models.param_names.get(id(p))
                 if name is None:
                     continue
                 layer, _, own = name.rpartition(".")
-                layer_type = self.types.get(layer, "")
+                layer_type = self.models.types.get(layer, "")
                 self._write("after_step", layer, layer_type, "param", own, p, call=self._count(("after_step", name)))
                 state = optimizer.state.get(p, {})
                 if not isinstance(state, dict):
@@ -218,10 +207,10 @@ class Session:
         if not self.models or not self.recording():
             return
         self.stepped = True
-        for model in self.models:
+        for model in self.models.list:
             for name, p in model.root.named_parameters():
                 layer, _, own = model.path(name).rpartition(".")
-                self._write("after_step", layer, self.types.get(layer, ""), "param", own, p,
+                self._write("after_step", layer, self.models.types.get(layer, ""), "param", own, p,
                             call=self._count(("after_step", model.path(name))))
         self._close_step(exit_when_done=True)
 
@@ -235,81 +224,39 @@ class Session:
 
     # -- models ---------------------------------------------------------------------------------
 
-    def _adopt(self, entry: torch.nn.Module) -> Model:
-        root = unwrap(entry)
-        if self.models:
-            base = variable_name(entry, root) or type(root).__name__
-            prefix, k = base, 2
-            while any(m.prefix == prefix for m in self.models) or prefix in self.types:
-                prefix, k = f"{base}{k}", k + 1
-        else:
-            prefix = ""
-        model = Model(prefix, entry, root)
-        self.models.append(model)
-        self.by_entry[id(entry)] = model
-        modules = list(root.named_modules())
-        refs = []
-        for path, m in modules:
-            full = model.path(path)
-            self.names[id(m)] = full
-            self.types[full] = type_name(m)
-            category = layer_category(m)
-            if category:
-                self.categories[type_name(m)] = category
-            leaf = not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))
-            refs.append((full, type_name(m), category, leaf))
-        self._select(model, modules, refs)
-        for name, p in root.named_parameters():
-            self.param_names[id(p)] = model.path(name)
-            if p.requires_grad:
-                p.register_post_accumulate_grad_hook(lambda p, name=model.path(name): self._on_param_grad(name, p))
-        for full, tname, _, _ in refs:
-            self.signature = _core.combine_hash(self.signature, _core.hash_bytes(f"{full}|{tname}".encode()))
-        for name, p in root.named_parameters():
-            self.signature = _core.combine_hash(self.signature, _core.hash_bytes(f"{model.path(name)}{list(p.shape)}".encode()))
-        w = self.recorder
-        w.set_attribute(_core.attr.MODEL_SIGNATURE, f"{self.signature:016x}")
-        if len(self.models) == 1:
-            w.set_attribute(_core.attr.MODE, "train" if root.training else "eval")
-            device = next(root.parameters()).device
-            w.set_attribute(_core.attr.DEVICE, str(device) if device.type == "cpu" else f"{device.type}:{device.index or 0}")
-        if self.categories:
-            w.set_attribute(_core.attr.LAYER_CATEGORIES, json_attribute(self.categories))
-        for name, p in root.named_parameters():
-            layer, _, own = model.path(name).rpartition(".")
-            self._write("init", layer, self.types.get(layer, ""), "param", own, p, step=-1)
-        for name, b in root.named_buffers():
-            layer, _, own = model.path(name).rpartition(".")
-            self._write("init", layer, self.types.get(layer, ""), "buffer", own, b, step=-1)
-        return model
-
-    def _select(self, model: Model, modules: list, refs: list) -> None:
+    def _model_for(self, module: torch.nn.Module) -> Model | None:
+        """The model `module` is the entry of, adopting a new one (its first call)."""
+        model = self.models.known(module)
+        if model is not None or not self.models.is_new_model(module):
+            return model
         try:
-            selected = _core.select_layers(self.layers, refs)
-        except _core.Error as e:
+            model = self.models.adopt(module)
+        except SelectorError as e:
             report_error(str(e))
             os._exit(2)
-        if self.layers == "default" and not any(selected):
-            # No conv, dropout or batch norm (an LSTM, a transformer): every leaf layer.
-            selected = [i > 0 and not any(True for _ in m.children()) for i, (_, m) in enumerate(modules)]
-            self.recorder.set_attribute(_core.attr.LAYER_FALLBACK, "leaf")
-        elif note := _core.sparse_selection_note(self.layers, refs, selected):
-            self.notes.append(note)
-        if model.compiled:
-            self.notes.append(
-                f"{model.prefix or 'the model'} is compiled (torch.compile): its inputs, output, loss, parameters and "
-                "gradients are compared, its inner layers are not tapped, so that the compiler builds the program "
-                "the script runs" + (" (--ops does not reach inside it either)" if self.ops else ""))
-            return
-        self.tapped |= {id(m) for (_, m), s in zip(modules, selected) if s}
+        self._on_adopted(model)
+        return model
 
-    def _model_for(self, module: torch.nn.Module) -> Optional[Model]:
-        model = self.by_entry.get(id(module))
-        if model is not None or id(module) in self.names:
-            return model
-        if not any(True for _ in module.parameters()):
-            return None
-        return self._adopt(module)
+    def _on_adopted(self, model: Model) -> None:
+        """A new model: gradient hooks on its parameters, its attributes, its initial state."""
+        root, a, w = model.root, _core.attr, self.recorder
+        for name, p in root.named_parameters():
+            if p.requires_grad:
+                p.register_post_accumulate_grad_hook(self._param_grad_hook(model.path(name)))
+        w.set_attribute(a.MODEL_SIGNATURE, f"{self.models.signature:016x}")
+        if model is self.models.first:
+            w.set_attribute(a.MODE, "train" if root.training else "eval")
+            device = next(root.parameters()).device
+            w.set_attribute(a.DEVICE, str(device) if device.type == "cpu" else f"{device.type}:{device.index or 0}")
+        if self.models.categories:
+            w.set_attribute(a.LAYER_CATEGORIES, json_attribute(self.models.categories))
+        if self.models.leaf_fallback:
+            w.set_attribute(a.LAYER_FALLBACK, "leaf")
+        types = self.models.types
+        for name, t in list(root.named_parameters()) + list(root.named_buffers()):
+            layer, _, own = model.path(name).rpartition(".")
+            kind = "param" if isinstance(t, torch.nn.Parameter) else "buffer"
+            self._write("init", layer, types.get(layer, ""), kind, own, t, step=-1)
 
     # -- hooks ----------------------------------------------------------------------------------
 
@@ -321,15 +268,15 @@ class Session:
             model = self._model_for(module)
             if model is not None:
                 self._on_model_call(model, args)
-            elif (self.models and id(module) not in self.names and len(args) >= 2
+            elif (self.models and id(module) not in self.models.names and len(args) >= 2
                   and isinstance(args[1], torch.Tensor)):
                 # A loss module called with (output, target).
                 self._write("input", "", "", "target", "target", args[1], call=self._count("target"))
         self.depth += 1
-        path = self.names.get(id(module))
+        path = self.models.names.get(id(module))
         if path is not None:
             self.stack.append(path)
-            if id(module) in self.tapped and self.recording():
+            if id(module) in self.models.tapped and self.recording():
                 h = 0
                 for _, t in tensors(tuple(args)):
                     h = _core.combine_hash(h, _core.hash_bytes(host_array(t)))
@@ -354,7 +301,7 @@ class Session:
         return output if replaced is None else replaced
 
     def _on_model_call(self, model: Model, args: tuple) -> None:
-        if model is self.models[0] and not self.loader_driven:
+        if model is self.models.first and not self.loader_driven:
             self._next_iteration()
         self._begin_step()
         self.saw_forward = True
@@ -366,11 +313,11 @@ class Session:
             return None
         self.depth -= 1
         replaced = None
-        path = self.names.get(id(module))
+        path = self.models.names.get(id(module))
         if path is not None:
             if self.stack and self.stack[-1] == path:
                 self.stack.pop()
-            if id(module) in self.tapped:
+            if id(module) in self.models.tapped:
                 hashes = self.input_hashes.get(id(module))
                 input_hash = hashes.pop() if hashes else None
                 if self.recording() and output is not None:
@@ -379,17 +326,18 @@ class Session:
             if self._op_mode is not None:
                 self._op_mode.__exit__(None, None, None)
                 self._op_mode = None
-            model = self.by_entry.get(id(module))
+            model = self.models.known(module)
             if model is not None and self.recording() and output is not None:
                 for name, t in tensors(output if replaced is None else replaced, "output"):
                     self._write("output", model.prefix, "", "output", name, t,
                                 call=self._count(("output", model.prefix, name)))
         return replaced
 
-    def _on_layer(self, module: torch.nn.Module, path: str, output: Any, input_hash: Optional[int]) -> Any:
+    def _on_layer(self, module: torch.nn.Module, path: str, output: Any, input_hash: int | None) -> Any:
         call = self._count(("layer", path))
         named = tensors(output)
-        if self.categories.get(self.types[path]) == "dropout" and module.training:
+        layer_type = self.models.types[path]
+        if self.models.categories.get(layer_type) == "dropout" and module.training:
             self.dropout_elements += sum(t.numel() for _, t in named)
         replaced = False
         values = []
@@ -401,8 +349,8 @@ class Session:
                     t = ref.to(device=t.device, dtype=t.dtype).view(t.shape).requires_grad_(t.requires_grad)
                 replaced = True
             values.append(t)
-            self._write("forward", path, self.types[path], "activation", name, t, call, input_hash)
-            self._hook_grad(t, path, self.types[path], name, call)
+            self._write("forward", path, layer_type, "activation", name, t, call, input_hash)
+            self._hook_grad(t, path, layer_type, name, call)
         if not replaced:
             return None
         if isinstance(output, torch.Tensor):
@@ -414,7 +362,7 @@ class Session:
             return
         step = self.step
 
-        def on_grad(g: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        def on_grad(g: torch.Tensor | None) -> torch.Tensor | None:
             if not self.recording() or g is None:
                 return None
             ref = self.replay.get(f"{step}|backward|{layer}|grad|{name}|{call}")
@@ -433,6 +381,9 @@ class Session:
             self._write("loss", "", "", "loss", "loss", t, call=self._count("loss"))
             self.losses.append((self.step, t.detach()))
 
+    def _param_grad_hook(self, name: str) -> Callable[[torch.Tensor], None]:
+        return lambda p: self._on_param_grad(name, p)
+
     def _on_param_grad(self, name: str, p: torch.Tensor) -> None:
         if not self.recording() or p.grad is None or compiling():
             return
@@ -442,7 +393,7 @@ class Session:
         if ref is not None:
             with torch.no_grad():
                 p.grad.copy_(ref.to(device=p.grad.device, dtype=p.grad.dtype).view(p.grad.shape))
-        self._write("param_grad", layer, self.types.get(layer, ""), "param_grad", own, p.grad, call)
+        self._write("param_grad", layer, self.models.types.get(layer, ""), "param_grad", own, p.grad, call)
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -471,13 +422,14 @@ class Session:
                             torch.tensor(split, dtype=torch.int64), call=self._count(("split", layer)))
             self.recorder.set_attribute(_core.attr.DATA_LOADERS, json_attribute(self.loaders.descriptions))
 
-    def _on_batch(self, iterator: Any, indices: Optional[list], batch: Any) -> None:
+    def _on_batch(self, iterator: Any, indices: list | None, batch: Any) -> None:
         self._announce_loaders()
         layer = self.loaders.layer_of(iterator)
         call = self._count(("batch", layer))
         loader_type = "torch.utils.data.DataLoader"
         if indices is not None:
-            self._write("input", layer, loader_type, "indices", "indices", torch.tensor(indices, dtype=torch.int64), call)
+            positions = torch.tensor(indices, dtype=torch.int64)
+            self._write("input", layer, loader_type, "indices", "indices", positions, call)
         for name, t in tensors(batch, "batch"):
             self._write("input", layer, loader_type, "batch", name, t, call)
 
@@ -501,10 +453,11 @@ class Session:
             w.set_attribute(_core.attr.NONFINITE_LOSS, json_attribute(self.nonfinite_steps))
         if self.op_generators:
             w.set_attribute(_core.attr.OP_GENERATORS, json_attribute(self.op_generators))
+        notes = self.models.notes + self.notes
         if w.skipped:
-            self.notes.append(f"{w.skipped} tensor(s) of dtypes a dump cannot store were not recorded")
-        if self.notes:
-            w.set_attribute(_core.attr.CAPTURE_NOTES, json.dumps(self.notes))
+            notes.append(f"{w.skipped} tensor(s) of dtypes a dump cannot store were not recorded")
+        if notes:
+            w.set_attribute(_core.attr.CAPTURE_NOTES, json.dumps(notes))
         w.commit()
 
     def _at_exit(self) -> None:
@@ -523,23 +476,3 @@ class Session:
         if self.recorder.opened and self.step < self.steps:
             self.notes.append(f"the script ended after {self.step} of {self.steps} step(s)")
         self._finish()
-
-    # -- replay (--isolate) ---------------------------------------------------------------------
-
-    @staticmethod
-    def _load_replay(replay: tuple) -> dict:
-        dump, keys_file = replay
-        with open(keys_file) as f:
-            wanted = {line.strip() for line in f if line.strip()}
-        reader = _core.DumpReader(dump)
-        out = {}
-        torch_dtypes = {v: k for k, v in DTYPES.items()}
-        for meta in reader.index():
-            if meta["key"] not in wanted:
-                continue
-            dtype = torch_dtypes[meta["dtype"]]
-            raw = bytearray(reader.read_bytes(meta["order"]))
-            storage = torch.int16 if dtype == torch.bfloat16 else dtype
-            t = torch.frombuffer(raw, dtype=storage) if raw else torch.empty(0, dtype=storage)
-            out[meta["key"]] = t.view(dtype).reshape(meta["shape"]).clone()
-        return out

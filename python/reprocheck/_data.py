@@ -4,14 +4,14 @@ dump's `data_loaders` attribute, which the hints read)."""
 from __future__ import annotations
 
 import weakref
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
 from ._util import type_name, variable_name
 
 
-def subset_indices(dataset: Any) -> Optional[list]:
+def subset_indices(dataset: Any) -> list | None:
     """The indices of the base dataset a Subset (random_split) holds, through nested Subsets."""
     from torch.utils.data import Subset
 
@@ -27,7 +27,7 @@ def subset_indices(dataset: Any) -> Optional[list]:
     return [int(i) for i in indices]
 
 
-def describe(loader: Any, name: Optional[str]) -> dict:
+def describe(loader: Any, name: str | None) -> dict:
     """Who draws a DataLoader's order: its sampler and batch sampler, their generators, workers."""
     from torch.utils.data import BatchSampler, Subset
 
@@ -54,9 +54,9 @@ class Loaders:
     """The DataLoaders seen so far, by the order the script first iterated them."""
 
     def __init__(self) -> None:
-        self.layers: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+        self.layers: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self.descriptions: dict = {}  # layer -> description
-        self.iterators: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+        self.iterators: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
         self.new: list = []  # (layer, loader) seen but not yet announced to the session
 
     def on_iter(self, loader: Any, iterator: Any) -> None:
@@ -73,7 +73,7 @@ class Loaders:
         self.descriptions[layer] = describe(loader, name)
         self.new.append((layer, loader))
 
-    def loader_of(self, iterator: Any) -> Optional[Any]:
+    def loader_of(self, iterator: Any) -> Any | None:
         try:
             return self.iterators.get(iterator)
         except TypeError:

@@ -10,7 +10,7 @@ import json
 import os
 import platform
 import threading
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, NamedTuple
 
 import torch
 
@@ -30,7 +30,7 @@ class Row(NamedTuple):
     call: int
     dtype: str
     shape: list
-    input_hash: Optional[int] = None
+    input_hash: int | None = None
 
     def key(self) -> tuple:
         return (self.step, self.phase, self.layer, self.kind, self.name, self.call)
@@ -38,7 +38,7 @@ class Row(NamedTuple):
 
 class PendingHash(NamedTuple):
     row: Row
-    value: Union[int, torch.Tensor]  # an XXH3 hash, or a device tensor holding hash_words
+    value: int | torch.Tensor  # an XXH3 hash, or a device tensor holding hash_words
     words: bool
 
 
@@ -94,7 +94,7 @@ class Recorder:
             return
         if self.hashes_only:
             if t.device.type == "cpu":
-                value: Union[int, torch.Tensor] = _core.hash_bytes(host_array(t))
+                value: int | torch.Tensor = _core.hash_bytes(host_array(t))
                 words = False
             else:
                 value, words = device_hash(t), True

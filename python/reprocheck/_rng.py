@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import random
 import sys
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 

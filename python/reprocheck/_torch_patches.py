@@ -6,7 +6,7 @@ checked at start-up.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 
@@ -50,11 +50,11 @@ class IndexedBatch:
 
     __slots__ = ("indices", "data")
 
-    def __init__(self, indices: Optional[list], data: Any) -> None:
+    def __init__(self, indices: list | None, data: Any) -> None:
         self.indices = indices
         self.data = data
 
-    def pin_memory(self, *args: Any) -> "IndexedBatch":
+    def pin_memory(self, *args: Any) -> IndexedBatch:
         from torch.utils.data._utils.pin_memory import pin_memory
 
         return IndexedBatch(self.indices, pin_memory(self.data))
@@ -62,11 +62,11 @@ class IndexedBatch:
 
 def patch_data_loading(
     on_iter: Callable[[Any, Any], None], on_next: Callable[[Any, Callable[[], Any]], Any]
-) -> None:
+) -> Callable[[], None]:
     """Makes every map-style DataLoader batch carry its dataset indices (an IndexedBatch), hands
     each `next()` of a DataLoader iterator to `on_next(iterator, fetch)` (which calls `fetch()` and
     returns the batch the script gets), and tells `on_iter(loader, iterator)` of every iterator a
-    DataLoader makes."""
+    DataLoader makes. Returns what undoes it."""
     from torch.utils.data import dataloader
     from torch.utils.data._utils import fetch
 
@@ -80,9 +80,7 @@ def patch_data_loading(
         data = original_fetch(self, possibly_batched_index)
         index = possibly_batched_index
         indices = list(index) if isinstance(index, (list, tuple, range)) else [index]
-        if not all(isinstance(i, int) for i in indices):
-            indices = None
-        return IndexedBatch(indices, data)
+        return IndexedBatch(indices if all(isinstance(i, int) for i in indices) else None, data)
 
     def next_batch(iterator: Any) -> Any:
         return on_next(iterator, lambda: original_next(iterator))
@@ -94,16 +92,25 @@ def patch_data_loading(
 
     fetcher.fetch = fetch_with_indices
     iterator_base.__next__ = next_batch
-    dataloader.DataLoader.__iter__ = iterate
+    dataloader.DataLoader.__iter__ = iterate  # type: ignore[method-assign]
+
+    def undo() -> None:
+        fetcher.fetch = original_fetch
+        iterator_base.__next__ = original_next
+        dataloader.DataLoader.__iter__ = original_iter  # type: ignore[method-assign]
+
+    return undo
 
 
-def patch_module_compile(boundary: Callable[[torch.nn.Module, Callable[..., Any], tuple, dict], Any]) -> None:
+def patch_module_compile(
+    boundary: Callable[[torch.nn.Module, Callable[..., Any], tuple, dict], Any]
+) -> Callable[[], None]:
     """`model.compile()` compiles the module's own call, global hooks included, so the capture
     would never see the module. After it, the compiled call is wrapped: `boundary(module, call,
-    args, kwargs)` runs eagerly around it."""
+    args, kwargs)` runs eagerly around it. Returns what undoes it."""
     original = getattr(torch.nn.Module, "compile", None)
     if original is None:
-        return  # a torch without Module.compile: nothing to wrap
+        return lambda: None  # a torch without Module.compile: nothing to wrap
 
     def compile(self: torch.nn.Module, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
@@ -116,7 +123,12 @@ def patch_module_compile(boundary: Callable[[torch.nn.Module, Callable[..., Any]
 
         self._compiled_call_impl = call
 
-    torch.nn.Module.compile = compile
+    torch.nn.Module.compile = compile  # type: ignore[method-assign]
+
+    def undo() -> None:
+        torch.nn.Module.compile = original  # type: ignore[method-assign]
+
+    return undo
 
 
 def loader_workers(iterator: Any) -> int:

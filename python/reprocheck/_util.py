@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Optional
+from types import FrameType
+from typing import Any
 
 import torch
 
@@ -108,10 +109,10 @@ def unwrap(module: torch.nn.Module) -> torch.nn.Module:
 _OWN_FILES = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(torch.__file__)))
 
 
-def variable_name(obj: Any, *also: Any) -> Optional[str]:
+def variable_name(obj: Any, *also: Any) -> str | None:
     """The name the script's code gives `obj` (or one of `also`, its wrappers) in the nearest frame
     outside torch and reprocheck: 'netD', 'train_loader'. None when no variable holds it."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     targets = (obj,) + also
     while frame is not None:
         filename = os.path.abspath(frame.f_code.co_filename)

@@ -4,6 +4,7 @@
 #include <pybind11/stl.h>
 
 #include <optional>
+#include <tuple>
 
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
@@ -11,8 +12,6 @@
 #include "reprocheck/layers.h"
 #include "reprocheck/protocol.h"
 #include "reprocheck/version.h"
-
-#include <tuple>
 
 namespace py = pybind11;
 namespace rc = reprocheck;
@@ -83,17 +82,9 @@ py::dict meta_dict(const rc::TensorMeta& m) {
 
 }  // namespace
 
-PYBIND11_MODULE(_core, m) {
-  m.doc() = "reprocheck's dump writer and reader (the C++ core)";
-  static py::exception<rc::Error> error(m, "Error");
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const rc::Error& e) {
-      error(e.what());
-    }
-  });
+namespace {
 
+void bind_writer(py::module_& m) {
   py::class_<rc::DumpWriter>(m, "DumpWriter")
       .def(py::init<std::string, bool, bool>(), py::arg("path"), py::arg("overwrite") = false,
            py::arg("hashes_only") = false)
@@ -103,12 +94,12 @@ PYBIND11_MODULE(_core, m) {
              const std::string& layer_type, const std::string& kind, const std::string& name, int call,
              const std::string& dtype, std::vector<int64_t> shape, uint64_t hash, bool words,
              std::optional<uint64_t> input_hash) {
-            rc::TensorMeta meta = make_meta(step, phase, layer, layer_type, kind, name, call, dtype, std::move(shape),
-                                            input_hash);
+            rc::TensorMeta meta =
+                make_meta(step, phase, layer, layer_type, kind, name, call, dtype, std::move(shape), input_hash);
             return w.write_hash(std::move(meta), hash, words).order;
           },
-          py::arg("step"), py::arg("phase"), py::arg("layer"), py::arg("layer_type"), py::arg("kind"),
-          py::arg("name"), py::arg("call"), py::arg("dtype"), py::arg("shape"), py::arg("hash"), py::arg("words"),
+          py::arg("step"), py::arg("phase"), py::arg("layer"), py::arg("layer_type"), py::arg("kind"), py::arg("name"),
+          py::arg("call"), py::arg("dtype"), py::arg("shape"), py::arg("hash"), py::arg("words"),
           py::arg("input_hash") = py::none(),
           "Stores one tensor's hash and no data (a hash-only dump): XXH3-64 of its bytes, or hash_words when "
           "`words` (computed on a device); returns its order.")
@@ -121,21 +112,22 @@ PYBIND11_MODULE(_core, m) {
              const std::string& layer_type, const std::string& kind, const std::string& name, int call,
              const std::string& dtype, std::vector<int64_t> shape, const py::buffer& data,
              std::optional<uint64_t> input_hash) {
-            rc::TensorMeta meta = make_meta(step, phase, layer, layer_type, kind, name, call, dtype, std::move(shape),
-                                            input_hash);
+            rc::TensorMeta meta =
+                make_meta(step, phase, layer, layer_type, kind, name, call, dtype, std::move(shape), input_hash);
             auto [ptr, n] = bytes_of(data);
             const auto& written = w.write(std::move(meta), ptr, n);
             return py::make_tuple(written.order, written.hash);
           },
-          py::arg("step"), py::arg("phase"), py::arg("layer"), py::arg("layer_type"), py::arg("kind"),
-          py::arg("name"), py::arg("call"), py::arg("dtype"), py::arg("shape"), py::arg("data"),
-          py::arg("input_hash") = py::none(),
+          py::arg("step"), py::arg("phase"), py::arg("layer"), py::arg("layer_type"), py::arg("kind"), py::arg("name"),
+          py::arg("call"), py::arg("dtype"), py::arg("shape"), py::arg("data"), py::arg("input_hash") = py::none(),
           "Stores one tensor (its bytes as a contiguous buffer); returns (order, hash).")
       .def("commit", &rc::DumpWriter::commit)
       .def_property_readonly("tensor_count", &rc::DumpWriter::tensor_count)
       .def_property_readonly("bytes_written", &rc::DumpWriter::bytes_written)
       .def_property_readonly("path", &rc::DumpWriter::path);
+}
 
+void bind_reader(py::module_& m) {
   py::class_<rc::DumpReader>(m, "DumpReader")
       .def(py::init<std::string>())
       .def_property_readonly("attributes", &rc::DumpReader::attributes)
@@ -150,7 +142,9 @@ PYBIND11_MODULE(_core, m) {
         auto bytes = r.read(r.index()[static_cast<size_t>(order)]);
         return py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size());
       });
+}
 
+void bind_hashes(py::module_& m) {
   m.def("hash_bytes", [](const py::buffer& data) {
     auto [ptr, n] = bytes_of(data);
     return rc::hash_bytes(ptr, n);
@@ -160,7 +154,11 @@ PYBIND11_MODULE(_core, m) {
     return rc::hash_words(ptr, n);
   });
   m.def("combine_hash", &rc::combine_hash, py::arg("seed"), py::arg("hash"));
-  m.def("version", [] { return std::string(rc::kVersion); }, "reprocheck's version.");
+}
+
+void bind_protocol_and_layers(py::module_& m) {
+  m.def(
+      "version", [] { return std::string(rc::kVersion); }, "reprocheck's version.");
   // The named protocols (reprocheck/protocol.h): dump attribute names, environment variables.
   auto attr = m.def_submodule("attr", "the dump's root attribute names");
   for (const auto& [name, value] : rc::attr::kAll) attr.attr(name) = value;
@@ -197,4 +195,23 @@ PYBIND11_MODULE(_core, m) {
         return rc::sparse_selection_note(spec, refs_of(modules), selected);
       },
       "A note when the default selection taps almost nothing of a model with many leaf layers; '' otherwise.");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "reprocheck's dump writer and reader (the C++ core)";
+  static py::exception<rc::Error> error(m, "Error");
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const rc::Error& e) {
+      error(e.what());
+    }
+  });
+
+  bind_writer(m);
+  bind_reader(m);
+  bind_hashes(m);
+  bind_protocol_and_layers(m);
 }

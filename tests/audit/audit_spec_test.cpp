@@ -116,7 +116,8 @@ TEST_F(AuditSpec, ProblemsNameTheLineAndColumn) {
     EXPECT_NE(e.find("audit.toml:" + where + ":"), std::string::npos) << e;
     EXPECT_NE(e.find(what), std::string::npos) << e;
   };
-  at("[defaults]\nsteps = 1\nthread = 2\n[[model]]\nname = \"a\"\npath = \"a.pt\"\n", "3:1", "unknown setting 'thread'");
+  at("[defaults]\nsteps = 1\nthread = 2\n[[model]]\nname = \"a\"\npath = \"a.pt\"\n", "3:1",
+     "unknown setting 'thread'");
   at("[defaults]\nsteps = \"two\"\n[[model]]\nname = \"a\"\npath = \"a.pt\"\n", "2:9", "bad value for setting 'steps'");
   at("[[model]]\nname = \"a\"\npath = \"missing.pt\"\n", "3:8", "model 'missing.pt' not found");
   at("[matrix]\nthreads = [1, 2\n", "2:17", "not valid TOML");

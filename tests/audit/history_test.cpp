@@ -40,7 +40,8 @@ std::string slurp(const std::string& path) {
   return ss.str();
 }
 
-int64_t add_audit(audit::History& h, const std::vector<audit::CellResult>& cells, const std::string& status = "complete") {
+int64_t add_audit(audit::History& h, const std::vector<audit::CellResult>& cells,
+                  const std::string& status = "complete") {
   audit::AuditInfo info;
   info.name = "night";
   info.started_at = audit::utc_now();
@@ -100,8 +101,10 @@ TEST(History, MigratesAnOlderSchemaKeepingItsRows) {
     std::string sql =
         "INSERT INTO cells (audit_id, position, key, model, column_label, settings, expect, tolerance, verdict, "
         "exit_code, error, step, tensor, layer, layer_type, phase, kind, origin, hash_only, max_abs, max_rel, "
-        "mismatched, numel, cause, cause_title, fix, seconds, tensors, reprocheck, libtorch, cuda, cudnn, device, host) "
-        "VALUES (" + std::to_string(id) +
+        "mismatched, numel, cause, cause_title, fix, seconds, tensors, reprocheck, libtorch, cuda, cudnn, device, "
+        "host) "
+        "VALUES (" +
+        std::to_string(id) +
         ", 0, 'a[t=1]', 'a', 'default', '{}', 'reproducible', 'bitwise', 'reproducible', 0, '', 0, '', '', '', '', '', "
         "'', 0, -1, -1, 0, 0, '', '', '', 1.5, 10, '0.1.0', '', '', '', '', '')";
     ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
@@ -156,9 +159,7 @@ TEST(History, RefusesDamagedForeignAndNewerFilesAndLeavesThemAsTheyWere) {
   }
   refused(dir.file("other.sqlite"), "not a reprocheck audit history");
   // A newer reprocheck's.
-  {
-    auto h = audit::History::open(dir.file("new.sqlite"), true);
-  }
+  { auto h = audit::History::open(dir.file("new.sqlite"), true); }
   {
     sqlite3* db = nullptr;
     sqlite3_open(dir.file("new.sqlite").c_str(), &db);

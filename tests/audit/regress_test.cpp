@@ -151,7 +151,8 @@ TEST(CheckReport, IsReadIntoACell) {
   ASSERT_EQ(chart.size(), 2u);  // run 1's tensors only
   EXPECT_EQ(chart[0][0], 12);
   EXPECT_TRUE(chart[1][2].is_null());
-  for (const char* bad : {"", "{", "[]", R"({"schema": "other"})", R"({"schema": "reprocheck-report/1", "verdict": "x"})"}) {
+  for (const char* bad :
+       {"", "{", "[]", R"({"schema": "other"})", R"({"schema": "reprocheck-report/1", "verdict": "x"})"}) {
     audit::CellResult x;
     EXPECT_THROW(audit::read_check_report(bad, x), reprocheck::InputError) << bad;
   }
@@ -174,7 +175,8 @@ audit::AuditView view_with_everything() {
   d.error = "cannot load library 'x.so'";
   v.cells = {a, b, c, d};
   v.regressions = {{b.key, "m", b.column, "newly_divergent", "newly divergent: first divergence ...", true}};
-  v.trend = {{6, "2026-11-26T01:00:00Z", "complete", 3, 1, 0, 0, 0}, {7, "2026-11-27T01:00:00Z", "complete", 1, 2, 1, 0, 2}};
+  v.trend = {{6, "2026-11-26T01:00:00Z", "complete", 3, 1, 0, 0, 0},
+             {7, "2026-11-27T01:00:00Z", "complete", 1, 2, 1, 0, 2}};
   return v;
 }
 
@@ -220,7 +222,8 @@ TEST(AuditReports, HtmlHasTheHeatmapChartsAndTrendAndNoScript) {
   auto v = view_with_everything();
   const std::string html = audit::render_html(v);
   size_t cells = 0;
-  for (size_t p = html.find("<td class=\"cell "); p != std::string::npos; p = html.find("<td class=\"cell ", p + 1)) ++cells;
+  for (size_t p = html.find("<td class=\"cell "); p != std::string::npos; p = html.find("<td class=\"cell ", p + 1))
+    ++cells;
   EXPECT_EQ(cells, 4u);
   EXPECT_NE(html.find("data-verdict=\"failed\""), std::string::npos);
   EXPECT_NE(html.find("class=\"cell divergent broken\""), std::string::npos);

@@ -275,7 +275,8 @@ TEST(Compare, DifferentDevicesGetPerDtypeToleranceUnlessChosen) {
   EXPECT_EQ(c.tolerance.mode, rc::Tolerance::Mode::torch);
   EXPECT_FALSE(c.divergent());
   ASSERT_EQ(c.notes.size(), 1u);
-  EXPECT_NE(rc::render_text(rc::make_report(c)).find("note: runs on different devices (cpu vs cuda:0)"), std::string::npos);
+  EXPECT_NE(rc::render_text(rc::make_report(c)).find("note: runs on different devices (cpu vs cuda:0)"),
+            std::string::npos);
   rc::CompareOptions o;
   o.tolerance_explicit = true;  // --tolerance bitwise
   auto strict = rc::compare_dumps({d.file("a.h5"), d.file("b.h5")}, o);
@@ -299,15 +300,21 @@ TEST(Compare, AnyMixOfHashOnlyAndFullDumpsComparesWhatItCan) {
   write_dump(d.file("changed-full.h5"), changed);
   auto run = [&](const char* a, const char* b) { return rc::compare_dumps({d.file(a), d.file(b)}); };
   // Equal tensors match whichever way they were recorded; a device hash is computed from the data.
-  for (auto [a, b] : {std::pair{"full.h5", "hashes.h5"}, {"hashes.h5", "full.h5"}, {"full.h5", "words.h5"},
-                      {"words.h5", "full.h5"}, {"hashes.h5", "hashes.h5"}, {"words.h5", "words.h5"}}) {
+  for (auto [a, b] : {std::pair{"full.h5", "hashes.h5"},
+                      {"hashes.h5", "full.h5"},
+                      {"full.h5", "words.h5"},
+                      {"words.h5", "full.h5"},
+                      {"hashes.h5", "hashes.h5"},
+                      {"words.h5", "words.h5"}}) {
     auto c = run(a, b);
     EXPECT_FALSE(c.divergent()) << a << " vs " << b;
     EXPECT_EQ(c.pairs[0].identical, 2) << a << " vs " << b;
   }
   // A change shows as the same first divergent tensor; only full pairs have statistics.
-  for (auto [a, b] : {std::pair{"full.h5", "changed-hashes.h5"}, {"hashes.h5", "changed-full.h5"},
-                      {"words.h5", "changed-full.h5"}, {"full.h5", "changed-words.h5"}}) {
+  for (auto [a, b] : {std::pair{"full.h5", "changed-hashes.h5"},
+                      {"hashes.h5", "changed-full.h5"},
+                      {"words.h5", "changed-full.h5"},
+                      {"full.h5", "changed-words.h5"}}) {
     auto c = run(a, b);
     ASSERT_TRUE(c.divergent()) << a << " vs " << b;
     const auto& p = c.pairs[0];

@@ -195,7 +195,8 @@ TEST(Dump, AHashOnlyDumpKeepsTheIndexAndNoData) {
   {
     rc::DumpWriter w(path, false, true);
     EXPECT_TRUE(w.hashes_only());
-    for (int i = 0; i < 50; ++i) w.write(meta("conv" + std::to_string(i), "float32", {1 << 16}), big.data(), big.size() * 4);
+    for (int i = 0; i < 50; ++i)
+      w.write(meta("conv" + std::to_string(i), "float32", {1 << 16}), big.data(), big.size() * 4);
     w.write_hash(meta("cuda", "float32", {3}), 42, true);
     EXPECT_EQ(w.bytes_written(), 0u);
     w.commit();

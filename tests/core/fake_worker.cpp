@@ -87,7 +87,8 @@ int main(int argc, char** argv) {
   if (behaviour == "flaky" && !second_pass) b = static_cast<float>(index);
   rc::DumpWriter w(flags["--dump"], false, options.hashes_only);
   w.set_attribute("model", std::string("fake.pt"));
-  w.set_attribute("model_signature", std::string(std::getenv("FAKE_SIGNATURE") ? std::getenv("FAKE_SIGNATURE") : "fake"));
+  w.set_attribute("model_signature",
+                  std::string(std::getenv("FAKE_SIGNATURE") ? std::getenv("FAKE_SIGNATURE") : "fake"));
   w.set_attribute("steps", int64_t{options.steps});
   w.set_attribute("device", std::string("cpu"));
   w.set_attribute("seed", static_cast<int64_t>(a));

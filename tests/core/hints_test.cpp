@@ -107,11 +107,11 @@ TEST(Hints, TrainEvalNamesTheRunningStatistics) {
 TEST(Hints, AUserModuleNamedLikeAConvIsNotOne) {
   // Capture's --layers conv does not tap a user's ConvBlock; the hints do not call it a conv
   // either: on CUDA its backward is not blamed on cuDNN.
-  auto user = divergence(meta(0, "backward", "block", "__main__.ConvBlock", "grad"), true, "earlier_tensors", {},
-                         "cuda:0");
+  auto user =
+      divergence(meta(0, "backward", "block", "__main__.ConvBlock", "grad"), true, "earlier_tensors", {}, "cuda:0");
   EXPECT_NE(first_cause(user), "cudnn_nondeterministic");
-  auto conv = divergence(meta(0, "backward", "block", "torch.nn.modules.conv.Conv2d", "grad"), true,
-                         "earlier_tensors", {}, "cuda:0");
+  auto conv = divergence(meta(0, "backward", "block", "torch.nn.modules.conv.Conv2d", "grad"), true, "earlier_tensors",
+                         {}, "cuda:0");
   EXPECT_EQ(first_cause(conv), "cudnn_nondeterministic");
 }
 
@@ -186,9 +186,10 @@ TEST(HintRules, TheDataOrderFixFollowsWhoDrawsTheOrderAndWhichRngDiffered) {
   EXPECT_NE(h[0].fix_python.find("np.random.seed(0)"), std::string::npos);
   EXPECT_EQ(h[0].fix_python.find("DataLoader"), std::string::npos);
   // ... from Python's random (a bucket batch sampler): random.
-  h = rc::explain(script({indices(), {{"random", -1}},
-                          loader("torch.utils.data.sampler.SequentialSampler",
-                                 R"(, "batch_sampler": "__main__.BucketBatchSampler")")}));
+  h = rc::explain(script(
+      {indices(),
+       {{"random", -1}},
+       loader("torch.utils.data.sampler.SequentialSampler", R"(, "batch_sampler": "__main__.BucketBatchSampler")")}));
   EXPECT_EQ(h[0].cause, "user_sampler");
   EXPECT_NE(h[0].title.find("BucketBatchSampler"), std::string::npos);
   EXPECT_NE(h[0].fix_python.find("random.seed(0)"), std::string::npos);
@@ -197,19 +198,20 @@ TEST(HintRules, TheDataOrderFixFollowsWhoDrawsTheOrderAndWhichRngDiffered) {
   EXPECT_EQ(h[0].cause, "user_sampler");
   EXPECT_NE(h[0].evidence.find("does not record"), std::string::npos);
   // A WeightedRandomSampler draws with replacement: different samples, not another order.
-  h = rc::explain(script({indices(), {{"torch", -1}},
+  h = rc::explain(script({indices(),
+                          {{"torch", -1}},
                           loader("torch.utils.data.sampler.WeightedRandomSampler", R"(, "replacement": true)")}));
   EXPECT_EQ(h[0].cause, "weighted_sampler");
   EXPECT_EQ(h[0].title.find("same samples"), std::string::npos);
   EXPECT_NE(h[0].fix_python.find("WeightedRandomSampler(..., generator="), std::string::npos);
   // A DistributedSampler: its seed and set_epoch.
-  h = rc::explain(script({indices(1), {{"random", 1}},
-                          loader("torch.utils.data.distributed.DistributedSampler")}));
+  h = rc::explain(script({indices(1), {{"random", 1}}, loader("torch.utils.data.distributed.DistributedSampler")}));
   EXPECT_EQ(h[0].cause, "distributed_sampler");
   EXPECT_NE(h[0].fix_python.find("set_epoch"), std::string::npos);
   EXPECT_NE(h[0].evidence.find("on rank 1"), std::string::npos);
   // Workers with in_order=False and no RNG difference: arrival order; with one, not.
-  const std::string arrival = R"({"": {"workers": 2, "in_order": false, "sampler": "torch.utils.data.sampler.RandomSampler"}})";
+  const std::string arrival =
+      R"({"": {"workers": 2, "in_order": false, "sampler": "torch.utils.data.sampler.RandomSampler"}})";
   EXPECT_EQ(first_cause(script({indices(), {}, arrival})), "worker_arrival_order");
   EXPECT_NE(first_cause(script({indices(), {{"torch", -1}}, arrival})), "worker_arrival_order");
 }
@@ -294,11 +296,12 @@ TEST(HintRules, CategoriesComeFromTheDumpNotTheClassName) {
 TEST(HintRules, EachRuleHoldsToItsEvidenceConditions) {
   // Worker arrival order needs workers, in_order=False and no RNG difference: each condition alone.
   auto arrival = [](int workers, bool in_order, bool rng) {
-    std::string l = R"({"": {"workers": )" + std::to_string(workers) + R"(, "in_order": )" + (in_order ? "true" : "false") +
-                    R"(, "sampler": "torch.utils.data.sampler.RandomSampler"}})";
-    return first_cause(script({indices(), rng ? std::vector<std::pair<std::string, int>>{{"torch", -1}}
-                                              : std::vector<std::pair<std::string, int>>{},
-                               l}));
+    std::string l = R"({"": {"workers": )" + std::to_string(workers) + R"(, "in_order": )" +
+                    (in_order ? "true" : "false") + R"(, "sampler": "torch.utils.data.sampler.RandomSampler"}})";
+    return first_cause(script(
+        {indices(),
+         rng ? std::vector<std::pair<std::string, int>>{{"torch", -1}} : std::vector<std::pair<std::string, int>>{},
+         l}));
   };
   EXPECT_EQ(arrival(2, false, false), "worker_arrival_order");
   EXPECT_NE(arrival(0, false, false), "worker_arrival_order");

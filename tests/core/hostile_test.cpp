@@ -96,8 +96,7 @@ TEST(Hostile, ADatasetLargerThanItsIndexRowIsAnError) {
     std::vector<float> big(1 << 16, 1.0f);
     replace_dataset(f, "tensors/000000", H5T_IEEE_F32LE, {big.size()}, big.data());
   });
-  EXPECT_NE(diff_error(d.file("a.h5"), d.file("b.h5")).find("has another shape than its index row"),
-            std::string::npos);
+  EXPECT_NE(diff_error(d.file("a.h5"), d.file("b.h5")).find("has another shape than its index row"), std::string::npos);
 }
 
 TEST(Hostile, DataOfAnotherDtypeOrByteOrderIsAnError) {
@@ -214,8 +213,10 @@ TEST(Hostile, NamesFromFilesAreDataInEveryReport) {
 
 TEST(Hostile, SanitizeKeepsValidUtf8) {
   EXPECT_EQ(rc::sanitize_text("conv · ü 日本"), "conv · ü 日本");
-  EXPECT_EQ(rc::sanitize_text("a\x01" "b"), "a\\x01b");
-  EXPECT_EQ(rc::sanitize_text("\xc0\xaf"), "\\xc0\\xaf");  // an overlong slash
+  EXPECT_EQ(rc::sanitize_text("a\x01"
+                              "b"),
+            "a\\x01b");
+  EXPECT_EQ(rc::sanitize_text("\xc0\xaf"), "\\xc0\\xaf");           // an overlong slash
   EXPECT_EQ(rc::sanitize_text("\xed\xa0\x80"), "\\xed\\xa0\\x80");  // a surrogate
 }
 

@@ -116,8 +116,9 @@ TEST(Integrity, ADumpComparedWithItselfMatches) {
 TEST(Integrity, TheWriterRefusesTwoRecordsWithOneKeyWhenCheckingInvariants) {
   testutil::TempDir d;
   ASSERT_TRUE(rc::invariants_checked()) << "the test suite runs with REPROCHECK_INVARIANTS=1";
-  EXPECT_THROW(write_rows(d.file("a.h5"), {{0, "loss", "", "loss", "loss", 0, {1}}, {0, "loss", "", "loss", "loss", 0, {2}}}),
-               rc::RunError);
+  EXPECT_THROW(
+      write_rows(d.file("a.h5"), {{0, "loss", "", "loss", "loss", 0, {1}}, {0, "loss", "", "loss", "loss", 0, {2}}}),
+      rc::RunError);
 }
 
 namespace {

@@ -163,8 +163,17 @@ class Fake : public rc::WorkerLauncher {
       : behaviour_(std::move(behaviour)), env_(std::move(env)), program_(std::move(program)) {}
   rc::Command command(const rc::WorkerJob& job) const override {
     rc::Command c;
-    c.argv = {program_, "--dump", job.dump, "--seed", job.options.seed, "--index", std::to_string(job.index),
-              "--behaviour", behaviour_, "--options", rc::to_json(job.options)};
+    c.argv = {program_,
+              "--dump",
+              job.dump,
+              "--seed",
+              job.options.seed,
+              "--index",
+              std::to_string(job.index),
+              "--behaviour",
+              behaviour_,
+              "--options",
+              rc::to_json(job.options)};
     c.env = env_;
     return c;
   }
@@ -250,7 +259,8 @@ TEST(Goldens, MatchesAndChangedModels) {
     EXPECT_TRUE(contains(rc::render_text(r), "MATCHES THE GOLDEN"));
   }
   {
-    rc::Runner runner(o, std::make_shared<Fake>("ok", std::vector<std::pair<std::string, std::string>>{{"FAKE_B", "5"}}));
+    rc::Runner runner(o,
+                      std::make_shared<Fake>("ok", std::vector<std::pair<std::string, std::string>>{{"FAKE_B", "5"}}));
     auto r = rc::make_report(rc::run_check(runner, check, quiet).comparison);
     EXPECT_EQ(rc::exit_code(r), rc::ExitCode::divergent);
     EXPECT_EQ(json::parse(rc::render_json(r))["baseline"]["matches"], false);
@@ -258,8 +268,8 @@ TEST(Goldens, MatchesAndChangedModels) {
   }
   {
     // Another model (its signature changed): compared by names, with a note; never refused.
-    rc::Runner runner(o, std::make_shared<Fake>("ok", std::vector<std::pair<std::string, std::string>>{
-                                                          {"FAKE_SIGNATURE", "changed"}}));
+    rc::Runner runner(o, std::make_shared<Fake>(
+                             "ok", std::vector<std::pair<std::string, std::string>>{{"FAKE_SIGNATURE", "changed"}}));
     auto c = rc::run_check(runner, check, quiet).comparison;
     EXPECT_EQ(c.verdict(), rc::Verdict::reproducible);
     bool noted = false;
@@ -275,8 +285,8 @@ TEST(Workers, AWorkerThatExitsZeroWithoutADumpFailsSayingSo) {
 }
 
 TEST(Workers, AMissingCommandIsTheUsersToFix) {
-  rc::Runner runner(runs(2), std::make_shared<Fake>("ok", std::vector<std::pair<std::string, std::string>>{},
-                                                    "/no/such/python"));
+  rc::Runner runner(
+      runs(2), std::make_shared<Fake>("ok", std::vector<std::pair<std::string, std::string>>{}, "/no/such/python"));
   try {
     runner.run(quiet);
     FAIL();

@@ -68,12 +68,13 @@ TEST(RunOptions, JsonKeysAreTheDumpFormats) {
   for (const auto& [k, v] : s) keys.push_back(k);
   // The training recipe's keys (autocast ... weight_decay) came later; a dump without them reads
   // with their defaults.
-  EXPECT_EQ(keys, (std::vector<std::string>{"autocast", "benchmark", "beta1", "beta2", "command", "data_seed",
-                                            "deterministic", "device", "dtype", "env", "eps", "hashes_only", "input_shape",
-                                            "inputs", "label_smoothing", "layers", "libraries", "loss", "lr", "mode",
-                                            "model", "momentum", "nesterov", "ops", "optimizer", "output",
-                                            "output_weights", "reinit", "seed", "steps", "targets", "threads",
-                                            "weight_decay"}));
+  EXPECT_EQ(keys, (std::vector<std::string>{"autocast",  "benchmark",      "beta1",       "beta2",  "command",
+                                            "data_seed", "deterministic",  "device",      "dtype",  "env",
+                                            "eps",       "hashes_only",    "input_shape", "inputs", "label_smoothing",
+                                            "layers",    "libraries",      "loss",        "lr",     "mode",
+                                            "model",     "momentum",       "nesterov",    "ops",    "optimizer",
+                                            "output",    "output_weights", "reinit",      "seed",   "steps",
+                                            "targets",   "threads",        "weight_decay"}));
   EXPECT_EQ(s["threads"], "0");
   EXPECT_EQ(s["benchmark"], "false");
   EXPECT_EQ(s["seed"], "0");
@@ -187,8 +188,18 @@ TEST(RunOptions, RecipeOptionsAreValidated) {
   bad([](rc::RunOptions& x) { x.inputs = {"4,20:int64"}; }, "no value range");
   bad([](rc::RunOptions& x) { x.output = "logits"; }, "exclude each other");
   bad([](rc::RunOptions& x) { x.optimizer = "lbfgs"; }, "--optimizer");
-  bad([](rc::RunOptions& x) { x.autocast = "fp16"; x.device = "cpu"; }, "needs a CUDA device");
-  bad([](rc::RunOptions& x) { x.autocast = "bf16"; x.dtype = "bfloat16"; }, "exclude each other");
+  bad(
+      [](rc::RunOptions& x) {
+        x.autocast = "fp16";
+        x.device = "cpu";
+      },
+      "needs a CUDA device");
+  bad(
+      [](rc::RunOptions& x) {
+        x.autocast = "bf16";
+        x.dtype = "bfloat16";
+      },
+      "exclude each other");
   bad([](rc::RunOptions& x) { x.input_shape = {4, 3}; }, "exclude each other");
   bad([](rc::RunOptions& x) { x.loss = "hinge"; }, "--loss");
   bad([](rc::RunOptions& x) { x.label_smoothing = 1.5; }, "--label-smoothing");

@@ -26,9 +26,19 @@ class FakeLauncher : public rc::WorkerLauncher {
       : behaviour_(std::move(behaviour)), fail_index_(fail_index), env_(std::move(env)) {}
   rc::Command command(const rc::WorkerJob& job) const override {
     rc::Command c;
-    c.argv = {REPROCHECK_FAKE_WORKER, "--dump", job.dump, "--seed", job.options.seed, "--index",
-              std::to_string(job.index), "--behaviour", behaviour_, "--fail-index", std::to_string(fail_index_),
-              "--options", rc::to_json(job.options)};
+    c.argv = {REPROCHECK_FAKE_WORKER,
+              "--dump",
+              job.dump,
+              "--seed",
+              job.options.seed,
+              "--index",
+              std::to_string(job.index),
+              "--behaviour",
+              behaviour_,
+              "--fail-index",
+              std::to_string(fail_index_),
+              "--options",
+              rc::to_json(job.options)};
     if (!job.replay_keys_file.empty())
       c.argv.insert(c.argv.end(), {"--replay", job.replay_dump, "--replay-keys", job.replay_keys_file});
     if (env_) c.env = env_(job.index);
@@ -152,7 +162,9 @@ TEST(Runner, WarningsAreRelayedOnce) {
 }
 
 TEST(Runner, TheLaunchersEnvironmentReachesTheWorker) {
-  auto env = [](int index) { return std::vector<std::pair<std::string, std::string>>{{"FAKE_B", std::to_string(index)}}; };
+  auto env = [](int index) {
+    return std::vector<std::pair<std::string, std::string>>{{"FAKE_B", std::to_string(index)}};
+  };
   rc::Runner runner(options(), std::make_shared<FakeLauncher>("ok", -1, env));
   Events events;
   auto c = rc::compare_dumps(runner.run(events.fn()));
@@ -206,7 +218,9 @@ TEST(Isolate, ReplaysEachSourceUntilTheRunsAgree) {
   // Two independent sources: layer1 follows the seed, layer2 the run's FAKE_B.
   auto o = options();
   o.vary = rc::parse_vary("seed=0,1", o.run);
-  auto env = [](int index) { return std::vector<std::pair<std::string, std::string>>{{"FAKE_B", std::to_string(index)}}; };
+  auto env = [](int index) {
+    return std::vector<std::pair<std::string, std::string>>{{"FAKE_B", std::to_string(index)}};
+  };
   rc::Runner runner(o, std::make_shared<FakeLauncher>("ok", -1, env));
   Events events;
   auto dumps = runner.run(events.fn());
@@ -386,7 +400,9 @@ TEST(Ladder, HashesOnlyGivesTheVerdictWithoutStatistics) {
 TEST(Ladder, WithAToleranceUnequalHashesAreJudgedInTheSecondPass) {
   // b differs by the run index (1): within atol 2 it is close, not divergent.
   auto o = steps(3);
-  auto env = [](int index) { return std::vector<std::pair<std::string, std::string>>{{"FAKE_B", std::to_string(index)}}; };
+  auto env = [](int index) {
+    return std::vector<std::pair<std::string, std::string>>{{"FAKE_B", std::to_string(index)}};
+  };
   rc::Runner runner(o, std::make_shared<FakeLauncher>("ok", -1, env));
   Events events;
   rc::CheckOptions co;
@@ -407,7 +423,8 @@ TEST(Ladder, AGoldenMatchesItsOwnSettingAndNamesTheFirstChangedTensorOtherwise) 
     Events events;
     auto dumps = runner.run(events.fn(), [](rc::RunOptions& r, int) { r.hashes_only = true; });
     rc::files::copy_file_atomically(dumps[0], golden, "golden");
-    auto full = runner.rerun({0}, [](rc::RunOptions& r, int) { r.hashes_only = false; }, events.fn());
+    auto full = runner.rerun(
+        {0}, [](rc::RunOptions& r, int) { r.hashes_only = false; }, events.fn());
     rc::files::copy_file_atomically(full[0], full_golden, "golden");
   }
   EXPECT_FALSE(has_datasets(golden));

@@ -13,7 +13,7 @@ TEST(Stats, FirstMismatchAndMaximumAcrossChunks) {
   const int64_t n = 3 * rc::kStatsChunk + 17;
   std::vector<float> a(static_cast<size_t>(n), 1.0f), b = a;
   const int64_t first = rc::kStatsChunk + rc::kStatsChunk / 2;  // in the second chunk
-  const int64_t largest = 3 * rc::kStatsChunk + 3;            // in the last, short chunk
+  const int64_t largest = 3 * rc::kStatsChunk + 3;              // in the last, short chunk
   b[first] = 1.5f;
   b[first + 1] = 0.75f;
   b[largest] = 4.0f;

@@ -1,10 +1,10 @@
 // CUDA tests (ctest label "gpu"). Each skips when no CUDA device is present.
 #include <gtest/gtest.h>
 
+#include "reprocheck/build_info.h"
 #include "reprocheck/compare.h"
 #include "reprocheck/dump.h"
 #include "reprocheck/record.h"
-#include "reprocheck/build_info.h"
 #include "test_util.h"
 
 namespace rc = reprocheck;

@@ -1,3 +1,5 @@
+#include "reprocheck/record.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -6,7 +8,6 @@
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
 #include "reprocheck/files.h"
-#include "reprocheck/record.h"
 #include "test_util.h"
 
 namespace rc = reprocheck;
@@ -406,8 +407,8 @@ TEST(Record, DumpedCopiesHoldTheLiveValues) {
 // model's own loss, Adam and AdamW, autocast.
 namespace {
 
-const char* kRecipeFixtures[] = {"text_classifier", "two_input_net", "dict_output_net", "loss_method_net",
-                                 "training_step_net", "aux_heads_net"};
+const char* kRecipeFixtures[] = {"text_classifier", "two_input_net",     "dict_output_net",
+                                 "loss_method_net", "training_step_net", "aux_heads_net"};
 
 std::string error_of(const rc::RunOptions& o) {
   try {
@@ -471,9 +472,10 @@ TEST(Recipe, InputsAndTargetsFollowTheirSpecs) {
   // The weighted heads, said in the dump for the report.
   record(options("aux_heads_net"), dir.file("aux.h5"));
   rc::DumpReader aux(dir.file("aux.h5"));
-  EXPECT_EQ(aux.attribute("loss_recipe"),
-            "loss = 1*cross_entropy(output 0) + 0.3*cross_entropy(output 1) + 0.3*cross_entropy(output 2) (inputs [2, 3, "
-            "8, 8] float32)");
+  EXPECT_EQ(
+      aux.attribute("loss_recipe"),
+      "loss = 1*cross_entropy(output 0) + 0.3*cross_entropy(output 1) + 0.3*cross_entropy(output 2) (inputs [2, 3, "
+      "8, 8] float32)");
   EXPECT_EQ(aux.attribute("loss_recipe_note"), "1");
   EXPECT_EQ(aux.attribute("ignored_outputs"), "");
   // The model's own methods.
@@ -565,7 +567,11 @@ TEST(Recipe, ProblemsAreFoundBeforeTheFirstStepWithOneLine) {
   EXPECT_NE(e.find("without output 'logit'; its tensor outputs are logits, embedding"), std::string::npos) << e;
   e = with("aux_heads_net", [](rc::RunOptions& o) { o.output_weights = "1,0.3,0.3,0.3"; });
   EXPECT_NE(e.find("without output '3'"), std::string::npos) << e;
-  e = with("training_step_net", [](rc::RunOptions& o) { o.targets = {}; o.loss = "model"; o.inputs = {"4,6", "4,6", "4,6"}; });
+  e = with("training_step_net", [](rc::RunOptions& o) {
+    o.targets = {};
+    o.loss = "model";
+    o.inputs = {"4,6", "4,6", "4,6"};
+  });
   EXPECT_NE(e.find("training_step(x: Tensor, labels: Tensor) takes 2"), std::string::npos) << e;
   e = with("dropout_mlp", [](rc::RunOptions& o) { o.loss = "model"; });
   EXPECT_NE(e.find("has no training_step or loss method"), std::string::npos) << e;

@@ -66,16 +66,18 @@ struct History::Impl {
     const std::string why = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
     const int primary = rc & 0xff;
     if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED)
-      throw InputError(fmt::format("history database '{}' is locked by another process (an audit still writing to it?); "
-                                   "wait for it to finish, or pass another --db",
-                                   path));
+      throw InputError(
+          fmt::format("history database '{}' is locked by another process (an audit still writing to it?); "
+                      "wait for it to finish, or pass another --db",
+                      path));
     if (primary == SQLITE_NOTADB || primary == SQLITE_CORRUPT)
-      throw InputError(fmt::format("history database '{}' is damaged ({}); it is left as it is: restore it from a backup, "
-                                   "or pass a new --db",
-                                   path, why));
+      throw InputError(
+          fmt::format("history database '{}' is damaged ({}); it is left as it is: restore it from a backup, "
+                      "or pass a new --db",
+                      path, why));
     if (primary == SQLITE_READONLY || primary == SQLITE_CANTOPEN || primary == SQLITE_PERM)
-      throw InputError(fmt::format("history database '{}': cannot {} ({}); check the file's and its folder's permissions",
-                                   path, doing, why));
+      throw InputError(fmt::format(
+          "history database '{}': cannot {} ({}); check the file's and its folder's permissions", path, doing, why));
     if (primary == SQLITE_FULL || primary == SQLITE_IOERR)
       throw RunError(fmt::format("history database '{}': cannot {} ({}); check the disk", path, doing, why));
     throw RunError(fmt::format("history database '{}': cannot {} ({})", path, doing, why));
@@ -160,7 +162,8 @@ Expect expect_from(const std::string& s) {
 
 constexpr const char* kCellColumns =
     "position, key, model, column_label, settings, expect, tolerance, verdict, exit_code, error, step, tensor, layer, "
-    "layer_type, phase, kind, origin, hash_only, max_abs, max_rel, mismatched, numel, cause, cause_title, fix, seconds, "
+    "layer_type, phase, kind, origin, hash_only, max_abs, max_rel, mismatched, numel, cause, cause_title, fix, "
+    "seconds, "
     "tensors, reprocheck, libtorch, cuda, cudnn, device, host, chart";
 constexpr int kCellColumnCount = 34;
 
@@ -211,13 +214,15 @@ History::~History() = default;
 
 std::unique_ptr<History> History::open(const std::string& path, bool create, int schema, int busy_ms) {
   if (files::exists(path) && !files::is_regular(path))
-    throw InputError(fmt::format("history database '{}': not a regular file; pass the path of a database file (--db)", path));
+    throw InputError(
+        fmt::format("history database '{}': not a regular file; pass the path of a database file (--db)", path));
   if (!files::exists(path) && !create)
     throw InputError(fmt::format("history database '{}': no such file; pass the path of an audit's --db", path));
   if (!files::exists(path)) {
     const std::string dir = files::parent_dir(path);
     if (!files::is_directory(dir))
-      throw InputError(fmt::format("history database '{}': the folder '{}' does not exist; create it or pass another --db", path, dir));
+      throw InputError(fmt::format(
+          "history database '{}': the folder '{}' does not exist; create it or pass another --db", path, dir));
   }
   auto impl = std::make_unique<Impl>();
   impl->path = path;
@@ -235,21 +240,24 @@ std::unique_ptr<History> History::open(const std::string& path, bool create, int
     if (s.step()) objects = static_cast<int>(s.integer(0));
   }
   if (app != kApplicationId && objects > 0)
-    throw InputError(fmt::format("history database '{}' is an SQLite database, but not a reprocheck audit history; "
-                                 "pass another --db (it is left as it is)",
-                                 path));
+    throw InputError(
+        fmt::format("history database '{}' is an SQLite database, but not a reprocheck audit history; "
+                    "pass another --db (it is left as it is)",
+                    path));
   if (schema < 1 || schema > kSchemaVersion) throw UsageError(fmt::format("no history schema version {}", schema));
   if (version > kSchemaVersion)
-    throw InputError(fmt::format("history database '{}' has schema version {}, written by a newer reprocheck (this one "
-                                 "reads up to {}); use that reprocheck, or pass another --db",
-                                 path, version, kSchemaVersion));
+    throw InputError(
+        fmt::format("history database '{}' has schema version {}, written by a newer reprocheck (this one "
+                    "reads up to {}); use that reprocheck, or pass another --db",
+                    path, version, kSchemaVersion));
   {
     Stmt s(*impl, "PRAGMA quick_check", "check it");
     std::string result = s.step() ? s.text(0) : "";
     if (result != "ok")
-      throw InputError(fmt::format("history database '{}' is damaged ({}); it is left as it is: restore it from a backup, "
-                                   "or pass a new --db",
-                                   path, first_line(result)));
+      throw InputError(
+          fmt::format("history database '{}' is damaged ({}); it is left as it is: restore it from a backup, "
+                      "or pass a new --db",
+                      path, first_line(result)));
   }
   impl->exec("PRAGMA foreign_keys = ON", "configure it");
   if (version < schema) {
@@ -267,9 +275,10 @@ std::unique_ptr<History> History::open(const std::string& path, bool create, int
       if (sqlite3_errcode(impl->db) == SQLITE_BUSY || sqlite3_errcode(impl->db) == SQLITE_LOCKED) throw;
       // Its version and its tables disagree (a copy edited by hand, a version set back): the
       // user's file to fix, not a failed run.
-      throw InputError(fmt::format("history database '{}' is inconsistent: its schema version {} does not match its "
-                                   "tables ({}); it is left as it is: restore it from a backup, or pass a new --db",
-                                   path, version, first_line(e.what())));
+      throw InputError(
+          fmt::format("history database '{}' is inconsistent: its schema version {} does not match its "
+                      "tables ({}); it is left as it is: restore it from a backup, or pass a new --db",
+                      path, version, first_line(e.what())));
     } catch (...) {
       sqlite3_exec(impl->db, "ROLLBACK", nullptr, nullptr, nullptr);
       throw;
@@ -284,16 +293,30 @@ int64_t History::begin_audit(AuditInfo& info) {
   if (info.uid.empty()) info.uid = random_uid();
   impl_->exec("BEGIN IMMEDIATE", "start an audit in it");
   try {
-    Stmt s(*impl_,
-           "INSERT INTO audits (uid, name, audit_file, started_at, shard, cells_planned, cells_total, magnitude_factor, "
-           "time_growth, time_min_s, reprocheck, libtorch, cuda, cudnn, device, host, git_commit) VALUES "
-           "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-           "start an audit in it");
+    Stmt s(
+        *impl_,
+        "INSERT INTO audits (uid, name, audit_file, started_at, shard, cells_planned, cells_total, magnitude_factor, "
+        "time_growth, time_min_s, reprocheck, libtorch, cuda, cudnn, device, host, git_commit) VALUES "
+        "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        "start an audit in it");
     const auto& p = info.provenance;
-    s.bind(info.uid).bind(info.name).bind(info.audit_file).bind(info.started_at).bind(info.shard).bind(info.cells_planned)
-        .bind(info.cells_total).bind(info.thresholds.magnitude_factor).bind(info.thresholds.time_growth)
-        .bind(info.thresholds.time_min_s).bind(p.reprocheck).bind(p.libtorch).bind(p.cuda).bind(p.cudnn).bind(p.device)
-        .bind(p.host).bind(p.git_commit);
+    s.bind(info.uid)
+        .bind(info.name)
+        .bind(info.audit_file)
+        .bind(info.started_at)
+        .bind(info.shard)
+        .bind(info.cells_planned)
+        .bind(info.cells_total)
+        .bind(info.thresholds.magnitude_factor)
+        .bind(info.thresholds.time_growth)
+        .bind(info.thresholds.time_min_s)
+        .bind(p.reprocheck)
+        .bind(p.libtorch)
+        .bind(p.cuda)
+        .bind(p.cudnn)
+        .bind(p.device)
+        .bind(p.host)
+        .bind(p.git_commit);
     s.step();
     info.id = sqlite3_last_insert_rowid(impl_->db);
     impl_->exec("COMMIT", "start an audit in it");
@@ -307,13 +330,43 @@ int64_t History::begin_audit(AuditInfo& info) {
 void History::add_cell(int64_t audit, const CellResult& r) {
   std::string marks = "?";  // audit_id, then one per cell column
   for (int i = 0; i < kCellColumnCount; ++i) marks += ",?";
-  Stmt s(*impl_, fmt::format("INSERT INTO cells (audit_id, {}) VALUES ({})", kCellColumns, marks), "record a cell in it");
+  Stmt s(*impl_, fmt::format("INSERT INTO cells (audit_id, {}) VALUES ({})", kCellColumns, marks),
+         "record a cell in it");
   const auto& p = r.provenance;
-  s.bind(audit).bind(r.position).bind(r.key).bind(r.model).bind(r.column).bind(r.settings).bind(to_string(r.expect))
-      .bind(r.tolerance).bind(r.verdict).bind(r.exit_code).bind(r.error).bind(r.step).bind(r.tensor).bind(r.layer)
-      .bind(r.layer_type).bind(r.phase).bind(r.kind).bind(r.origin).bind(r.hash_only).bind(r.max_abs).bind(r.max_rel)
-      .bind(r.mismatched).bind(r.numel).bind(r.cause).bind(r.cause_title).bind(r.fix).bind(r.seconds).bind(r.tensors)
-      .bind(p.reprocheck).bind(p.libtorch).bind(p.cuda).bind(p.cudnn).bind(p.device).bind(p.host)
+  s.bind(audit)
+      .bind(r.position)
+      .bind(r.key)
+      .bind(r.model)
+      .bind(r.column)
+      .bind(r.settings)
+      .bind(to_string(r.expect))
+      .bind(r.tolerance)
+      .bind(r.verdict)
+      .bind(r.exit_code)
+      .bind(r.error)
+      .bind(r.step)
+      .bind(r.tensor)
+      .bind(r.layer)
+      .bind(r.layer_type)
+      .bind(r.phase)
+      .bind(r.kind)
+      .bind(r.origin)
+      .bind(r.hash_only)
+      .bind(r.max_abs)
+      .bind(r.max_rel)
+      .bind(r.mismatched)
+      .bind(r.numel)
+      .bind(r.cause)
+      .bind(r.cause_title)
+      .bind(r.fix)
+      .bind(r.seconds)
+      .bind(r.tensors)
+      .bind(p.reprocheck)
+      .bind(p.libtorch)
+      .bind(p.cuda)
+      .bind(p.cudnn)
+      .bind(p.device)
+      .bind(p.host)
       .bind(r.chart.empty() ? std::string("[]") : r.chart);
   s.step();
 }
@@ -329,7 +382,8 @@ void History::add_regressions(int64_t audit, const std::vector<Regression>& regr
   try {
     for (const auto& g : regressions) {
       Stmt s(*impl_,
-             "INSERT INTO regressions (audit_id, key, model, column_label, kind, message, blocking) VALUES (?,?,?,?,?,?,?)",
+             "INSERT INTO regressions (audit_id, key, model, column_label, kind, message, blocking) VALUES "
+             "(?,?,?,?,?,?,?)",
              "record regressions in it");
       s.bind(audit).bind(g.key).bind(g.model).bind(g.column).bind(g.kind).bind(g.message).bind(g.blocking);
       s.step();
@@ -383,7 +437,8 @@ std::vector<int64_t> History::audits() const {
 }
 
 std::vector<CellResult> History::cells(int64_t audit) const {
-  Stmt s(*impl_, fmt::format("SELECT {} FROM cells WHERE audit_id = ? ORDER BY position, id", kCellColumns), "read cells");
+  Stmt s(*impl_, fmt::format("SELECT {} FROM cells WHERE audit_id = ? ORDER BY position, id", kCellColumns),
+         "read cells");
   s.bind(audit);
   std::vector<CellResult> out;
   while (s.step()) out.push_back(cell_from(s));
@@ -428,12 +483,12 @@ std::vector<TrendPoint> History::trend(int64_t up_to_audit, int limit) const {
 }
 
 std::vector<Regression> History::regressions(int64_t audit) const {
-  Stmt s(*impl_, "SELECT key, model, column_label, kind, message, blocking FROM regressions WHERE audit_id = ? ORDER BY id",
+  Stmt s(*impl_,
+         "SELECT key, model, column_label, kind, message, blocking FROM regressions WHERE audit_id = ? ORDER BY id",
          "read regressions");
   s.bind(audit);
   std::vector<Regression> out;
-  while (s.step())
-    out.push_back({s.text(0), s.text(1), s.text(2), s.text(3), s.text(4), s.integer(5) != 0});
+  while (s.step()) out.push_back({s.text(0), s.text(1), s.text(2), s.text(3), s.text(4), s.integer(5) != 0});
   return out;
 }
 

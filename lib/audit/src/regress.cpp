@@ -9,8 +9,8 @@
 #include <sstream>
 
 #include "reprocheck/audit.h"
-#include "reprocheck/host.h"
 #include "reprocheck/error.h"
+#include "reprocheck/host.h"
 
 namespace reprocheck::audit {
 
@@ -112,9 +112,10 @@ void read_check_report(const std::string& json_text, CellResult& out) {
       std::string label = fmt::format("{} · {} · {}", step < 0 ? "init" : fmt::format("step {}", step), str(t, "phase"),
                                       str(t, "tensor"));
       auto ma = t.find("max_abs");
-      points.push_back({static_cast<int64_t>(num(t, "order", 0)), step,
-                        ma != t.end() && ma->is_number() && !t.value("hash_only", false) ? json(ma->get<double>()) : json(nullptr),
-                        label});
+      points.push_back(
+          {static_cast<int64_t>(num(t, "order", 0)), step,
+           ma != t.end() && ma->is_number() && !t.value("hash_only", false) ? json(ma->get<double>()) : json(nullptr),
+           label});
     }
   out.chart = points.dump();
 }
@@ -131,23 +132,19 @@ std::vector<Regression> find_regressions(const std::vector<CellResult>& now,
     auto prev = previous(r.key);
     if (!prev || (prev->verdict != "reproducible" && prev->verdict != "divergent")) continue;
     if (prev->verdict == "reproducible" && r.verdict == "divergent") {
-      add(r, "newly_divergent", fmt::format("first divergence {} (reproducible before)", r.first_label()),
-          true);
+      add(r, "newly_divergent", fmt::format("first divergence {} (reproducible before)", r.first_label()), true);
     } else if (prev->verdict == "divergent" && r.verdict == "reproducible") {
       // For a negative control this means the known source stopped firing; for a cell that
       // expects to be reproducible, it is a fix: listed, not failing.
       if (r.expect == Expect::divergent)
         add(r, "newly_reproducible",
-            fmt::format("the negative control no longer diverges (it diverged at {} before)",
-                        prev->first_label()),
+            fmt::format("the negative control no longer diverges (it diverged at {} before)", prev->first_label()),
             true);
       else
-        add(r, "newly_reproducible",
-            fmt::format("fixed: it diverged at {} before", prev->first_label()), false);
+        add(r, "newly_reproducible", fmt::format("fixed: it diverged at {} before", prev->first_label()), false);
     } else if (r.verdict == "divergent") {
       if (prev->step != r.step || prev->phase != r.phase || prev->tensor != r.tensor || prev->kind != r.kind) {
-        add(r, "divergence_moved",
-            fmt::format("{} before, {} now", prev->first_label(), r.first_label()), true);
+        add(r, "divergence_moved", fmt::format("{} before, {} now", prev->first_label(), r.first_label()), true);
       } else if (!r.hash_only && !prev->hash_only && prev->max_abs > 0 && r.max_abs > 0 &&
                  r.max_abs >= th.magnitude_factor * prev->max_abs) {
         add(r, "magnitude_grew",
@@ -156,7 +153,8 @@ std::vector<Regression> find_regressions(const std::vector<CellResult>& now,
             true);
       }
     }
-    if (prev->seconds > 0 && r.seconds > prev->seconds * (1 + th.time_growth) && r.seconds - prev->seconds > th.time_min_s)
+    if (prev->seconds > 0 && r.seconds > prev->seconds * (1 + th.time_growth) &&
+        r.seconds - prev->seconds > th.time_min_s)
       add(r, "time_grew",
           fmt::format("{:.0f}% longer: {} before, {} now", (r.seconds / prev->seconds - 1) * 100,
                       seconds_text(prev->seconds), seconds_text(r.seconds)),
@@ -212,7 +210,8 @@ std::vector<DeterminismCost> determinism_costs(
     c.on_s = on->second->seconds;
     c.off_s = off->second->seconds;
     auto p_on = previous(c.with), p_off = previous(c.without);
-    if (p_on && p_off && p_off->seconds > 0 && p_on->seconds > 0) c.previous_s = std::make_pair(p_on->seconds, p_off->seconds);
+    if (p_on && p_off && p_off->seconds > 0 && p_on->seconds > 0)
+      c.previous_s = std::make_pair(p_on->seconds, p_off->seconds);
     out.push_back(c);
   }
   return out;
@@ -247,7 +246,8 @@ AuditView make_view(const History& history, int64_t audit, const std::vector<std
     if (seen_columns.insert(c.column).second) v.columns.push_back(c.column);
   }
   if (v.info.status == "interrupted")
-    v.notes.push_back(fmt::format("the audit was interrupted: {} of {} cells finished", v.cells.size(), v.info.cells_planned));
+    v.notes.push_back(
+        fmt::format("the audit was interrupted: {} of {} cells finished", v.cells.size(), v.info.cells_planned));
   else if (v.info.status == "unfinished")
     v.notes.push_back("the audit did not finish (its process ended without recording its end)");
   return v;

@@ -90,11 +90,20 @@ Provenance local_provenance(const std::string& executable, const std::string& au
   return p;
 }
 
-bool run_cells(const std::vector<Cell>& cells, const std::map<std::string, int>& positions, const RunConfig& config,
-               History& history, int64_t id, const RunObserver& observer) {
+namespace {
+
+// The cells of one audit run: what each one's result starts as, and where it goes when it ends.
+struct CellRun {
+  const std::vector<Cell>& cells;
+  const std::map<std::string, int>& positions;
+  const RunConfig& config;
+  History& history;
+  int64_t id;
+  const RunObserver& observer;
   size_t done = 0;
-  auto base = [&](size_t i) { return fmt::format("{}/cell-{}", config.temp_dir, i); };
-  auto start_result = [&](size_t i) {
+
+  std::string base(size_t i) const { return fmt::format("{}/cell-{}", config.temp_dir, i); }
+  CellResult start_result(size_t i) const {
     const Cell& c = cells[i];
     CellResult res;
     res.position = positions.at(c.key);
@@ -105,8 +114,8 @@ bool run_cells(const std::vector<Cell>& cells, const std::map<std::string, int>&
     res.expect = c.expect;
     res.tolerance = c.tolerance;
     return res;
-  };
-  auto record = [&](CellResult& res, const std::string& err_text, const std::string& out_text) {
+  }
+  void record(const CellResult& res, const std::string& err_text, const std::string& out_text) {
     if (!config.keep_dir.empty()) {
       const std::string name = fmt::format("{}/cell-{}", config.keep_dir, res.position);
       if (!err_text.empty()) files::write_file_atomically(name + ".err", err_text, "kept cell output");
@@ -115,26 +124,9 @@ bool run_cells(const std::vector<Cell>& cells, const std::map<std::string, int>&
     history.add_cell(id, res);
     ++done;
     if (observer.finished) observer.finished(res, done);
-  };
-  ProcessPool pool({config.jobs, config.timeout_s, 5.0});
-  ProcessPool::Callbacks cb;
-  cb.spec = [&](size_t i) {
-    const Cell& c = cells[i];
-    std::vector<std::string> argv{config.executable};
-    auto dash = std::find(c.args.begin(), c.args.end(), "--");
-    argv.insert(argv.end(), c.args.begin(), dash);
-    argv.insert(argv.end(), {"--json", base(i) + ".json"});
-    argv.insert(argv.end(), dash, c.args.end());
-    return ProcessSpec{argv, {{"NO_COLOR", "1"}}, c.cwd};
-  };
-  cb.start_failed = [&](size_t i, const CommandError& e) {
-    CellResult res = start_result(i);
-    res.verdict = "failed";
-    res.exit_code = to_int(ExitCode::usage);
-    res.error = e.what();
-    record(res, std::string(e.what()) + "\n", "");
-  };
-  cb.finished = [&](const ProcessPool::Finished& f) {
+  }
+  // A finished check: its JSON report read into the result, or why it failed.
+  CellResult result_of(const ProcessPool::Finished& f) const {
     CellResult res = start_result(f.index);
     res.seconds = f.seconds;
     res.exit_code = f.status.shell_code();
@@ -142,8 +134,8 @@ bool run_cells(const std::vector<Cell>& cells, const std::map<std::string, int>&
     const std::string why = reason(f.process->stderr_tail());
     if (f.status.timed_out) {
       res.verdict = "failed";
-      res.error = fmt::format("timed out after {:g} s (stopped); raise --timeout, or lower the cell's steps",
-                              config.timeout_s);
+      res.error =
+          fmt::format("timed out after {:g} s (stopped); raise --timeout, or lower the cell's steps", config.timeout_s);
     } else if (f.status.exited && (f.status.code == 0 || f.status.code == 1) && files::exists(report)) {
       try {
         read_check_report(files::read_text(report, "cell report"), res);
@@ -156,14 +148,59 @@ bool run_cells(const std::vector<Cell>& cells, const std::map<std::string, int>&
       res.error = why.empty() ? f.status.describe() : fmt::format("{} ({})", why, f.status.describe());
     }
     if (!config.keep_dir.empty() && files::exists(report))
-      files::copy_file_atomically(report, fmt::format("{}/cell-{}.json", config.keep_dir, res.position), "kept cell report");
-    record(res, f.process->stderr_tail().text(), f.process->stdout_tail().text());
+      files::copy_file_atomically(report, fmt::format("{}/cell-{}.json", config.keep_dir, res.position),
+                                  "kept cell report");
+    return res;
+  }
+};
+
+}  // namespace
+
+AuditInfo new_audit(const AuditSpec& spec, const std::string& shard, size_t planned, const std::string& executable) {
+  char buf[PATH_MAX];
+  const std::string file = spec.path;
+  const std::string dir = realpath(files::parent_dir(file).c_str(), buf) ? std::string(buf) : files::parent_dir(file);
+  AuditInfo info;
+  info.name = spec.name;
+  info.audit_file = realpath(file.c_str(), buf) ? std::string(buf) : file;
+  info.started_at = utc_now();
+  info.shard = shard;
+  info.cells_planned = static_cast<int>(planned);
+  info.cells_total = static_cast<int>(spec.cells.size());
+  info.thresholds = spec.thresholds;
+  info.provenance = local_provenance(executable, dir);
+  return info;
+}
+
+bool run_cells(const std::vector<Cell>& cells, const std::map<std::string, int>& positions, const RunConfig& config,
+               History& history, int64_t id, const RunObserver& observer) {
+  CellRun run{cells, positions, config, history, id, observer};
+  ProcessPool pool({config.jobs, config.timeout_s, 5.0});
+  ProcessPool::Callbacks cb;
+  cb.spec = [&](size_t i) {
+    const Cell& c = cells[i];
+    std::vector<std::string> argv{config.executable};
+    auto dash = std::find(c.args.begin(), c.args.end(), "--");
+    argv.insert(argv.end(), c.args.begin(), dash);
+    argv.insert(argv.end(), {"--json", run.base(i) + ".json"});
+    argv.insert(argv.end(), dash, c.args.end());
+    return ProcessSpec{argv, {{"NO_COLOR", "1"}}, c.cwd};
+  };
+  cb.start_failed = [&](size_t i, const CommandError& e) {
+    CellResult res = run.start_result(i);
+    res.verdict = "failed";
+    res.exit_code = to_int(ExitCode::usage);
+    res.error = e.what();
+    run.record(res, std::string(e.what()) + "\n", "");
+  };
+  cb.finished = [&](const ProcessPool::Finished& f) {
+    run.record(run.result_of(f), f.process->stderr_tail().text(), f.process->stdout_tail().text());
   };
   cb.tick = [&](const std::vector<std::pair<size_t, double>>& now) {
     if (!observer.tick) return;
     std::vector<std::string> names;
     for (const auto& [i, s] : now) names.push_back(fmt::format("{} [{}]", cells[i].model, cells[i].column));
-    observer.tick(done, names);
+    observer.tick(run.done, names);
   };
   cb.tick_s = 0.05;
   try {
@@ -191,13 +228,15 @@ int64_t merge_shards(const std::vector<std::string>& shards, History& history, c
     if (!seen.insert(real).second) throw UsageError(fmt::format("shard '{}' is given twice", path));
     auto h = History::open(path, false);
     auto ids = h->audits();
-    if (ids.empty()) throw InputError(fmt::format("shard database '{}' holds no audit; pass the --db of a shard's audit", path));
+    if (ids.empty())
+      throw InputError(fmt::format("shard database '{}' holds no audit; pass the --db of a shard's audit", path));
     Shard s;
     s.info = h->audit(ids.back());
     s.cells = h->cells(ids.back());
     if (s.info.shard.empty()) {
       if (shards.size() > 1)
-        throw InputError(fmt::format("'{}': its latest audit is not a shard (run with --shard I/N); merge shards only", path));
+        throw InputError(
+            fmt::format("'{}': its latest audit is not a shard (run with --shard I/N); merge shards only", path));
     } else {
       auto [i, n] = parse_shard(s.info.shard);
       s.index = i, s.count = n;
@@ -208,10 +247,10 @@ int64_t merge_shards(const std::vector<std::string>& shards, History& history, c
   std::set<int> indices;
   for (const auto& p : parts) {
     if (p.info.name != first.info.name || p.count != first.count || p.info.cells_total != first.info.cells_total)
-      throw InputError(fmt::format("the shards are of different audits: '{}' ({} cells, {} shards) and '{}' ({} cells, {} "
-                                   "shards); merge the shards of one audit",
-                                   first.info.name, first.info.cells_total, first.count, p.info.name, p.info.cells_total,
-                                   p.count));
+      throw InputError(
+          fmt::format("the shards are of different audits: '{}' ({} cells, {} shards) and '{}' ({} cells, {} "
+                      "shards); merge the shards of one audit",
+                      first.info.name, first.info.cells_total, first.count, p.info.name, p.info.cells_total, p.count));
     if (!indices.insert(p.index).second)
       throw InputError(fmt::format("shard {}/{} is given twice; pass each shard's database once", p.index, p.count));
   }

@@ -1,4 +1,3 @@
-#include "reprocheck/protocol.h"
 #include "reprocheck/compare.h"
 
 #include <fmt/format.h>
@@ -7,14 +6,16 @@
 #include <algorithm>
 #include <cstring>
 #include <future>
-#include <nlohmann/json.hpp>
-#include <memory>
 #include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <unordered_map>
 
+#include "compare_notes.h"
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
+#include "reprocheck/protocol.h"
 
 namespace reprocheck {
 
@@ -84,36 +85,6 @@ const PairComparison* Comparison::headline() const {
   }
   return best;
 }
-
-// For a distributed run: whether the rank of the first divergence diverged alone, the others only
-// later (through the ranks' communication), said as a note.
-std::string rank_alone_note(const Comparison& c) {
-  const PairComparison* h = c.headline();
-  if (!h || h->rank_firsts.empty()) return "";
-  const TensorDiff& first = h->diffs[*h->first];
-  std::vector<std::string> later;
-  for (const auto& [rank, i] : h->rank_firsts) {
-    if (rank == first.ref.rank) continue;
-    const TensorDiff& d = h->diffs[i];
-    if (d.when.step == first.when.step && d.when.phase == first.when.phase) return "";  // not alone
-    later.push_back(fmt::format("rank {} from step {} ({}) on", rank, d.ref.step, to_string(d.ref.phase)));
-  }
-  int ranks = 0;
-  try {
-    ranks = std::stoi(c.attribute(attr::kRanks));
-  } catch (const std::exception&) {
-  }
-  if (later.empty() && ranks <= 1) return "";
-  return fmt::format(
-      "rank {} alone diverged first (step {}, {}){}: the cause is local to rank {}; look at what that rank does "
-      "differently (its seed, its data, rank-dependent code)",
-      first.ref.rank, first.ref.step, to_string(first.ref.phase),
-      later.empty() ? "; no other rank diverged"
-                    : fmt::format("; the others only later, {}, through the ranks' communication",
-                                  fmt::join(later, ", ")),
-      first.ref.rank);
-}
-
 
 const char* to_string(Verdict v) {
   switch (v) {
@@ -314,7 +285,8 @@ void compare_data(std::vector<TensorDiff>& all, const std::vector<size_t>& rows,
     if (std::memcmp(current.ref.data(), current.other.data(), current.ref.size()) == 0) {
       diff.status = Status::match;
     } else {
-      diff.stats = diff_stats(diff.ref.dtype, current.ref.data(), current.other.data(), diff.ref.numel, options.tolerance);
+      diff.stats =
+          diff_stats(diff.ref.dtype, current.ref.data(), current.other.data(), diff.ref.numel, options.tolerance);
       diff.status = diff.stats.mismatched > 0 ? Status::values_differ : Status::close;
       if (diff.status == Status::values_differ) describe_integers(diff, current.ref.data(), current.other.data());
     }
@@ -375,7 +347,8 @@ PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, cons
   // against one with it: the state is left out of the comparison, with a note, instead of every
   // row of it counting as missing.
   auto has_optim = [](const DumpReader& r) {
-    return std::any_of(r.index().begin(), r.index().end(), [](const TensorMeta& m) { return m.kind == Kind::optim_state; });
+    return std::any_of(r.index().begin(), r.index().end(),
+                       [](const TensorMeta& m) { return m.kind == Kind::optim_state; });
   };
   pair.skipped_optim_state = has_optim(ref) != has_optim(other);
   Pending pending;
@@ -386,79 +359,52 @@ PairComparison compare_pair(const DumpReader& ref, const DumpReader& other, cons
   return pair;
 }
 
-// What the runs could not see: notes about the capture and the run options that cannot reach
-// the model, so that a REPRODUCIBLE verdict is not read as more than it is.
-void add_capture_notes(Comparison& c, const std::vector<std::unique_ptr<DumpReader>>& readers) {
-  const DumpReader& ref = *readers[0];
-  bool all_random = true, any_draw = false;
+}  // namespace
+
+namespace {
+
+// Every dump compared with itself matches: pairing cannot invent a divergence (checked when the
+// test suite asks for the invariants).
+void check_self_comparisons(const Readers& readers, CompareOptions opt) {
+  opt.max_step = 1 << 30;
   for (const auto& r : readers) {
-    all_random &= r->attribute(attr::kSeedMode) == "random";
-    any_draw |= r->attribute(attr::kModelRngDraws, "1") != "0";
-  }
-  if (all_random && !any_draw)
-    c.notes.push_back("--seed random does not reach this model: it drew no random numbers (no dropout, no "
-                      "initialization under the seed), so equal runs say nothing about seeding");
-  if (auto n = ref.attribute(attr::kEvalFrozenOps); !n.empty())
-    c.notes.push_back(fmt::format("{} dropout or normalization op(s) have training switched off in the graph (a "
-                                  "model traced in eval mode): --mode train does not reach them; trace it in "
-                                  "train mode, or script it",
-                                  n));
-  if (auto recipe = ref.attribute(attr::kLossRecipe); !recipe.empty() && ref.attribute(attr::kLossRecipeNote) == "1")
-    c.notes.push_back("trained on: " + recipe);
-  if (auto n = ref.attribute(attr::kIgnoredOutputs); !n.empty())
-    c.notes.push_back(fmt::format("the model returns {} more output(s) that the loss ignores (such as auxiliary "
-                                  "heads): only the first output is trained, so their gradients are not checked; "
-                                  "train on all with --output-weights (e.g. 1,0.3,0.3)",
-                                  n));
-  for (size_t i = 0; i < readers.size(); ++i) {
-    auto steps = readers[i]->attribute(attr::kNonfiniteLoss);
-    if (steps.empty() || !json_depth_within(steps, kMaxJsonDepth)) continue;
-    try {
-      auto j = nlohmann::json::parse(steps);
-      std::vector<int> list;
-      for (const auto& s : j) list.push_back(s.get<int>());
-      if (list.empty()) continue;
-      c.notes.push_back(fmt::format("the loss was NaN or Inf at step(s) {} of run {}: a check of a training that "
-                                    "has diverged numerically says little; lower the learning rate, or look at the "
-                                    "data and the loss",
-                                    fmt::join(list, ", "), i));
-      break;
-    } catch (const nlohmann::json::exception&) {
-    }
-  }
-  if (ref.attribute(attr::kLayerFallback) == "leaf")
-    c.notes.push_back("the model has no conv, dropout or batch-norm layer: every leaf layer was tapped instead");
-  if (auto notes = ref.attribute(attr::kCaptureNotes); !notes.empty() && json_depth_within(notes, kMaxJsonDepth)) {
-    try {
-      for (const auto& note : nlohmann::json::parse(notes)) c.notes.push_back(note.get<std::string>());
-    } catch (const nlohmann::json::exception&) {
-    }
+    PairComparison self = compare_pair(*r, *r, opt);
+    if (self.has_divergence() || self.compared != static_cast<int64_t>(r->index().size()))
+      throw RunError(fmt::format(
+          "invariant broken: dump '{}' compared with itself {}", r->path(),
+          self.has_divergence() ? "diverges at " + self.diffs[*self.first].ref.key() : "left tensors unpaired"));
   }
 }
 
-// Runs with different seeds whose tensors all matched: a few random elements coincide often.
-void add_seed_note(Comparison& c, const std::vector<std::unique_ptr<DumpReader>>& readers) {
-  if (c.divergent()) return;
-  const PairComparison* seeds = nullptr;
-  for (const auto& p : c.pairs)
-    for (const auto& [k, v] : p.knob_diffs)
-      if (k == "seed_value") seeds = &p;
-  if (!seeds) return;
-  bool draws = false;
-  for (const auto& r : readers) draws |= r->attribute(attr::kModelRngDraws, "1") != "0";
-  if (!draws) return;  // the note that the seed does not reach the model says it
-  std::string seed_values;
-  for (const auto& [k, v] : seeds->knob_diffs)
-    if (k == "seed_value") seed_values = v;
-  const std::string elements = c.attribute(attr::kDropoutElements);
-  std::string drawn = elements.empty() || elements == "0"
-                          ? "the model draws few random numbers where they change what is recorded"
-                          : fmt::format("the model's dropout layers drew {} random element(s) over {} step(s)",
-                                        elements, c.attribute(attr::kSteps));
-  c.notes.push_back(fmt::format("the runs used different seeds ({}) and still every tensor matched: {}, and with so "
-                                "few, different seeds often give the same masks; check with more runs (--runs 5) or "
-                                "more steps before trusting that the seed is not needed",
-                                seed_values, drawn));
+// The reference against one other run: its pair, the run options that differ, the notes it calls for.
+PairComparison compare_with_reference(Comparison& c, const DumpReader& ref, const DumpReader& other, int run,
+                                      const CompareOptions& opt) {
+  if (ref.attribute(attr::kModelSignature) != other.attribute(attr::kModelSignature)) {
+    if (!opt.allow_other_model)
+      throw InputError(fmt::format(
+          "dumps of different models: '{}' records {} (signature {}), '{}' records {} (signature {}); compare dumps "
+          "of the same model",
+          ref.path(), ref.attribute(attr::kModel), ref.attribute(attr::kModelSignature), other.path(),
+          other.attribute(attr::kModel), other.attribute(attr::kModelSignature)));
+    add_once(c.notes,
+             fmt::format("the model changed since '{}' was recorded (signature {} vs {}): tensors are paired "
+                         "by layer name",
+                         ref.path(), ref.attribute(attr::kModelSignature), other.attribute(attr::kModelSignature)));
+  }
+  PairComparison pc = compare_pair(ref, other, opt);
+  pc.other_run = run;
+  if (pc.skipped_optim_state)
+    add_once(c.notes,
+             "one of the dumps records no optimizer state (an older reprocheck): the optimizer state is not compared");
+  auto ref_opts = run_option_strings(ref), other_opts = run_option_strings(other);
+  std::set<std::string> keys;
+  for (const auto& [k, v] : ref_opts) keys.insert(k);
+  for (const auto& [k, v] : other_opts) keys.insert(k);
+  for (const auto& k : keys) {
+    auto va = ref_opts.count(k) ? ref_opts[k] : "-", vb = other_opts.count(k) ? other_opts[k] : "-";
+    if (va != vb) pc.knob_diffs.emplace_back(k, fmt::format("{} vs {}", va, vb));
+  }
+  return pc;
 }
 
 }  // namespace
@@ -472,46 +418,13 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
   // here.
   if (options.verify_data)
     for (const auto& r : runs) DumpReader::check_isolated(r, options.read_timeout_s);
-  std::vector<std::unique_ptr<DumpReader>> readers;
+  Readers readers;
   for (const auto& r : runs) readers.push_back(std::make_unique<DumpReader>(r));
   const DumpReader& ref = *readers[0];
   c.ref_attributes = ref.attributes();
-  auto device_type = [](const DumpReader& r) {
-    std::string d = r.attribute(attr::kDevice);
-    return d.substr(0, d.find(':'));
-  };
-  CompareOptions opt = options;
-  for (const auto& r : readers) {
-    if (device_type(*r) == device_type(ref)) continue;
-    if (!opt.tolerance_explicit && opt.tolerance.mode == Tolerance::Mode::bitwise) {
-      opt.tolerance = Tolerance::torch_presets();
-      c.notes.push_back(fmt::format(
-          "runs on different devices ({} vs {}): bitwise equality is not expected across devices, so tensors are "
-          "compared with torch's per-dtype tolerances (pass --atol/--rtol or --tolerance bitwise to choose)",
-          ref.attribute(attr::kDevice), r->attribute(attr::kDevice)));
-    } else {
-      c.notes.push_back(
-          fmt::format("runs on different devices ({} vs {}): bitwise equality is not expected across "
-                      "devices",
-                      ref.attribute(attr::kDevice), r->attribute(attr::kDevice)));
-    }
-    break;
-  }
+  const CompareOptions opt = device_tolerance(c, readers, options);
   c.tolerance = opt.tolerance;
   add_capture_notes(c, readers);
-  if (auto n = ref.attribute(attr::kUninitializedOpsNotRecorded); !n.empty())
-    c.notes.push_back(fmt::format("{} op output(s) uninitialized by contract (aten::empty and its kin) were not "
-                                  "recorded and are not compared",
-                                  n));
-  for (size_t i = 0; i < readers.size(); ++i) {
-    auto text = readers[i]->attribute(attr::kReplicaNotes);
-    if (text.empty() || !json_depth_within(text, kMaxJsonDepth)) continue;
-    try {
-      for (const auto& note : nlohmann::json::parse(text)) c.notes.push_back(fmt::format("run {}: {}", i, note.get<std::string>()));
-    } catch (const nlohmann::json::exception&) {
-    }
-  }
-  c.tensors = 0;
   c.max_step = options.max_step;
   for (const auto& m : ref.index()) c.tensors += m.step <= options.max_step ? 1 : 0;
   for (const auto& r : readers)
@@ -521,50 +434,9 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
     c.ref_options = from_json(ref.attribute(attr::kRunOptions, "{}"));
   } catch (const InputError&) {
   }
-  if (invariants_checked()) {
-    // Every dump compared with itself matches: pairing cannot invent a divergence.
-    for (const auto& r : readers) {
-      CompareOptions whole = opt;
-      whole.max_step = 1 << 30;
-      PairComparison self = compare_pair(*r, *r, whole);
-      if (self.has_divergence() || self.compared != static_cast<int64_t>(r->index().size()))
-        throw RunError(fmt::format("invariant broken: dump '{}' compared with itself {}", r->path(),
-                                   self.has_divergence() ? "diverges at " + self.diffs[*self.first].ref.key()
-                                                         : "left tensors unpaired"));
-    }
-  }
-  auto ref_opts = run_option_strings(ref);
-  for (size_t i = 1; i < readers.size(); ++i) {
-    const DumpReader& other = *readers[i];
-    if (ref.attribute(attr::kModelSignature) != other.attribute(attr::kModelSignature)) {
-      if (!options.allow_other_model)
-        throw InputError(
-            fmt::format("dumps of different models: '{}' records {} (signature {}), '{}' records {} "
-                        "(signature {}); compare dumps of the same model",
-                        ref.path(), ref.attribute(attr::kModel), ref.attribute(attr::kModelSignature), other.path(),
-                        other.attribute(attr::kModel), other.attribute(attr::kModelSignature)));
-      std::string note = fmt::format("the model changed since '{}' was recorded (signature {} vs {}): tensors are "
-                                     "paired by layer name",
-                                     ref.path(), ref.attribute(attr::kModelSignature), other.attribute(attr::kModelSignature));
-      if (std::find(c.notes.begin(), c.notes.end(), note) == c.notes.end()) c.notes.push_back(std::move(note));
-    }
-    PairComparison pc = compare_pair(ref, other, opt);
-    pc.other_run = static_cast<int>(i);
-    if (pc.skipped_optim_state) {
-      std::string note = "one of the dumps records no optimizer state (an older reprocheck): the optimizer state is "
-                         "not compared";
-      if (std::find(c.notes.begin(), c.notes.end(), note) == c.notes.end()) c.notes.push_back(std::move(note));
-    }
-    auto other_opts = run_option_strings(other);
-    std::set<std::string> keys;
-    for (const auto& [k, v] : ref_opts) keys.insert(k);
-    for (const auto& [k, v] : other_opts) keys.insert(k);
-    for (const auto& k : keys) {
-      auto va = ref_opts.count(k) ? ref_opts[k] : "-", vb = other_opts.count(k) ? other_opts[k] : "-";
-      if (va != vb) pc.knob_diffs.emplace_back(k, fmt::format("{} vs {}", va, vb));
-    }
-    c.pairs.push_back(std::move(pc));
-  }
+  if (invariants_checked()) check_self_comparisons(readers, opt);
+  for (size_t i = 1; i < readers.size(); ++i)
+    c.pairs.push_back(compare_with_reference(c, ref, *readers[i], static_cast<int>(i), opt));
   add_seed_note(c, readers);
   return c;
 }

@@ -9,9 +9,9 @@ namespace reprocheck {
 namespace {
 
 constexpr DTypeInfo kTable[] = {
-    {DType::float32, "float32", 4, true}, {DType::float64, "float64", 8, true}, {DType::float16, "float16", 2, true},
-    {DType::bfloat16, "bfloat16", 2, true}, {DType::int8, "int8", 1, false},  {DType::uint8, "uint8", 1, false},
-    {DType::int16, "int16", 2, false},     {DType::int32, "int32", 4, false},  {DType::int64, "int64", 8, false},
+    {DType::float32, "float32", 4, true},   {DType::float64, "float64", 8, true}, {DType::float16, "float16", 2, true},
+    {DType::bfloat16, "bfloat16", 2, true}, {DType::int8, "int8", 1, false},      {DType::uint8, "uint8", 1, false},
+    {DType::int16, "int16", 2, false},      {DType::int32, "int32", 4, false},    {DType::int64, "int64", 8, false},
     {DType::bool_, "bool", 1, false},
 };
 
@@ -42,8 +42,8 @@ std::string dtype_list(bool floating_only) {
 
 DType dtype_from_name(const std::string& name) {
   if (auto d = parse_dtype(name)) return *d;
-  throw InputError(fmt::format("unsupported tensor dtype '{}': reprocheck stores {}; convert the tensor or skip its layer",
-                               name, dtype_list()));
+  throw InputError(fmt::format(
+      "unsupported tensor dtype '{}': reprocheck stores {}; convert the tensor or skip its layer", name, dtype_list()));
 }
 
 size_t dtype_size(const std::string& name) { return dtype_info(dtype_from_name(name)).size; }

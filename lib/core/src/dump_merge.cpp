@@ -3,9 +3,9 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "reprocheck/protocol.h"
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
+#include "reprocheck/protocol.h"
 
 namespace reprocheck {
 
@@ -22,9 +22,10 @@ std::vector<std::string> replica_disagreements(const DumpReader& rank0, const Du
     if (m.phase != Phase::after_step || m.kind != Kind::param || m.step == reported_step) continue;
     auto it = theirs.find(m.key());
     if (it == theirs.end() || it->second->hash == m.hash) continue;
-    notes.push_back(fmt::format("replicas disagree after step {}: rank {}'s {} differs from rank 0's (DDP keeps "
-                                "replicas identical: look for rank-dependent code or unsynchronized buffers)",
-                                m.step, rank, m.tensor_name()));
+    notes.push_back(
+        fmt::format("replicas disagree after step {}: rank {}'s {} differs from rank 0's (DDP keeps "
+                    "replicas identical: look for rank-dependent code or unsynchronized buffers)",
+                    m.step, rank, m.tensor_name()));
     reported_step = m.step;
   }
   return notes;

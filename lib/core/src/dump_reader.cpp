@@ -2,9 +2,8 @@
 // sizes, the index's type and each row (dtype, shape against the element count, order), and each
 // tensor's dataset (shape, type, byte order) and data (against its stored hash). A damaged dump is
 // an InputError naming the file and the tensor, never a verdict.
-#include <fmt/format.h>
-
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -17,11 +16,11 @@
 #include <thread>
 
 #include "dump_hdf5.h"
-#include "reprocheck/protocol.h"
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
-#include "reprocheck/subprocess.h"
 #include "reprocheck/interrupt.h"
+#include "reprocheck/protocol.h"
+#include "reprocheck/subprocess.h"
 
 namespace reprocheck {
 
@@ -95,7 +94,8 @@ std::string check_row(const TensorMeta& m, size_t row) {
     numel *= d;
   }
   if (numel != m.numel) return fmt::format("index row {} has {} elements for shape of {}", row, m.numel, numel);
-  if (!m.has_data() && m.dataset != kHashOnlyXxh3 && m.dataset != kHashOnlyWords) return fmt::format("index row {} names dataset '{}'", row, m.dataset);
+  if (!m.has_data() && m.dataset != kHashOnlyXxh3 && m.dataset != kHashOnlyWords)
+    return fmt::format("index row {} names dataset '{}'", row, m.dataset);
   return "";
 }
 
@@ -122,14 +122,86 @@ struct DumpReader::Impl {
 
 DumpReader::~DumpReader() = default;
 
+namespace {
+
+// The index rows, each checked (known phase, kind and dtype, a shape whose product is numel, order
+// equal to the row). Throws InputError for a damaged index.
+std::vector<TensorMeta> read_index(hid_t file, const std::string& path_) {
+  std::vector<TensorMeta> out;
+  auto damaged = [&](const std::string& why) {
+    return InputError(fmt::format("dump '{}' is damaged: {}; record it again", path_, why));
+  };
+  Handle ds(H5Dopen2(file, "index", H5P_DEFAULT), H5Dclose);
+  if (!ds.ok())
+    throw InputError(fmt::format("cannot read dump '{}': it has no index (incomplete file?); record it again", path_));
+  Handle file_type(H5Dget_type(ds), H5Tclose);
+  Handle space(H5Dget_space(ds), H5Sclose);
+  if (!file_type.ok() || H5Tget_class(file_type) != H5T_COMPOUND || !space.ok() ||
+      H5Sget_simple_extent_ndims(space) != 1)
+    throw damaged("its index is not a table of tensors");
+  const hssize_t n = H5Sget_simple_extent_npoints(space);
+  if (n < 0 || n > kMaxRows) throw damaged(fmt::format("its index claims {} tensors", n));
+  std::vector<hdf5::IndexRow> rows(static_cast<size_t>(n));
+  Handle type = hdf5::index_type();
+  if (n > 0 && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows.data()) < 0)
+    throw damaged(fmt::format("cannot read its index: {}", hdf5::last_error()));
+  out.reserve(rows.size());
+  auto text = [](const char* p) { return p ? sanitize_text(p) : std::string(); };
+  std::string bad;
+  for (const auto& r : rows) {
+    TensorMeta m;
+    m.order = r.order;
+    m.step = r.step;
+    auto phase = parse_phase(text(r.phase));
+    auto kind = parse_kind(text(r.kind));
+    if (!phase || !kind) {
+      bad = fmt::format("index row {} has unknown {} '{}'", out.size(), phase ? "kind" : "phase",
+                        phase ? text(r.kind) : text(r.phase));
+      break;
+    }
+    m.phase = *phase;
+    m.kind = *kind;
+    m.layer = text(r.layer);
+    m.layer_type = text(r.layer_type);
+    m.name = text(r.name);
+    m.call = r.call;
+    m.dtype = text(r.dtype);
+    const auto* dims = static_cast<const int64_t*>(r.shape.p);
+    if (r.shape.len > static_cast<size_t>(kMaxRank) || (r.shape.len > 0 && !dims)) {
+      bad = fmt::format("index row {} has a broken shape", out.size());
+      break;
+    }
+    if (dims) m.shape.assign(dims, dims + r.shape.len);
+    m.numel = r.numel;
+    m.hash = r.hash;
+    m.input_hash = r.input_hash;
+    m.has_input_hash = r.has_input_hash != 0;
+    m.dataset = text(r.dataset);
+    if (bad = check_row(m, out.size()); !bad.empty()) break;
+    out.push_back(std::move(m));
+  }
+  if (n > 0) {
+#if H5_VERSION_GE(1, 12, 0)
+    H5Treclaim(type, space, H5P_DEFAULT, rows.data());
+#else
+    H5Dvlen_reclaim(type, space, H5P_DEFAULT, rows.data());
+#endif
+  }
+  if (!bad.empty()) throw damaged(bad);
+  return out;
+}
+
+}  // namespace
+
 DumpReader::DumpReader(std::string path) : impl_(std::make_unique<Impl>()), path_(std::move(path)) {
   hdf5::quiet();
   if (!files::exists(path_))
     throw InputError(fmt::format("cannot read dump '{}': no such file; check the path", path_));
   if (!files::is_regular(path_))
-    throw InputError(fmt::format("cannot read dump '{}': not a regular file (a folder, FIFO or device); pass a "
-                                 "dump written by 'reprocheck record'",
-                                 path_));
+    throw InputError(
+        fmt::format("cannot read dump '{}': not a regular file (a folder, FIFO or device); pass a "
+                    "dump written by 'reprocheck record'",
+                    path_));
   if (H5Fis_hdf5(path_.c_str()) <= 0)
     throw InputError(
         fmt::format("cannot read dump '{}': not an HDF5 file; pass a dump written by 'reprocheck record'", path_));
@@ -149,9 +221,10 @@ DumpReader::DumpReader(std::string path) : impl_(std::make_unique<Impl>()), path
   for (const char* name : {"format_version", "tensor_count", "seed", "data_seed", "steps", "threads", "ranks",
                            "benchmark", "model_rng_draws", "dropout_elements"})
     if (attributes_.count(name) && !attrs.integers.count(name))
-      throw InputError(fmt::format("cannot read dump '{}': its attribute '{}' is text, where a dump holds an integer; "
-                                   "pass a dump written by reprocheck (record it again)",
-                                   path_, name));
+      throw InputError(
+          fmt::format("cannot read dump '{}': its attribute '{}' is text, where a dump holds an integer; "
+                      "pass a dump written by reprocheck (record it again)",
+                      path_, name));
   const std::string version = attribute(attr::kFormatVersion, "?");
   version_ = version == std::to_string(kDumpFormatVersion) ? kDumpFormatVersion : -1;
   if (version_ != kDumpFormatVersion)
@@ -160,66 +233,7 @@ DumpReader::DumpReader(std::string path) : impl_(std::make_unique<Impl>()), path
                     "record it again or use the reprocheck that wrote it",
                     path_, version, kDumpFormatVersion));
 
-  auto damaged = [&](const std::string& why) {
-    return InputError(fmt::format("dump '{}' is damaged: {}; record it again", path_, why));
-  };
-  Handle ds(H5Dopen2(impl_->file, "index", H5P_DEFAULT), H5Dclose);
-  if (!ds.ok())
-    throw InputError(fmt::format("cannot read dump '{}': it has no index (incomplete file?); record it again", path_));
-  Handle file_type(H5Dget_type(ds), H5Tclose);
-  Handle space(H5Dget_space(ds), H5Sclose);
-  if (!file_type.ok() || H5Tget_class(file_type) != H5T_COMPOUND || !space.ok() ||
-      H5Sget_simple_extent_ndims(space) != 1)
-    throw damaged("its index is not a table of tensors");
-  const hssize_t n = H5Sget_simple_extent_npoints(space);
-  if (n < 0 || n > kMaxRows) throw damaged(fmt::format("its index claims {} tensors", n));
-  std::vector<hdf5::IndexRow> rows(static_cast<size_t>(n));
-  Handle type = hdf5::index_type();
-  if (n > 0 && H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, rows.data()) < 0)
-    throw damaged(fmt::format("cannot read its index: {}", hdf5::last_error()));
-  index_.reserve(rows.size());
-  auto text = [](const char* p) { return p ? sanitize_text(p) : std::string(); };
-  std::string bad;
-  for (const auto& r : rows) {
-    TensorMeta m;
-    m.order = r.order;
-    m.step = r.step;
-    auto phase = parse_phase(text(r.phase));
-    auto kind = parse_kind(text(r.kind));
-    if (!phase || !kind) {
-      bad = fmt::format("index row {} has unknown {} '{}'", index_.size(), phase ? "kind" : "phase",
-                        phase ? text(r.kind) : text(r.phase));
-      break;
-    }
-    m.phase = *phase;
-    m.kind = *kind;
-    m.layer = text(r.layer);
-    m.layer_type = text(r.layer_type);
-    m.name = text(r.name);
-    m.call = r.call;
-    m.dtype = text(r.dtype);
-    const auto* dims = static_cast<const int64_t*>(r.shape.p);
-    if (r.shape.len > static_cast<size_t>(kMaxRank) || (r.shape.len > 0 && !dims)) {
-      bad = fmt::format("index row {} has a broken shape", index_.size());
-      break;
-    }
-    if (dims) m.shape.assign(dims, dims + r.shape.len);
-    m.numel = r.numel;
-    m.hash = r.hash;
-    m.input_hash = r.input_hash;
-    m.has_input_hash = r.has_input_hash != 0;
-    m.dataset = text(r.dataset);
-    if (bad = check_row(m, index_.size()); !bad.empty()) break;
-    index_.push_back(std::move(m));
-  }
-  if (n > 0) {
-#if H5_VERSION_GE(1, 12, 0)
-    H5Treclaim(type, space, H5P_DEFAULT, rows.data());
-#else
-    H5Dvlen_reclaim(type, space, H5P_DEFAULT, rows.data());
-#endif
-  }
-  if (!bad.empty()) throw damaged(bad);
+  index_ = read_index(impl_->file, path_);
   if (attributes_.count("ranks"))
     for (auto& m : index_) m.rank = rank_of_layer(m.layer);
 }
@@ -244,9 +258,10 @@ CheckedDataset open_checked(hid_t file, const TensorMeta& meta, const std::strin
                                   meta.tensor_name(), meta.dataset, why));
   };
   if (!meta.has_data())
-    throw InputError(fmt::format("dump '{}' records only the hash of tensor '{}', not its data; record it again "
-                                 "with full capture",
-                                 path, meta.tensor_name()));
+    throw InputError(
+        fmt::format("dump '{}' records only the hash of tensor '{}', not its data; record it again "
+                    "with full capture",
+                    path, meta.tensor_name()));
   const DType dtype = dtype_from_name(meta.dtype);
   if (H5Lexists(file, meta.dataset.c_str(), H5P_DEFAULT) <= 0) throw damaged("is missing");
   CheckedDataset d{Handle(H5Dopen2(file, meta.dataset.c_str(), H5P_DEFAULT), H5Dclose), Handle()};
@@ -286,8 +301,9 @@ void DumpReader::read_into(const TensorMeta& meta, void* out, size_t nbytes) con
     throw InputError(fmt::format("dump '{}' is damaged: tensor '{}' ({}) cannot be read: {}; record it again", path_,
                                  meta.tensor_name(), meta.dataset, hdf5::last_error()));
   if (hash_bytes(out, nbytes) != meta.hash)
-    throw InputError(fmt::format("dump '{}' is damaged: tensor '{}' ({}) does not match its stored hash; record it again",
-                                 path_, meta.tensor_name(), meta.dataset));
+    throw InputError(
+        fmt::format("dump '{}' is damaged: tensor '{}' ({}) does not match its stored hash; record it again", path_,
+                    meta.tensor_name(), meta.dataset));
 }
 
 void DumpReader::verify() const {
@@ -320,14 +336,14 @@ void DumpReader::check_isolated(const std::string& path, double timeout_s) {
     case IsolatedOutcome::Kind::failed:
       throw InputError(outcome.message);
     case IsolatedOutcome::Kind::timed_out:
-      throw InputError(fmt::format("dump '{}' is damaged: reading it did not finish in {:g} s; record it again", path,
-                                   timeout_s));
+      throw InputError(
+          fmt::format("dump '{}' is damaged: reading it did not finish in {:g} s; record it again", path, timeout_s));
     case IsolatedOutcome::Kind::crashed:
       break;
   }
-  throw InputError(fmt::format("dump '{}' is damaged: the HDF5 library {} reading it; record it again", path,
-                               outcome.signal ? fmt::format("crashed (signal {})", outcome.signal)
-                                              : std::string("failed")));
+  throw InputError(
+      fmt::format("dump '{}' is damaged: the HDF5 library {} reading it; record it again", path,
+                  outcome.signal ? fmt::format("crashed (signal {})", outcome.signal) : std::string("failed")));
 }
 
 bool DumpReader::hashes_only() const {

@@ -6,9 +6,9 @@
 #include <unordered_set>
 
 #include "dump_hdf5.h"
-#include "reprocheck/protocol.h"
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
+#include "reprocheck/protocol.h"
 
 namespace reprocheck {
 

@@ -4,11 +4,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <set>
 #include <thread>
-#include <cstdio>
-#include <cstdlib>
 
 #include "reprocheck/interrupt.h"
 

@@ -1,9 +1,9 @@
 #include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
-#include <stdio.h>
 #include <fmt/format.h>
 #include <ftw.h>
+#include <signal.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -48,14 +48,14 @@ std::string read_text_or_empty(const std::string& path) {
 }
 
 std::string read_text(const std::string& path, const std::string& what) {
-  if (!exists(path))
-    throw InputError(fmt::format("cannot read {} '{}': no such file; check the path", what, path));
-  if (is_directory(path))
-    throw InputError(fmt::format("cannot read {} '{}': it is a folder; pass a file", what, path));
+  if (!exists(path)) throw InputError(fmt::format("cannot read {} '{}': no such file; check the path", what, path));
+  if (is_directory(path)) throw InputError(fmt::format("cannot read {} '{}': it is a folder; pass a file", what, path));
   if (!is_regular(path))
-    throw InputError(fmt::format("cannot read {} '{}': not a regular file (a device or a pipe); pass a file", what, path));
+    throw InputError(
+        fmt::format("cannot read {} '{}': not a regular file (a device or a pipe); pass a file", what, path));
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(fmt::format("cannot read {} '{}': {}; check its permissions", what, path, std::strerror(errno)));
+  if (!in)
+    throw InputError(fmt::format("cannot read {} '{}': {}; check its permissions", what, path, std::strerror(errno)));
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
@@ -129,9 +129,10 @@ bool take_lock(const std::string& lock) {
 DestinationLock::DestinationLock(const std::string& destination, const std::string& what) {
   std::string lock = fmt::format("{}/.{}.lock", parent_dir(destination), base_name(destination));
   if (!take_lock(lock))
-    throw InputError(fmt::format("cannot write {} '{}': another process is writing it (lock file '{}'); wait for "
-                                 "it, or choose another name",
-                                 what, destination, lock));
+    throw InputError(
+        fmt::format("cannot write {} '{}': another process is writing it (lock file '{}'); wait for "
+                    "it, or choose another name",
+                    what, destination, lock));
   lock_ = lock;
 }
 
@@ -161,9 +162,10 @@ PendingFile::PendingFile(std::string path, std::string what, bool exclusive)
     if (!take_lock(lock_)) {
       lock_.clear();
       unregister_cleanup(temp_);
-      throw InputError(fmt::format("cannot write {} '{}': another process is writing it (lock file '{}/.{}.lock'); "
-                                   "wait for it, or choose another name",
-                                   what_, path_, dir, base_name(path_)));
+      throw InputError(
+          fmt::format("cannot write {} '{}': another process is writing it (lock file '{}/.{}.lock'); "
+                      "wait for it, or choose another name",
+                      what_, path_, dir, base_name(path_)));
     }
     register_cleanup(lock_);
   }
@@ -183,9 +185,10 @@ void PendingFile::commit() {
     // Never replace a file that appeared meanwhile.
     if (renameat2(AT_FDCWD, temp_.c_str(), AT_FDCWD, path_.c_str(), RENAME_NOREPLACE) != 0) {
       if (errno == EEXIST)
-        throw InputError(fmt::format("cannot write {} '{}': it appeared while this run wrote it; the other file was "
-                                     "kept, choose another name",
-                                     what_, path_));
+        throw InputError(
+            fmt::format("cannot write {} '{}': it appeared while this run wrote it; the other file was "
+                        "kept, choose another name",
+                        what_, path_));
       if (errno != EINVAL && errno != ENOSYS)
         throw RunError(fmt::format("cannot move the finished {} to '{}': {}", what_, path_, std::strerror(errno)));
       // A file system without RENAME_NOREPLACE: link, which fails when the name exists.
@@ -244,8 +247,7 @@ void write_file_atomically(const std::string& path, const std::string& text, con
   pending.commit();
 }
 
-void copy_file_atomically(const std::string& from, const std::string& to, const std::string& what,
-                          bool exclusive) {
+void copy_file_atomically(const std::string& from, const std::string& to, const std::string& what, bool exclusive) {
   PendingFile pending(to, what, exclusive);
   int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
   int out = in < 0 ? -1 : create_temp(pending);
@@ -271,8 +273,8 @@ void copy_file_atomically(const std::string& from, const std::string& to, const 
   if (out >= 0 && !write_all_and_close(out, nullptr, 0) && ok) ok = false, saved = errno;
   errno = saved;
   if (!ok)
-    throw InputError(fmt::format("cannot write {} '{}': {}; check free space on that storage", what, to,
-                                 std::strerror(errno)));
+    throw InputError(
+        fmt::format("cannot write {} '{}': {}; check free space on that storage", what, to, std::strerror(errno)));
   pending.commit();
 }
 

@@ -1,6 +1,5 @@
 // The cause hints: one ordered rule table (the data pipeline's rules, then the model's), each rule
 // a pure function of the Evidence gathered from the comparison.
-#include "reprocheck/protocol.h"
 #include "reprocheck/hints.h"
 
 #include <fmt/format.h>
@@ -9,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "hints_evidence.h"
+#include "reprocheck/protocol.h"
 
 namespace reprocheck {
 
@@ -26,10 +26,11 @@ std::string strip_op(std::string op) {
 
 bool is_random_op(const std::string& op) {
   static const std::set<std::string> kRandom = {
-      "rand",        "randn",      "randint",     "randperm",  "rand_like",   "randn_like",   "randint_like",
-      "bernoulli",   "normal",     "uniform",     "multinomial", "exponential", "geometric",  "cauchy",
-      "log_normal",  "poisson",    "random",      "dropout",   "feature_dropout", "alpha_dropout",
-      "native_dropout", "rrelu",   "rrelu_with_noise", "_fused_dropout", "fused_dropout"};
+      "rand",           "randn",        "randint",          "randperm",        "rand_like",
+      "randn_like",     "randint_like", "bernoulli",        "normal",          "uniform",
+      "multinomial",    "exponential",  "geometric",        "cauchy",          "log_normal",
+      "poisson",        "random",       "dropout",          "feature_dropout", "alpha_dropout",
+      "native_dropout", "rrelu",        "rrelu_with_noise", "_fused_dropout",  "fused_dropout"};
   return kRandom.count(strip_op(op)) > 0;
 }
 
@@ -152,24 +153,28 @@ using P = std::optional<Proposal>;
 P data_pipeline(const Evidence& e) {
   const auto& d = e.d();
   if (e.script || (d.ref.kind != Kind::input && d.ref.kind != Kind::target)) return std::nullopt;
-  return Proposal{"data_pipeline", "data loading is not seeded",
+  return Proposal{"data_pipeline",
+                  "data loading is not seeded",
                   fmt::format("the {} batch of step {} differs before the model ran{}", to_string(d.ref.kind),
                               d.ref.step, knob_note(e, {"data_seed", "data_seed_value"})),
                   "seed the data pipeline: DataLoader(..., generator=torch.Generator().manual_seed(0), "
                   "worker_init_fn=seed_worker) with seed_worker seeding numpy and random from torch.initial_seed(), "
                   "and seed the augmentation RNGs",
-                  "--data-seed 0", ""};
+                  "--data-seed 0",
+                  ""};
 }
 
 P unseeded_init(const Evidence& e) {
   const auto& d = e.d();
   if (d.ref.phase != Phase::init) return std::nullopt;
-  return Proposal{"unseeded_init", "weight initialization is not seeded",
+  return Proposal{"unseeded_init",
+                  "weight initialization is not seeded",
                   fmt::format("the initial value of {} differs before any training step{}", d.ref.tensor_name(),
                               knob_note(e, {"seed", "seed_value", "reinit"})),
                   "call torch.manual_seed(0) before building the model: it seeds nn.init.xavier_normal_ and every "
                   "default initializer",
-                  "--seed 0 (with --reinit xavier_normal to re-initialize under it)", ""};
+                  "--seed 0 (with --reinit xavier_normal to re-initialize under it)",
+                  ""};
 }
 
 P train_eval_mode(const Evidence& e) {
@@ -183,24 +188,28 @@ P train_eval_mode(const Evidence& e) {
           x.ref.step, x.ref.layer, x.ref.name);
       break;
     }
-  return Proposal{"train_eval_mode", "train/eval mode differs between runs",
-                  fmt::format("the runs differ in mode ({}); the first divergence is {}{}", e.knob("mode"),
-                              where(e.d()), stats),
-                  "call model.train() or model.eval() the same way in every run: Dropout is active and BatchNorm "
-                  "uses and updates batch statistics only in train mode",
-                  "--mode train (or --mode eval) for every run", ""};
+  return Proposal{
+      "train_eval_mode",
+      "train/eval mode differs between runs",
+      fmt::format("the runs differ in mode ({}); the first divergence is {}{}", e.knob("mode"), where(e.d()), stats),
+      "call model.train() or model.eval() the same way in every run: Dropout is active and BatchNorm "
+      "uses and updates batch statistics only in train mode",
+      "--mode train (or --mode eval) for every run",
+      ""};
 }
 
 P dropout_mask(const Evidence& e) {
   const auto& d = e.d();
   if (d.ref.phase != Phase::forward || !e.is(d.ref, LayerCategory::dropout) || !e.source()) return std::nullopt;
-  return Proposal{"rng_not_seeded", "the RNG is not seeded",
+  return Proposal{"rng_not_seeded",
+                  "the RNG is not seeded",
                   fmt::format("the first divergence is the output of {}, whose inputs were identical: its random "
                               "mask differs{}",
                               where(d), knob_note(e, {"seed", "seed_value"})),
                   "torch.manual_seed(0) (and random.seed(0), numpy.random.seed(0)) before training: dropout masks "
                   "follow torch's RNG",
-                  "--seed 0", ""};
+                  "--seed 0",
+                  ""};
 }
 
 // A random op (op-level capture) whose inputs matched, while the global seed and torch's RNG state
@@ -218,7 +227,8 @@ P private_generator(const Evidence& e) {
     } catch (const nlohmann::json::exception&) {
     }
   }
-  return Proposal{"private_generator", "a random op draws from a generator that is not seeded",
+  return Proposal{"private_generator",
+                  "a random op draws from a generator that is not seeded",
                   fmt::format("{} is a random op ({}) whose inputs were identical and whose draws differ, while the "
                               "global seed and torch's RNG state were the same in every run: it draws from a "
                               "generator of its own, seeded from the OS (torch.Generator().seed(), or a seed from "
@@ -226,7 +236,8 @@ P private_generator(const Evidence& e) {
                               where(d), strip_op(d.ref.layer_type), private_use),
                   "seed that generator once with a fixed value: g = torch.Generator().manual_seed(0) (not g.seed(), "
                   "which draws from the OS), and pass generator=g",
-                  "-", ""};
+                  "-",
+                  ""};
 }
 
 P cudnn_autotuner(const Evidence& e) {
@@ -234,47 +245,56 @@ P cudnn_autotuner(const Evidence& e) {
   if (!e.cuda() || !(e.differs("benchmark") || e.options.benchmark) ||
       !(e.is(d.ref, LayerCategory::conv) || d.ref.layer.empty()))
     return std::nullopt;
-  return Proposal{"cudnn_autotuner", "the cuDNN autotuner picks different algorithms",
+  return Proposal{"cudnn_autotuner",
+                  "the cuDNN autotuner picks different algorithms",
                   fmt::format("the first divergence is {} on {} with cudnn.benchmark on{}", where(d), e.device,
                               knob_note(e, {"benchmark"})),
-                  "torch.backends.cudnn.benchmark = False", "drop --benchmark", ""};
+                  "torch.backends.cudnn.benchmark = False",
+                  "drop --benchmark",
+                  ""};
 }
 
 P cudnn_nondeterministic(const Evidence& e) {
   const auto& d = e.d();
   if (!e.cuda() || !e.is(d.ref, LayerCategory::conv) || !e.backward() || e.options.deterministic != "off")
     return std::nullopt;
-  return Proposal{"cudnn_nondeterministic", "cuDNN chose nondeterministic algorithms",
+  return Proposal{"cudnn_nondeterministic",
+                  "cuDNN chose nondeterministic algorithms",
                   fmt::format("the first divergence is the backward of {} on {} with cuDNN deterministic off; "
                               "convolution backward kernels accumulate with atomics",
                               where(d), e.device),
                   "torch.backends.cudnn.deterministic = True and torch.backends.cudnn.benchmark = False",
-                  "--deterministic", "--deterministic"};
+                  "--deterministic",
+                  "--deterministic"};
 }
 
 P thread_reduction(const Evidence& e) {
   const auto& d = e.d();
   if (e.cuda() || !e.differs("threads") || !(e.backward() || d.ref.phase == Phase::forward)) return std::nullopt;
-  return Proposal{"thread_reduction", "the thread count changes the order of reductions",
+  return Proposal{"thread_reduction",
+                  "the thread count changes the order of reductions",
                   fmt::format("the first divergence is {}{}; on the CPU, kernels that reduce (sums, matrix products, "
                               "normalization statistics, convolution gradients) split the work by thread, and float "
                               "addition depends on the order",
                               where(d), knob_note(e, {"threads"})),
                   "torch.set_num_threads(N) with the same N in every run (and the same "
                   "OMP_NUM_THREADS/MKL_NUM_THREADS)",
-                  "--threads 1", "--threads 1"};
+                  "--threads 1",
+                  "--threads 1"};
 }
 
 // Whenever the seeds differed, the seed is named, alongside whatever else applies.
 P seed_differs(const Evidence& e) {
   if (!e.seed_differs()) return std::nullopt;
   const std::string seeds = e.knob("seed_value").empty() ? e.knob("seed") : e.knob("seed_value");
-  return Proposal{"rng_not_seeded", "the RNG is not seeded",
+  return Proposal{"rng_not_seeded",
+                  "the RNG is not seeded",
                   fmt::format("the runs used different seeds ({}); the first divergence is {}{}", seeds, where(e.d()),
                               e.script ? ": torch's global seed was not fixed (torch.initial_seed() differed)" : ""),
                   "torch.manual_seed(0) (and random.seed(0), numpy.random.seed(0)) at the top, before the model and "
                   "the data are made",
-                  "--seed 0", ""};
+                  "--seed 0",
+                  ""};
 }
 
 P untapped_source(const Evidence& e) {
@@ -283,7 +303,8 @@ P untapped_source(const Evidence& e) {
   const bool all_layers = e.options.layers == "all";
   // What the check had is not suggested again.
   std::string flag = !all_layers ? "--layers all" : !e.options.ops ? "--ops" : "";
-  return Proposal{"untapped_source", "the source is in a layer or op that was not tapped",
+  return Proposal{"untapped_source",
+                  "the source is in a layer or op that was not tapped",
                   fmt::format("the inputs of {} already differed, yet no tapped layer before it diverged: an untapped "
                               "layer or op between them changed the values{}",
                               where(d),
@@ -291,39 +312,48 @@ P untapped_source(const Evidence& e) {
                                                             "outside the model's modules)"
                                                           : "")
                                          : fmt::format(" (layer selection: {})", e.options.layers)),
-                  "-", flag.empty() ? "-" : flag, flag};
+                  "-",
+                  flag.empty() ? "-" : flag,
+                  flag};
 }
 
 P atomic_op(const Evidence& e) {
   const auto& d = e.d();
   if (!e.source() || (d.ref.phase != Phase::forward && d.ref.phase != Phase::output) || e.random_op() ||
-      e.is(d.ref, LayerCategory::conv) || e.is(d.ref, LayerCategory::dropout) || e.is(d.ref, LayerCategory::batchnorm) ||
-      e.seed_differs() || e.differs("threads") || e.differs("mode") || e.differs("data_seed_value"))
+      e.is(d.ref, LayerCategory::conv) || e.is(d.ref, LayerCategory::dropout) ||
+      e.is(d.ref, LayerCategory::batchnorm) || e.seed_differs() || e.differs("threads") || e.differs("mode") ||
+      e.differs("data_seed_value"))
     return std::nullopt;
   if (e.cuda())
-    return Proposal{"deterministic_algorithms", "a CUDA kernel accumulates with atomics",
+    return Proposal{"deterministic_algorithms",
+                    "a CUDA kernel accumulates with atomics",
                     fmt::format("{} produced different outputs from identical inputs with the same seeds and "
                                 "settings: an op that sums in whatever order threads arrive (atomicAdd)",
                                 where(d)),
                     "torch.use_deterministic_algorithms(True) with CUBLAS_WORKSPACE_CONFIG=:4096:8 (it raises on ops "
                     "such as index_add_ that have no deterministic implementation)",
-                    "--deterministic", "--deterministic"};
-  return Proposal{"custom_or_atomic_op", "a custom or atomic op accumulates in arrival order",
+                    "--deterministic",
+                    "--deterministic"};
+  return Proposal{"custom_or_atomic_op",
+                  "a custom or atomic op accumulates in arrival order",
                   fmt::format("{} produced different outputs from identical inputs with the same seeds and settings: "
                               "an op that sums in whatever order threads arrive (a custom extension, atomicAdd)",
                               where(d)),
                   "make the op reduce in a fixed order; torch.use_deterministic_algorithms(True) flags built-in ops "
                   "without one",
-                  "--deterministic", "--deterministic"};
+                  "--deterministic",
+                  "--deterministic"};
 }
 
 P cuda_atomics(const Evidence& e) {
   if (!e.cuda() || e.options.deterministic != "off" || !e.source() || e.random_op()) return std::nullopt;
-  return Proposal{"deterministic_algorithms", "a CUDA kernel accumulates with atomics",
-                  fmt::format("{} differs from identical inputs on {} with deterministic algorithms off", where(e.d()),
-                              e.device),
-                  "torch.use_deterministic_algorithms(True) with CUBLAS_WORKSPACE_CONFIG=:4096:8", "--deterministic",
-                  "--deterministic"};
+  return Proposal{
+      "deterministic_algorithms",
+      "a CUDA kernel accumulates with atomics",
+      fmt::format("{} differs from identical inputs on {} with deterministic algorithms off", where(e.d()), e.device),
+      "torch.use_deterministic_algorithms(True) with CUBLAS_WORKSPACE_CONFIG=:4096:8",
+      "--deterministic",
+      "--deterministic"};
 }
 
 }  // namespace

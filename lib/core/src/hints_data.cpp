@@ -60,36 +60,43 @@ const TensorMeta* same_batch(const Comparison& c, const TensorMeta& m, Kind kind
 
 P split_before_seed(const Evidence& e) {
   if (!first_is(e, Kind::indices) || e.d().ref.name != "split") return std::nullopt;
-  return Proposal{"random_split", "random_split draws the split without a seed",
-                  fmt::format("{} holds a Subset whose dataset indices differ{} ({} of {}): random_split drew "
-                              "another split in each run{}",
-                              loader_words(e), e.on_rank(), e.d().stats.mismatched, e.d().stats.numel, rng_note(e.rngs)),
-                  "random_split(dataset, lengths, generator=torch.Generator().manual_seed(0)) (or seed torch before "
-                  "splitting)",
-                  "-", ""};
+  return Proposal{
+      "random_split",
+      "random_split draws the split without a seed",
+      fmt::format("{} holds a Subset whose dataset indices differ{} ({} of {}): random_split drew "
+                  "another split in each run{}",
+                  loader_words(e), e.on_rank(), e.d().stats.mismatched, e.d().stats.numel, rng_note(e.rngs)),
+      "random_split(dataset, lengths, generator=torch.Generator().manual_seed(0)) (or seed torch before "
+      "splitting)",
+      "-",
+      ""};
 }
 
 P worker_arrival_order(const Evidence& e) {
   if (!first_is(e, Kind::indices) || !e.loader || e.loader->workers == 0 || e.loader->in_order || !e.rngs.empty())
     return std::nullopt;
-  return Proposal{"worker_arrival_order", "batches arrive in the order the workers finish them (in_order=False)",
+  return Proposal{"worker_arrival_order",
+                  "batches arrive in the order the workers finish them (in_order=False)",
                   fmt::format("{}; the DataLoader has {} workers and in_order=False, and no RNG state differed: the "
                               "same batches, delivered in another order",
                               batch_sentence(e), e.loader->workers),
                   "DataLoader(..., in_order=True) (the default): batches are then returned in sampler order",
-                  "--runs 5", "--runs 5"};
+                  "--runs 5",
+                  "--runs 5"};
 }
 
 P distributed_sampler(const Evidence& e) {
   if (!first_is(e, Kind::indices) || !e.loader || e.loader->sampler_short() != "DistributedSampler")
     return std::nullopt;
-  return Proposal{"distributed_sampler", "the DistributedSampler's order changes from run to run",
+  return Proposal{"distributed_sampler",
+                  "the DistributedSampler's order changes from run to run",
                   fmt::format("{}; its DistributedSampler draws the order from its seed and the epoch set with "
                               "set_epoch(){}",
                               batch_sentence(e), rng_note(e.rngs)),
                   "DistributedSampler(dataset, shuffle=True, seed=0) with the same fixed seed on every rank, and "
                   "sampler.set_epoch(epoch) with the epoch number at the start of every epoch",
-                  "-", ""};
+                  "-",
+                  ""};
 }
 
 P weighted_sampler(const Evidence& e) {
@@ -97,16 +104,18 @@ P weighted_sampler(const Evidence& e) {
       (e.loader->sampler_short() != "WeightedRandomSampler" && !e.loader->replacement))
     return std::nullopt;
   const bool own = e.loader->sampler_generator;
-  return Proposal{"weighted_sampler",
-                  fmt::format("the {} draws different samples (with replacement) in each run", e.loader->sampler_short()),
-                  fmt::format("{}; the {} draws samples with replacement from {}{}", batch_sentence(e),
-                              e.loader->sampler_short(),
-                              own ? "its own generator" : "torch's global RNG (the DataLoader's generator does not "
-                                                         "reach a sampler the script gives)",
-                              rng_note(e.rngs)),
-                  fmt::format("{}(..., generator=torch.Generator().manual_seed(0)){}", e.loader->sampler_short(),
-                              own ? " with a fixed seed for its generator" : ", or torch.manual_seed(0) at the top"),
-                  "-", ""};
+  return Proposal{
+      "weighted_sampler",
+      fmt::format("the {} draws different samples (with replacement) in each run", e.loader->sampler_short()),
+      fmt::format("{}; the {} draws samples with replacement from {}{}", batch_sentence(e), e.loader->sampler_short(),
+                  own ? "its own generator"
+                      : "torch's global RNG (the DataLoader's generator does not "
+                        "reach a sampler the script gives)",
+                  rng_note(e.rngs)),
+      fmt::format("{}(..., generator=torch.Generator().manual_seed(0)){}", e.loader->sampler_short(),
+                  own ? " with a fixed seed for its generator" : ", or torch.manual_seed(0) at the top"),
+      "-",
+      ""};
 }
 
 P user_sampler(const Evidence& e) {
@@ -114,8 +123,9 @@ P user_sampler(const Evidence& e) {
   static const GeneratorFix kFixes[] = {
       {"numpy", "np.random.seed(0) at the top of the script, or give the sampler its own np.random.default_rng(0)"},
       {"random", "random.seed(0) at the top of the script, or give the sampler its own random.Random(0)"},
-      {"torch", "torch.manual_seed(0) at the top of the script, or give the sampler a "
-                "torch.Generator().manual_seed(0) to draw from"},
+      {"torch",
+       "torch.manual_seed(0) at the top of the script, or give the sampler a "
+       "torch.Generator().manual_seed(0) to draw from"},
   };
   const std::string who = e.loader->sampler_short();
   for (const auto& g : kFixes) {
@@ -124,13 +134,18 @@ P user_sampler(const Evidence& e) {
                     fmt::format("the script's {} draws the order from an unseeded {}", who, generator_label(g.name)),
                     fmt::format("{}; the order comes from the script's own {}, not from the DataLoader's generator{}",
                                 batch_sentence(e), who, rng_note(e.rngs)),
-                    g.fix, "-", ""};
+                    g.fix,
+                    "-",
+                    ""};
   }
-  return Proposal{"user_sampler", fmt::format("the script's {} draws the order from a source that changes", who),
+  return Proposal{"user_sampler",
+                  fmt::format("the script's {} draws the order from a source that changes", who),
                   fmt::format("{}; the order comes from the script's own {}{}: it draws from a source reprocheck "
                               "does not record (os.urandom, the clock, a generator object of its own)",
                               batch_sentence(e), who, rng_note(e.rngs)),
-                  fmt::format("seed whatever the {} draws from with a fixed value", who), "-", ""};
+                  fmt::format("seed whatever the {} draws from with a fixed value", who),
+                  "-",
+                  ""};
 }
 
 P unseeded_shuffle(const Evidence& e) {
@@ -138,16 +153,20 @@ P unseeded_shuffle(const Evidence& e) {
   const auto& d = e.d();
   const std::string what = d.same_multiset ? "same samples, different order" : "different samples";
   if (e.rngs.count("generator"))
-    return Proposal{"unseeded_shuffle", "the DataLoader's generator is seeded differently in each run",
+    return Proposal{"unseeded_shuffle",
+                    "the DataLoader's generator is seeded differently in each run",
                     fmt::format("{}{}", batch_sentence(e), rng_note(e.rngs)),
                     "DataLoader(..., generator=torch.Generator().manual_seed(0)) with a fixed seed (not one from the "
                     "clock or torch.seed())",
-                    "-", ""};
-  return Proposal{"unseeded_shuffle", fmt::format("the DataLoader shuffles without a seed: {}", what),
+                    "-",
+                    ""};
+  return Proposal{"unseeded_shuffle",
+                  fmt::format("the DataLoader shuffles without a seed: {}", what),
                   fmt::format("{}{}", batch_sentence(e), rng_note(e.rngs)),
                   "torch.manual_seed(0) at the top of the script, and DataLoader(..., shuffle=True, "
                   "generator=torch.Generator().manual_seed(0))",
-                  "--seed 0", ""};
+                  "--seed 0",
+                  ""};
 }
 
 P rng_first(const Evidence& e) {
@@ -155,34 +174,43 @@ P rng_first(const Evidence& e) {
   const auto& d = e.d();
   const auto& c = *e.c;
   const bool distributed = d.ref.rank >= 0;
-  const bool init_matched = std::any_of(c.ref_index.begin(), c.ref_index.end(),
-                                        [&](const TensorMeta& m) { return m.phase == Phase::init && m.rank == d.ref.rank; });
+  const bool init_matched = std::any_of(c.ref_index.begin(), c.ref_index.end(), [&](const TensorMeta& m) {
+    return m.phase == Phase::init && m.rank == d.ref.rank;
+  });
   if (d.ref.name == "generator" || d.ref.name == "sampler.generator")
-    return Proposal{"unseeded_shuffle", fmt::format("{} is seeded differently in each run", generator_label(d.ref.name)),
+    return Proposal{"unseeded_shuffle",
+                    fmt::format("{} is seeded differently in each run", generator_label(d.ref.name)),
                     fmt::format("{} state differed at step {}{} before any batch differed", generator_label(d.ref.name),
                                 d.ref.step, e.on_rank()),
-                    "seed it with a fixed value: generator=torch.Generator().manual_seed(0)", "-", ""};
+                    "seed it with a fixed value: generator=torch.Generator().manual_seed(0)",
+                    "-",
+                    ""};
   if (d.ref.name == "torch" && (d.ref.step > 0 || (init_matched && !distributed)))
-    return Proposal{"rng_reseeded", "the torch RNG is reseeded during training (torch.seed() or a seed from the clock)",
+    return Proposal{"rng_reseeded",
+                    "the torch RNG is reseeded during training (torch.seed() or a seed from the clock)",
                     fmt::format("torch RNG state differed at the start of step {}{} although everything recorded "
                                 "before it matched{}: the script seeds the RNG again with a value that changes from "
                                 "run to run",
                                 d.ref.step, e.on_rank(), init_matched ? ", the initial parameters included" : ""),
                     "seed once, at the top: torch.manual_seed(0); drop torch.seed() or seeds taken from time.time() "
                     "inside the loop",
-                    "--seed 0", ""};
+                    "--seed 0",
+                    ""};
   const std::string fix = d.ref.name == "numpy"    ? "np.random.seed(0) at the top of the script"
                           : d.ref.name == "random" ? "random.seed(0) at the top of the script"
                                                    : "torch.manual_seed(0) at the top of the script";
   const std::string where_note =
-      distributed ? fmt::format(" on rank {} (the ranks' initial weights match because DDP broadcasts rank 0's)",
-                                d.ref.rank)
-                  : "";
-  return Proposal{"rng_not_seeded", "an RNG the script uses is not seeded",
+      distributed
+          ? fmt::format(" on rank {} (the ranks' initial weights match because DDP broadcasts rank 0's)", d.ref.rank)
+          : "";
+  return Proposal{"rng_not_seeded",
+                  "an RNG the script uses is not seeded",
                   fmt::format("{} state differed at the start of step {}{}, before any other record of that rank "
                               "diverged",
                               generator_label(d.ref.name), d.ref.step, where_note),
-                  distributed ? fix + ", on every rank (not only on rank 0)" : fix, "--seed 0", ""};
+                  distributed ? fix + ", on every rank (not only on rank 0)" : fix,
+                  "--seed 0",
+                  ""};
 }
 
 P hash_seed_order(const Evidence& e) {
@@ -190,19 +218,24 @@ P hash_seed_order(const Evidence& e) {
   if (!(first_is(e, Kind::batch) || (e.script && first_is(e, Kind::input))) || !d.relabeling || d.same_multiset)
     return std::nullopt;
   bool indices_diverged = false;
-  const TensorMeta* indices = first_is(e, Kind::batch) ? same_batch(*e.c, d.ref, Kind::indices, &indices_diverged) : nullptr;
-  const std::string same = indices && !indices_diverged ? fmt::format("the dataset indices of batch {} matched", d.ref.call)
-                                                        : "no dataset indices were recorded for it";
-  return Proposal{"hash_seed_order", "token ids depend on set or dict iteration order, which changes with Python's hash seed",
-                  fmt::format("{} differs at step {} but only by relabeling: the same elements are equal to each other "
-                              "in both runs, under other ids ({}); {}",
-                              d.ref.tensor_name(), d.ref.step,
-                              d.ref_values.empty() ? "integer values"
-                                                   : fmt::format("{} vs {}", values(d.ref_values), values(d.other_values)),
-                              same),
-                  "build the vocabulary from sorted(...) instead of iterating a set or dict of strings (or set "
-                  "PYTHONHASHSEED=0 for every run)",
-                  "--seed 0", "--vary env:PYTHONHASHSEED=0,1"};
+  const TensorMeta* indices =
+      first_is(e, Kind::batch) ? same_batch(*e.c, d.ref, Kind::indices, &indices_diverged) : nullptr;
+  const std::string same = indices && !indices_diverged
+                               ? fmt::format("the dataset indices of batch {} matched", d.ref.call)
+                               : "no dataset indices were recorded for it";
+  return Proposal{
+      "hash_seed_order",
+      "token ids depend on set or dict iteration order, which changes with Python's hash seed",
+      fmt::format("{} differs at step {} but only by relabeling: the same elements are equal to each other "
+                  "in both runs, under other ids ({}); {}",
+                  d.ref.tensor_name(), d.ref.step,
+                  d.ref_values.empty() ? "integer values"
+                                       : fmt::format("{} vs {}", values(d.ref_values), values(d.other_values)),
+                  same),
+      "build the vocabulary from sorted(...) instead of iterating a set or dict of strings (or set "
+      "PYTHONHASHSEED=0 for every run)",
+      "--seed 0",
+      "--vary env:PYTHONHASHSEED=0,1"};
 }
 
 P random_in_loop(const Evidence& e) {
@@ -211,13 +244,15 @@ P random_in_loop(const Evidence& e) {
   bool loader_seen = false;
   for (const auto& r : e.c->ref_index) loader_seen |= r.kind == Kind::batch && r.step == d.ref.step;
   if (!loader_seen) return std::nullopt;
-  return Proposal{"random_in_loop", "code between the DataLoader and the model draws unseeded random numbers",
+  return Proposal{"random_in_loop",
+                  "code between the DataLoader and the model draws unseeded random numbers",
                   fmt::format("the model's input at step {}{} differs while the DataLoader's batch of that step "
                               "matched{}: mixup, cutmix or torch.randperm in the loop draws from an unseeded generator",
                               d.ref.step, e.on_rank(), rng_note(e.rngs)),
                   "seed the generator the loop draws from: g = torch.Generator().manual_seed(0) and "
                   "torch.randperm(n, generator=g), or seed the global RNG with torch.manual_seed(0)",
-                  "--seed 0", ""};
+                  "--seed 0",
+                  ""};
 }
 
 std::string batch_values_sentence(const Evidence& e, std::string* same) {
@@ -234,14 +269,16 @@ P worker_seeding(const Evidence& e) {
   if (!first_is(e, Kind::batch) || !e.loader || e.loader->workers == 0) return std::nullopt;
   std::string same;
   const std::string what = batch_values_sentence(e, &same);
-  return Proposal{"worker_seeding", "the DataLoader's workers draw augmentation from unseeded seeds",
+  return Proposal{"worker_seeding",
+                  "the DataLoader's workers draw augmentation from unseeded seeds",
                   fmt::format("{} while {}; the DataLoader has {} workers, each seeded from a base seed drawn from the "
                               "torch RNG{}",
                               what, same, e.loader->workers, rng_note(e.rngs)),
                   "def seed_worker(worker_id): s = torch.initial_seed() % 2**32; numpy.random.seed(s); "
                   "random.seed(s); then DataLoader(..., worker_init_fn=seed_worker, "
                   "generator=torch.Generator().manual_seed(0))",
-                  "--seed 0", ""};
+                  "--seed 0",
+                  ""};
 }
 
 P augmentation(const Evidence& e) {
@@ -262,16 +299,22 @@ P augmentation(const Evidence& e) {
   for (const auto& g : kGenerators) {
     auto it = e.rngs.find(g.name);
     if (it == e.rngs.end()) continue;
-    return Proposal{g.cause, g.title,
+    return Proposal{g.cause,
+                    g.title,
                     fmt::format("{} while {}; {} state differed at the start of step {}", what, same,
                                 generator_label(g.name), it->second),
-                    g.fix, "--seed 0", ""};
+                    g.fix,
+                    "--seed 0",
+                    ""};
   }
-  return Proposal{"data_values", "the data differs, with no RNG state to blame",
+  return Proposal{"data_values",
+                  "the data differs, with no RNG state to blame",
                   fmt::format("{} while {}{}: the dataset itself or its transform changes between runs (file order, "
                               "a random source reprocheck does not record, such as os.urandom or a generator object)",
                               what, same, rng_note(e.rngs)),
-                  "-", "--ops", "--runs 3 --keep runs"};
+                  "-",
+                  "--ops",
+                  "--runs 3 --keep runs"};
 }
 
 }  // namespace

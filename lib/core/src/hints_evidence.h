@@ -24,11 +24,11 @@ inline bool starts_with(const std::string& s, const char* p) { return s.rfind(p,
 // How a training script's DataLoader was set up (the dump's `data_loaders` attribute, by the layer
 // of its records; older dumps put workers and in_order in the records' type).
 struct Loader {
-  std::string name;           // the script's variable, when found ("train_loader")
+  std::string name;  // the script's variable, when found ("train_loader")
   int workers = 0;
   bool in_order = true;
-  std::string sampler;        // qualified class of the sampler ("torch.utils.data.sampler.RandomSampler")
-  std::string batch_sampler;  // qualified class of a batch_sampler the script gave ("" for torch's own)
+  std::string sampler;             // qualified class of the sampler ("torch.utils.data.sampler.RandomSampler")
+  std::string batch_sampler;       // qualified class of a batch_sampler the script gave ("" for torch's own)
   bool generator = false;          // DataLoader(generator=...)
   bool sampler_generator = false;  // the sampler has a generator of its own
   bool replacement = false;        // the sampler draws with replacement
@@ -42,8 +42,8 @@ struct Evidence {
   const PairComparison* pair = nullptr;
   const TensorDiff* first = nullptr;
   const TensorDiff& d() const { return *first; }
-  std::string device;  // of the reference run
-  RunOptions options;  // the reference run's
+  std::string device;           // of the reference run
+  RunOptions options;           // the reference run's
   std::set<std::string> knobs;  // run options that differ
   // Generators whose state differed in the first divergence's rank, with the first step each did.
   std::map<std::string, int> rngs;
@@ -86,9 +86,8 @@ const std::vector<RuleRow>& model_rules();
 
 inline std::string where(const TensorDiff& d) {
   std::string name = d.ref.tensor_name();
-  std::string type = d.ref.layer_type.empty() || d.ref.is_loop_tensor()
-                         ? ""
-                         : fmt::format(" ({})", short_type_name(d.ref.layer_type));
+  std::string type =
+      d.ref.layer_type.empty() || d.ref.is_loop_tensor() ? "" : fmt::format(" ({})", short_type_name(d.ref.layer_type));
   return fmt::format("{}{} at step {} ({})", name, type, d.ref.step, to_string(d.ref.phase));
 }
 

@@ -1,4 +1,3 @@
-#include "reprocheck/protocol.h"
 #include "reprocheck/ladder.h"
 
 #include <fmt/format.h>
@@ -10,6 +9,7 @@
 
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
+#include "reprocheck/protocol.h"
 
 namespace reprocheck {
 
@@ -76,57 +76,35 @@ Comparison merge_passes(Comparison pass1, const Comparison& pass2, const std::ve
   return pass1;
 }
 
-CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& progress) {
-  CheckResult result;
-  const bool golden = !o.baseline.empty();
-  CompareOptions compare = o.compare;
-  compare.allow_other_model = golden;
-  // The runs' dumps were written by this check into its private folder: they need no isolated
-  // verification pass (every tensor read is still checked against its hash). A golden is the
-  // user's file: it is verified in a child process first, like any dump given to diff.
-  compare.verify_data = false;
-  bool golden_hashes_only = false;
-  if (golden) {
-    if (o.compare.verify_data) DumpReader::check_isolated(o.baseline, compare.read_timeout_s);
-    golden_hashes_only = DumpReader(o.baseline).hashes_only();
-  }
-  auto with_reference = [&](const std::vector<std::string>& dumps) {
+namespace {
+
+// One check's plan: the options, the golden, and how the lists of dumps to compare are made.
+struct Check {
+  Runner& runner;
+  const CheckOptions& o;
+  const ProgressFn& progress;
+  CompareOptions compare;
+  bool golden = false, golden_hashes_only = false;
+
+  std::vector<std::string> with_reference(const std::vector<std::string>& dumps) const {
     std::vector<std::string> list;
     if (golden) list.push_back(o.baseline);
     list.insert(list.end(), dumps.begin(), dumps.end());
     return list;
-  };
-  auto finish = [&](Comparison c) {
+  }
+  CheckResult finish(CheckResult result, Comparison c) const {
     c.capture.baseline = o.baseline;
     c.capture.baseline_hashes_only = golden_hashes_only;
     result.comparison = std::move(c);
-    return std::move(result);
-  };
-
-  if (o.keep && !o.full && !o.hashes_only) throw UsageError("--keep keeps whole runs: it needs --full or --hashes-only");
-  if (o.full) {
-    result.dumps = runner.run(progress, [](RunOptions& r, int) { r.hashes_only = false; });
-    if (o.keep) keep_dumps(runner, result);
-    Comparison c = compare_dumps(with_reference(result.dumps), compare);
-    c.capture.mode = golden_hashes_only ? "hashes" : "full";
-    c.capture.pass1_bytes = file_bytes(result.dumps);
-    return finish(std::move(c));
+    return result;
   }
+  Comparison second_pass(Comparison c1, const std::vector<std::string>& pass1_dumps) const;
+};
 
-  // Pass 1: hashes only.
-  result.dumps = runner.run(progress, [](RunOptions& r, int) { r.hashes_only = true; });
-  if (o.keep) keep_dumps(runner, result);
-  Comparison c1 = compare_dumps(with_reference(result.dumps), compare);
-  c1.capture.mode = o.hashes_only ? "hashes" : "ladder";
-  c1.capture.pass1_bytes = file_bytes(result.dumps);
-  if (o.hashes_only || !c1.divergent() || (golden && golden_hashes_only)) {
-    if (golden && golden_hashes_only && !o.hashes_only) c1.capture.mode = "hashes";
-    return finish(std::move(c1));
-  }
-
-  // Pass 2: the reference and the runs that differed, in full, through the step of each one's
-  // first difference (the latest of them: every pair's first divergence is captured again); with
-  // a tolerance, through the last step where hashes differ, to judge them all.
+// Pass 2: the reference and the runs that differed, in full, through the step of each one's first
+// difference (the latest of them: every pair's first divergence is captured again); with a
+// tolerance, through the last step where hashes differ, to judge them all.
+Comparison Check::second_pass(Comparison c1, const std::vector<std::string>& pass1_dumps) const {
   int last_step = -1;
   std::vector<int> differing;  // pair positions (run numbers) that differed
   for (const auto& p : c1.pairs) {
@@ -148,7 +126,7 @@ CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& p
   // that the second pass repeats the first.
   std::map<int, std::pair<std::string, std::string>> drawn;
   for (int i : indices) {
-    DumpReader r(result.dumps[static_cast<size_t>(i)]);
+    DumpReader r(pass1_dumps[static_cast<size_t>(i)]);
     drawn[i] = {r.attribute(attr::kSeed), r.attribute(attr::kDataSeed)};
   }
   auto dumps2 = runner.rerun(
@@ -161,20 +139,52 @@ CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& p
         if (r.data_seed == "random" && !data_seed.empty()) r.data_seed = data_seed;
       },
       progress);
-  std::vector<std::string> list2;
-  if (golden) list2.push_back(o.baseline);
-  for (int i : indices) list2.push_back(dumps2[static_cast<size_t>(i)]);
+  std::vector<std::string> list2, pass2_paths;
+  for (int i : indices) pass2_paths.push_back(dumps2[static_cast<size_t>(i)]);
+  list2 = with_reference(pass2_paths);
   CompareOptions compare2 = compare;
   compare2.max_step = steps - 1;
-  Comparison c2 = compare_dumps(list2, compare2);
-  Comparison merged = merge_passes(std::move(c1), c2, differing, steps - 1);
+  Comparison merged = merge_passes(std::move(c1), compare_dumps(list2, compare2), differing, steps - 1);
   merged.capture.pass2_runs = indices;
   if (golden)
     for (int& r : merged.capture.pass2_runs) r += 1;
-  std::vector<std::string> pass2_paths;
-  for (int i : indices) pass2_paths.push_back(dumps2[static_cast<size_t>(i)]);
   merged.capture.pass2_bytes = file_bytes(pass2_paths);
-  return finish(std::move(merged));
+  return merged;
+}
+
+}  // namespace
+
+CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& progress) {
+  Check check{runner, o, progress, o.compare};
+  check.golden = !o.baseline.empty();
+  check.compare.allow_other_model = check.golden;
+  // The runs' dumps were written by this check into its private folder: they need no isolated
+  // verification pass (every tensor read is still checked against its hash). A golden is the
+  // user's file: it is verified in a child process first, like any dump given to diff.
+  check.compare.verify_data = false;
+  if (check.golden) {
+    if (o.compare.verify_data) DumpReader::check_isolated(o.baseline, check.compare.read_timeout_s);
+    check.golden_hashes_only = DumpReader(o.baseline).hashes_only();
+  }
+  if (o.keep && !o.full && !o.hashes_only)
+    throw UsageError("--keep keeps whole runs: it needs --full or --hashes-only");
+  CheckResult result;
+  // One pass, full (--full), or pass 1: hashes only.
+  result.dumps = runner.run(progress, [full = o.full](RunOptions& r, int) { r.hashes_only = !full; });
+  if (o.keep) keep_dumps(runner, result);
+  Comparison c1 = compare_dumps(check.with_reference(result.dumps), check.compare);
+  c1.capture.pass1_bytes = file_bytes(result.dumps);
+  if (o.full) {
+    c1.capture.mode = check.golden_hashes_only ? "hashes" : "full";
+    return check.finish(std::move(result), std::move(c1));
+  }
+  c1.capture.mode = o.hashes_only ? "hashes" : "ladder";
+  if (o.hashes_only || !c1.divergent() || (check.golden && check.golden_hashes_only)) {
+    if (check.golden && check.golden_hashes_only && !o.hashes_only) c1.capture.mode = "hashes";
+    return check.finish(std::move(result), std::move(c1));
+  }
+  Comparison merged = check.second_pass(std::move(c1), result.dumps);
+  return check.finish(std::move(result), std::move(merged));
 }
 
 }  // namespace reprocheck

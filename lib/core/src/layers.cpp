@@ -26,8 +26,8 @@ struct CategoryTypes {
 // In order of precedence for category_of_ops.
 const CategoryTypes kCategories[] = {
     {LayerCategory::conv,
-     {"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "LazyConv1d",
-      "LazyConv2d", "LazyConv3d", "LazyConvTranspose1d", "LazyConvTranspose2d", "LazyConvTranspose3d"},
+     {"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "LazyConv1d", "LazyConv2d",
+      "LazyConv3d", "LazyConvTranspose1d", "LazyConvTranspose2d", "LazyConvTranspose3d"},
      {"conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "convolution",
       "_convolution", "cudnn_convolution", "mkldnn_convolution", "conv_tbc"}},
     {LayerCategory::batchnorm,
@@ -39,8 +39,7 @@ const CategoryTypes kCategories[] = {
      {"dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "native_dropout"}},
     {LayerCategory::linear, {"Linear", "Bilinear", "LazyLinear"}, {"linear", "bilinear"}},
     {LayerCategory::norm,
-     {"LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm",
-      "RMSNorm"},
+     {"LayerNorm", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm", "RMSNorm"},
      {"layer_norm", "group_norm", "instance_norm", "rms_norm", "native_layer_norm", "native_group_norm"}},
 };
 

@@ -38,8 +38,7 @@ std::string model_name(const Comparison& c) {
 
 std::string describe(const TensorMeta& m) {
   std::string where = m.tensor_name();
-  if (!m.layer_type.empty() && !m.is_loop_tensor())
-    where += fmt::format(" ({})", short_type_name(m.layer_type));
+  if (!m.layer_type.empty() && !m.is_loop_tensor()) where += fmt::format(" ({})", short_type_name(m.layer_type));
   if (m.kind == Kind::activation) where += " output";
   if (m.kind == Kind::grad) where += " grad of output";
   std::string step = m.step < 0 ? "before step 0" : fmt::format("step {}", m.step);
@@ -126,29 +125,33 @@ std::vector<std::string> capture_sentences(const Comparison& c) {
   const auto& k = c.capture;
   auto runs = [](const std::vector<int>& v) { return fmt::format("{}", fmt::join(v, ", ")); };
   if (!k.baseline.empty())
-    out.push_back(fmt::format("run 0 is the golden '{}' ({})", k.baseline,
-                              k.baseline_hashes_only ? "hashes only" : "full"));
+    out.push_back(
+        fmt::format("run 0 is the golden '{}' ({})", k.baseline, k.baseline_hashes_only ? "hashes only" : "full"));
   if (k.mode == "ladder") {
     if (!k.pass2)
       out.push_back("pass 1 (hashes only) found every tensor equal: no tensor data was written");
     else
-      out.push_back(fmt::format("pass 1 (hashes only) found a difference; pass 2 captured run(s) {} in full for "
-                                "step(s) 0-{}: the statistics come from pass 2, the counts of later steps from "
-                                "hashes alone",
-                                runs(k.pass2_runs), k.pass2_steps - 1));
+      out.push_back(
+          fmt::format("pass 1 (hashes only) found a difference; pass 2 captured run(s) {} in full for "
+                      "step(s) 0-{}: the statistics come from pass 2, the counts of later steps from "
+                      "hashes alone",
+                      runs(k.pass2_runs), k.pass2_steps - 1));
   } else if (k.mode == "hashes" && c.hash_only_diffs() > 0) {
-    out.push_back(fmt::format("{} divergent tensor(s) differ by their hashes alone: a run recorded only hashes, so "
-                              "they have no statistics",
-                              c.hash_only_diffs()));
+    out.push_back(
+        fmt::format("{} divergent tensor(s) differ by their hashes alone: a run recorded only hashes, so "
+                    "they have no statistics",
+                    c.hash_only_diffs()));
   }
   if (!k.intermittent.empty())
-    out.push_back(fmt::format("intermittent: run(s) {} diverged in pass 1 but not when captured again in pass 2; "
-                              "the verdict stands on pass 1's hashes",
-                              runs(k.intermittent)));
+    out.push_back(
+        fmt::format("intermittent: run(s) {} diverged in pass 1 but not when captured again in pass 2; "
+                    "the verdict stands on pass 1's hashes",
+                    runs(k.intermittent)));
   if (!k.baseline.empty() && k.baseline_hashes_only && c.divergent())
-    out.push_back("the golden holds hashes only, so the size of the change cannot be computed: record a full golden "
-                  "on the base commit (reprocheck record MODEL.pt -o base.h5, or --save-baseline base.h5 --full) "
-                  "and compare with 'reprocheck diff base.h5 run.h5'");
+    out.push_back(
+        "the golden holds hashes only, so the size of the change cannot be computed: record a full golden "
+        "on the base commit (reprocheck record MODEL.pt -o base.h5, or --save-baseline base.h5 --full) "
+        "and compare with 'reprocheck diff base.h5 run.h5'");
   return out;
 }
 

@@ -7,9 +7,10 @@
 #include <cmath>
 #include <map>
 
-#include "reprocheck/html.h"
-#include "reprocheck/version.h"
 #include "report_common.h"
+#include "reprocheck/html.h"
+#include "reprocheck/protocol.h"
+#include "reprocheck/version.h"
 
 namespace reprocheck {
 
@@ -20,12 +21,23 @@ std::string escape(std::string_view s) {
   out.reserve(s.size());
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -63,97 +75,126 @@ constexpr size_t kMaxPoints = 4000;  // more are thinned: the largest of each x 
 
 }  // namespace
 
-std::string layer_chart(const Chart& chart) {
-  std::vector<ChartPoint> points = chart.points;
-  // Thinning keeps the first divergence and, per horizontal pixel, the largest difference.
-  if (points.size() > kMaxPoints) {
-    std::map<int64_t, ChartPoint> per_pixel;
-    const double span = static_cast<double>(std::max<int64_t>(chart.total, 1));
-    for (const auto& p : points) {
-      auto px = static_cast<int64_t>(static_cast<double>(p.order) / span * (kWidth - kLeft - kRight));
-      auto it = per_pixel.find(px);
-      if (it == per_pixel.end())
-        per_pixel.emplace(px, p);
-      else if (it->second.order == chart.first_order)
-        continue;
-      else if (p.order == chart.first_order || (!p.hash_only && (it->second.hash_only || p.max_abs > it->second.max_abs)))
-        it->second = p;
-    }
-    points.clear();
-    for (auto& [px, p] : per_pixel) points.push_back(std::move(p));
+namespace {
+
+// Thinning keeps the first divergence and, per horizontal pixel, the largest difference.
+std::vector<ChartPoint> thinned(const Chart& chart) {
+  if (chart.points.size() <= kMaxPoints) return chart.points;
+  std::map<int64_t, ChartPoint> per_pixel;
+  const double span = static_cast<double>(std::max<int64_t>(chart.total, 1));
+  for (const auto& p : chart.points) {
+    auto px = static_cast<int64_t>(static_cast<double>(p.order) / span * (kWidth - kLeft - kRight));
+    auto it = per_pixel.find(px);
+    if (it == per_pixel.end())
+      per_pixel.emplace(px, p);
+    else if (it->second.order == chart.first_order)
+      continue;
+    else if (p.order == chart.first_order || (!p.hash_only && (it->second.hash_only || p.max_abs > it->second.max_abs)))
+      it->second = p;
   }
-  double lo = INFINITY, hi = -INFINITY;
-  for (const auto& p : points)
-    if (!p.hash_only && p.max_abs > 0 && std::isfinite(p.max_abs)) {
-      lo = std::min(lo, std::log10(p.max_abs));
-      hi = std::max(hi, std::log10(p.max_abs));
-    }
-  if (!std::isfinite(lo)) lo = -8, hi = 0;
-  double y0 = std::floor(lo), y1 = std::ceil(hi);
-  if (y1 - y0 < 2) y0 = y1 - 2;
-  const double plot_top = kTop + kBand + 6, plot_bottom = kHeight - kBottom;
-  const double x_span = static_cast<double>(std::max<int64_t>(chart.total, 1));
-  auto X = [&](int64_t order) { return kLeft + (static_cast<double>(order) + 0.5) / x_span * (kWidth - kLeft - kRight); };
-  auto Y = [&](double v) {
+  std::vector<ChartPoint> points;
+  for (auto& [px, p] : per_pixel) points.push_back(std::move(p));
+  return points;
+}
+
+// The chart's coordinates: x by execution order, y by log10 of the max abs diff, in whole decades.
+struct Axes {
+  double y0 = -8, y1 = 0, x_span = 1;
+  double plot_top = kTop + kBand + 6, plot_bottom = kHeight - kBottom;
+  Axes(const Chart& chart, const std::vector<ChartPoint>& points) {
+    double lo = INFINITY, hi = -INFINITY;
+    for (const auto& p : points)
+      if (!p.hash_only && p.max_abs > 0 && std::isfinite(p.max_abs)) {
+        lo = std::min(lo, std::log10(p.max_abs));
+        hi = std::max(hi, std::log10(p.max_abs));
+      }
+    if (!std::isfinite(lo)) lo = -8, hi = 0;
+    y0 = std::floor(lo), y1 = std::ceil(hi);
+    if (y1 - y0 < 2) y0 = y1 - 2;
+    x_span = static_cast<double>(std::max<int64_t>(chart.total, 1));
+  }
+  double x(int64_t order) const {
+    return kLeft + (static_cast<double>(order) + 0.5) / x_span * (kWidth - kLeft - kRight);
+  }
+  double y(double v) const {
     if (!(v > 0) || !std::isfinite(v)) return plot_bottom;
     return plot_bottom - (std::log10(v) - y0) / (y1 - y0) * (plot_bottom - plot_top);
-  };
-  std::string svg = fmt::format(
-      R"(<svg class="layer-chart" data-points="{}" viewBox="0 0 {} {}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">)",
-      points.size(), kWidth, kHeight, escape(chart.caption));
-  // Decade gridlines and labels.
-  const int decades = static_cast<int>(y1 - y0);
+  }
+};
+
+// Decade gridlines, step boundaries and the axes' labels.
+std::string chart_frame(const Chart& chart, const Axes& a) {
+  std::string svg;
+  const int decades = static_cast<int>(a.y1 - a.y0);
   const int every = decades > 8 ? 2 : 1;
-  for (int e = static_cast<int>(y0); e <= static_cast<int>(y1); ++e) {
-    const double y = Y(std::pow(10.0, e));
+  for (int e = static_cast<int>(a.y0); e <= static_cast<int>(a.y1); ++e) {
+    const double y = a.y(std::pow(10.0, e));
     svg += fmt::format(R"(<line class="grid" x1="{:.1f}" x2="{:.1f}" y1="{:.1f}" y2="{:.1f}"/>)", kLeft,
                        kWidth - kRight, y, y);
-    if ((e - static_cast<int>(y0)) % every == 0)
-      svg += fmt::format(R"(<text class="tick" x="{:.1f}" y="{:.1f}" text-anchor="end">1e{}</text>)", kLeft - 6,
-                         y + 4, e);
+    if ((e - static_cast<int>(a.y0)) % every == 0)
+      svg +=
+          fmt::format(R"(<text class="tick" x="{:.1f}" y="{:.1f}" text-anchor="end">1e{}</text>)", kLeft - 6, y + 4, e);
   }
-  // Step boundaries.
   for (const auto& [step, order] : chart.step_starts) {
-    const double x = X(order) - 0.5 / x_span * (kWidth - kLeft - kRight);
+    const double x = a.x(order) - 0.5 / a.x_span * (kWidth - kLeft - kRight);
     svg += fmt::format(R"(<line class="step" x1="{:.1f}" x2="{:.1f}" y1="{:.1f}" y2="{:.1f}"/>)", x, x, kTop,
-                       plot_bottom);
+                       a.plot_bottom);
     svg += fmt::format(R"(<text class="tick" x="{:.1f}" y="{:.1f}">{}</text>)", x + 3, kHeight - kBottom + 14,
                        step < 0 ? "init" : fmt::format("step {}", step));
   }
   svg += fmt::format(R"(<text class="band" x="{:.1f}" y="{:.1f}" text-anchor="end">hash</text>)", kLeft - 6,
                      kTop + kBand - 3);
-  svg += fmt::format(R"(<text class="axis" x="{:.1f}" y="{:.1f}" text-anchor="middle">tensors in execution order</text>)",
-                     kLeft + (kWidth - kLeft - kRight) / 2, kHeight - 6);
-  svg += fmt::format(R"~(<text class="axis" x="12" y="{:.1f}" transform="rotate(-90 12 {:.1f})" text-anchor="middle">max abs diff</text>)~",
-                     (plot_top + plot_bottom) / 2, (plot_top + plot_bottom) / 2);
-  // The first divergence: a line through the plot and its name above it.
+  svg +=
+      fmt::format(R"(<text class="axis" x="{:.1f}" y="{:.1f}" text-anchor="middle">tensors in execution order</text>)",
+                  kLeft + (kWidth - kLeft - kRight) / 2, kHeight - 6);
+  svg += fmt::format(
+      R"~(<text class="axis" x="12" y="{:.1f}" transform="rotate(-90 12 {:.1f})" text-anchor="middle">max abs diff</text>)~",
+      (a.plot_top + a.plot_bottom) / 2, (a.plot_top + a.plot_bottom) / 2);
+  return svg;
+}
+
+// The first divergence's line and label, then every point.
+std::string chart_points(const Chart& chart, const std::vector<ChartPoint>& points, const Axes& a) {
+  std::string svg;
   const ChartPoint* first = nullptr;
   for (const auto& p : points)
     if (p.order == chart.first_order) first = &p;
   if (first) {
-    const double x = X(first->order);
+    const double x = a.x(first->order);
     svg += fmt::format(R"(<line class="first-line" x1="{:.1f}" x2="{:.1f}" y1="{:.1f}" y2="{:.1f}"/>)", x, x, kTop - 4,
-                       plot_bottom);
+                       a.plot_bottom);
     const bool right = x > kWidth * 0.6;
-    svg += fmt::format(R"(<text class="first-label" x="{:.1f}" y="{:.1f}" text-anchor="{}">first divergence: {}</text>)",
-                       right ? x - 6 : x + 6, kTop - 8 + 4, right ? "end" : "start", escape(first->label));
+    svg +=
+        fmt::format(R"(<text class="first-label" x="{:.1f}" y="{:.1f}" text-anchor="{}">first divergence: {}</text>)",
+                    right ? x - 6 : x + 6, kTop - 8 + 4, right ? "end" : "start", escape(first->label));
   }
   svg += R"(<g class="points">)";
   for (const auto& p : points) {
     const bool is_first = p.order == chart.first_order;
-    const double x = X(p.order);
+    const double x = a.x(p.order);
     const std::string cls = std::string(is_first ? "pt first" : "pt") + (p.hash_only ? " hash-only" : "");
-    const std::string value = p.hash_only ? "differs (hashes only, no statistics)"
-                                          : fmt::format("max abs diff {}", short_number(p.max_abs));
+    const std::string value =
+        p.hash_only ? "differs (hashes only, no statistics)" : fmt::format("max abs diff {}", short_number(p.max_abs));
     if (p.hash_only)
-      svg += fmt::format(R"(<rect class="{}" x="{:.1f}" y="{:.1f}" width="3" height="{:.1f}"><title>{}: {}</title></rect>)",
-                         cls, x - 1.5, kTop + 2, kBand - 4, escape(p.label), value);
+      svg += fmt::format(
+          R"(<rect class="{}" x="{:.1f}" y="{:.1f}" width="3" height="{:.1f}"><title>{}: {}</title></rect>)", cls,
+          x - 1.5, kTop + 2, kBand - 4, escape(p.label), value);
     else
       svg += fmt::format(R"(<circle class="{}" cx="{:.1f}" cy="{:.1f}" r="{}"><title>{}: {}</title></circle>)", cls, x,
-                         Y(p.max_abs), is_first ? 5 : 3, escape(p.label), value);
+                         a.y(p.max_abs), is_first ? 5 : 3, escape(p.label), value);
   }
-  svg += "</g></svg>";
-  return svg;
+  return svg + "</g>";
+}
+
+}  // namespace
+
+std::string layer_chart(const Chart& chart) {
+  const std::vector<ChartPoint> points = thinned(chart);
+  const Axes axes(chart, points);
+  std::string svg = fmt::format(
+      R"(<svg class="layer-chart" data-points="{}" viewBox="0 0 {} {}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">)",
+      points.size(), kWidth, kHeight, escape(chart.caption));
+  return svg + chart_frame(chart, axes) + chart_points(chart, points, axes) + "</svg>";
 }
 
 std::string page(const std::string& title, const std::string& body) {
@@ -235,9 +276,9 @@ std::string stats_table(const TensorDiff& d) {
     rows += fmt::format("<tr><td class=\"muted\">{}</td><td class=\"mono\">{}</td></tr>", k, v);
   };
   row("mismatched elements", fmt::format("{} of {}", group_digits(s.mismatched), group_digits(s.numel)));
-  row("max abs diff", html::escape(fmt::format("{:.4g} at {}: {} vs {}", s.max_abs,
-                                               unravel_index(s.max_abs_index, d.ref.shape), value(s.a_at_max),
-                                               value(s.b_at_max))));
+  row("max abs diff",
+      html::escape(fmt::format("{:.4g} at {}: {} vs {}", s.max_abs, unravel_index(s.max_abs_index, d.ref.shape),
+                               value(s.a_at_max), value(s.b_at_max))));
   row("max rel diff", fmt::format("{:.4g}", s.max_rel));
   row("mean abs / rms", fmt::format("{:.4g} / {:.4g}", s.mean_abs, s.rms));
   row("max ulp", std::to_string(s.max_ulp));
@@ -257,15 +298,13 @@ std::string html_hint(const Hint& x) {
 
 }  // namespace
 
-std::string render_html(const Report& r) {
-  const Comparison& c = r.comparison;
-  const PairComparison* h = c.headline();
-  const Verdict verdict = c.verdict();
-  std::string body;
-  body += fmt::format(
+namespace {
+
+std::string html_header(const Comparison& c) {
+  std::string body = fmt::format(
       "<header class=\"top\"><span class=\"brand\">reprocheck</span><h1>{}</h1>"
       "<span class=\"verdict {}\" id=\"verdict\">{}</span></header>",
-      html::escape(model_name(c)), to_string(verdict), html::escape(verdict_word(c)));
+      html::escape(model_name(c)), to_string(c.verdict()), html::escape(verdict_word(c)));
   body += fmt::format("<p class=\"sub\">{} · {} tensors per run · tolerance {}</p>", html::escape(runs_phrase(c)),
                       group_digits(c.tensors), html::escape(c.tolerance.describe()));
   std::string facts;
@@ -276,7 +315,79 @@ std::string render_html(const Report& r) {
   for (const auto& n : c.notes) facts += fmt::format("<li>note: {}</li>", html::escape(n));
   for (const auto& n : capture_sentences(c)) facts += fmt::format("<li>capture: {}</li>", html::escape(n));
   if (!facts.empty()) body += "<ul class=\"muted\">" + facts + "</ul>";
-  if (verdict == Verdict::inconclusive) {
+  return body;
+}
+
+std::string first_divergence_card(const Report& r, const PairComparison& h) {
+  const Comparison& c = r.comparison;
+  const auto& d = h.diffs[*h.first];
+  std::string body = fmt::format(
+      "<div class=\"card banner bad\" id=\"first-divergence\"><h2 style=\"margin-top:0\">First divergence</h2>"
+      "<p class=\"mono\">{}</p><p>{} · run {} vs {}</p>",
+      html::escape(describe(d.ref)), html::escape(provenance_tag(d)), h.other_run, html::escape(reference_name(c)));
+  if (std::string sentence = data_sentence(d); !sentence.empty())
+    body += fmt::format("<p>{}</p>", html::escape(sentence));
+  else if (d.hash_only)
+    body += "<p class=\"muted\">Differs by its hash; no statistics were captured for it.</p>";
+  else if (d.status == Status::values_differ || d.status == Status::close)
+    body += stats_table(d);
+  else
+    body += fmt::format("<p><code>{}</code>: {}</p>", to_string(d.status), html::escape(d.detail));
+  for (const auto& x : r.hints) body += html_hint(x);
+  return body + "</div>";
+}
+
+// The chart: every divergent tensor of the headline pair.
+std::string chart_card(const Comparison& c, const PairComparison& h) {
+  html::Chart chart;
+  chart.total = c.tensors;
+  chart.caption = fmt::format("max abs difference per tensor, run {} vs {}", h.other_run, reference_name(c));
+  for (size_t i = 0; i < h.diffs.size(); ++i) {
+    const auto& t = h.diffs[i];
+    if (!is_divergent(t.status) && t.status != Status::close) continue;
+    chart.points.push_back({t.ref.order, t.ref.step, t.stats.max_abs, t.hash_only, describe(t.ref)});
+    if (i == *h.first) chart.first_order = t.ref.order;
+  }
+  for (const auto& m : c.ref_index)
+    if (chart.step_starts.empty() || chart.step_starts.back().first != m.step)
+      chart.step_starts.emplace_back(m.step, m.order);
+  return fmt::format(
+      "<h2>Divergence by layer</h2><div class=\"card\"><p class=\"muted\">{}: {} tensors differ. Hover a point for "
+      "its name.</p>{}</div>",
+      html::escape(chart.caption), group_digits(static_cast<int64_t>(chart.points.size())), html::layer_chart(chart));
+}
+
+std::string isolation_card(const Isolation& iso) {
+  std::string items;
+  for (const auto& s : iso.sources)
+    items +=
+        fmt::format("<li class=\"mono\">{} ({})</li>", html::escape(describe(s.ref)), html::escape(provenance_tag(s)));
+  return fmt::format("<h2>Independent sources in step {}</h2><div class=\"card\"><ol>{}</ol><p>{}</p></div>", iso.step,
+                     items,
+                     iso.agreed ? fmt::format("With these replayed, the runs agree through step {}.", iso.step)
+                                : html::escape("Stopped: " + iso.note));
+}
+
+std::string cascade_card(const PairComparison& h) {
+  auto rows = cascade(h);
+  if (rows.empty()) return "";
+  std::string table;
+  for (const auto& row : rows)
+    table +=
+        fmt::format("<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                    row.step, to_string(row.phase), row.count, html::escape(cascade_max(row)));
+  return "<h2>Divergent tensors after it</h2><div class=\"card\"><table class=\"list\"><tr><th class=\"num\">step</th>"
+         "<th>phase</th><th class=\"num\">tensors</th><th class=\"num\">max abs diff</th></tr>" +
+         table + "</table></div>";
+}
+
+}  // namespace
+
+std::string render_html(const Report& r) {
+  const Comparison& c = r.comparison;
+  const PairComparison* h = c.headline();
+  std::string body = html_header(c);
+  if (c.verdict() == Verdict::inconclusive) {
     body += fmt::format("<div class=\"card banner warn\" id=\"inconclusive\">Nothing was proven either way: {}.</div>",
                         html::escape(c.inconclusive_reason()));
   } else if (!h) {
@@ -284,61 +395,13 @@ std::string render_html(const Report& r) {
                         c.capture.baseline.empty() ? "Every tensor matches across all runs."
                                                    : "Every tensor of the fresh runs matches the golden.");
   } else {
-    const auto& d = h->diffs[*h->first];
-    body += fmt::format(
-        "<div class=\"card banner bad\" id=\"first-divergence\"><h2 style=\"margin-top:0\">First divergence</h2>"
-        "<p class=\"mono\">{}</p><p>{} · run {} vs {}</p>",
-        html::escape(describe(d.ref)), html::escape(provenance_tag(d)), h->other_run, html::escape(reference_name(c)));
-    if (std::string sentence = data_sentence(d); !sentence.empty())
-      body += fmt::format("<p>{}</p>", html::escape(sentence));
-    else if (d.hash_only)
-      body += "<p class=\"muted\">Differs by its hash; no statistics were captured for it.</p>";
-    else if (d.status == Status::values_differ || d.status == Status::close)
-      body += stats_table(d);
-    else
-      body += fmt::format("<p><code>{}</code>: {}</p>", to_string(d.status), html::escape(d.detail));
-    for (const auto& x : r.hints) body += html_hint(x);
-    body += "</div>";
-    // The chart: every divergent tensor of the headline pair.
-    html::Chart chart;
-    chart.total = c.tensors;
-    chart.caption = fmt::format("max abs difference per tensor, run {} vs {}", h->other_run, reference_name(c));
-    for (size_t i = 0; i < h->diffs.size(); ++i) {
-      const auto& t = h->diffs[i];
-      if (!is_divergent(t.status) && t.status != Status::close) continue;
-      chart.points.push_back({t.ref.order, t.ref.step, t.stats.max_abs, t.hash_only, describe(t.ref)});
-      if (i == *h->first) chart.first_order = t.ref.order;
-    }
-    for (const auto& m : c.ref_index)
-      if (chart.step_starts.empty() || chart.step_starts.back().first != m.step)
-        chart.step_starts.emplace_back(m.step, m.order);
-    body += fmt::format(
-        "<h2>Divergence by layer</h2><div class=\"card\"><p class=\"muted\">{}: {} tensors differ. Hover a point "
-        "for its name.</p>{}</div>",
-        html::escape(chart.caption), group_digits(static_cast<int64_t>(chart.points.size())), html::layer_chart(chart));
-    if (r.isolation) {
-      const auto& iso = *r.isolation;
-      std::string items;
-      for (const auto& s : iso.sources)
-        items += fmt::format("<li class=\"mono\">{} ({})</li>", html::escape(describe(s.ref)), html::escape(provenance_tag(s)));
-      body += fmt::format("<h2>Independent sources in step {}</h2><div class=\"card\"><ol>{}</ol><p>{}</p></div>",
-                          iso.step, items,
-                          iso.agreed ? fmt::format("With these replayed, the runs agree through step {}.", iso.step)
-                                     : html::escape("Stopped: " + iso.note));
-    }
-    auto rows = cascade(*h);
-    if (!rows.empty()) {
-      std::string table;
-      for (const auto& row : rows)
-        table += fmt::format("<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-                             row.step, to_string(row.phase), row.count, html::escape(cascade_max(row)));
-      body += "<h2>Divergent tensors after it</h2><div class=\"card\"><table class=\"list\"><tr><th class=\"num\">step</th>"
-              "<th>phase</th><th class=\"num\">tensors</th><th class=\"num\">max abs diff</th></tr>" +
-              table + "</table></div>";
-    }
+    body += first_divergence_card(r, *h) + chart_card(c, *h);
+    if (r.isolation) body += isolation_card(*r.isolation);
+    body += cascade_card(*h);
   }
   std::string prov;
-  for (const char* key : {"libtorch_version", "cuda_version", "cudnn_version", "device_name", "host"})
+  for (const char* key :
+       {attr::kLibtorchVersion, attr::kCudaVersion, attr::kCudnnVersion, attr::kDeviceName, attr::kHost})
     if (std::string v = c.attribute(key); !v.empty()) prov += fmt::format(" · {} {}", key, html::escape(v));
   body += fmt::format("<footer>reprocheck {}{}</footer>", kVersion, prov);
   return html::page(fmt::format("reprocheck: {} — {}", model_name(c), verdict_word(c)), body);

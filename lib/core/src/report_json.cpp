@@ -13,7 +13,9 @@ namespace {
 
 nlohmann::json stats_json(const TensorDiff& d) {
   const auto& s = d.stats;
-  auto nd = [&](int64_t flat) { return flat < 0 ? nlohmann::json(nullptr) : nlohmann::json(unravel(flat, d.ref.shape)); };
+  auto nd = [&](int64_t flat) {
+    return flat < 0 ? nlohmann::json(nullptr) : nlohmann::json(unravel(flat, d.ref.shape));
+  };
   return {{"numel", s.numel},
           {"mismatched", s.mismatched},
           {"max_abs", s.max_abs},
@@ -70,52 +72,22 @@ nlohmann::json isolation_json(const Isolation& iso) {
           {"note", iso.note.empty() ? nlohmann::json(nullptr) : nlohmann::json(iso.note)}};
 }
 
-}  // namespace
+nlohmann::json capture_json(const Comparison& c) {
+  const auto& k = c.capture;
+  return {{"mode", k.mode},
+          {"pass2", k.pass2},
+          {"pass2_steps", k.pass2_steps},
+          {"pass2_runs", k.pass2_runs},
+          {"intermittent_runs", k.intermittent},
+          {"pass1_bytes", k.pass1_bytes},
+          {"pass2_bytes", k.pass2_bytes},
+          {"hash_only_tensors", c.hash_only_diffs()},
+          {"sentences", capture_sentences(c)}};
+}
 
-std::string render_json(const Report& r) {
-  const Comparison& c = r.comparison;
-  nlohmann::json j;
-  j["schema"] = "reprocheck-report/1";
-  j["verdict"] = to_string(c.verdict());
-  j["inconclusive_reason"] = c.verdict() == Verdict::inconclusive ? nlohmann::json(c.inconclusive_reason())
-                                                                  : nlohmann::json(nullptr);
-  j["model"] = model_name(c);
-  j["tolerance"] = c.tolerance.describe();
-  j["tensors"] = c.tensors;
-  // Where the reference run ran, from its dump's attributes ("" when a dump does not say).
-  j["provenance"] = nlohmann::json::object();
-  for (const char* key : {"reprocheck_version", "libtorch_version", "cuda_version", "cudnn_version", "device",
-                          "device_name", "host", "front_end"})
-    j["provenance"][key] = c.attribute(key);
-  j["notes"] = c.notes;
-  {
-    const auto& k = c.capture;
-    j["capture"] = {{"mode", k.mode},
-                    {"pass2", k.pass2},
-                    {"pass2_steps", k.pass2_steps},
-                    {"pass2_runs", k.pass2_runs},
-                    {"intermittent_runs", k.intermittent},
-                    {"pass1_bytes", k.pass1_bytes},
-                    {"pass2_bytes", k.pass2_bytes},
-                    {"hash_only_tensors", c.hash_only_diffs()},
-                    {"sentences", capture_sentences(c)}};
-    j["baseline"] = k.baseline.empty() ? nlohmann::json(nullptr)
-                                       : nlohmann::json({{"path", k.baseline},
-                                                         {"hashes_only", k.baseline_hashes_only},
-                                                         {"matches", c.verdict() == Verdict::reproducible}});
-  }
-  nlohmann::json runs = nlohmann::json::array();
-  for (size_t i = 0; i < c.runs.size(); ++i) runs.push_back({{"index", i}, {"dump", c.runs[i]}});
-  j["runs"] = runs;
-  j["first_divergence"] = nullptr;
-  if (const auto* h = c.headline()) {
-    const auto& d = h->diffs[*h->first];
-    auto fd = tensor_json(d, h->other_run);
-    fd["stats"] = d.hash_only ? nlohmann::json(nullptr) : stats_json(d);
-    fd["hash_only"] = d.hash_only;
-    j["first_divergence"] = fd;
-  }
-  nlohmann::json pairs = nlohmann::json::array(), divergent = nlohmann::json::array();
+// Each pair's counts and cascade; every divergent tensor of every pair into `divergent`.
+nlohmann::json pairs_json(const Comparison& c, nlohmann::json& divergent) {
+  nlohmann::json pairs = nlohmann::json::array();
   for (const auto& p : c.pairs) {
     nlohmann::json knobs = nlohmann::json::object();
     for (const auto& [k, v] : p.knob_diffs) knobs[k] = v;
@@ -144,17 +116,59 @@ std::string render_json(const Report& r) {
       divergent.push_back(t);
     }
   }
-  j["pairs"] = pairs;
+  return pairs;
+}
+
+nlohmann::json hints_json(const std::vector<Hint>& hints) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& x : hints)
+    out.push_back({{"cause", x.cause},
+                   {"title", x.title},
+                   {"evidence", x.evidence},
+                   {"fix_python", x.fix_python},
+                   {"fix_flag", x.fix_flag},
+                   {"test_it", x.test_it}});
+  return out;
+}
+
+}  // namespace
+
+std::string render_json(const Report& r) {
+  const Comparison& c = r.comparison;
+  nlohmann::json j;
+  j["schema"] = "reprocheck-report/1";
+  j["verdict"] = to_string(c.verdict());
+  j["inconclusive_reason"] =
+      c.verdict() == Verdict::inconclusive ? nlohmann::json(c.inconclusive_reason()) : nlohmann::json(nullptr);
+  j["model"] = model_name(c);
+  j["tolerance"] = c.tolerance.describe();
+  j["tensors"] = c.tensors;
+  // Where the reference run ran, from its dump's attributes ("" when a dump does not say).
+  j["provenance"] = nlohmann::json::object();
+  for (const char* key : {"reprocheck_version", "libtorch_version", "cuda_version", "cudnn_version", "device",
+                          "device_name", "host", "front_end"})
+    j["provenance"][key] = c.attribute(key);
+  j["notes"] = c.notes;
+  j["capture"] = capture_json(c);
+  j["baseline"] = c.capture.baseline.empty() ? nlohmann::json(nullptr)
+                                             : nlohmann::json({{"path", c.capture.baseline},
+                                                               {"hashes_only", c.capture.baseline_hashes_only},
+                                                               {"matches", c.verdict() == Verdict::reproducible}});
+  nlohmann::json runs = nlohmann::json::array();
+  for (size_t i = 0; i < c.runs.size(); ++i) runs.push_back({{"index", i}, {"dump", c.runs[i]}});
+  j["runs"] = runs;
+  j["first_divergence"] = nullptr;
+  if (const auto* h = c.headline()) {
+    const auto& d = h->diffs[*h->first];
+    auto fd = tensor_json(d, h->other_run);
+    fd["stats"] = d.hash_only ? nlohmann::json(nullptr) : stats_json(d);
+    fd["hash_only"] = d.hash_only;
+    j["first_divergence"] = fd;
+  }
+  nlohmann::json divergent = nlohmann::json::array();
+  j["pairs"] = pairs_json(c, divergent);
   j["divergent_tensors"] = divergent;
-  nlohmann::json hints = nlohmann::json::array();
-  for (const auto& x : r.hints)
-    hints.push_back({{"cause", x.cause},
-                     {"title", x.title},
-                     {"evidence", x.evidence},
-                     {"fix_python", x.fix_python},
-                     {"fix_flag", x.fix_flag},
-                     {"test_it", x.test_it}});
-  j["hints"] = hints;
+  j["hints"] = hints_json(r.hints);
   if (r.isolation) j["isolation"] = isolation_json(*r.isolation);
   return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }

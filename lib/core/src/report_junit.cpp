@@ -3,8 +3,8 @@
 
 #include <map>
 
-#include "reprocheck/html.h"
 #include "report_common.h"
+#include "reprocheck/html.h"
 
 namespace reprocheck {
 
@@ -32,10 +32,10 @@ std::string render_junit(const Report& r) {
       if (is_divergent(d.status))
         failures[group_name(d.ref)].push_back(fmt::format(
             "run {} vs {}: {}: {}", p.other_run, reference_name(c), describe(d.ref),
-            d.hash_only                       ? d.detail
+            d.hash_only                         ? d.detail
             : d.status == Status::values_differ ? fmt::format("{} of {} elements differ, max abs diff {:.4g}",
-                                                            d.stats.mismatched, d.stats.numel, d.stats.max_abs)
-                                              : fmt::format("{} ({})", to_string(d.status), d.detail)));
+                                                              d.stats.mismatched, d.stats.numel, d.stats.max_abs)
+                                                : fmt::format("{} ({})", to_string(d.status), d.detail)));
   }
   for (const auto& m : c.ref_index) {
     auto g = group_name(m);
@@ -53,9 +53,8 @@ std::string render_junit(const Report& r) {
   const size_t nerr = inconclusive ? 1 : 0;
   std::string suite = fmt::format("reprocheck {}", model_name(c));
   std::string out = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
-  out +=
-      fmt::format("<testsuites name=\"reprocheck\" tests=\"{}\" failures=\"{}\" errors=\"{}\">\n", order.size() + nerr,
-                  nfail, nerr);
+  out += fmt::format("<testsuites name=\"reprocheck\" tests=\"{}\" failures=\"{}\" errors=\"{}\">\n",
+                     order.size() + nerr, nfail, nerr);
   out += fmt::format("  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"{}\" skipped=\"0\">\n",
                      html::xml_escape(suite), order.size() + nerr, nfail, nerr);
   out += fmt::format(
@@ -65,7 +64,8 @@ std::string render_junit(const Report& r) {
   std::vector<std::string> notes = c.notes;
   for (auto& n : capture_sentences(c)) notes.push_back("capture: " + n);
   for (const auto& note : notes) {
-    out.insert(out.rfind("    </properties>"), fmt::format("      <property name=\"note\" value=\"{}\"/>\n", html::xml_escape(note)));
+    out.insert(out.rfind("    </properties>"),
+               fmt::format("      <property name=\"note\" value=\"{}\"/>\n", html::xml_escape(note)));
   }
   if (inconclusive)
     out += fmt::format(
@@ -73,14 +73,16 @@ std::string render_junit(const Report& r) {
         "message=\"{}\"/>\n    </testcase>\n",
         html::xml_escape(suite), html::xml_escape("INCONCLUSIVE: " + c.inconclusive_reason()));
   for (const auto& g : order) {
-    out += fmt::format("    <testcase classname=\"{}\" name=\"{}\" time=\"0\"", html::xml_escape(suite), html::xml_escape(g));
+    out += fmt::format("    <testcase classname=\"{}\" name=\"{}\" time=\"0\"", html::xml_escape(suite),
+                       html::xml_escape(g));
     auto it = failures.find(g);
     if (it == failures.end()) {
       out += "/>\n";
       continue;
     }
     out += fmt::format(">\n      <failure type=\"divergence\" message=\"{}\">{}</failure>\n    </testcase>\n",
-                       html::xml_escape(it->second.front()), html::xml_escape(fmt::format("{}", fmt::join(it->second, "\n"))));
+                       html::xml_escape(it->second.front()),
+                       html::xml_escape(fmt::format("{}", fmt::join(it->second, "\n"))));
   }
   out += "  </testsuite>\n</testsuites>\n";
   return out;

@@ -42,7 +42,8 @@ std::string render_markdown(const Report& r, const ReportOptions& o) {
   out += fmt::format("Model {} · {} · {} tensors per run · tolerance {}\n\n", code(model_name(c)), runs_phrase(c),
                      group_digits(c.tensors), c.tolerance.describe());
   for (const auto& p : c.pairs)
-    if (!p.knob_diffs.empty()) out += fmt::format("Run {} differs from {} in: {}\n\n", p.other_run, reference_name(c), md(knobs(p)));
+    if (!p.knob_diffs.empty())
+      out += fmt::format("Run {} differs from {} in: {}\n\n", p.other_run, reference_name(c), md(knobs(p)));
   for (const auto& n : c.notes) out += fmt::format("Note: {}\n\n", md(n));
   for (const auto& n : capture_sentences(c)) out += fmt::format("Capture: {}\n\n", md(n));
   if (c.verdict() == Verdict::inconclusive) {

@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -156,7 +155,8 @@ TensorSpec parse_tensor_spec(const std::string& text, const std::string& what) {
     start = end + 1;
   }
   if (parts.size() > 3 || parts[0].empty())
-    throw UsageError(fmt::format("bad {} '{}': expected SHAPE[:DTYPE[:LOW..HIGH]], e.g. 4,20:int64:0..30522", what, text));
+    throw UsageError(
+        fmt::format("bad {} '{}': expected SHAPE[:DTYPE[:LOW..HIGH]], e.g. 4,20:int64:0..30522", what, text));
   s.shape = parse_shape(parts[0], what);
   if (parts.size() > 1) s.dtype = parts[1];
   if (parts.size() > 2) {
@@ -184,20 +184,23 @@ void check_tensor_spec(const TensorSpec& s, const std::string& what) {
     if (d < 1 || d > (int64_t{1} << 40))
       throw UsageError(fmt::format("bad {} '{}': has a dimension below 1 (an empty batch trains nothing)", what, text));
   if (!s.dtype.empty() && !parse_dtype(s.dtype))
-    throw UsageError(fmt::format("bad {} '{}': unknown dtype '{}'; expected one of {}", what, text, s.dtype, dtype_list()));
+    throw UsageError(
+        fmt::format("bad {} '{}': unknown dtype '{}'; expected one of {}", what, text, s.dtype, dtype_list()));
   if (s.low.has_value() != s.high.has_value())
     throw UsageError(fmt::format("bad {} '{}': give both ends of the range", what, text));
   if (s.low && !(*s.low < *s.high))
     throw UsageError(fmt::format("bad {} '{}': the range {}..{} is empty (LOW must be below HIGH, which is excluded)",
                                  what, text, *s.low, *s.high));
   if (s.is_integer() && !s.low)
-    throw UsageError(fmt::format("{} '{}' is {} and has no value range: give one, e.g. {}:{}:0..VOCAB for token ids "
-                                 "below the vocabulary size",
-                                 what, text, s.dtype, fmt::join(s.shape, ","), s.dtype));
+    throw UsageError(
+        fmt::format("{} '{}' is {} and has no value range: give one, e.g. {}:{}:0..VOCAB for token ids "
+                    "below the vocabulary size",
+                    what, text, s.dtype, fmt::join(s.shape, ","), s.dtype));
   if (s.is_integer() && (*s.low != std::floor(*s.low) || *s.high != std::floor(*s.high)))
     throw UsageError(fmt::format("bad {} '{}': an integer range needs integer ends", what, text));
   if (s.dtype == "bool" && s.low)
-    throw UsageError(fmt::format("bad {} '{}': a bool tensor takes no range (it is drawn as true or false)", what, text));
+    throw UsageError(
+        fmt::format("bad {} '{}': a bool tensor takes no range (it is drawn as true or false)", what, text));
   check_input_size(s.shape, s.dtype.empty() || s.dtype == "bool" ? "float32" : s.dtype, what);
 }
 
@@ -219,9 +222,10 @@ std::vector<std::pair<std::string, double>> parse_output_weights(const std::stri
     std::string key = eq == std::string::npos ? std::to_string(index) : item.substr(0, eq);
     std::string value = eq == std::string::npos ? item : item.substr(eq + 1);
     if (key.empty() || value.empty())
-      throw UsageError(fmt::format("bad --output-weights '{}': expected weights per tuple output (1,0.3,0.3) or per dict "
-                                   "key (logits=1,aux=0.3)",
-                                   text));
+      throw UsageError(
+          fmt::format("bad --output-weights '{}': expected weights per tuple output (1,0.3,0.3) or per dict "
+                      "key (logits=1,aux=0.3)",
+                      text));
     double w = parse_number(value, "--output-weights", text);
     for (const auto& [k, v] : out)
       if (k == key) throw UsageError(fmt::format("bad --output-weights '{}': '{}' is given twice", text, key));
@@ -230,9 +234,10 @@ std::vector<std::pair<std::string, double>> parse_output_weights(const std::stri
   const bool keyed = text.find('=') != std::string::npos;
   for (size_t i = 0; i < out.size(); ++i)
     if (keyed != (text.find(out[i].first + "=") != std::string::npos))
-      throw UsageError(fmt::format("bad --output-weights '{}': use weights for every output (1,0.3,0.3) or KEY=WEIGHT for "
-                                   "every one, not both",
-                                   text));
+      throw UsageError(
+          fmt::format("bad --output-weights '{}': use weights for every output (1,0.3,0.3) or KEY=WEIGHT for "
+                      "every one, not both",
+                      text));
   return out;
 }
 
@@ -243,10 +248,10 @@ void check_input_size(const std::vector<int64_t>& shape, const std::string& dtyp
   const long double pages = static_cast<long double>(sysconf(_SC_PHYS_PAGES));
   const long double memory = pages * static_cast<long double>(sysconf(_SC_PAGE_SIZE));
   if (memory > 0 && bytes > memory / 2)
-    throw UsageError(fmt::format("{} [{}] needs {:.1f} GB for one input batch alone, and this machine has {:.1f} GB of "
-                                 "memory; use a smaller batch or shape",
-                                 where, fmt::join(shape, ", "), static_cast<double>(bytes / 1e9),
-                                 static_cast<double>(memory / 1e9)));
+    throw UsageError(fmt::format(
+        "{} [{}] needs {:.1f} GB for one input batch alone, and this machine has {:.1f} GB of "
+        "memory; use a smaller batch or shape",
+        where, fmt::join(shape, ", "), static_cast<double>(bytes / 1e9), static_cast<double>(memory / 1e9)));
 }
 
 void validate(const RunOptions& o) {
@@ -257,8 +262,8 @@ void validate(const RunOptions& o) {
   };
   auto seed_ok = [](const std::string& flag, const std::string& v) {
     // Up to 2^63 - 1: a seed drawn by "random" (and recorded in the dump) can be given back.
-    if (v != "random" && (!std::regex_match(v, std::regex("[0-9]{1,19}")) ||
-                          (v.size() == 19 && v > std::string("9223372036854775807"))))
+    if (v != "random" &&
+        (!std::regex_match(v, std::regex("[0-9]{1,19}")) || (v.size() == 19 && v > std::string("9223372036854775807"))))
       throw UsageError(fmt::format("bad value '{}' for {}: expected a non-negative integer or 'random'", v, flag));
   };
   seed_ok("--seed", o.seed);
@@ -282,12 +287,14 @@ void validate(const RunOptions& o) {
   if (o.autocast == "fp16" && o.device == "cpu")
     throw UsageError("--autocast fp16 needs a CUDA device; on the CPU use --autocast bf16");
   if (!o.autocast.empty() && !o.dtype.empty() && o.dtype != "float32")
-    throw UsageError(fmt::format("--autocast {} and --dtype {} exclude each other: autocast trains float32 parameters "
-                                 "with {} compute; drop --dtype",
-                                 o.autocast, o.dtype, o.autocast));
+    throw UsageError(
+        fmt::format("--autocast {} and --dtype {} exclude each other: autocast trains float32 parameters "
+                    "with {} compute; drop --dtype",
+                    o.autocast, o.dtype, o.autocast));
   for (auto [v, flag, lo, hi] : {std::tuple{o.beta1, "--beta1", 0.0, 1.0}, std::tuple{o.beta2, "--beta2", 0.0, 1.0}})
     if (!(v >= lo && v < hi)) throw UsageError(fmt::format("bad value {} for {}: expected 0 to below 1", v, flag));
-  if (!(std::isfinite(o.eps) && o.eps > 0)) throw UsageError(fmt::format("bad value {} for --eps: expected above 0", o.eps));
+  if (!(std::isfinite(o.eps) && o.eps > 0))
+    throw UsageError(fmt::format("bad value {} for --eps: expected above 0", o.eps));
   if (o.weight_decay != -1 && !(std::isfinite(o.weight_decay) && o.weight_decay >= 0))
     throw UsageError(fmt::format("bad value {} for --weight-decay: expected 0 or more", o.weight_decay));
   for (size_t i = 0; i < o.inputs.size(); ++i) parse_tensor_spec(o.inputs[i], fmt::format("--input {}", i + 1));
@@ -303,9 +310,10 @@ void validate(const RunOptions& o) {
     throw UsageError(fmt::format("bad value '{}' for --device: expected cpu, cuda, cuda:N or auto", o.device));
   for (auto d : o.input_shape)
     if (d < 1)
-      throw UsageError(fmt::format("bad --input-shape {}: every dimension must be 1 or more (an empty batch "
-                                   "trains nothing)",
-                                   fmt::join(o.input_shape, ",")));
+      throw UsageError(
+          fmt::format("bad --input-shape {}: every dimension must be 1 or more (an empty batch "
+                      "trains nothing)",
+                      fmt::join(o.input_shape, ",")));
   check_input_size(o.input_shape, o.dtype.empty() ? "float32" : o.dtype, "--input-shape");
   if (o.layers.empty())
     throw UsageError("empty --layers: pass default, all, none, a comma list of kinds, or path:REGEX");
@@ -410,9 +418,9 @@ RunOptions with_knob(const RunOptions& base, const std::string& knob, const std:
     o.mode = v;
   else if (knob.rfind("env:", 0) == 0 && knob.size() > 4 && knob.find('=') == std::string::npos) {
     const std::string name = knob.substr(4);
-    o.env.erase(std::remove_if(o.env.begin(), o.env.end(),
-                               [&](const std::string& kv) { return kv.rfind(name + "=", 0) == 0; }),
-                o.env.end());
+    o.env.erase(
+        std::remove_if(o.env.begin(), o.env.end(), [&](const std::string& kv) { return kv.rfind(name + "=", 0) == 0; }),
+        o.env.end());
     o.env.push_back(name + "=" + v);
   } else
     throw UsageError(fmt::format("unknown knob '{}' for --vary: expected one of {}", knob, knob_list()));

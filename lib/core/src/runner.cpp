@@ -58,7 +58,8 @@ Runner::Runner(RunnerOptions o, std::shared_ptr<const WorkerLauncher> launcher)
       throw InputError(fmt::format("--keep '{}' is a file; name a folder for the dumps", o_.keep_dir));
     const std::string writable = files::is_directory(o_.keep_dir) ? o_.keep_dir : files::parent_dir(o_.keep_dir);
     if (!files::is_directory(writable) || access(writable.c_str(), W_OK) != 0)
-      throw InputError(fmt::format("--keep '{}': folder '{}' does not exist or is not writable", o_.keep_dir, writable));
+      throw InputError(
+          fmt::format("--keep '{}': folder '{}' does not exist or is not writable", o_.keep_dir, writable));
     keep_lock_ = std::make_unique<files::DestinationLock>(o_.keep_dir, "--keep folder");
     for (int i = 0; i < o_.runs; ++i)
       if (files::exists(o_.keep_dir + "/" + dump_name(i)) && !o_.overwrite)

@@ -189,7 +189,6 @@ void stats_chunk(const typename E::Raw* a, const typename E::Raw* b, int64_t beg
   }
 }
 
-
 template <typename E>
 DiffStats stats_for(const void* pa, const void* pb, int64_t n, double atol, double rtol, bool bitwise) {
   const auto* a = static_cast<const typename E::Raw*>(pa);

@@ -69,8 +69,8 @@ ExitStatus from_wait(int st) {
 std::string resolve_program(const std::string& name) {
   if (name.find('/') != std::string::npos) {
     if (access(name.c_str(), X_OK) != 0)
-      throw CommandError(fmt::format("cannot run '{}': {}; check the command's path", sanitize_text(name),
-                                     std::strerror(errno)));
+      throw CommandError(
+          fmt::format("cannot run '{}': {}; check the command's path", sanitize_text(name), std::strerror(errno)));
     return name;
   }
   const char* path = std::getenv("PATH");
@@ -90,6 +90,49 @@ struct ExecFailure {
   int stage;  // 1: entering the working folder, 2: exec
   int error;
 };
+
+// This process's environment with `extra` set on top, as NAME=VALUE strings.
+std::vector<std::string> environment(const std::vector<std::pair<std::string, std::string>>& extra) {
+  std::map<std::string, std::string> vars;
+  for (char** e = environ; e && *e; ++e) {
+    std::string kv = *e;
+    auto eq = kv.find('=');
+    if (eq != std::string::npos) vars[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  for (const auto& [k, v] : extra) vars[k] = v;
+  std::vector<std::string> out;
+  for (const auto& [k, v] : vars) out.push_back(k + "=" + v);
+  return out;
+}
+
+// What the child's side of fork needs: only async-signal-safe calls happen there.
+struct ChildFds {
+  pid_t parent;
+  int devnull, out, err, status;
+  const char* cwd;
+};
+
+[[noreturn]] void exec_child(const ChildFds& f, const std::string& program, std::vector<char*>& argv,
+                             std::vector<char*>& envp) {
+  setpgid(0, 0);
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (getppid() != f.parent) _exit(127);
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  signal(SIGPIPE, SIG_DFL);
+  dup2(f.devnull, 0);
+  dup2(f.out, 1);
+  dup2(f.err, 2);
+  ExecFailure failure{1, 0};
+  if (!f.cwd || chdir(f.cwd) == 0) {
+    execve(program.c_str(), argv.data(), envp.data());
+    failure.stage = 2;
+  }
+  failure.error = errno;
+  ssize_t ignored = write(f.status, &failure, sizeof failure);
+  (void)ignored;
+  _exit(127);
+}
 
 std::vector<char*> c_strings(std::vector<std::string>& strings) {
   std::vector<char*> out;
@@ -111,15 +154,7 @@ Process::Process(const ProcessSpec& spec) {
   if (spec.argv.empty()) throw RunError("cannot start a process: empty command");
   const std::string program = resolve_program(spec.argv[0]);
   std::vector<std::string> args = spec.argv;
-  std::map<std::string, std::string> vars;
-  for (char** e = environ; e && *e; ++e) {
-    std::string kv = *e;
-    auto eq = kv.find('=');
-    if (eq != std::string::npos) vars[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
-  for (const auto& [k, v] : spec.env) vars[k] = v;
-  std::vector<std::string> env_strings;
-  for (const auto& [k, v] : vars) env_strings.push_back(k + "=" + v);
+  std::vector<std::string> env_strings = environment(spec.env);
   auto cargv = c_strings(args);
   auto cenv = c_strings(env_strings);
   int out[2] = {-1, -1}, err[2] = {-1, -1}, status[2] = {-1, -1};
@@ -133,26 +168,7 @@ Process::Process(const ProcessSpec& spec) {
   const char* cwd = spec.cwd.empty() ? nullptr : spec.cwd.c_str();
   pid_t parent = getpid();
   pid_t pid = fork();
-  if (pid == 0) {
-    setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(127);
-    signal(SIGINT, SIG_DFL);
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGPIPE, SIG_DFL);
-    dup2(devnull, 0);
-    dup2(out[1], 1);
-    dup2(err[1], 2);
-    ExecFailure failure{1, 0};
-    if (!cwd || chdir(cwd) == 0) {
-      execve(program.c_str(), cargv.data(), cenv.data());
-      failure.stage = 2;
-    }
-    failure.error = errno;
-    ssize_t ignored = write(status[1], &failure, sizeof failure);
-    (void)ignored;
-    _exit(127);
-  }
+  if (pid == 0) exec_child({parent, devnull, out[1], err[1], status[1], cwd}, program, cargv, cenv);
   int fork_errno = errno;
   close(out[1]);
   close(err[1]);
@@ -160,8 +176,8 @@ Process::Process(const ProcessSpec& spec) {
   close(devnull);
   if (pid < 0) {
     for (int fd : {out[0], err[0], status[0]}) close(fd);
-    throw RunError(fmt::format("cannot start '{}': fork failed: {}", sanitize_text(spec.argv[0]),
-                               std::strerror(fork_errno)));
+    throw RunError(
+        fmt::format("cannot start '{}': fork failed: {}", sanitize_text(spec.argv[0]), std::strerror(fork_errno)));
   }
   setpgid(pid, pid);  // also from the parent, so that kill(-pid) works at once
   // The status pipe closes on a successful exec (close-on-exec); a failed one writes its errno.
@@ -340,6 +356,40 @@ std::unique_ptr<Process> run_to_end(const ProcessSpec& spec, double timeout_s, E
   }
 }
 
+namespace {
+
+// The isolated child: runs `body`, writes its error (if any) to `fd`, exits 0 or 2.
+[[noreturn]] void run_body_and_exit(const std::function<std::string()>& body, int fd) {
+  // A crash here ends this child quietly; the parent reports it.
+  for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) signal(sig, SIG_DFL);
+  std::string message;
+  try {
+    message = body();
+  } catch (const std::exception& e) {
+    message = e.what();
+  }
+  for (size_t off = 0; off < message.size();) {
+    ssize_t n = ::write(fd, message.data() + off, message.size() - off);
+    if (n <= 0) break;
+    off += static_cast<size_t>(n);
+  }
+  _exit(message.empty() ? 0 : 2);
+}
+
+// Reads what a non-blocking pipe holds now into `message` (up to 1 MB kept); false once every
+// writer has closed it.
+bool read_available(int fd, std::string& message) {
+  char buffer[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n > 0 && message.size() < (1 << 20)) message.append(buffer, static_cast<size_t>(n));
+    if (n == 0) return false;  // every writer closed it: the child ended (or closed it)
+    if (n < 0) return true;    // EAGAIN: nothing more for now
+  }
+}
+
+}  // namespace
+
 IsolatedOutcome run_isolated(const std::function<std::string()>& body, double timeout_s) {
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) {  // no isolation possible: run it here
@@ -352,24 +402,7 @@ IsolatedOutcome run_isolated(const std::function<std::string()>& body, double ti
   pid_t pid = fork();
   if (pid == 0) {
     close(fds[0]);
-    // A crash here ends this child quietly; the parent reports it.
-    for (int sig : {SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL}) signal(sig, SIG_DFL);
-    int code = 0;
-    std::string message;
-    try {
-      message = body();
-    } catch (const std::exception& e) {
-      message = e.what();
-    }
-    if (!message.empty()) {
-      code = 2;
-      for (size_t off = 0; off < message.size();) {
-        ssize_t n = ::write(fds[1], message.data() + off, message.size() - off);
-        if (n <= 0) break;
-        off += static_cast<size_t>(n);
-      }
-    }
-    _exit(code);
+    run_body_and_exit(body, fds[1]);
   }
   close(fds[1]);
   if (pid < 0) {
@@ -394,13 +427,7 @@ IsolatedOutcome run_isolated(const std::function<std::string()>& body, double ti
     if (pipe_open) {
       pollfd p{fds[0], POLLIN, 0};
       ::poll(&p, 1, 5);
-      char buffer[4096];
-      for (;;) {
-        ssize_t n = ::read(fds[0], buffer, sizeof buffer);
-        if (n > 0 && message.size() < (1 << 20)) message.append(buffer, static_cast<size_t>(n));
-        if (n == 0) pipe_open = false;  // every writer closed it: the child ended (or closed it)
-        if (n <= 0) break;              // EOF, or EAGAIN: nothing more for now
-      }
+      pipe_open = read_available(fds[0], message);
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }

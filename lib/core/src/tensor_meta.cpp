@@ -1,22 +1,22 @@
 #include "reprocheck/tensor_meta.h"
 
-#include "reprocheck/protocol.h"
-
-#include <cstdio>
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <xxhash.h>
+
+#include <cstdio>
+
+#include "reprocheck/protocol.h"
 
 namespace reprocheck {
 
 namespace {
 
-constexpr const char* kPhaseNames[] = {"init", "input",    "forward",    "output",     "loss",
+constexpr const char* kPhaseNames[] = {"init",     "input",      "forward",    "output", "loss",
                                        "backward", "param_grad", "after_step", "rng"};
-constexpr const char* kKindNames[] = {"activation", "grad",       "param",   "buffer", "input",
-                                      "target",     "output",     "loss",    "param_grad", "indices",
-                                      "batch",      "rng_state",  "optim_state"};
+constexpr const char* kKindNames[] = {"activation", "grad",      "param",      "buffer",     "input",
+                                      "target",     "output",    "loss",       "param_grad", "indices",
+                                      "batch",      "rng_state", "optim_state"};
 
 template <typename E, size_t N>
 std::optional<E> parse_name(std::string_view s, const char* const (&names)[N]) {

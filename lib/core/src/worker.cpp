@@ -60,8 +60,7 @@ std::vector<std::string> rank_dumps(const std::string& dump) {
   if (DIR* d = opendir(dir.c_str())) {
     while (auto* e = readdir(d)) {
       std::string name = e->d_name;
-      if (name.rfind(prefix, 0) != 0 || name.size() < prefix.size() + 4 ||
-          name.compare(name.size() - 3, 3, ".h5") != 0)
+      if (name.rfind(prefix, 0) != 0 || name.size() < prefix.size() + 4 || name.compare(name.size() - 3, 3, ".h5") != 0)
         continue;
       std::string rank = name.substr(prefix.size(), name.size() - 3 - prefix.size());
       if (rank.empty() || !std::all_of(rank.begin(), rank.end(), ::isdigit) || rank.size() > 6) continue;

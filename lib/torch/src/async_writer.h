@@ -3,9 +3,9 @@
 // writes overlap training. Not a public header (capture.cpp's).
 #pragma once
 
+#include <ATen/ATen.h>
 #include <c10/core/Event.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
-#include <ATen/ATen.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -30,7 +30,6 @@ inline at::Tensor host_view(const at::Tensor& t) {
   if (!h.device().is_cpu()) h = h.to(at::kCPU);
   return h.contiguous();
 }
-
 
 // Adds the scope's duration to a counter.
 struct Timer {
@@ -215,6 +214,5 @@ class AsyncWriter {
   std::exception_ptr error_;
   std::thread thread_;  // last: starts after the members it uses
 };
-
 
 }  // namespace reprocheck::detail

@@ -1,13 +1,11 @@
-#include <atomic>
 #include "capture.h"
-
-#include "reprocheck/protocol.h"
 
 #include <c10/core/Event.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -17,16 +15,15 @@
 #include <thread>
 #include <unordered_map>
 
+#include "async_writer.h"
 #include "reprocheck/error.h"
 #include "reprocheck/interrupt.h"
-#include "async_writer.h"
+#include "reprocheck/protocol.h"
 #include "torch_dtype.h"
 
 namespace reprocheck::detail {
 
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 static Session* g_session = nullptr;  // set while a capture is active; the tap kernels do nothing otherwise
 
@@ -113,8 +110,8 @@ class Session {
     if (s.dropout)
       for (const auto& y : ys) dropout_elements_ += y.numel();
     for (size_t slot = 0; slot < ys.size(); ++slot) {
-      TensorMeta m =
-          meta(Phase::forward, s.path, s.type, Kind::activation, ys.size() == 1 ? "out" : fmt::format("out.{}", slot), call);
+      TensorMeta m = meta(Phase::forward, s.path, s.type, Kind::activation,
+                          ys.size() == 1 ? "out" : fmt::format("out.{}", slot), call);
       m.input_hash = input.value;
       m.has_input_hash = has_input_hash;
       substitute(m, ys[slot]);
@@ -297,8 +294,8 @@ Capture::~Capture() {
 
 void Capture::begin_step(int step) { session_->begin_step(step); }
 
-void Capture::record(Phase phase, const std::string& layer, const std::string& type, Kind kind,
-                     const std::string& name, const at::Tensor& t) {
+void Capture::record(Phase phase, const std::string& layer, const std::string& type, Kind kind, const std::string& name,
+                     const at::Tensor& t) {
   session_->record(phase, layer, type, kind, name, t);
 }
 

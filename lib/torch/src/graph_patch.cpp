@@ -46,8 +46,8 @@ std::vector<Value*> tensors_of(Graph& g, Value* v) {
 // Ops whose output is uninitialized memory by contract: never recorded (they would differ from run
 // to run without anything being wrong).
 bool uninitialized_output(const Node* n) {
-  static const std::set<std::string> kNames = {"empty", "empty_like", "new_empty", "empty_strided",
-                                               "new_empty_strided", "empty_permuted"};
+  static const std::set<std::string> kNames = {"empty",         "empty_like",        "new_empty",
+                                               "empty_strided", "new_empty_strided", "empty_permuted"};
   return n->kind().ns().toUnqualString() == std::string("aten") && kNames.count(n->kind().toUnqualString());
 }
 
@@ -164,7 +164,8 @@ LayerCategories categories_by_ops(const torch::jit::Module& module) {
       }
     };
     walk(g->block());
-    if (auto c = category_of_ops(ops)) out.set(demangle_type_name(type->name() ? type->name()->qualifiedName() : ""), *c);
+    if (auto c = category_of_ops(ops))
+      out.set(demangle_type_name(type->name() ? type->name()->qualifiedName() : ""), *c);
   }
   return out;
 }
@@ -176,7 +177,8 @@ Instrumented instrument(torch::jit::Module& module, const RunOptions& o, const s
   for (size_t i = 0; i < mods.size(); ++i) {
     bool leaf = true;
     for (size_t j = i + 1; j < mods.size() && leaf; ++j) leaf = mods[j].path.rfind(mods[i].path + ".", 0) != 0;
-    refs.push_back({mods[i].path, mods[i].type, result.categories.of(mods[i].type), i > 0 && leaf && mods[i].own_params > 0});
+    refs.push_back(
+        {mods[i].path, mods[i].type, result.categories.of(mods[i].type), i > 0 && leaf && mods[i].own_params > 0});
   }
   std::vector<bool> sel = select_layers(o.layers, refs);
   size_t n_sel = std::count(sel.begin(), sel.end(), true);
@@ -185,8 +187,7 @@ Instrumented instrument(torch::jit::Module& module, const RunOptions& o, const s
     // No conv, dropout or batch norm (an LSTM, an embedding model): every leaf layer instead.
     for (size_t i = 1; i < mods.size(); ++i) {
       bool leaf = true;
-      for (size_t j = 1; j < mods.size() && leaf; ++j)
-        leaf = mods[j].path.rfind(mods[i].path + ".", 0) != 0;
+      for (size_t j = 1; j < mods.size() && leaf; ++j) leaf = mods[j].path.rfind(mods[i].path + ".", 0) != 0;
       sel[i] = leaf;
     }
     n_sel = std::count(sel.begin(), sel.end(), true);
@@ -267,8 +268,9 @@ std::vector<std::string> layers_running(const torch::jit::Module& module, const 
 }  // namespace
 
 int frozen_training_ops(const torch::jit::Module& module) {
-  static const std::set<std::string> kTrainArgument = {"dropout", "dropout_", "feature_dropout", "alpha_dropout",
-                                                       "feature_alpha_dropout", "batch_norm", "instance_norm"};
+  static const std::set<std::string> kTrainArgument = {
+      "dropout",    "dropout_",     "feature_dropout", "alpha_dropout", "feature_alpha_dropout",
+      "batch_norm", "instance_norm"};
   int frozen = 0;
   std::set<const c10::ClassType*> seen;
   for (const auto& item : module.named_modules()) {

@@ -11,15 +11,15 @@
 #include <xxhash.h>
 
 #include <fstream>
-#include <regex>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <unordered_map>
 
+#include "reprocheck/build_info.h"
 #include "reprocheck/error.h"
 #include "reprocheck/model_file.h"
 #include "reprocheck/run_options.h"
-#include "reprocheck/build_info.h"
 #include "torch_model.h"
 
 namespace reprocheck {
@@ -151,7 +151,8 @@ ModelMeta parse_meta(const std::string& path, const std::string& text) {
       const auto& v = j.at("input_shape");
       // A list of shapes is one float input each.
       if (v.is_array() && !v.empty() && v[0].is_array()) {
-        for (size_t i = 0; i < v.size(); ++i) meta.inputs.push_back(spec_text(v[i], fmt::format("{}: input_shape[{}]", where, i)));
+        for (size_t i = 0; i < v.size(); ++i)
+          meta.inputs.push_back(spec_text(v[i], fmt::format("{}: input_shape[{}]", where, i)));
       } else {
         TensorSpec s = parse_tensor_spec(spec_text(v, where + ": input_shape"), "reprocheck.json input_shape");
         meta.input_shape = s.shape;
@@ -161,9 +162,10 @@ ModelMeta parse_meta(const std::string& path, const std::string& text) {
       if (j.contains(key)) {
         const auto& v = j.at(key);
         if (!v.is_array() || v.empty())
-          throw InputError(fmt::format("{}: \"{}\" must be a list of tensor specs such as [{{\"shape\": [4, 20], "
-                                       "\"dtype\": \"int64\", \"low\": 0, \"high\": 1000}}]",
-                                       where, key));
+          throw InputError(
+              fmt::format("{}: \"{}\" must be a list of tensor specs such as [{{\"shape\": [4, 20], "
+                          "\"dtype\": \"int64\", \"low\": 0, \"high\": 1000}}]",
+                          where, key));
         for (size_t i = 0; i < v.size(); ++i)
           (std::string(key) == "inputs" ? meta.inputs : meta.targets)
               .push_back(spec_text(v[i], fmt::format("{}: {}[{}]", where, key, i)));
@@ -174,7 +176,8 @@ ModelMeta parse_meta(const std::string& path, const std::string& text) {
     if (j.contains("optimizer")) meta.optimizer = text_of("optimizer");
     if (j.contains("output")) meta.output = text_of("output");
     if (j.contains("label_smoothing")) {
-      if (!j.at("label_smoothing").is_number()) throw InputError(fmt::format("{}: \"label_smoothing\" must be a number", where));
+      if (!j.at("label_smoothing").is_number())
+        throw InputError(fmt::format("{}: \"label_smoothing\" must be a number", where));
       meta.label_smoothing = j.at("label_smoothing").get<double>();
     }
     if (j.contains("output_weights")) {
@@ -191,7 +194,8 @@ ModelMeta parse_meta(const std::string& path, const std::string& text) {
           parts.push_back(fmt::format("{}={}", k, w.get<double>()));
         }
       } else {
-        throw InputError(fmt::format("{}: \"output_weights\" must be a list [1, 0.3] or an object {{\"logits\": 1}}", where));
+        throw InputError(
+            fmt::format("{}: \"output_weights\" must be a list [1, 0.3] or an object {{\"logits\": 1}}", where));
       }
       meta.output_weights = fmt::format("{}", fmt::join(parts, ","));
     }
@@ -202,8 +206,8 @@ ModelMeta parse_meta(const std::string& path, const std::string& text) {
       parse_tensor_spec(meta.targets[i], fmt::format("reprocheck.json target {}", i + 1));
     if (meta.output_weights) parse_output_weights(*meta.output_weights);
   } catch (const nlohmann::json::exception& e) {
-    throw InputError(fmt::format("{}: not valid JSON ({}); fix the extra file or pass --input/--loss", where,
-                                 first_line(e.what())));
+    throw InputError(
+        fmt::format("{}: not valid JSON ({}); fix the extra file or pass --input/--loss", where, first_line(e.what())));
   } catch (const UsageError& e) {
     throw InputError(fmt::format("{}: {}", where, e.what()));
   }
@@ -221,9 +225,10 @@ std::string load_advice(const std::string& message) {
     return "its TorchScript code does not parse: the archive was changed after torch.jit.save wrote it, or holds "
            "names TorchScript does not allow; export it again with torch.jit.script(model).save(path)";
   if (message.find("version") != std::string::npos)
-    return fmt::format("it was written by another PyTorch version; export it again with PyTorch {}.{} (reprocheck's "
-                       "LibTorch)",
-                       TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR);
+    return fmt::format(
+        "it was written by another PyTorch version; export it again with PyTorch {}.{} (reprocheck's "
+        "LibTorch)",
+        TORCH_VERSION_MAJOR, TORCH_VERSION_MINOR);
   return "export it again with torch.jit.script(model).save(path) (or torch.jit.trace)";
 }
 
@@ -250,9 +255,10 @@ torch::jit::Module load_module(const std::string& path, const c10::Device& devic
     if (std::regex_search(full, m, unknown_op)) {
       std::string op = m[1];
       if (!op.empty() && op.back() == '.') op.pop_back();
-      throw InputError(fmt::format("cannot load model '{}': it uses the custom op {}, which no loaded library "
-                                   "defines; pass --load-library LIB.so with the library that registers it",
-                                   path, op));
+      throw InputError(
+          fmt::format("cannot load model '{}': it uses the custom op {}, which no loaded library "
+                      "defines; pass --load-library LIB.so with the library that registers it",
+                      path, op));
     }
     throw InputError(fmt::format("cannot load model '{}': {}; {}", path,
                                  message.empty() ? "LibTorch could not load it" : message, load_advice(full)));
@@ -312,7 +318,8 @@ ModelSummary inspect_model(const std::string& path) {
     const auto& schema = method->function().getSchema();
     std::vector<std::string> args;
     for (size_t i = 1; i < schema.arguments().size(); ++i)
-      args.push_back(fmt::format("{}: {}", schema.arguments()[i].name(), schema.arguments()[i].type()->annotation_str()));
+      args.push_back(
+          fmt::format("{}: {}", schema.arguments()[i].name(), schema.arguments()[i].type()->annotation_str()));
     std::vector<std::string> returns;
     for (const auto& r : schema.returns()) returns.push_back(r.type()->annotation_str());
     s.methods.push_back(fmt::format("{}({}) -> {}", name, fmt::join(args, ", "), fmt::join(returns, ", ")));

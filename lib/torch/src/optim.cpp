@@ -17,7 +17,8 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<at::Te
       params, torch::optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay));
 }
 
-std::vector<std::pair<std::string, at::Tensor>> optimizer_state(torch::optim::Optimizer& optimizer, const at::Tensor& p) {
+std::vector<std::pair<std::string, at::Tensor>> optimizer_state(torch::optim::Optimizer& optimizer,
+                                                                const at::Tensor& p) {
   std::vector<std::pair<std::string, at::Tensor>> out;
   auto it = optimizer.state().find(p.unsafeGetTensorImpl());
   if (it == optimizer.state().end() || !it->second) return out;

@@ -18,7 +18,8 @@ namespace reprocheck::detail {
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<at::Tensor>& params, const RunOptions& o);
 
 // The optimizer's state of one parameter, as the dump records it ("exp_avg", ...).
-std::vector<std::pair<std::string, at::Tensor>> optimizer_state(torch::optim::Optimizer& optimizer, const at::Tensor& p);
+std::vector<std::pair<std::string, at::Tensor>> optimizer_state(torch::optim::Optimizer& optimizer,
+                                                                const at::Tensor& p);
 
 // A gradient scaler for fp16 autocast, as torch.amp.GradScaler does it: the loss is scaled before
 // backward, the gradients unscaled before the step, and a step with an inf or NaN gradient is

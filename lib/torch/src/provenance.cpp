@@ -11,9 +11,9 @@
 #include <ctime>
 #include <fstream>
 
+#include "reprocheck/build_info.h"
 #include "reprocheck/host.h"
 #include "reprocheck/protocol.h"
-#include "reprocheck/build_info.h"
 #include "torch_model.h"
 
 namespace reprocheck::detail {

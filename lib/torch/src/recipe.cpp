@@ -8,11 +8,11 @@
 
 #include <algorithm>
 
+#include "graph_patch.h"
 #include "reprocheck/error.h"
 #include "torch_dtype.h"
 #include "torch_errors.h"
 #include "torch_model.h"
-#include "graph_patch.h"
 
 namespace reprocheck::detail {
 
@@ -22,7 +22,8 @@ bool has_method(const torch::jit::Module& m, const char* name) { return m.find_m
 
 }  // namespace
 
-RunOptions resolve_recipe(const RunOptions& o, const ModelMeta& meta, const torch::jit::Module& module, Recipe* recipe) {
+RunOptions resolve_recipe(const RunOptions& o, const ModelMeta& meta, const torch::jit::Module& module,
+                          Recipe* recipe) {
   RunOptions r = o;
   if (r.dtype.empty()) r.dtype = meta.dtype.value_or("float32");
   if (r.inputs.empty() && r.input_shape.empty()) {
@@ -32,11 +33,11 @@ RunOptions resolve_recipe(const RunOptions& o, const ModelMeta& meta, const torc
       r.input_shape = *meta.input_shape;
   }
   if (r.inputs.empty() && r.input_shape.empty())
-    throw InputError(
-        fmt::format("model '{}' has no input spec: it carries no reprocheck.json; pass --input SHAPE[:DTYPE[:LOW..HIGH]] "
-                    "per input (or --input-shape N,C,H,W), or embed one with torch.jit.save(m, path, "
-                    "_extra_files={{'reprocheck.json': '{{\"inputs\": [{{\"shape\": [...], \"dtype\": \"float32\"}}]}}'}})",
-                    o.model));
+    throw InputError(fmt::format(
+        "model '{}' has no input spec: it carries no reprocheck.json; pass --input SHAPE[:DTYPE[:LOW..HIGH]] "
+        "per input (or --input-shape N,C,H,W), or embed one with torch.jit.save(m, path, "
+        "_extra_files={{'reprocheck.json': '{{\"inputs\": [{{\"shape\": [...], \"dtype\": \"float32\"}}]}}'}})",
+        o.model));
   if (r.targets.empty()) r.targets = meta.targets;
   if (r.loss.empty()) {
     if (meta.loss)
@@ -82,9 +83,10 @@ RunOptions resolve_recipe(const RunOptions& o, const ModelMeta& meta, const torc
     else if (has_method(module, "loss"))
       recipe->method = "loss";
     else
-      throw InputError(fmt::format("--loss model: model '{}' has no training_step or loss method; script one "
-                                   "(@torch.jit.export def loss(self, output, target)), or pass a built-in --loss",
-                                   o.model));
+      throw InputError(
+          fmt::format("--loss model: model '{}' has no training_step or loss method; script one "
+                      "(@torch.jit.export def loss(self, output, target)), or pass a built-in --loss",
+                      o.model));
     if (!r.output_weights.empty())
       throw UsageError("--output-weights weighs built-in losses; the model's own loss method gets the whole output");
   }
@@ -117,18 +119,20 @@ void check_arity(const torch::jit::Module& module, const char* name, size_t give
   }
   const size_t total = args.size() - 1;
   if (given < required || given > total)
-    throw InputError(fmt::format("model '{}': {}({}) takes {}{} argument(s) and the recipe gives {} ({}); give one "
-                                 "spec per argument: --input SHAPE:DTYPE[:LOW..HIGH] (repeatable) and --target, or "
-                                 "\"inputs\" and \"targets\" in reprocheck.json",
-                                 model, name, fmt::join(words, ", "), required == total ? "" : fmt::format("{} to ", required),
-                                 total, given, what));
+    throw InputError(
+        fmt::format("model '{}': {}({}) takes {}{} argument(s) and the recipe gives {} ({}); give one "
+                    "spec per argument: --input SHAPE:DTYPE[:LOW..HIGH] (repeatable) and --target, or "
+                    "\"inputs\" and \"targets\" in reprocheck.json",
+                    model, name, fmt::join(words, ", "), required == total ? "" : fmt::format("{} to ", required),
+                    total, given, what));
   for (size_t i = 1; i <= given; ++i) {
     auto type = args[i].type();
     if (auto opt = type->cast<c10::OptionalType>()) type = opt->getElementType();
     if (!type->isSubtypeOf(*c10::TensorType::get()))
-      throw InputError(fmt::format("model '{}': {}() argument '{}' is {}, and reprocheck passes tensors; wrap the model "
-                                   "so that its {} takes tensors",
-                                   model, name, args[i].name(), args[i].type()->annotation_str(), name));
+      throw InputError(
+          fmt::format("model '{}': {}() argument '{}' is {}, and reprocheck passes tensors; wrap the model "
+                      "so that its {} takes tensors",
+                      model, name, args[i].name(), args[i].type()->annotation_str(), name));
   }
 }
 
@@ -190,14 +194,16 @@ std::vector<Selected> select_outputs(const c10::IValue& r, const RunOptions& o, 
     for (const auto& [k, v] : items)
       if (k == key) {
         if (!v.isTensor())
-          throw InputError(fmt::format("model '{}': output '{}' of its {} is {}, not a tensor; choose another with {} "
-                                       "(tensor outputs: {})",
-                                       o.model, key, kind, v.tagKind(), flag, describe_keys(keys)));
+          throw InputError(
+              fmt::format("model '{}': output '{}' of its {} is {}, not a tensor; choose another with {} "
+                          "(tensor outputs: {})",
+                          o.model, key, kind, v.tagKind(), flag, describe_keys(keys)));
         return v.toTensor();
       }
-    throw InputError(fmt::format("model '{}' returns a {} without output '{}'; its tensor outputs are {}: pass one of "
-                                 "them to {}",
-                                 o.model, kind, key, describe_keys(keys), flag));
+    throw InputError(
+        fmt::format("model '{}' returns a {} without output '{}'; its tensor outputs are {}: pass one of "
+                    "them to {}",
+                    o.model, kind, key, describe_keys(keys), flag));
   };
   std::vector<Selected> out;
   if (!recipe.weights.empty()) {
@@ -210,9 +216,10 @@ std::vector<Selected> select_outputs(const c10::IValue& r, const RunOptions& o, 
   }
   if (r.isTensor()) return {{"", r.toTensor(), 1}};
   if (kind == "dict")
-    throw InputError(fmt::format("model '{}' returns a dict with tensor outputs {}: choose the one to train with "
-                                 "--output KEY, or weigh several with --output-weights KEY=W,...",
-                                 o.model, describe_keys(keys)));
+    throw InputError(
+        fmt::format("model '{}' returns a dict with tensor outputs {}: choose the one to train with "
+                    "--output KEY, or weigh several with --output-weights KEY=W,...",
+                    o.model, describe_keys(keys)));
   if (keys.empty()) throw InputError(fmt::format("model '{}' returns a {} without tensors", o.model, kind));
   // A tuple: its first tensor; the others are counted and reported.
   std::set<const void*> seen;
@@ -225,7 +232,8 @@ std::vector<Selected> select_outputs(const c10::IValue& r, const RunOptions& o, 
 
 // A target for a built-in loss, drawn from the data generator (none for sum).
 
-at::Tensor derive_target(const at::Tensor& out, const RunOptions& o, at::Generator& data_gen, const c10::Device& device) {
+at::Tensor derive_target(const at::Tensor& out, const RunOptions& o, at::Generator& data_gen,
+                         const c10::Device& device) {
   if (o.loss == "cross_entropy" || o.loss == "nll") {
     if (out.dim() < 2)
       throw InputError(
@@ -237,7 +245,8 @@ at::Tensor derive_target(const at::Tensor& out, const RunOptions& o, at::Generat
     return at::randint(0, out.size(1), shape, data_gen, at::TensorOptions().dtype(at::kLong)).to(device);
   }
   const auto type = out.is_floating_point() ? out.scalar_type() : at::kFloat;
-  if (o.loss == "mse") return at::randn(out.sizes(), data_gen, at::TensorOptions().dtype(at::kFloat)).to(type).to(device);
+  if (o.loss == "mse")
+    return at::randn(out.sizes(), data_gen, at::TensorOptions().dtype(at::kFloat)).to(type).to(device);
   if (o.loss == "bce_with_logits")
     return at::rand(out.sizes(), data_gen, at::TensorOptions().dtype(at::kFloat)).to(type).to(device);
   return {};
@@ -296,11 +305,13 @@ at::Tensor loss_of(const c10::IValue& v, const char* method, const std::string& 
     x = x.toTupleRef().elements()[0];
   }
   if (!x.isTensor() || x.toTensor().numel() != 1 || !x.toTensor().is_floating_point())
-    throw InputError(fmt::format("model '{}': {} must return the loss as a float scalar tensor (or a dict with "
-                                 "\"loss\"), not {}",
-                                 model, method, x.isTensor() ? detail::shape_string(x.toTensor().sizes()) + " " +
-                                                                   std::string(c10::toString(x.toTensor().scalar_type()))
-                                                             : std::string(x.tagKind())));
+    throw InputError(fmt::format(
+        "model '{}': {} must return the loss as a float scalar tensor (or a dict with "
+        "\"loss\"), not {}",
+        model, method,
+        x.isTensor()
+            ? detail::shape_string(x.toTensor().sizes()) + " " + std::string(c10::toString(x.toTensor().scalar_type()))
+            : std::string(x.tagKind())));
   return x.toTensor().reshape({});
 }
 
@@ -319,7 +330,8 @@ std::vector<std::pair<std::string, at::Tensor>> output_tensors(const c10::IValue
       if (list[i].isTensor()) out.emplace_back(fmt::format("output.{}", i), list[i].toTensor());
   } else if (r.isGenericDict()) {
     for (const auto& e : r.toGenericDict())
-      if (e.key().isString() && e.value().isTensor()) out.emplace_back("output." + e.key().toStringRef(), e.value().toTensor());
+      if (e.key().isString() && e.value().isTensor())
+        out.emplace_back("output." + e.key().toStringRef(), e.value().toTensor());
   }
   return out;
 }
@@ -377,11 +389,13 @@ StepResult forward_and_loss(torch::jit::Module& module, const RunOptions& o, con
     throw;
   } catch (const std::exception& e) {
     std::string shapes;
-    for (const auto& [name, t] : s.outputs) shapes += fmt::format("{}{} {}", shapes.empty() ? "" : ", ", name, detail::shape_string(t.sizes()));
-    throw InputError(fmt::format("loss {} failed on the output of model '{}' ({}): {}; pass another --loss, --output or "
-                                 "--target",
-                                 recipe.method == "loss" ? "method" : o.loss, o.model, shapes,
-                                 detail::torch_error_summary(detail::torch_message(e))));
+    for (const auto& [name, t] : s.outputs)
+      shapes += fmt::format("{}{} {}", shapes.empty() ? "" : ", ", name, detail::shape_string(t.sizes()));
+    throw InputError(
+        fmt::format("loss {} failed on the output of model '{}' ({}): {}; pass another --loss, --output or "
+                    "--target",
+                    recipe.method == "loss" ? "method" : o.loss, o.model, shapes,
+                    detail::torch_error_summary(detail::torch_message(e))));
   }
   return s;
 }

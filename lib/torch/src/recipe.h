@@ -22,7 +22,7 @@ struct Recipe {
   std::string method;               // "training_step" or "loss" when the model's method gives the loss
   std::vector<std::pair<std::string, double>> weights;  // weighted outputs ("" key: the default output)
   at::ScalarType float_type = at::kFloat;
-  std::string describe;             // the objective in words, for the report
+  std::string describe;  // the objective in words, for the report
 };
 
 // The outputs the loss trains on: (label, tensor, weight).

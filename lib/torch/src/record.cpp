@@ -1,10 +1,12 @@
 // Recording one run: the seeded training loop of the TorchScript front end. The recipe (inputs,
 // outputs, loss) is recipe.cpp's, the optimizers optim.cpp's; capture (graph patching, tap ops,
 // the dump writer thread) lives in graph_patch.cpp and capture.cpp.
+#include "reprocheck/record.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
-#include <ATen/autocast_mode.h>
 #include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/csrc/jit/runtime/graph_executor.h>
@@ -13,9 +15,9 @@
 #include <torch/script.h>
 
 #include <algorithm>
-#include <nlohmann/json.hpp>
 #include <chrono>
 #include <cstdlib>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <set>
 
@@ -24,10 +26,9 @@
 #include "optim.h"
 #include "provenance.h"
 #include "recipe.h"
-#include "reprocheck/protocol.h"
 #include "reprocheck/error.h"
 #include "reprocheck/interrupt.h"
-#include "reprocheck/record.h"
+#include "reprocheck/protocol.h"
 #include "torch_dtype.h"
 #include "torch_errors.h"
 #include "torch_model.h"
@@ -88,7 +89,6 @@ std::pair<std::string, std::string> split_name(const std::string& full) {
   return dot == std::string::npos ? std::make_pair(std::string(), full)
                                   : std::make_pair(full.substr(0, dot), full.substr(dot + 1));
 }
-
 
 // One run of the seeded training loop, with capture when its target asks for it.
 class TrainingRun {
@@ -289,7 +289,8 @@ RecordResult TrainingRun::run() {
   if (writer_) {
     writer_->set_attribute(attr::kModelRngDraws, static_cast<int64_t>(!at::equal(rng_before, model_gen.get_state())));
     if (ignored_outputs_ > 0) writer_->set_attribute(attr::kIgnoredOutputs, ignored_outputs_);
-    if (!nonfinite_steps_.empty()) writer_->set_attribute(attr::kNonfiniteLoss, nlohmann::json(nonfinite_steps_).dump());
+    if (!nonfinite_steps_.empty())
+      writer_->set_attribute(attr::kNonfiniteLoss, nlohmann::json(nonfinite_steps_).dump());
     if (o_.mode == "train") writer_->set_attribute(attr::kDropoutElements, dropout_elements);
     result_.tensors = static_cast<int64_t>(writer_->tensor_count());
     result_.bytes = writer_->bytes_written();

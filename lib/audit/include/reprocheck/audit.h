@@ -40,7 +40,7 @@ struct Cell {
 struct AuditSpec {
   std::string path;  // the audit file
   std::string name;
-  std::string db;    // the history database from the file ("" when it names none)
+  std::string db;  // the history database from the file ("" when it names none)
   int jobs = 1;
   Thresholds thresholds;
   std::vector<std::string> models;  // names, in the file's order
@@ -68,14 +68,14 @@ struct CellResult {
   std::string settings;  // JSON object of the cell's settings
   Expect expect = Expect::reproducible;
   std::string tolerance = "bitwise";
-  std::string verdict;   // reproducible, divergent, failed (the check could not decide), interrupted
+  std::string verdict;  // reproducible, divergent, failed (the check could not decide), interrupted
   int exit_code = 0;
-  std::string error;     // a failed check's last line
+  std::string error;  // a failed check's last line
   // The first divergence (divergent cells).
   int step = 0;
   std::string tensor, layer, layer_type, phase, kind, origin;  // origin: source, inherited, unknown
-  bool hash_only = false;  // no statistics (hashes only)
-  double max_abs = -1, max_rel = -1;  // -1: none
+  bool hash_only = false;                                      // no statistics (hashes only)
+  double max_abs = -1, max_rel = -1;                           // -1: none
   int64_t mismatched = 0, numel = 0;
   std::string cause, cause_title, fix;  // the first hint
   double seconds = 0;
@@ -106,9 +106,9 @@ std::vector<Regression> find_regressions(const std::vector<CellResult>& now,
 
 // Cells that differ only in `deterministic`: the time of the deterministic one over the other.
 struct DeterminismCost {
-  std::string model, with, without;  // cell keys (deterministic on / off)
-  std::string label;                 // the other settings
-  double on_s = 0, off_s = 0;        // the two checks' times
+  std::string model, with, without;                     // cell keys (deterministic on / off)
+  std::string label;                                    // the other settings
+  double on_s = 0, off_s = 0;                           // the two checks' times
   std::optional<std::pair<double, double>> previous_s;  // the same cells' times in their previous audit
   double ratio() const { return on_s / off_s; }
   std::optional<double> previous_ratio() const {
@@ -121,12 +121,12 @@ std::vector<DeterminismCost> determinism_costs(
 
 struct AuditInfo {
   int64_t id = 0;
-  std::string uid;  // unique across machines: merges keep it
+  std::string uid;                                        // unique across machines: merges keep it
   std::string name, audit_file, started_at, finished_at;  // UTC, ISO 8601
   std::string status = "running";                         // running, complete, interrupted
   std::string shard;                                      // "2/4"; "" unsharded; "merged 1/2,2/2"
-  int cells_planned = 0;  // cells of this audit (of this shard)
-  int cells_total = 0;    // cells of the whole audit file
+  int cells_planned = 0;                                  // cells of this audit (of this shard)
+  int cells_total = 0;                                    // cells of the whole audit file
   Thresholds thresholds;
   Provenance provenance;
 };
@@ -177,25 +177,25 @@ class History {
 // Everything a report shows.
 struct AuditView {
   AuditInfo info;
-  std::vector<std::string> models;  // rows, in order
-  std::vector<std::string> columns; // in order
+  std::vector<std::string> models;   // rows, in order
+  std::vector<std::string> columns;  // in order
   std::vector<CellResult> cells;
   std::vector<Regression> regressions;
   std::vector<DeterminismCost> costs;
   std::vector<TrendPoint> trend;
   std::vector<std::string> notes;
-  int broken() const;        // cells that break their expectation
-  int blocking() const;      // blocking regressions
-  int exit_code() const;     // 1 when a cell breaks its expectation or a blocking regression; else 0
+  int broken() const;     // cells that break their expectation
+  int blocking() const;   // blocking regressions
+  int exit_code() const;  // 1 when a cell breaks its expectation or a blocking regression; else 0
 };
 
 // Builds the view of an audit from the history (regressions against earlier audits, the trend).
 AuditView make_view(const History& history, int64_t audit, const std::vector<std::string>& model_order = {});
 
 std::string render_text(const AuditView& v);
-std::string render_json(const AuditView& v);      // schema reprocheck-audit/1
+std::string render_json(const AuditView& v);  // schema reprocheck-audit/1
 std::string render_markdown(const AuditView& v);
-std::string render_junit(const AuditView& v);     // one test case per cell
+std::string render_junit(const AuditView& v);  // one test case per cell
 std::string render_html(const AuditView& v);
 
 // Running an audit's cells: each cell is one `reprocheck` child process (the exact check its flags
@@ -203,9 +203,9 @@ std::string render_html(const AuditView& v);
 struct RunConfig {
   std::string executable;  // the reprocheck command
   int jobs = 1;
-  double timeout_s = 0;    // per cell; 0: none
-  std::string keep_dir;    // "" or where each cell's report and last output are kept
-  std::string temp_dir;    // private, for the cells' reports
+  double timeout_s = 0;  // per cell; 0: none
+  std::string keep_dir;  // "" or where each cell's report and last output are kept
+  std::string temp_dir;  // private, for the cells' reports
 };
 struct RunObserver {
   std::function<void(const CellResult&, size_t done)> finished;
@@ -216,6 +216,10 @@ struct RunObserver {
 bool run_cells(const std::vector<Cell>& cells, const std::map<std::string, int>& positions, const RunConfig& config,
                History& history, int64_t id, const RunObserver& observer);
 
+// A new audit of `spec` (of its shard `shard`, "" for all), about to run `planned` cells: its name,
+// file, start time, thresholds and this machine's provenance.
+AuditInfo new_audit(const AuditSpec& spec, const std::string& shard, size_t planned, const std::string& executable);
+
 // Where this machine is: reprocheck, LibTorch/CUDA/cuDNN (from reprocheck-torch --version next to
 // `executable`), the CPU, the host, and the git commit of `audit_dir` ("+dirty" when changed).
 Provenance local_provenance(const std::string& executable, const std::string& audit_dir);
@@ -225,7 +229,7 @@ Provenance local_provenance(const std::string& executable, const std::string& au
 // target itself). Returns the new audit's id.
 int64_t merge_shards(const std::vector<std::string>& shards, History& target, const std::string& target_path);
 
-std::string utc_now();  // "2026-11-27T11:24:29Z"
+std::string utc_now();               // "2026-11-27T11:24:29Z"
 std::string seconds_text(double s);  // "1.41 s", "21.8 s"
 
 }  // namespace reprocheck::audit

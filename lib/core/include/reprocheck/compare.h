@@ -70,7 +70,7 @@ struct PairComparison {
   // `diffs`), in rank order. Empty for a single process.
   std::vector<std::pair<int32_t, size_t>> rank_firsts;
   std::vector<std::pair<std::string, std::string>> knob_diffs;  // run options that differ: name, "a vs b"
-  bool skipped_optim_state = false;  // one dump had no optimizer state: it was not compared
+  bool skipped_optim_state = false;                             // one dump had no optimizer state: it was not compared
   bool has_divergence() const { return first.has_value(); }
 };
 
@@ -80,12 +80,12 @@ struct CaptureSummary {
   // "ladder": hashes first, then full capture of the runs that differed, up to their first
   // divergent step.
   std::string mode = "full";
-  bool pass2 = false;                // the ladder's second pass ran
-  int pass2_steps = 0;               // steps it captured (0 .. pass2_steps - 1)
-  std::vector<int> pass2_runs;       // runs it captured again (0, the reference, first)
-  std::vector<int> intermittent;     // runs whose first pass diverged and whose second did not
+  bool pass2 = false;                         // the ladder's second pass ran
+  int pass2_steps = 0;                        // steps it captured (0 .. pass2_steps - 1)
+  std::vector<int> pass2_runs;                // runs it captured again (0, the reference, first)
+  std::vector<int> intermittent;              // runs whose first pass diverged and whose second did not
   uint64_t pass1_bytes = 0, pass2_bytes = 0;  // dump bytes written by each pass
-  std::string baseline;              // the golden the runs were compared with ("" when none)
+  std::string baseline;                       // the golden the runs were compared with ("" when none)
   bool baseline_hashes_only = false;
 };
 
@@ -93,12 +93,12 @@ struct Comparison {
   std::vector<std::string> runs;  // dump paths, the reference first
   Tolerance tolerance;
   std::map<std::string, std::string> ref_attributes;
-  RunOptions ref_options;              // the reference run's options, from its dump
-  std::vector<TensorMeta> ref_index;   // the reference run's tensors, in execution order
-  std::vector<PairComparison> pairs;   // the reference against each other run
-  int64_t tensors = 0;                 // in the reference run
-  int max_step = 1 << 30;              // the last step compared
-  std::vector<std::string> notes;      // e.g. why the tolerance is not the one asked for
+  RunOptions ref_options;             // the reference run's options, from its dump
+  std::vector<TensorMeta> ref_index;  // the reference run's tensors, in execution order
+  std::vector<PairComparison> pairs;  // the reference against each other run
+  int64_t tensors = 0;                // in the reference run
+  int max_step = 1 << 30;             // the last step compared
+  std::vector<std::string> notes;     // e.g. why the tolerance is not the one asked for
   CaptureSummary capture;
   // Tensors whose hashes differ where a run recorded only hashes: divergent, without statistics.
   int64_t hash_only_diffs() const;

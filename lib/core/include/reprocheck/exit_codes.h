@@ -8,10 +8,10 @@
 namespace reprocheck {
 
 enum class ExitCode : int {
-  ok = 0,           // reproducible (or a command that succeeded)
-  divergent = 1,    // a divergence was found
-  usage = 2,        // bad flag, unreadable model or dump
-  run_failed = 3,   // a run crashed, was killed or timed out
+  ok = 0,          // reproducible (or a command that succeeded)
+  divergent = 1,   // a divergence was found
+  usage = 2,       // bad flag, unreadable model or dump
+  run_failed = 3,  // a run crashed, was killed or timed out
   interrupted = 130,
 };
 

@@ -10,7 +10,7 @@ namespace reprocheck::files {
 
 bool exists(const std::string& path);
 bool is_directory(const std::string& path);
-bool is_regular(const std::string& path);  // a regular file (following links): not a FIFO or device
+bool is_regular(const std::string& path);         // a regular file (following links): not a FIFO or device
 std::string parent_dir(const std::string& path);  // "." for a bare file name
 std::string base_name(const std::string& path);
 // Removes a file or a whole folder tree; missing paths are fine. Returns false on failure.

@@ -19,7 +19,7 @@ std::string xml_escape(std::string_view s);
 
 // One divergent tensor of a comparison, at its place in execution order.
 struct ChartPoint {
-  int64_t order = 0;       // index in the run's execution order
+  int64_t order = 0;  // index in the run's execution order
   int step = 0;
   double max_abs = 0;      // max abs difference; ignored when hash_only
   bool hash_only = false;  // differs by its hash alone: no statistics
@@ -27,9 +27,9 @@ struct ChartPoint {
 };
 
 struct Chart {
-  std::vector<ChartPoint> points;  // in execution order
-  int64_t first_order = -1;        // the first divergence, marked
-  int64_t total = 0;               // tensors per run (the x axis)
+  std::vector<ChartPoint> points;                    // in execution order
+  int64_t first_order = -1;                          // the first divergence, marked
+  int64_t total = 0;                                 // tensors per run (the x axis)
   std::vector<std::pair<int, int64_t>> step_starts;  // step, first order of the step (gridlines)
   std::string caption;
 };

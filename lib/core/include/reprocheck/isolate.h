@@ -23,7 +23,6 @@ struct Isolation {
 // the dumps to compare, the reference first (Runner::rerun_with_replay).
 using ReplayFn = std::function<std::vector<std::string>(const std::vector<std::string>& keys)>;
 
-Isolation isolate(const Comparison& first, const CompareOptions& options, const ReplayFn& replay,
-                  int max_sources = 16);
+Isolation isolate(const Comparison& first, const CompareOptions& options, const ReplayFn& replay, int max_sources = 16);
 
 }  // namespace reprocheck

@@ -52,10 +52,10 @@ inline bool is_category(const std::string& qualified_type, LayerCategory c) {
 
 // A module of a model, root first (path ""), for layer selection.
 struct LayerRef {
-  std::string path;  // "layer1.0.conv1"
-  std::string type;  // qualified type, "torch.nn.modules.conv.Conv2d"
+  std::string path;                                      // "layer1.0.conv1"
+  std::string type;                                      // qualified type, "torch.nn.modules.conv.Conv2d"
   std::optional<LayerCategory> category = std::nullopt;  // what it is, from the front end
-  bool leaf_with_params = false;  // no submodules, and parameters of its own
+  bool leaf_with_params = false;                         // no submodules, and parameters of its own
 };
 
 // Which modules a --layers spec selects: a comma list of "default" (conv, dropout and batch norm),

@@ -32,8 +32,8 @@ inline constexpr const char* kRunOptions = "REPROCHECK_RUN_OPTIONS";
 inline constexpr const char* kReplay = "REPROCHECK_REPLAY";
 inline constexpr const char* kReplayKeys = "REPROCHECK_REPLAY_KEYS";
 inline constexpr std::pair<const char*, const char*> kAll[] = {
-    {"ERROR_FILE", kErrorFile}, {"INVARIANTS", kInvariants}, {"CAPTURE", kCapture},
-    {"RUN_OPTIONS", kRunOptions}, {"REPLAY", kReplay},       {"REPLAY_KEYS", kReplayKeys}};
+    {"ERROR_FILE", kErrorFile},   {"INVARIANTS", kInvariants}, {"CAPTURE", kCapture},
+    {"RUN_OPTIONS", kRunOptions}, {"REPLAY", kReplay},         {"REPLAY_KEYS", kReplayKeys}};
 }  // namespace env
 
 // The dump's root attributes.

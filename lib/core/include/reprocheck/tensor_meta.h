@@ -12,10 +12,10 @@ namespace reprocheck {
 
 // When in a training step a tensor was recorded. Stored in dumps by name (to_string).
 enum class Phase {
-  init,        // before the first step: initial parameters and buffers (step -1)
-  input,       // the batch: model inputs and targets
-  forward,     // layer and op outputs, in forward order
-  output,      // the model's output
+  init,     // before the first step: initial parameters and buffers (step -1)
+  input,    // the batch: model inputs and targets
+  forward,  // layer and op outputs, in forward order
+  output,   // the model's output
   loss,
   backward,    // gradients with respect to layer and op outputs, in backward order
   param_grad,  // parameter gradients, as autograd produces them
@@ -48,15 +48,15 @@ std::optional<Phase> parse_phase(std::string_view s);
 std::optional<Kind> parse_kind(std::string_view s);
 
 struct TensorMeta {
-  int64_t order = -1;      // execution order within the run, assigned on write
-  int32_t step = -1;       // -1 for tensors before the first step (initial parameters)
+  int64_t order = -1;  // execution order within the run, assigned on write
+  int32_t step = -1;   // -1 for tensors before the first step (initial parameters)
   Phase phase = Phase::forward;
   std::string layer;       // module path ("" for the model itself) or "path:aten::op#k"
   std::string layer_type;  // demangled module type or op name
   Kind kind = Kind::activation;
-  std::string name;        // parameter/buffer name, or "out" / "out.1" for activations
-  int32_t call = 0;        // how many times this layer had already been called in this step
-  std::string dtype;       // a name from dtype.h
+  std::string name;   // parameter/buffer name, or "out" / "out.1" for activations
+  int32_t call = 0;   // how many times this layer had already been called in this step
+  std::string dtype;  // a name from dtype.h
   std::vector<int64_t> shape;
   int64_t numel = 0;
   uint64_t hash = 0;        // XXH3-64 of the raw little-endian bytes, row-major

@@ -13,9 +13,9 @@
 namespace reprocheck {
 
 struct WorkerJob {
-  int index = 0;        // 0-based run index
-  RunOptions options;   // with the --vary knob applied
-  std::string dump;     // where the worker writes its dump
+  int index = 0;       // 0-based run index
+  RunOptions options;  // with the --vary knob applied
+  std::string dump;    // where the worker writes its dump
   // Replay (--isolate): the tensors whose keys are listed in `replay_keys_file`, one per line,
   // take their values from `replay_dump`. Both empty for an ordinary run.
   std::string replay_dump, replay_keys_file;

@@ -1,0 +1,119 @@
+"""The models a training script trains: which modules are models, how their layers are named, what
+each layer is (its category), and which layers are tapped."""
+from __future__ import annotations
+
+import torch
+
+from . import _core
+from ._torch_patches import is_compiled_module
+from ._util import layer_category, type_name, unwrap, variable_name
+
+
+class SelectorError(ValueError):
+    """A --layers selector the model cannot take (one line, naming the choices)."""
+
+
+class Model:
+    """One model the script trains: what the script calls (`entry`) and the module inside."""
+
+    def __init__(self, prefix: str, entry: torch.nn.Module, root: torch.nn.Module) -> None:
+        self.prefix = prefix
+        self.entry = entry
+        self.root = root
+        self.compiled = is_compiled_module(entry)
+
+    def path(self, inner: str) -> str:
+        if not self.prefix:
+            return inner
+        return f"{self.prefix}.{inner}" if inner else self.prefix
+
+
+class Models:
+    """Every model adopted so far, and what is known of their modules and parameters."""
+
+    def __init__(self, layers: str, ops: bool) -> None:
+        self.layers = layers
+        self.ops = ops
+        self.list: list[Model] = []
+        self.by_entry: dict[int, Model] = {}
+        self.names: dict[int, str] = {}  # id(module) -> path
+        self.types: dict[str, str] = {}  # path -> qualified type
+        self.categories: dict[str, str] = {}  # qualified type -> category
+        self.tapped: set[int] = set()
+        self.param_names: dict[int, str] = {}  # id(parameter) -> path.name
+        self.signature = 0
+        self.notes: list[str] = []
+        self.leaf_fallback = False
+
+    def __bool__(self) -> bool:
+        return bool(self.list)
+
+    @property
+    def first(self) -> Model:
+        return self.list[0]
+
+    def known(self, module: torch.nn.Module) -> Model | None:
+        """The model `module` is the entry of; None for any other module."""
+        return self.by_entry.get(id(module))
+
+    def is_new_model(self, module: torch.nn.Module) -> bool:
+        """A module with parameters that is no model yet and no layer of one."""
+        if id(module) in self.by_entry or id(module) in self.names:
+            return False
+        return any(True for _ in module.parameters())
+
+    def adopt(self, entry: torch.nn.Module) -> Model:
+        """Adopts a new model: names its layers, selects the tapped ones. Raises SelectorError."""
+        root = unwrap(entry)
+        model = Model(self._prefix(entry, root), entry, root)
+        self.list.append(model)
+        self.by_entry[id(entry)] = model
+        modules = list(root.named_modules())
+        refs = []
+        for path, m in modules:
+            full = model.path(path)
+            self.names[id(m)] = full
+            self.types[full] = type_name(m)
+            category = layer_category(m)
+            if category:
+                self.categories[type_name(m)] = category
+            leaf = not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))
+            refs.append((full, type_name(m), category, leaf))
+        self._select(model, modules, refs)
+        for name, p in root.named_parameters():
+            self.param_names[id(p)] = model.path(name)
+        for full, tname, _, _ in refs:
+            self.signature = _core.combine_hash(self.signature, _core.hash_bytes(f"{full}|{tname}".encode()))
+        for name, p in root.named_parameters():
+            self.signature = _core.combine_hash(
+                self.signature, _core.hash_bytes(f"{model.path(name)}{list(p.shape)}".encode()))
+        return model
+
+    def _prefix(self, entry: torch.nn.Module, root: torch.nn.Module) -> str:
+        """"" for the first model; the script's variable (or class) name for the others."""
+        if not self.list:
+            return ""
+        base = variable_name(entry, root) or type(root).__name__
+        prefix, k = base, 2
+        while any(m.prefix == prefix for m in self.list) or prefix in self.types:
+            prefix, k = f"{base}{k}", k + 1
+        return prefix
+
+    def _select(self, model: Model, modules: list, refs: list) -> None:
+        try:
+            selected = _core.select_layers(self.layers, refs)
+        except _core.Error as e:
+            raise SelectorError(str(e)) from None
+        if self.layers == "default" and not any(selected):
+            # No conv, dropout or batch norm (an LSTM, a transformer): every leaf layer.
+            selected = [i > 0 and not any(True for _ in m.children()) for i, (_, m) in enumerate(modules)]
+            self.leaf_fallback = True
+        elif note := _core.sparse_selection_note(self.layers, refs, selected):
+            self.notes.append(note)
+        if model.compiled:
+            self.notes.append(
+                f"{model.prefix or 'the model'} is compiled (torch.compile): its inputs, output, loss, parameters and "
+                "gradients are compared, its inner layers are not tapped, so that the compiler builds the program "
+                "the script runs" + (" (--ops does not reach inside it either)" if self.ops else ""))
+            return
+        self.tapped |= {id(m) for (_, m), s in zip(modules, selected) if s}

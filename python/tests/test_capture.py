@@ -1,0 +1,148 @@
+"""The capture on small models in this process: steps, keys, models, layers, data, unwinding."""
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset, random_split
+
+from reprocheck._models import Models, SelectorError
+
+
+def data(n: int = 32) -> TensorDataset:
+    g = torch.Generator().manual_seed(3)
+    return TensorDataset(torch.rand(n, 4, generator=g), torch.randint(0, 2, (n,), generator=g))
+
+
+def net() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.ReLU(), nn.Linear(8, 2))
+
+
+def test_gradient_accumulation_is_one_step_with_every_key_once(capture: Any) -> None:
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = DataLoader(data(), batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+    def loop() -> None:
+        for i, (x, y) in enumerate(loader):
+            (F.cross_entropy(model(x), y) / 2).backward()
+            if i % 2 == 1:
+                opt.step()
+                opt.zero_grad()
+
+    out = capture(loop, steps=2)
+    keys = out.keys()
+    assert len(keys) == len(set(keys)), [k for k, n in collections.Counter(keys).items() if n > 1]
+    assert [r["call"] for r in out.where(step=0, kind="indices")] == [0, 1]
+    assert [r["call"] for r in out.where(step=1, kind="loss")] == [0, 1]
+    assert [r["call"] for r in out.where(step=0, kind="param_grad", layer="0", name="weight")] == [0, 1]
+    assert out.attributes["steps"] == "2"
+
+
+def test_two_models_are_named_by_their_variables(capture: Any) -> None:
+    generator = nn.Sequential(nn.Linear(2, 4), nn.Tanh())
+    critic = nn.Sequential(nn.Linear(4, 1))
+    opt_g = torch.optim.Adam(generator.parameters())
+    opt_c = torch.optim.Adam(critic.parameters())
+
+    def loop() -> None:
+        for _ in range(4):
+            fake = generator(torch.rand(3, 2))
+            critic(fake.detach()).mean().backward()
+            opt_c.step()
+            critic(fake).mean().backward()
+            opt_g.step()
+
+    out = capture(loop, steps=2)
+    layers = {r["layer"] for r in out.where(phase="init")}
+    assert layers == {"0", "critic.0"}
+    # Both optimizers step within one iteration: one step each, both models' parameters after it.
+    assert {r["layer"] for r in out.where(step=0, phase="after_step", kind="param")} == {"0", "critic.0"}
+
+
+def test_layers_are_what_their_classes_derive_from() -> None:
+    class ScaledConv(nn.Conv2d):
+        pass
+
+    class NormAct(nn.BatchNorm2d):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(super().forward(x))
+
+    model = nn.Sequential(ScaledConv(3, 4, 3), NormAct(4), nn.Flatten(), nn.Linear(4, 2))
+    models = Models("default", False)
+    models.adopt(model)
+    tapped = {models.names[i] for i in models.tapped}
+    assert tapped == {"0", "1"}
+    assert models.categories[f"{__name__}.test_layers_are_what_their_classes_derive_from.<locals>.ScaledConv"] == "conv"
+    with pytest.raises(SelectorError, match="unknown --layers selector 'Lineer'"):
+        Models("default,Lineer", False).adopt(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_a_loader_over_a_split_records_the_split_and_its_description(capture: Any) -> None:
+    torch.manual_seed(5)
+    train, _ = random_split(data(), [24, 8])
+    model = net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loader = DataLoader(train, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+    def loop() -> None:
+        for x, y in loader:
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+    out = capture(loop)
+    split = out.where(kind="indices", name="split")
+    assert len(split) == 1 and split[0]["shape"] == [24]
+    import json
+
+    loaders = json.loads(out.attributes["data_loaders"])
+    assert loaders[""]["subset"] is True
+    assert loaders[""]["sampler"] == "torch.utils.data.sampler.RandomSampler"
+    assert loaders[""]["generator"] is True
+
+
+def test_a_forward_that_raises_unwinds_the_capture(capture: Any) -> None:
+    class Fails(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("boom")
+
+    model = nn.Sequential(nn.Linear(2, 2), Fails())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    state: dict[str, Any] = {}
+
+    def loop() -> None:
+        from reprocheck import _autostart  # noqa: F401  (the session under test is the fixture's)
+
+        with pytest.raises(RuntimeError, match="boom"):
+            model(torch.rand(1, 2))
+        import gc
+
+        session = next(o for o in gc.get_objects() if type(o).__name__ == "Session" and not o.finished)
+        state["depth"], state["stack"] = session.depth, list(session.stack)
+        loss = model[0](torch.rand(1, 2)).sum()
+        loss.backward()
+        opt.step()
+
+    capture(loop, steps=1)
+    assert state == {"depth": 0, "stack": []}
+
+
+def test_the_loss_of_every_step_is_checked_for_nan(capture: Any) -> None:
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def loop() -> None:
+        for _ in range(3):
+            (model(torch.rand(1, 2)).sum() * float("nan")).backward()
+            opt.step()
+
+    out = capture(loop, steps=2)
+    assert out.attributes["nonfinite_loss"] == "[0, 1]"
