@@ -91,233 +91,106 @@ int parse(CLI::App& app, std::vector<std::string> args) {
   }
 }
 
-void RunFlags::add_to(CLI::App& app) {
-  RunOptions& o = options;
-  // A flag given twice takes its last value, so that a script's defaults can be overridden.
-  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  app.add_option("model", o.model, "TorchScript model file (.pt)")->required();
-  app.add_option("--steps", o.steps, "training steps")->capture_default_str();
-  app.add_option("--seed", o.seed, "seed of the model's RNG (init, dropout): N, or 'random'")->capture_default_str();
-  app.add_option("--data-seed", o.data_seed, "seed of the input batches and targets: N, or 'random'")
-      ->capture_default_str();
-  deterministic = app.add_option("--deterministic", o.deterministic,
-                                 "deterministic algorithms (cuDNN deterministic, use_deterministic_algorithms, "
-                                 "CUBLAS_WORKSPACE_CONFIG): on (the flag alone), off (default), or warn "
-                                 "(warn_only)")
-                      ->expected(0, 1);
-  app.add_flag("--benchmark", o.benchmark, "turn the cuDNN autotuner on (cudnn.benchmark = True)");
-  app.add_option("--threads", o.threads, "intra-op threads (default: LibTorch's)");
-  app.add_option("--device", o.device, "cpu, cuda, cuda:N or auto (cuda when available)")->capture_default_str();
-  app.add_option("--mode", o.mode, "module mode: train or eval")->capture_default_str();
-  app.add_option("--reinit", o.reinit, "re-initialize parameters with dim >= 2 under the seed: xavier_normal");
-  app.add_option("--input-shape", input_shape, "input shape, e.g. 4,3,32,32 (default: the model's reprocheck.json)");
-  app.add_option("--dtype", o.dtype,
-                 "float32, float64, float16 or bfloat16: the model's floating parameters and buffers, and float inputs "
-                 "(default: reprocheck.json, float32)");
-  app.add_option("--input", o.inputs,
-                 "one forward input: SHAPE[:DTYPE[:LOW..HIGH]], e.g. 4,20:int64:0..30522 (token ids below the "
-                 "vocabulary size) or 4,3,32,32:float32; repeat it per input (default: reprocheck.json)")
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  app.add_option("--target", o.targets,
-                 "a target for the loss, in --input's form; repeat it per target (default: reprocheck.json, else drawn "
-                 "to fit the loss and the output)")
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  app.add_option("--loss", o.loss,
-                 "mse, cross_entropy, nll, bce_with_logits, sum, or model: the model's training_step or loss method "
-                 "(default: reprocheck.json, else the model's method, else mse)");
-  app.add_option("--label-smoothing", o.label_smoothing,
-                 "label smoothing of cross_entropy (default: reprocheck.json, 0)");
-  app.add_option("--output", o.output,
-                 "the output the loss trains on: N for a tuple, KEY for a dict (default: a tensor, "
-                 "or a tuple's first)");
-  app.add_option("--output-weights", o.output_weights,
-                 "train on a weighted sum of the outputs' losses: 1,0.3,0.3 (tuple) or logits=1,aux=0.3 (dict), as "
-                 "GoogLeNet's auxiliary heads are trained");
-  app.add_option("--optimizer", o.optimizer, "sgd, adam or adamw (default: reprocheck.json, sgd)");
-  app.add_option("--lr", o.lr, "learning rate")->capture_default_str();
-  app.add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str();
-  app.add_flag("--nesterov", o.nesterov, "SGD with Nesterov momentum");
-  app.add_option("--beta1", o.beta1, "Adam and AdamW beta1")->capture_default_str();
-  app.add_option("--beta2", o.beta2, "Adam and AdamW beta2")->capture_default_str();
-  app.add_option("--eps", o.eps, "Adam and AdamW epsilon")->capture_default_str();
-  app.add_option("--weight-decay", o.weight_decay, "weight decay (default: 0, 0.01 for adamw)");
-  app.add_option("--autocast", o.autocast,
-                 "run forward and loss under autocast: bf16 (CPU, CUDA) or fp16 (CUDA, with a gradient scaler)");
-  app.add_option("--load-library", o.libraries, "shared library with custom ops the model uses (repeatable)")
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  app.add_option("--layers", o.layers, layer_selection_help())->capture_default_str();
-  app.add_flag("--ops", o.ops, "also tap every aten op of the forward graphs (finer localization)");
+OptionFlags::OptionFlags(CLI::App& app, OptionCommand command, bool model) {
+  const Settings defaults;
+  if (model) app.add_option("model", settings_.run.model, "TorchScript model file (.pt)")->required();
+  for (const auto& def : option_table()) {
+    if (!*def.flag || !def.takes(command)) continue;
+    // const: CLI11 binds a non-const string argument as the option's variable.
+    const std::string help = option_help(def, command);
+    CLI::Option* o;
+    if (def.is_flag()) {
+      o = app.add_flag(def.flag, help);
+    } else if (def.implicit[0]) {
+      o = app.add_option(def.flag, help)->expected(0, 1);
+    } else if (def.repeats()) {
+      // Each use adds one or more values: --env A=1 B=2.
+      o = app.add_option(def.flag, help)
+              ->expected(CLI::detail::expected_max_vector_size)
+              ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    } else {
+      o = app.add_option(def.flag, help)->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+      if (std::string text = option_text(defaults, def); !text.empty() && text != def.unset) o->default_str(text);
+    }
+    if (!def.is_flag()) o->type_name(option_type_name(def));
+    flags_.emplace_back(&def, o);
+  }
 }
 
-const RunOptions& RunFlags::finish() {
-  if (!input_shape.empty()) {
-    options.input_shape = parse_shape(input_shape, "--input-shape");
-    if (options.input_shape.empty())
-      throw UsageError(fmt::format("bad --input-shape '{}': expected dimensions such as 4,3,32,32", input_shape));
-  }
-  // "--deterministic" alone means on.
-  if (deterministic->count() > 0) {
-    const auto& r = deterministic->results();
-    options.deterministic = r.empty() || r.back().empty() ? "on" : normalize_deterministic(r.back());
-  }
-  validate(options);
-  return options;
+bool OptionFlags::given(const char* key) const {
+  for (const auto& [def, o] : flags_)
+    if (std::string(def->key) == key) return o->count() > 0;
+  return false;
 }
 
-void CompareFlags::add_to(CLI::App& app) {
-  app.add_option("--atol", atol, "absolute tolerance: |a-b| <= atol + rtol*|a| (default: bitwise)");
-  app.add_option("--rtol", rtol, "relative tolerance (see --atol)");
-  app.add_option("--tolerance", tolerance, "bitwise, or torch (per-dtype presets of torch.testing)")
-      ->capture_default_str();
-  app.add_option("--json", json, "write the report as JSON (docs/report-json.md)");
-  app.add_option("--junit", junit, "write a JUnit XML report (one test case per tensor group)");
-  app.add_option("--markdown", markdown, "write a Markdown summary (for a CI step summary)");
-  app.add_option("--html", html,
-                 "write a self-contained HTML report: the verdict, the first divergence and a per-layer chart");
+Settings& OptionFlags::finish() {
+  if (given("full") && given("hashes")) throw UsageError("--full and --hashes-only exclude each other: pick one");
+  for (const auto& [def, o] : flags_) {
+    if (o->count() == 0) continue;
+    const auto& results = o->results();
+    if (def->repeats()) {
+      for (const auto& v : results) add_option_value(settings_, *def, v);
+    } else if (def->is_flag()) {
+      set_option(settings_, *def, "");
+    } else {
+      set_option(settings_, *def, results.empty() ? std::string() : results.back());
+    }
+  }
+  validate(settings_.run);
+  return settings_;
 }
 
-CompareOptions CompareFlags::compare_options(const CLI::App& app) const {
-  if (tolerance != "bitwise" && tolerance != "torch")
-    throw UsageError(fmt::format("bad value '{}' for --tolerance: expected bitwise or torch", tolerance));
-  CompareOptions co;
-  for (const char* flag : {"--atol", "--rtol"}) {
-    double v = std::string(flag) == "--atol" ? atol : rtol;
-    if (app.count(flag) > 0 && !(std::isfinite(v) && v >= 0))
-      throw UsageError(fmt::format("bad value {} for {}: expected a tolerance of 0 or more", v, flag));
-  }
-  if (atol >= 0 || rtol >= 0) {
-    if (tolerance == "torch") throw UsageError("--tolerance torch and --atol/--rtol exclude each other: pick one");
-    co.tolerance = Tolerance::fixed(std::max(atol, 0.0), std::max(rtol, 0.0));
-  } else if (tolerance == "torch") {
-    co.tolerance = Tolerance::torch_presets();
-  }
-  co.tolerance_explicit = app.count("--atol") + app.count("--rtol") + app.count("--tolerance") > 0;
-  return co;
-}
-
-void CompareFlags::check_destinations() const {
-  for (const auto* path : {&json, &junit, &markdown, &html})
+void check_report_destinations(const CheckSettings& s) {
+  for (const auto* path : {&s.json, &s.junit, &s.markdown, &s.html})
     if (!path->empty()) files::check_writable(*path, "report");
 }
 
-int CompareFlags::report(const Report& r) const {
+int report(const CheckSettings& s, const Report& r) {
   ReportOptions ro;
   ro.color = isatty(STDOUT_FILENO) && !std::getenv("NO_COLOR");
   // The verdict reaches the terminal first, even when a report file then cannot be written.
   fmt::print("{}", render_text(r, ro));
   std::fflush(stdout);
-  if (!json.empty()) files::write_file_atomically(json, render_json(r), "report");
-  if (!junit.empty()) files::write_file_atomically(junit, render_junit(r), "report");
-  if (!markdown.empty()) files::write_file_atomically(markdown, render_markdown(r, ro), "report");
-  if (!html.empty()) files::write_file_atomically(html, render_html(r), "report");
+  if (!s.json.empty()) files::write_file_atomically(s.json, render_json(r), "report");
+  if (!s.junit.empty()) files::write_file_atomically(s.junit, render_junit(r), "report");
+  if (!s.markdown.empty()) files::write_file_atomically(s.markdown, render_markdown(r, ro), "report");
+  if (!s.html.empty()) files::write_file_atomically(s.html, render_html(r), "report");
   return to_int(exit_code(r));
 }
 
-void RunnerFlags::add_to(CLI::App& app) {
-  app.add_option("--runs", options.runs, "number of runs (workers)")->capture_default_str();
-  app.add_option("--jobs", options.jobs, "runs at a time")->capture_default_str();
-  app.add_option("--timeout", options.timeout_s, "seconds a run may take before it is killed (0: no limit)")
-      ->capture_default_str();
-  app.add_option("--keep", options.keep_dir, "keep the dumps in this folder (run-0.h5, run-1.h5, ...)");
-  app.add_flag("--force", options.overwrite, "overwrite dumps already in the --keep folder");
-  app.add_flag("--isolate", isolate,
-               "find every independent source in the step of the first divergence: replay each source found "
-               "in the other runs and run them again, until the runs agree");
-  app.add_flag("--full", full,
-               "one pass with full dumps (default: hashes first, full capture only of the runs and steps that "
-               "differ); --keep and --isolate imply it");
-  app.add_flag("--hashes-only", hashes_only,
-               "one pass of hashes only: the verdict and the first divergent tensor, no statistics");
-  app.add_option("--baseline", baseline,
-                 "golden dump (from --save-baseline or record): compare fresh runs with it; exit 1 when the "
-                 "numerics changed");
-  app.add_option("--save-baseline", save_baseline,
-                 "record one run into this golden dump (hashes only unless --full) and stop; --force replaces it");
-  app.add_option("--vary", vary,
-                 fmt::format("run with different values of one knob, one run each: KNOB=V1,V2,... ({})", knob_list()));
+namespace {
+
+int save_golden(const Settings& s, Runner& runner, const ProgressFn& on_event) {
+  const bool hashes = s.check.capture != "full";
+  auto dumps = runner.run(on_event, [hashes](RunOptions& r, int) { r.hashes_only = hashes; });
+  files::copy_file_atomically(dumps[0], s.check.save_baseline, "--save-baseline golden", !s.check.force);
+  fmt::print("wrote golden {} ({}, {}): compare with --baseline {}\n", s.check.save_baseline,
+             hashes ? "hashes only" : "full", human_bytes(static_cast<double>(files::file_size(s.check.save_baseline))),
+             s.check.save_baseline);
+  return to_int(ExitCode::ok);
 }
 
-void RunnerFlags::finish(const CLI::App& app, const RunOptions& run) {
-  options.run = run;
-  if (full && hashes_only) throw UsageError("--full and --hashes-only exclude each other: pick one");
-  if (!baseline.empty() && !save_baseline.empty())
-    throw UsageError("--baseline compares with a golden and --save-baseline records one: pick one");
-  if (isolate && hashes_only) throw UsageError("--isolate needs full dumps: drop --hashes-only");
-  if (!baseline.empty()) {
-    if (!vary.empty()) throw UsageError("--baseline and --vary exclude each other: a golden is one setting");
-    if (isolate) throw UsageError("--isolate compares runs with each other: drop --baseline to use it");
-    if (app.count("--runs") == 0) options.runs = 1;  // fresh runs against the golden
-    options.min_runs = 1;
-    if (!files::exists(baseline))
-      throw InputError(
-          fmt::format("--baseline '{}': no such golden dump; record one with --save-baseline {}", baseline, baseline));
-    if (files::is_directory(baseline))
-      throw InputError(
-          fmt::format("--baseline '{}' is a folder; pass the golden dump file (a .h5 written by "
-                      "--save-baseline)",
-                      baseline));
-    if (!files::is_regular(baseline))
-      throw InputError(
-          fmt::format("--baseline '{}' is not a regular file (a device or a pipe); pass the golden dump "
-                      "file",
-                      baseline));
-  }
-  if (!save_baseline.empty()) {
-    if (!vary.empty() || isolate || !options.keep_dir.empty())
-      throw UsageError("--save-baseline records one run: drop --vary, --isolate and --keep");
-    options.runs = 1;
-    options.min_runs = 1;
-    files::check_writable(save_baseline, "--save-baseline golden");
-    if (files::exists(save_baseline) && !options.overwrite)
-      throw InputError(
-          fmt::format("--save-baseline '{}' already exists; pass --force to replace the golden, or "
-                      "choose another name",
-                      save_baseline));
-  }
-  // --keep keeps whole dumps, and --isolate replays tensors from them: one full pass.
-  if ((!options.keep_dir.empty() || isolate) && !hashes_only) full = true;
-  if (vary.empty()) return;
-  options.vary = parse_vary(vary, run);
-  if (app.count("--runs") > 0 && options.runs != static_cast<int>(options.vary.values.size()))
-    throw UsageError(fmt::format("--runs {} and --vary with {} values disagree: drop --runs", options.runs,
-                                 options.vary.values.size()));
-}
+}  // namespace
 
-int run_and_report(const RunnerFlags& runner_flags, std::shared_ptr<const WorkerLauncher> launcher,
-                   const CompareFlags& compare_flags, const CLI::App& app) {
-  const CompareOptions compare_options = compare_flags.compare_options(app);
-  compare_flags.check_destinations();
+int run_and_report(const Settings& s, const Given& given, std::shared_ptr<const WorkerLauncher> launcher) {
+  const CompareOptions compare = compare_options(s, given);
+  check_report_destinations(s.check);
   install_interrupt_handler();
-  Runner runner(runner_flags.options, std::move(launcher));
+  Runner runner(runner_options(s), std::move(launcher));
   Progress progress;
   auto on_event = [&](const WorkerEvent& e) { progress(e); };
-  if (!runner_flags.save_baseline.empty()) {
-    const bool hashes = !runner_flags.full;
-    auto dumps = runner.run(on_event, [hashes](RunOptions& r, int) { r.hashes_only = hashes; });
-    files::copy_file_atomically(dumps[0], runner_flags.save_baseline, "--save-baseline golden",
-                                !runner_flags.options.overwrite);
-    struct stat st {};
-    stat(runner_flags.save_baseline.c_str(), &st);
-    fmt::print("wrote golden {} ({}, {}): compare with --baseline {}\n", runner_flags.save_baseline,
-               hashes ? "hashes only" : "full", human_bytes(static_cast<double>(st.st_size)),
-               runner_flags.save_baseline);
-    return to_int(ExitCode::ok);
-  }
-  CheckOptions check;
-  check.compare = compare_options;
-  check.full = runner_flags.full;
-  check.hashes_only = runner_flags.hashes_only;
-  check.baseline = runner_flags.baseline;
-  check.keep = !runner_flags.options.keep_dir.empty();
+  if (!s.check.save_baseline.empty()) return save_golden(s, runner, on_event);
+  CheckOptions check = check_options(s);
+  check.compare = compare;
   CheckResult result = run_check(runner, check, on_event);
   const std::vector<std::string>& dumps = result.dumps;
   Comparison comparison = std::move(result.comparison);
   std::optional<Isolation> isolation;
-  if (runner_flags.isolate && comparison.divergent())
-    isolation = isolate(comparison, compare_options, [&](const std::vector<std::string>& keys) {
+  if (s.check.isolate && comparison.divergent())
+    isolation = isolate(comparison, compare, [&](const std::vector<std::string>& keys) {
       return runner.rerun_with_replay(dumps[0], keys, on_event);
     });
-  const int code = compare_flags.report(make_report(std::move(comparison), std::move(isolation)));
+  const int code = report(s.check, make_report(std::move(comparison), std::move(isolation)));
   if (result.keep_error.empty()) return code;
   // The verdict stands; the dumps the user asked to keep are not there.
   fmt::print(stderr, "{}\n", error_line(result.keep_error));

@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "reprocheck/check_settings.h"
 #include "reprocheck/compare.h"
+#include "reprocheck/options.h"
 #include "reprocheck/report.h"
 #include "reprocheck/run_options.h"
 #include "reprocheck/runner.h"
@@ -19,48 +21,32 @@ namespace reprocheck::cli {
 // command line (one line on stderr).
 int parse(CLI::App& app, std::vector<std::string> args);
 
-// The options every command that runs a model shares (record, and the runner's workers): one CLI
-// line per field of RunOptions.
-struct RunFlags {
-  RunOptions options;
-  std::string input_shape;
-  CLI::Option* deterministic = nullptr;
-  void add_to(CLI::App& app);
-  // The options with the flags' text parsed, validated. Throws UsageError.
-  const RunOptions& finish();
+// A command's flags, made from the option table (reprocheck/options.h): every row the command takes.
+class OptionFlags {
+ public:
+  // `model`: the command takes the model as its positional argument.
+  OptionFlags(CLI::App& app, OptionCommand command, bool model);
+  // Sets every given flag's value, in the table's order, checking each; then validates the run
+  // options. Throws UsageError.
+  Settings& finish();
+  Settings& settings() { return settings_; }
+  bool given(const char* key) const;
+  Given given() const { return {given("runs"), given("tolerance") || given("atol") || given("rtol")}; }
+
+ private:
+  Settings settings_;
+  std::vector<std::pair<const OptionDef*, CLI::Option*>> flags_;
 };
 
-// Options shared by the commands that compare (check and diff).
-struct CompareFlags {
-  double atol = -1, rtol = -1;
-  std::string tolerance = "bitwise";
-  std::string json, junit, markdown, html;
-  void add_to(CLI::App& app);
-  CompareOptions compare_options(const CLI::App& app) const;
-  // Checks the report destinations before any work starts (throws InputError): a report that
-  // cannot be written after the runs would hide their verdict behind exit code 2.
-  void check_destinations() const;
-  // Prints the text report, writes the requested files, returns the exit code.
-  int report(const Report& r) const;
-};
-
-// The runner's flags, shared by the commands that run N fresh workers (check and run).
-struct RunnerFlags {
-  RunnerOptions options;
-  std::string vary;
-  bool isolate = false;
-  bool full = false, hashes_only = false;  // the capture ladder's shortcuts: one pass, full or hashes
-  std::string baseline;                    // compare with this golden instead of run 0
-  std::string save_baseline;               // record one run into this golden and stop
-  void add_to(CLI::App& app);
-  // Sets options.run and the parsed --vary. Throws UsageError.
-  void finish(const CLI::App& app, const RunOptions& run);
-};
+// Checks the report destinations before any work starts (throws InputError): a report that cannot
+// be written after the runs would hide their verdict behind exit code 2.
+void check_report_destinations(const CheckSettings& s);
+// Prints the text report, writes the requested files, returns the exit code.
+int report(const CheckSettings& s, const Report& r);
 
 // Runs the workers, keeps their dumps if asked, compares, isolates if asked, and reports; returns
 // the exit code.
-int run_and_report(const RunnerFlags& runner_flags, std::shared_ptr<const WorkerLauncher> launcher,
-                   const CompareFlags& compare_flags, const CLI::App& app);
+int run_and_report(const Settings& s, const Given& given, std::shared_ptr<const WorkerLauncher> launcher);
 
 // Progress of the workers on stderr: one updating line on a terminal, plain lines otherwise.
 class Progress {

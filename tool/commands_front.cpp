@@ -69,23 +69,18 @@ int cmd_check(const std::vector<std::string>& args) {
       "Run the seeded training N times in fresh processes, compare the runs in execution order, and "
       "name the first divergent tensor",
       "reprocheck");
-  RunFlags flags;
-  RunnerFlags runner_flags;
-  CompareFlags compare_flags;
-  flags.add_to(app);
-  runner_flags.add_to(app);
-  compare_flags.add_to(app);
+  OptionFlags flags(app, kCheckCommand, /*model=*/true);
   if (int code = parse(app, args); code >= 0) return code;
-  runner_flags.finish(app, flags.finish());
-  compare_flags.compare_options(app);  // bad tolerance flags fail before any run
+  Settings& s = flags.finish();
+  settle(s, flags.given());
   if (!have_torch()) needs_torch("running a model");
   // Fail fast on a file that is not a model, or a library that is not there; the runs load them and
   // relay any other error as one line.
-  check_model_file(runner_flags.options.run.model);
-  for (const auto& lib : runner_flags.options.run.libraries)
+  check_model_file(s.run.model);
+  for (const auto& lib : s.run.libraries)
     if (!files::is_regular(lib))
       throw InputError(fmt::format("cannot load library '{}': no such file; pass the path of a shared library", lib));
-  return run_and_report(runner_flags, std::make_shared<RecordLauncher>(torch_executable()), compare_flags, app);
+  return run_and_report(s, flags.given(), std::make_shared<RecordLauncher>(torch_executable()));
 }
 
 }  // namespace reprocheck::cli

@@ -20,21 +20,25 @@ namespace reprocheck::cli {
 
 int cmd_record(const std::vector<std::string>& args) {
   CLI::App app("Run seeded training steps once and dump every captured tensor to HDF5", "reprocheck record");
-  RunFlags flags;
-  std::string out, replay, replay_keys;
+  OptionFlags flags(app, kRecordCommand, /*model=*/false);
+  std::string model, out, replay, replay_keys, run_options;
   bool force = false, plain = false;
-  flags.add_to(app);
+  app.add_option("model", model, "TorchScript model file (.pt)");
+  app.add_option("--run-options", run_options,
+                 "every run option as JSON (how a check hands a run its options; flags given as well override it)");
   app.add_option("-o,--out", out, "dump file to write (HDF5)");
   app.add_flag("--force", force, "overwrite the output if it exists");
-  app.add_flag("--hashes-only", flags.options.hashes_only,
-               "record each tensor's hash and no data: a golden small enough to commit (compare with --baseline)");
   app.add_flag("--plain", plain, "run the same steps without capture and without a dump (for timing)");
   app.add_option("--replay", replay, "reference dump whose values replace the tensors named by --replay-keys");
   app.add_option("--replay-keys", replay_keys, "file of tensor keys to replay, one per line (used by --isolate)");
   if (int code = parse(app, args); code >= 0) return code;
   if (out.empty() && !plain) throw UsageError("record needs -o RUN.h5 (or --plain for a run without a dump)");
   if (!out.empty() && plain) throw UsageError("--plain writes no dump: drop -o or --plain");
-  const auto& o = flags.finish();
+  if (!run_options.empty()) flags.settings().run = from_json(run_options);
+  if (!model.empty()) flags.settings().run.model = model;
+  if (flags.settings().run.model.empty())
+    throw UsageError("record needs the model: reprocheck record MODEL.pt -o RUN.h5");
+  const RunOptions& o = flags.finish().run;
   install_interrupt_handler();
   // A long forward pass cannot stop at a tap: end within a second anyway, leaving no partial dump.
   start_interrupt_watchdog(1.0);
@@ -68,13 +72,11 @@ int cmd_version() {
 
 int cmd_info(const std::vector<std::string>& args) {
   CLI::App app("List a TorchScript model's modules with path, type and parameter count", "reprocheck info");
-  std::string model;
-  std::vector<std::string> libraries;
-  app.add_option("model", model, "TorchScript model file (.pt)")->required();
-  app.add_option("--load-library", libraries, "shared library with custom ops the model uses (repeatable)");
+  OptionFlags flags(app, kInfoCommand, /*model=*/true);
   if (int code = parse(app, args); code >= 0) return code;
-  for (const auto& lib : libraries) load_library(lib);
-  auto s = inspect_model(model);
+  const RunOptions& run = flags.finish().run;
+  for (const auto& lib : run.libraries) load_library(lib);
+  auto s = inspect_model(run.model);
   fmt::print("model      {}\n", s.path);
   fmt::print("signature  {}\n", s.signature);
   fmt::print("parameters {}\n", group_digits(s.total_params));

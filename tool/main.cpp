@@ -37,14 +37,14 @@ Exit codes: 0 reproducible, 1 divergence found, 2 usage or input error, 3 a run 
 int cmd_diff(const std::vector<std::string>& args) {
   CLI::App app("Compare existing dumps in execution order; the first is the reference", "reprocheck diff");
   std::vector<std::string> dumps;
-  rc::cli::CompareFlags compare_flags;
   app.add_option("dumps", dumps, "dumps written by 'reprocheck record' (two or more)")->required();
-  compare_flags.add_to(app);
+  rc::cli::OptionFlags flags(app, rc::kDiffCommand, /*model=*/false);
   if (int code = rc::cli::parse(app, args); code >= 0) return code;
   if (dumps.size() < 2) throw rc::UsageError("diff needs at least two dumps: the reference and one to compare");
-  auto options = compare_flags.compare_options(app);
-  compare_flags.check_destinations();
-  return compare_flags.report(rc::make_report(rc::compare_dumps(dumps, options)));
+  rc::Settings& s = flags.finish();
+  rc::settle(s, flags.given());
+  rc::cli::check_report_destinations(s.check);
+  return rc::cli::report(s.check, rc::make_report(rc::compare_dumps(dumps, rc::compare_options(s, flags.given()))));
 }
 
 int dispatch(int argc, char** argv) {

@@ -51,10 +51,10 @@ class Values(unittest.TestCase):
             (["--lr", "nan"], "--lr"),
             (["--lr", "-1"], "--lr"),
             (["--momentum", "-1"], "--momentum"),
-            (["--input-shape", "0,3"], "every dimension must be 1 or more"),
-            (["--input-shape", "-2,3"], "every dimension must be 1 or more"),
+            (["--input-shape", "0,3"], "dimensions of 1 or more"),
+            (["--input-shape", "-2,3"], "dimensions of 1 or more"),
             (["--input-shape", "100000,3,1000,1000"], "GB"),
-            (["--steps", "0"], "expected 1 to 100000"),
+            (["--steps", "0"], "an integer from 1 to 100000"),
         ]
         for flags, expected in cases:
             with self.subTest(flags=flags):

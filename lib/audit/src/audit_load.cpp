@@ -215,7 +215,7 @@ bool apply_overrides(const Locator& loc, const toml::array* overrides, Cell& cel
     bool match = true;
     for (const auto& [k, v] : *when) {
       std::string key(k.str());
-      const SettingDef* def = find_def(key);
+      const OptionDef* def = find_def(key);
       if (!def)
         loc.fail(k.source(), fmt::format("unknown setting '{}' in when; expected one of {}", key, setting_names()));
       auto it = cell.settings.find(key);

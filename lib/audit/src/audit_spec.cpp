@@ -15,6 +15,7 @@
 #include "reprocheck/audit.h"
 #include "reprocheck/error.h"
 #include "reprocheck/files.h"
+#include "reprocheck/options.h"
 
 namespace reprocheck::audit {
 
@@ -32,88 +33,60 @@ const char* to_string(Expect e) {
 
 namespace spec_detail {
 
-const std::vector<SettingDef>& setting_defs() {
-  static const std::vector<SettingDef> defs = {
-      {"steps", SettingDef::integer, 1, {}, false, "training steps"},
-      {"runs", SettingDef::integer, 2, {}, false, "runs compared"},
-      {"threads", SettingDef::integer, 1, {}, false, "intra-op threads"},
-      {"deterministic", SettingDef::text, 0, {"on", "off", "warn"}, false, "deterministic algorithms"},
-      {"benchmark", SettingDef::boolean, 0, {}, false, "the cuDNN autotuner"},
-      {"device", SettingDef::text, 0, {}, true, "cpu, cuda, cuda:N or auto"},
-      {"mode", SettingDef::text, 0, {"train", "eval"}, true, "module mode"},
-      {"dtype", SettingDef::text, 0, {"float32", "float64", "float16", "bfloat16"}, true, "the model's dtype"},
-      {"seed", SettingDef::seed, 0, {}, true, "the model's seed"},
-      {"data_seed", SettingDef::seed, 0, {}, true, "the data's seed"},
-      {"layers", SettingDef::text, 0, {}, false, "captured layers"},
-      {"ops", SettingDef::boolean, 0, {}, false, "tap every op"},
-      {"vary", SettingDef::text, 0, {}, false, "KNOB=V1,V2: one run per value"},
-      {"timeout", SettingDef::number, 0, {}, false, "seconds a run may take"},
-      {"jobs", SettingDef::integer, 1, {}, false, "runs at a time within the check"},
-      {"capture", SettingDef::text, 0, {"ladder", "full", "hashes"}, false, "the capture ladder, or one pass"},
-      {"optimizer", SettingDef::text, 0, {"sgd", "adam", "adamw"}, true, "the optimizer"},
-      {"autocast", SettingDef::text, 0, {"bf16", "fp16"}, true, "forward and loss under autocast"},
-  };
-  return defs;
-}
-
-const SettingDef* find_def(const std::string& name) {
-  for (const auto& d : setting_defs())
-    if (name == d.name) return &d;
-  return nullptr;
+const OptionDef* find_def(const std::string& name) {
+  const OptionDef* def = find_option(name);
+  return def && def->takes(kAuditSetting) ? def : nullptr;
 }
 
 std::string setting_names() {
   std::string out;
-  for (const auto& d : setting_defs()) out += (out.empty() ? "" : ", ") + std::string(d.name);
+  for (const auto& d : option_table())
+    if (d.takes(kAuditSetting)) out += (out.empty() ? "" : ", ") + std::string(d.key);
   return out;
 }
 
-// A setting's value as its flag takes it; fails at the value's location when it is not one.
-std::string setting_value(const Locator& loc, const SettingDef& def, const toml::node& n) {
-  auto bad = [&](const std::string& expected) {
-    loc.fail(n, fmt::format("bad value for setting '{}': expected {}", def.name, expected));
-  };
-  switch (def.type) {
-    case SettingDef::integer: {
-      auto v = n.value_exact<int64_t>();
-      if (!v || *v < def.min || *v > 1000000) bad(fmt::format("an integer from {} to 1000000", def.min));
-      return std::to_string(*v);
-    }
-    case SettingDef::number: {
-      auto v = n.value<double>();
-      if (!v || !std::isfinite(*v) || *v < 0) bad("a number of seconds, 0 or more");
-      return fmt::format("{}", *v);
-    }
-    case SettingDef::boolean: {
-      auto v = n.value_exact<bool>();
-      if (!v) bad("true or false");
-      return *v ? "true" : "false";
-    }
-    case SettingDef::seed: {
-      if (auto v = n.value_exact<int64_t>(); v && *v >= 0) return std::to_string(*v);
-      if (auto s = n.value_exact<std::string>(); s && *s == "random") return *s;
-      bad("an integer of 0 or more, or \"random\"");
-      return "";
-    }
-    case SettingDef::text: {
-      if (std::string(def.name) == "deterministic")
-        if (auto b = n.value_exact<bool>()) return *b ? "on" : "off";
-      auto s = n.value_exact<std::string>();
-      if (!s) bad(def.choices.empty() ? "a string" : "one of " + fmt::format("{}", fmt::join(def.choices, ", ")));
-      if (!def.choices.empty() && std::find(def.choices.begin(), def.choices.end(), *s) == def.choices.end())
-        bad("one of " + fmt::format("{}", fmt::join(def.choices, ", ")));
-      if (std::string(def.name) == "device") {
-        const std::string& d = *s;
-        bool ok =
-            d == "cpu" || d == "cuda" || d == "auto" ||
-            (d.rfind("cuda:", 0) == 0 && d.size() > 5 && d.find_first_not_of("0123456789", 5) == std::string::npos);
-        if (!ok) bad("cpu, cuda, cuda:N or auto");
-      }
-      if (s->empty() || s->find('\n') != std::string::npos) bad("a non-empty line of text");
-      return *s;
-    }
+namespace {
+
+// The TOML value as the option's text, when it is of the option's kind: a number for a number, a
+// boolean for a flag, a string for text (a seed may be an integer; deterministic a boolean).
+std::optional<std::string> toml_text(const OptionDef& def, const toml::node& n) {
+  const std::string type = option_type_name(def);
+  const std::string key = def.key;
+  if (auto v = n.value_exact<int64_t>(); v && (type == "INT" || type == "FLOAT" || def.check == ValueCheck::seed))
+    return std::to_string(*v);
+  if (auto v = n.value_exact<double>(); v && type == "FLOAT") return fmt::format("{}", *v);
+  if (auto v = n.value_exact<bool>()) {
+    if (key == "deterministic") return *v ? "on" : "off";
+    if (type.empty()) return *v ? "true" : "false";
   }
-  return "";
+  if (auto v = n.value_exact<std::string>(); v && type == "TEXT") {
+    if (v->empty() || v->find('\n') != std::string::npos) return std::nullopt;
+    return *v;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+// A setting's value as its flag takes it, checked against the option's row; fails at the value's
+// location when it is not one.
+std::string setting_value(const Locator& loc, const OptionDef& def, const toml::node& n) {
+  const std::string key = def.key;
+  auto bad = [&](const std::string& expected) {
+    loc.fail(n, fmt::format("bad value for setting '{}': expected {}", key, expected));
+  };
+  std::optional<std::string> text = toml_text(def, n);
+  if (!text) bad(option_type_name(def) == "TEXT" ? expectation(def) + " (a non-empty line of text)" : expectation(def));
+  Settings scratch;
+  try {
+    set_option(scratch, def, *text);
+  } catch (const UsageError&) {
+    bad(expectation(def));
+  }
+  // An audit compares each cell's runs with each other (no golden).
+  if (key == "runs" && scratch.check.runs < 2)
+    bad(fmt::format("an integer from 2 to {:g} (an audit compares a cell's runs with each other)", def.max));
+  return option_text(scratch, def);
 }
 
 Tolerance read_tolerance(const Locator& loc, const toml::node& n) {
@@ -161,7 +134,7 @@ void read_settings(const Locator& loc, const toml::table& t, Level& out, const s
       out.tolerance = std::make_pair(read_tolerance(loc, v), v.source());
       continue;
     }
-    const SettingDef* def = find_def(key);
+    const OptionDef* def = find_def(key);
     if (!def)
       loc.fail(k.source(),
                fmt::format("unknown setting '{}'; expected one of {}, expect, tolerance", key, setting_names()));
@@ -175,7 +148,7 @@ std::vector<Axis> read_matrix(const Locator& loc, const toml::table& t) {
   std::vector<Axis> axes;
   for (const auto& [k, v] : t) {
     std::string key(k.str());
-    const SettingDef* def = find_def(key);
+    const OptionDef* def = find_def(key);
     if (!def) loc.fail(k.source(), fmt::format("unknown matrix axis '{}'; expected one of {}", key, setting_names()));
     const toml::array* arr = v.as_array();
     if (!arr || arr->empty())
@@ -197,16 +170,7 @@ std::string absolute(const std::string& base_dir, const std::string& path) {
 }
 
 std::vector<std::string> flags_for(const std::string& key, const std::string& value) {
-  if (key == "benchmark" || key == "ops")
-    return value == "true" ? std::vector<std::string>{"--" + key} : std::vector<std::string>{};
-  if (key == "capture") {
-    if (value == "full") return {"--full"};
-    if (value == "hashes") return {"--hashes-only"};
-    return {};
-  }
-  std::string flag = "--" + key;
-  std::replace(flag.begin(), flag.end(), '_', '-');
-  return {flag, value};
+  return option_args(*find_def(key), value);
 }
 
 }  // namespace spec_detail

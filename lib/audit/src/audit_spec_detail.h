@@ -14,21 +14,12 @@
 
 #include "reprocheck/audit.h"
 #include "reprocheck/error.h"
+#include "reprocheck/options.h"
 
 namespace reprocheck::audit::spec_detail {
 
 inline constexpr size_t kMaxFileBytes = 4 << 20;
 inline constexpr size_t kMaxCells = 10000;
-
-// One setting: its flag, and what values it takes.
-struct SettingDef {
-  const char* name;
-  enum Type { integer, boolean, text, seed, number } type;
-  int64_t min = 0;
-  std::vector<std::string> choices;  // for text: the accepted values (empty: any)
-  bool torchscript_only = false;
-  const char* help = "";
-};
 
 // Where a node is: "nightly.toml:12:5".
 struct Locator {
@@ -66,11 +57,13 @@ struct Axis {
   toml::source_region where;
 };
 
-const std::vector<SettingDef>& setting_defs();
-const SettingDef* find_def(const std::string& name);
+// The option table's row of an audit setting (a row that takes kAuditSetting), or nullptr.
+const OptionDef* find_def(const std::string& name);
+// The audit settings' names, in the option table's order.
 std::string setting_names();
-// A setting's value as its flag takes it; fails at the value's location when it is not one.
-std::string setting_value(const Locator& loc, const SettingDef& def, const toml::node& n);
+// A setting's value as its flag takes it, checked against the option's row; fails at the value's
+// location when it is not one.
+std::string setting_value(const Locator& loc, const OptionDef& def, const toml::node& n);
 Tolerance read_tolerance(const Locator& loc, const toml::node& n);
 Expect read_expect(const Locator& loc, const toml::node& n);
 void read_settings(const Locator& loc, const toml::table& t, Level& out, const std::set<std::string>& skip = {});

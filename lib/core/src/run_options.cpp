@@ -9,97 +9,38 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <tuple>
+#include <type_traits>
+#include <variant>
 
 #include "reprocheck/dtype.h"
 #include "reprocheck/error.h"
+#include "reprocheck/options.h"
 
 namespace reprocheck {
 
 namespace {
 
-// One option: its JSON key and its flag ("" for the positional model).
-struct Field {
-  const char* key;
-  const char* flag;
-};
-
-// Calls f(field, member) for every option, in command-line order.
+// Calls f(def, member) for every row of the option table that sets a run option, in the table's
+// order (the JSON keys and the worker's flags).
 template <typename Options, typename F>
 void for_each_field(Options& o, F&& f) {
-  f(Field{"model", ""}, o.model);
-  f(Field{"steps", "--steps"}, o.steps);
-  f(Field{"seed", "--seed"}, o.seed);
-  f(Field{"data_seed", "--data-seed"}, o.data_seed);
-  f(Field{"device", "--device"}, o.device);
-  f(Field{"mode", "--mode"}, o.mode);
-  f(Field{"layers", "--layers"}, o.layers);
-  f(Field{"lr", "--lr"}, o.lr);
-  f(Field{"momentum", "--momentum"}, o.momentum);
-  f(Field{"deterministic", "--deterministic"}, o.deterministic);
-  f(Field{"benchmark", "--benchmark"}, o.benchmark);
-  f(Field{"threads", "--threads"}, o.threads);
-  f(Field{"reinit", "--reinit"}, o.reinit);
-  f(Field{"input_shape", "--input-shape"}, o.input_shape);
-  f(Field{"dtype", "--dtype"}, o.dtype);
-  f(Field{"inputs", "--input"}, o.inputs);
-  f(Field{"targets", "--target"}, o.targets);
-  f(Field{"loss", "--loss"}, o.loss);
-  f(Field{"label_smoothing", "--label-smoothing"}, o.label_smoothing);
-  f(Field{"output", "--output"}, o.output);
-  f(Field{"output_weights", "--output-weights"}, o.output_weights);
-  f(Field{"optimizer", "--optimizer"}, o.optimizer);
-  f(Field{"nesterov", "--nesterov"}, o.nesterov);
-  f(Field{"beta1", "--beta1"}, o.beta1);
-  f(Field{"beta2", "--beta2"}, o.beta2);
-  f(Field{"eps", "--eps"}, o.eps);
-  f(Field{"weight_decay", "--weight-decay"}, o.weight_decay);
-  f(Field{"autocast", "--autocast"}, o.autocast);
-  f(Field{"libraries", "--load-library"}, o.libraries);
-  f(Field{"ops", "--ops"}, o.ops);
-  f(Field{"hashes_only", "--hashes-only"}, o.hashes_only);
-  f(Field{"command", ""}, o.command);
-  f(Field{"env", ""}, o.env);
-}
-
-const std::vector<std::string> kKnobs = {"threads", "device",    "deterministic", "benchmark",
-                                         "seed",    "data-seed", "mode",          "env:NAME"};
-
-std::string number(double v) { return fmt::format("{}", v); }
-
-void append_arg(std::vector<std::string>& args, const Field& f, const std::string& v) {
-  if (!v.empty()) args.insert(args.end(), {f.flag, v});
-}
-void append_arg(std::vector<std::string>& args, const Field& f, int v) {
-  args.insert(args.end(), {f.flag, std::to_string(v)});
-}
-void append_arg(std::vector<std::string>& args, const Field& f, double v) {
-  // -1 stands for "not given" (weight decay, label smoothing): the worker resolves it.
-  if (v != -1) args.insert(args.end(), {f.flag, number(v)});
-}
-void append_arg(std::vector<std::string>& args, const Field& f, bool v) {
-  if (v) args.push_back(f.flag);
-}
-void append_arg(std::vector<std::string>& args, const Field& f, const std::vector<int64_t>& v) {
-  if (!v.empty()) args.insert(args.end(), {f.flag, fmt::format("{}", fmt::join(v, ","))});
-}
-void append_arg(std::vector<std::string>& args, const Field& f, const std::vector<std::string>& v) {
-  for (const auto& s : v) args.insert(args.end(), {f.flag, s});
+  for (const auto& def : option_table())
+    std::visit(
+        [&](auto m) {
+          using M = decltype(m);
+          if constexpr (std::is_same_v<M, int RunOptions::*> || std::is_same_v<M, double RunOptions::*> ||
+                        std::is_same_v<M, bool RunOptions::*> || std::is_same_v<M, std::string RunOptions::*> ||
+                        std::is_same_v<M, std::vector<int64_t> RunOptions::*> ||
+                        std::is_same_v<M, std::vector<std::string> RunOptions::*>)
+            f(def, o.*m);
+        },
+        def.field);
 }
 
 bool parse_bool(const std::string& knob, const std::string& v) {
   if (v == "on" || v == "true" || v == "1") return true;
   if (v == "off" || v == "false" || v == "0") return false;
   throw UsageError(fmt::format("bad value '{}' for {}: expected on/off, true/false or 1/0", v, knob));
-}
-
-int parse_count(const std::string& knob, const std::string& v) {
-  try {
-    size_t used = 0;
-    int n = std::stoi(v, &used);
-    if (used == v.size() && n >= 1) return n;
-  } catch (const std::exception&) {
-  }
-  throw UsageError(fmt::format("bad value '{}' for {}: expected a count of 1 or more", v, knob));
 }
 
 double parse_number(const std::string& text, const std::string& what, const std::string& whole) {
@@ -255,35 +196,9 @@ void check_input_size(const std::vector<int64_t>& shape, const std::string& dtyp
 }
 
 void validate(const RunOptions& o) {
-  auto one_of = [](const std::string& flag, const std::string& v, std::initializer_list<const char*> ok) {
-    for (const char* s : ok)
-      if (v == s) return;
-    throw UsageError(fmt::format("bad value '{}' for {}: expected one of {}", v, flag, fmt::join(ok, ", ")));
-  };
-  auto seed_ok = [](const std::string& flag, const std::string& v) {
-    // Up to 2^63 - 1: a seed drawn by "random" (and recorded in the dump) can be given back.
-    if (v != "random" &&
-        (!std::regex_match(v, std::regex("[0-9]{1,19}")) || (v.size() == 19 && v > std::string("9223372036854775807"))))
-      throw UsageError(fmt::format("bad value '{}' for {}: expected a non-negative integer or 'random'", v, flag));
-  };
-  seed_ok("--seed", o.seed);
-  seed_ok("--data-seed", o.data_seed);
-  if (o.steps < 1 || o.steps > kMaxSteps)
-    throw UsageError(fmt::format("bad value {} for --steps: expected 1 to {}", o.steps, kMaxSteps));
-  if (!std::isfinite(o.lr) || o.lr <= 0)
-    throw UsageError(fmt::format("bad value {} for --lr: expected a learning rate above 0", o.lr));
-  if (!std::isfinite(o.momentum) || o.momentum < 0)
-    throw UsageError(fmt::format("bad value {} for --momentum: expected 0 or more", o.momentum));
-  if (o.threads < 0) throw UsageError(fmt::format("bad value {} for --threads: expected 1 or more", o.threads));
-  one_of("--deterministic", o.deterministic, {"off", "on", "warn"});
-  one_of("--mode", o.mode, {"train", "eval"});
-  if (!o.reinit.empty()) one_of("--reinit", o.reinit, {"xavier_normal"});
-  if (!o.dtype.empty()) one_of("--dtype", o.dtype, {"float32", "float64", "float16", "bfloat16"});
-  if (!o.loss.empty()) one_of("--loss", o.loss, {"model", "mse", "cross_entropy", "nll", "bce_with_logits", "sum"});
-  if (o.label_smoothing != -1 && !(o.label_smoothing >= 0 && o.label_smoothing <= 1))
-    throw UsageError(fmt::format("bad value {} for --label-smoothing: expected 0 to 1", o.label_smoothing));
-  if (!o.optimizer.empty()) one_of("--optimizer", o.optimizer, {"sgd", "adam", "adamw"});
-  if (!o.autocast.empty()) one_of("--autocast", o.autocast, {"bf16", "fp16"});
+  // Each value against its row of the option table (kind, choices, range).
+  check_option_values(o);
+  // What depends on several options.
   if (o.autocast == "fp16" && o.device == "cpu")
     throw UsageError("--autocast fp16 needs a CUDA device; on the CPU use --autocast bf16");
   if (!o.autocast.empty() && !o.dtype.empty() && o.dtype != "float32")
@@ -291,12 +206,6 @@ void validate(const RunOptions& o) {
         fmt::format("--autocast {} and --dtype {} exclude each other: autocast trains float32 parameters "
                     "with {} compute; drop --dtype",
                     o.autocast, o.dtype, o.autocast));
-  for (auto [v, flag, lo, hi] : {std::tuple{o.beta1, "--beta1", 0.0, 1.0}, std::tuple{o.beta2, "--beta2", 0.0, 1.0}})
-    if (!(v >= lo && v < hi)) throw UsageError(fmt::format("bad value {} for {}: expected 0 to below 1", v, flag));
-  if (!(std::isfinite(o.eps) && o.eps > 0))
-    throw UsageError(fmt::format("bad value {} for --eps: expected above 0", o.eps));
-  if (o.weight_decay != -1 && !(std::isfinite(o.weight_decay) && o.weight_decay >= 0))
-    throw UsageError(fmt::format("bad value {} for --weight-decay: expected 0 or more", o.weight_decay));
   for (size_t i = 0; i < o.inputs.size(); ++i) parse_tensor_spec(o.inputs[i], fmt::format("--input {}", i + 1));
   for (size_t i = 0; i < o.targets.size(); ++i) parse_tensor_spec(o.targets[i], fmt::format("--target {}", i + 1));
   if (!o.inputs.empty() && !o.input_shape.empty())
@@ -306,33 +215,15 @@ void validate(const RunOptions& o) {
     if (!o.output.empty())
       throw UsageError("--output and --output-weights exclude each other: train one output, or a weighted sum");
   }
-  if (o.device != "auto" && o.device != "cpu" && !std::regex_match(o.device, std::regex("cuda(:[0-9]+)?")))
-    throw UsageError(fmt::format("bad value '{}' for --device: expected cpu, cuda, cuda:N or auto", o.device));
-  for (auto d : o.input_shape)
-    if (d < 1)
-      throw UsageError(
-          fmt::format("bad --input-shape {}: every dimension must be 1 or more (an empty batch "
-                      "trains nothing)",
-                      fmt::join(o.input_shape, ",")));
   check_input_size(o.input_shape, o.dtype.empty() ? "float32" : o.dtype, "--input-shape");
-  if (o.layers.empty())
-    throw UsageError("empty --layers: pass default, all, none, a comma list of kinds, or path:REGEX");
   for (const auto& kv : o.env)
     if (kv.find('=') == std::string::npos || kv.front() == '=')
       throw UsageError(fmt::format("bad environment setting '{}': expected NAME=VALUE", kv));
 }
 
-std::vector<std::string> to_args(const RunOptions& o) {
-  std::vector<std::string> args{o.model};
-  for_each_field(o, [&](const Field& f, const auto& v) {
-    if (*f.flag) append_arg(args, f, v);
-  });
-  return args;
-}
-
 std::string to_json(const RunOptions& o) {
   nlohmann::json j = nlohmann::json::object();
-  for_each_field(o, [&](const Field& f, const auto& v) { j[f.key] = v; });
+  for_each_field(o, [&](const OptionDef& f, const auto& v) { j[f.key] = v; });
   return j.dump();
 }
 
@@ -369,7 +260,7 @@ RunOptions from_json(const std::string& text) {
     throw InputError(fmt::format("run options are not valid JSON ({})", first_line(e.what())));
   }
   if (!j.is_object()) throw InputError("run options are not a JSON object");
-  for_each_field(o, [&](const Field& f, auto& v) {
+  for_each_field(o, [&](const OptionDef& f, auto& v) {
     auto it = j.find(f.key);
     if (it == j.end() || it->is_null()) return;
     try {
@@ -383,7 +274,7 @@ RunOptions from_json(const std::string& text) {
 
 std::map<std::string, std::string> to_strings(const RunOptions& o) {
   std::map<std::string, std::string> out;
-  for_each_field(o, [&](const Field& f, const auto& v) {
+  for_each_field(o, [&](const OptionDef& f, const auto& v) {
     nlohmann::json j = v;
     out[f.key] = j.is_string() ? j.get<std::string>() : j.dump();
   });
@@ -395,37 +286,43 @@ std::string normalize_deterministic(const std::string& v) {
   return parse_bool("--deterministic", v) ? "on" : "off";
 }
 
-const std::vector<std::string>& knob_names() { return kKnobs; }
+const std::vector<std::string>& knob_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> out;
+    for (const auto& def : option_table())
+      if (def.takes(kVaryKnob)) out.push_back(std::string(def.flag).substr(2));
+    out.push_back("env:NAME");
+    return out;
+  }();
+  return names;
+}
 
-std::string knob_list() { return fmt::format("{}", fmt::join(kKnobs, ", ")); }
+std::string knob_list() { return fmt::format("{}", fmt::join(knob_names(), ", ")); }
 
 RunOptions with_knob(const RunOptions& base, const std::string& knob, const std::string& v) {
   RunOptions o = base;
-  const std::string flag = "--vary " + knob;
-  if (knob == "threads")
-    o.threads = parse_count(flag, v);
-  else if (knob == "device")
-    o.device = v;
-  else if (knob == "deterministic")
-    o.deterministic = normalize_deterministic(v);
-  else if (knob == "benchmark")
-    o.benchmark = parse_bool(flag, v);
-  else if (knob == "seed")
-    o.seed = v;
-  else if (knob == "data-seed" || knob == "data_seed")
-    o.data_seed = v;
-  else if (knob == "mode")
-    o.mode = v;
-  else if (knob.rfind("env:", 0) == 0 && knob.size() > 4 && knob.find('=') == std::string::npos) {
+  if (knob.rfind("env:", 0) == 0 && knob.size() > 4 && knob.find('=') == std::string::npos) {
     const std::string name = knob.substr(4);
     o.env.erase(
         std::remove_if(o.env.begin(), o.env.end(), [&](const std::string& kv) { return kv.rfind(name + "=", 0) == 0; }),
         o.env.end());
     o.env.push_back(name + "=" + v);
-  } else
-    throw UsageError(fmt::format("unknown knob '{}' for --vary: expected one of {}", knob, knob_list()));
-  validate(o);
-  return o;
+    validate(o);
+    return o;
+  }
+  const OptionDef* def = nullptr;
+  for (const auto& d : option_table())
+    if (d.takes(kVaryKnob) && (knob == d.flag + 2 || knob == d.key)) def = &d;
+  if (!def) throw UsageError(fmt::format("unknown knob '{}' for --vary: expected one of {}", knob, knob_list()));
+  Settings s;
+  s.run = base;
+  try {
+    set_option(s, *def, v);
+  } catch (const UsageError&) {
+    throw UsageError(fmt::format("bad value '{}' for --vary {}: expected {}", v, knob, expectation(*def)));
+  }
+  validate(s.run);
+  return s.run;
 }
 
 Vary parse_vary(const std::string& spec, const RunOptions& base) {

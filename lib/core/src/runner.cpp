@@ -22,11 +22,7 @@ namespace reprocheck {
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 std::string dump_name(int i) { return fmt::format("run-{}.h5", i); }
-
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 // Warnings a finished run wrote to stderr (LibTorch's, with --deterministic=warn), each once.
 std::vector<std::string> distinct_messages(const OutputTail& err, size_t most) {

@@ -21,10 +21,9 @@ void WorkerLauncher::collect(const WorkerJob& job) const {
 
 Command RecordLauncher::command(const WorkerJob& job) const {
   Command c;
-  c.argv = {executable_, "record"};
-  auto args = to_args(job.options);
-  c.argv.insert(c.argv.end(), args.begin(), args.end());
-  c.argv.insert(c.argv.end(), {"-o", job.dump});
+  // One encoding for every worker: the run options as JSON (the Python capture reads the same JSON
+  // from its environment).
+  c.argv = {executable_, "record", "--run-options", to_json(job.options), "-o", job.dump};
   if (!job.replay_keys_file.empty())
     c.argv.insert(c.argv.end(), {"--replay", job.replay_dump, "--replay-keys", job.replay_keys_file});
   return c;

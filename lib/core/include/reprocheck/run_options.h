@@ -1,7 +1,7 @@
-// Everything that determines a run, defined once: the struct, its validation, the worker's
-// command line, JSON both ways (the dump's `run_options` attribute), and the knobs `--vary` can
-// change. A new option is a field here, a line in for_each_field (run_options.cpp), its checks in
-// validate(), and one line in the tool's CLI.
+// Everything that determines a run: the struct, its validation, JSON both ways (how every worker
+// gets its options, and the dump's `run_options` attribute), and the knobs `--vary` can change.
+// Each field is bound to one row of the option table (options.h), which gives it its flag, JSON
+// key, checks and help: a new option is a field here and a row there.
 #pragma once
 
 #include <cstdint>
@@ -90,9 +90,6 @@ std::vector<std::pair<std::string, double>> parse_output_weights(const std::stri
 // Refuses an input shape whose one batch would need more than half the machine's memory, saying how
 // many GB it needs (`where` names its source: "--input-shape", "reprocheck.json"). Throws UsageError.
 void check_input_size(const std::vector<int64_t>& shape, const std::string& dtype, const std::string& where);
-
-// The command-line arguments of `reprocheck record` that reproduce `o` (model first).
-std::vector<std::string> to_args(const RunOptions& o);
 
 // JSON object with one key per option (the dump's `run_options` attribute).
 std::string to_json(const RunOptions& o);
