@@ -75,17 +75,20 @@ std::string setting_value(const Locator& loc, const OptionDef& def, const toml::
   auto bad = [&](const std::string& expected) {
     loc.fail(n, fmt::format("bad value for setting '{}': expected {}", key, expected));
   };
+  // An audit compares each cell's runs with each other (no golden): 2 runs or more.
+  const bool runs = key == "runs";
+  const std::string expected =
+      runs ? fmt::format("an integer from 2 to {:.0f} (an audit compares a cell's runs with each other)", def.max)
+           : expectation(def);
   std::optional<std::string> text = toml_text(def, n);
-  if (!text) bad(option_type_name(def) == "TEXT" ? expectation(def) + " (a non-empty line of text)" : expectation(def));
+  if (!text) bad(option_type_name(def) == "TEXT" ? expected + " (a non-empty line of text)" : expected);
   Settings scratch;
   try {
     set_option(scratch, def, *text);
   } catch (const UsageError&) {
-    bad(expectation(def));
+    bad(expected);
   }
-  // An audit compares each cell's runs with each other (no golden).
-  if (key == "runs" && scratch.check.runs < 2)
-    bad(fmt::format("an integer from 2 to {:g} (an audit compares a cell's runs with each other)", def.max));
+  if (runs && scratch.check.runs < 2) bad(expected);
   return option_text(scratch, def);
 }
 

@@ -244,8 +244,8 @@ std::string expectation(const OptionDef& def) {
       std::holds_alternative<bool RunOptions::*>(def.field) || std::holds_alternative<bool CheckSettings::*>(def.field);
   if (boolean) return "true or false";
   if (std::isfinite(def.min) && std::isfinite(def.max))
-    return fmt::format("{} from {:g} to {:g}", integer ? "an integer" : "a number", def.min, def.max);
-  if (std::isfinite(def.min)) return fmt::format("{} of {:g} or more", integer ? "an integer" : "a number", def.min);
+    return fmt::format("{} from {} to {}", integer ? "an integer" : "a number", def.min, def.max);
+  if (std::isfinite(def.min)) return fmt::format("{} of {} or more", integer ? "an integer" : "a number", def.min);
   return integer ? "an integer" : "a value";
 }
 
