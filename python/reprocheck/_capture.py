@@ -37,8 +37,12 @@ from ._models import Model, Models, SelectorError
 from ._records import Recorder, Row, json_attribute, provenance
 from ._replay import load_replay
 from ._rng import RngTracker
+from ._shards import describe, is_sharded, local_tensor
 from ._torch_patches import IndexedBatch, check_torch_version, compiling, patch_data_loading, patch_module_compile
-from ._util import DTYPES, apply_knobs, host_array, report_error, tensors
+from ._util import DTYPES, apply_knobs, host_array, report_error, report_process_error, tensors
+
+
+_STATE_KINDS = ("param", "param_grad", "optim_state", "buffer")
 
 
 class Session:
@@ -85,6 +89,7 @@ class Session:
         self.nonfinite_steps: list[int] = []
         self.dropout_elements = 0
         self.op_generators: dict[str, str] = {}
+        self.shards: dict[str, dict] = {}  # a sharded tensor's name: where its local shard sits
         self.replay = load_replay(*replay) if replay else {}
         self._undo: list = []  # what uninstall() puts back
         self._op_mode: Any = None
@@ -116,6 +121,8 @@ class Session:
 
         def excepthook(*exc: Any) -> None:
             self.crashed = True  # the script's own error is the message, not a missing step
+            if not issubclass(exc[0], KeyboardInterrupt):
+                report_process_error(exc[0], exc[1])
             original_hook(*exc)
 
         sys.excepthook = excepthook
@@ -144,6 +151,12 @@ class Session:
 
     def _write(self, phase: str, layer: str, layer_type: str, kind: str, name: str, t: torch.Tensor,
                call: int = 0, input_hash: int | None = None, step: int | None = None) -> None:
+        if is_sharded(t):
+            if kind in _STATE_KINDS:
+                key = f"{layer}.{name}" if layer else name
+                if key not in self.shards:
+                    self.shards[key] = describe(t)
+            t = local_tensor(t)
         dtype = DTYPES.get(t.dtype, "")
         row = Row(self.step if step is None else step, phase, layer, layer_type, kind, name, call, dtype,
                   list(t.shape), input_hash)
@@ -379,7 +392,7 @@ class Session:
         t = tensors_ if isinstance(tensors_, torch.Tensor) else (tensors_[0] if tensors_ else None)
         if isinstance(t, torch.Tensor) and t.numel() == 1:
             self._write("loss", "", "", "loss", "loss", t, call=self._count("loss"))
-            self.losses.append((self.step, t.detach()))
+            self.losses.append((self.step, local_tensor(t.detach())))
 
     def _param_grad_hook(self, name: str) -> Callable[[torch.Tensor], None]:
         return lambda p: self._on_param_grad(name, p)
@@ -391,8 +404,9 @@ class Session:
         call = self._count(("param_grad", name))
         ref = self.replay.get(f"{self.step}|param_grad|{layer}|param_grad|{own}|{call}")
         if ref is not None:
+            grad = local_tensor(p.grad)
             with torch.no_grad():
-                p.grad.copy_(ref.to(device=p.grad.device, dtype=p.grad.dtype).view(p.grad.shape))
+                grad.copy_(ref.to(device=grad.device, dtype=grad.dtype).view(grad.shape))
         self._write("param_grad", layer, self.models.types.get(layer, ""), "param_grad", own, p.grad, call)
 
     # -- data -----------------------------------------------------------------------------------
@@ -453,6 +467,8 @@ class Session:
             w.set_attribute(_core.attr.NONFINITE_LOSS, json_attribute(self.nonfinite_steps))
         if self.op_generators:
             w.set_attribute(_core.attr.OP_GENERATORS, json_attribute(self.op_generators))
+        if self.shards:
+            w.set_attribute(_core.attr.SHARDS, json_attribute(self.shards))
         notes = self.models.notes + self.notes
         if w.skipped:
             notes.append(f"{w.skipped} tensor(s) of dtypes a dump cannot store were not recorded")

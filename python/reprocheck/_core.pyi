@@ -86,6 +86,7 @@ class attr:
     RUN_OPTIONS: str
     SEED: str
     SEED_MODE: str
+    SHARDS: str
     STEPS: str
     TENSOR_COUNT: str
     TF32_CUBLAS: str

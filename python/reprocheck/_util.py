@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from . import _core
+from ._shards import local_tensor
 
 DTYPES = {
     torch.float32: "float32",
@@ -31,7 +32,7 @@ UNINITIALIZED = {"empty", "empty_like", "new_empty", "empty_strided", "new_empty
 
 def host_array(t: torch.Tensor) -> Any:
     """The tensor's bytes as a contiguous numpy array on the CPU (bfloat16 as its 16-bit pattern)."""
-    t = t.detach()
+    t = local_tensor(t.detach())
     if t.device.type != "cpu":
         t = t.cpu()
     if t.dtype == torch.bfloat16:
@@ -44,7 +45,7 @@ def device_hash(t: torch.Tensor) -> torch.Tensor:
     bytes as little-endian 32-bit words w_i, sum_i w_i * (i * K + 1) + nbytes mod 2^64, with integer
     ops only, so the value does not depend on reduction order. A 0-dim int64 tensor on t's device."""
     with torch.no_grad():
-        b = t.detach().contiguous().reshape(-1).view(torch.uint8)
+        b = local_tensor(t.detach()).contiguous().reshape(-1).view(torch.uint8)
         n = b.numel()
         if n % 4:
             b = torch.cat([b, torch.zeros(4 - n % 4, dtype=torch.uint8, device=b.device)])
@@ -138,6 +139,9 @@ def apply_knobs(options: dict) -> None:
     threads = int(options.get("threads", 0) or 0)
     if threads > 0:
         torch.set_num_threads(threads)
+    interop = int(options.get("interop_threads", 0) or 0)
+    if interop > 0:
+        torch.set_num_interop_threads(interop)
     deterministic = options.get("deterministic", "off")
     if deterministic in ("on", "warn"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", _core.CUBLAS_WORKSPACE_CONFIG)
@@ -154,3 +158,28 @@ def report_error(message: str) -> None:
     if path:
         with open(path, "w") as f:
             f.write(message)
+
+
+def error_line(exc_type: type, exc: BaseException) -> str:
+    """The one line that says why a process failed: "RuntimeError: message". A launcher that relays
+    a child's traceback (multiprocessing.spawn) gives the child's own last line."""
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if "Traceback (most recent call last)" in text and lines:
+        return lines[-1]
+    return f"{exc_type.__name__}: {lines[0]}" if lines else exc_type.__name__
+
+
+def report_process_error(exc_type: type, exc: BaseException) -> None:
+    """Writes this process's error line for the runner: ERROR_FILE.rankR in a distributed run (each
+    rank its own), ERROR_FILE.pidN otherwise."""
+    path = os.environ.get(_core.env.ERROR_FILE)
+    if not path or exc_type.__name__ == "ChildFailedError":  # torchrun's summary of its ranks' failure
+        return
+    rank = os.environ.get("RANK")
+    who = f"rank{int(rank)}" if rank is not None and rank.isdigit() else f"pid{os.getpid()}"
+    try:
+        with open(f"{path}.{who}", "w") as f:
+            f.write(error_line(exc_type, exc))
+    except OSError:
+        pass

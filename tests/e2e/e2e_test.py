@@ -191,8 +191,17 @@ class Record(unittest.TestCase):
         self.assertIn("[4, 3, 32, 32]", r.stderr)
         self.assertEqual(os.listdir(self.tmp.name), [])
 
+    def test_interop_threads_are_a_run_option(self):
+        # A row of the option table: the flag, the run's JSON, and the dump's run_options.
+        path = self.record("dropout_mlp", "--interop-threads", "3")
+        with h5py.File(path, "r") as f:
+            self.assertEqual(json.loads(f.attrs["run_options"])["interop_threads"], 3)
+        r = run("diff", path, self.record("dropout_mlp", out="default.h5"))
+        self.assertIn("interop_threads (3 vs 0)", r.stdout)
+
     def test_bad_flag_values(self):
-        for args in (["--seed", "abc"], ["--mode", "training"], ["--layers", "path:("], ["--device", "tpu"]):
+        for args in (["--seed", "abc"], ["--mode", "training"], ["--layers", "path:("], ["--device", "tpu"],
+                     ["--interop-threads", "-1"]):
             with self.subTest(args=args):
                 r = run("record", os.path.join(FIX, "dropout_mlp.pt"), "-o", os.path.join(self.tmp.name, "x.h5"), *args)
                 self.assertEqual(r.returncode, 2, r.stderr)
@@ -386,6 +395,11 @@ class Check(InTempDir):
                 r = run(fixture("dropout_mlp"), "--device", "cpu", *args, env=self.env)
                 self.assertEqual(r.returncode, 2, r.stderr)
                 self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        # A knob a training script sets itself is refused before anything runs.
+        r = run("run", "--vary", "seed=1,2", "--", "/no/such/python", "train.py", env=self.env)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("--vary seed: a training script sets its own seed; knobs for scripts: threads, ", r.stderr)
+        self.assertIn("interop-threads", r.stderr)
 
 
 class Ladder(InTempDir):

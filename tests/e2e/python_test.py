@@ -487,6 +487,26 @@ class Knobs(unittest.TestCase):
         self.assertIn(r.returncode, (0, 1), r.stderr)
         self.assertIn("run 1 differs from run 0 in: threads (1 vs 2)", r.stdout)
 
+    def test_interop_threads_reach_the_script(self):
+        d = tempfile.mkdtemp()
+        path = os.path.join(d, "interop.py")
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(f"""
+                import os, torch
+                with open(os.path.join({d!r}, "seen-%d" % os.getpid()), "w") as out:
+                    out.write(str(torch.get_num_interop_threads()))
+                torch.manual_seed(0)
+                model = torch.nn.Linear(4, 1)
+                opt = torch.optim.SGD(model.parameters(), lr=0.1)
+                for step in range(2):
+                    model(torch.ones(2, 4)).sum().backward()
+                    opt.step()
+            """))
+        r = reprocheck("run", "--interop-threads", "3", "--", PY, path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        seen = [open(os.path.join(d, n)).read() for n in os.listdir(d) if n.startswith("seen-")]
+        self.assertEqual(seen, ["3", "3"])
+
     def test_vary_env_reaches_the_script(self):
         path = os.path.join(tempfile.mkdtemp(), "hashseed.py")
         with open(path, "w") as f:
@@ -523,6 +543,62 @@ class Knobs(unittest.TestCase):
         self.assertTrue(any(r["layer"].startswith("rank1/") for r in rows))
         losses = [r["layer"] for r in rows if r["kind"] == "loss"]
         self.assertEqual(sorted(set(losses)), ["rank0", "rank1"])
+
+
+class Distributed(unittest.TestCase):
+    """FSDP2 and tensor parallelism (torchrun, 2 ranks over Gloo): shards recorded per rank."""
+
+    def test_fsdp2_instrumented_equals_plain(self):
+        path = script("fsdp2_train")
+        with tempfile.TemporaryDirectory() as plain_dir:
+            report = os.path.join(plain_dir, "report.json")
+            r = subprocess.run([TORCHRUN, "--nproc_per_node", "2", path, "--max-steps", "2"], capture_output=True,
+                               text=True, cwd=SCRIPTS, env=dict(os.environ, FIXTURE_REPORT=report), timeout=300)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            plain = {}
+            for rank in (0, 1):
+                with open(f"{report}.rank{rank}") as f:
+                    plain[rank] = json.load(f)
+        d = tempfile.mkdtemp()
+        r = reprocheck("run", "--keep", d, "--", TORCHRUN, "--nproc_per_node", "2", path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        rows, attrs = index(os.path.join(d, "run-0.h5"))
+        for rank in (0, 1):
+            prefix = f"rank{rank}"
+            mine = [r for r in rows if r["layer"] == prefix or r["layer"].startswith(prefix + "/")]
+            self.assertEqual([int(r["hash"]) for r in mine if r["kind"] == "loss"], plain[rank]["losses"])
+            final = {(r["layer"][len(prefix) + 1:] + "." + r["name"]).lstrip("."): int(r["hash"]) for r in mine
+                     if r["phase"] == "after_step" and r["kind"] == "param" and r["step"] == 1}
+            self.assertEqual(final, plain[rank]["params"])
+        # Each rank's shard says where it sits in the full parameter: rows 8:16 of [16, 10] on rank 1.
+        shards = json.loads(attrs["shards"])
+        self.assertEqual(shards["rank1/0.weight"]["slice"], "[8:16, 0:10]")
+        self.assertEqual(shards["rank1/0.weight"]["shape"], [16, 10])
+        self.assertEqual(shards["rank0/0.weight"]["placements"], "Shard(dim=0)")
+        self.assertIn("rank1/0.weight.exp_avg", shards)
+        grads = [r for r in rows if r["kind"] == "param_grad" and r["layer"] == "rank1/0" and r["name"] == "weight"]
+        self.assertTrue(grads and all(list(g["shape"]) == [8, 10] for g in grads), grads)
+        self.assertNotIn("replica_notes", attrs)  # shards are not replicas
+
+    def test_a_failed_rank_says_why(self):
+        path = os.path.join(tempfile.mkdtemp(), "rank_fails.py")
+        with open(path, "w") as f:
+            f.write(textwrap.dedent("""
+                import time
+                import torch, torch.distributed as dist
+                dist.init_process_group("gloo")
+                torch.manual_seed(0)
+                model = torch.nn.Linear(4, 1)
+                opt = torch.optim.SGD(model.parameters(), lr=0.1)
+                model(torch.ones(2, 4)).sum().backward()
+                opt.step()
+                if dist.get_rank() == 1:
+                    raise ValueError("the shard file for rank 1 is missing")
+                time.sleep(30)
+            """))
+        r = reprocheck("run", "--", TORCHRUN, "--nproc_per_node", "2", path)
+        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        self.assertIn("rank 1 raised ValueError: the shard file for rank 1 is missing", r.stderr)
 
 
 if __name__ == "__main__":

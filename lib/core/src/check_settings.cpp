@@ -1,6 +1,7 @@
 #include "reprocheck/check_settings.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "reprocheck/error.h"
 #include "reprocheck/files.h"
@@ -47,6 +48,20 @@ void settle(Settings& s, const Given& given) {
   if ((!c.keep.empty() || c.isolate) && c.capture != "hashes") c.capture = "full";
   if (c.atol || c.rtol) {
     if (c.tolerance == "torch") throw UsageError("--tolerance torch and --atol/--rtol exclude each other: pick one");
+  }
+  if (!c.vary.empty() && !s.run.command.empty()) {
+    // A training script sets its own seeds, device and mode: only the knobs `run` has flags for.
+    const std::string knob = c.vary.substr(0, c.vary.find('='));
+    const OptionDef* def = find_flag("--" + knob, kCheckCommand);
+    if (def && def->takes(kVaryKnob) && !def->takes(kRunCommand)) {
+      std::vector<std::string> knobs;
+      for (const auto& name : knob_names()) {
+        const OptionDef* k = find_flag("--" + name, kRunCommand);
+        if (name.rfind("env:", 0) == 0 || (k && k->takes(kVaryKnob))) knobs.push_back(name);
+      }
+      throw UsageError(fmt::format("--vary {}: a training script sets its own {}; knobs for scripts: {}", knob, knob,
+                                   fmt::join(knobs, ", ")));
+    }
   }
   if (!c.vary.empty() && given.runs) {
     const Vary vary = parse_vary(c.vary, s.run);

@@ -438,6 +438,7 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
   for (size_t i = 1; i < readers.size(); ++i)
     c.pairs.push_back(compare_with_reference(c, ref, *readers[i], static_cast<int>(i), opt));
   add_seed_note(c, readers);
+  add_shard_note(c);
   return c;
 }
 

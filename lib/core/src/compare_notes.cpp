@@ -170,4 +170,31 @@ std::string rank_alone_note(const Comparison& c) {
       first.ref.rank);
 }
 
+void add_shard_note(Comparison& c) {
+  const PairComparison* pair = c.headline();
+  const std::string text = c.attribute(attr::kShards);
+  if (!pair || !pair->first || text.empty() || !json_depth_within(text, kMaxJsonDepth)) return;
+  const TensorMeta& m = pair->diffs[*pair->first].ref;
+  auto shards = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!shards.is_object()) return;
+  auto it = shards.find(m.tensor_name());
+  if (it == shards.end() || !it->is_object()) return;
+  const nlohmann::json& s = *it;
+  auto dims = [](const nlohmann::json& v) {
+    std::vector<std::string> out;
+    if (v.is_array())
+      for (const auto& d : v) out.push_back(d.dump());
+    return fmt::format("[{}]", fmt::join(out, ", "));
+  };
+  const std::string placements = s.value("placements", std::string());
+  const std::string where = s.contains("slice") && s["slice"].is_string()
+                                ? fmt::format("the slice {} of", s["slice"].get<std::string>())
+                                : fmt::format("a {} part of", dims(s.value("local", nlohmann::json())));
+  c.notes.push_back(fmt::format(
+      "{} is rank {}'s local shard: {} the full {} tensor ({} over a device mesh of {}); index the full tensor with "
+      "that slice to find the divergent elements",
+      m.tensor_name(), m.rank, where, dims(s.value("shape", nlohmann::json())), sanitize_text(placements),
+      dims(s.value("mesh", nlohmann::json()))));
+}
+
 }  // namespace reprocheck

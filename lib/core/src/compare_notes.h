@@ -21,5 +21,8 @@ CompareOptions device_tolerance(Comparison& c, const Readers& readers, const Com
 void add_capture_notes(Comparison& c, const Readers& readers);
 // Runs with different seeds whose tensors all matched: a few random elements coincide often.
 void add_seed_note(Comparison& c, const Readers& readers);
+// The first divergent tensor is a rank's shard of a sharded tensor (FSDP2, tensor parallelism):
+// which slice of the full tensor it holds.
+void add_shard_note(Comparison& c);
 
 }  // namespace reprocheck

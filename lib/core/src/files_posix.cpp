@@ -91,15 +91,17 @@ std::string make_temp_dir(const std::string& prefix, const std::string& parent) 
   return tmpl;
 }
 
-size_t count_entries(const std::string& dir) {
-  size_t n = 0;
+std::vector<std::string> entries(const std::string& dir) {
+  std::vector<std::string> out;
   if (DIR* d = opendir(dir.c_str())) {
     while (auto* e = readdir(d))
-      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) ++n;
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) out.emplace_back(e->d_name);
     closedir(d);
   }
-  return n;
+  return out;
 }
+
+size_t count_entries(const std::string& dir) { return entries(dir).size(); }
 
 namespace {
 

@@ -167,12 +167,15 @@ P data_pipeline(const Evidence& e) {
 P unseeded_init(const Evidence& e) {
   const auto& d = e.d();
   if (d.ref.phase != Phase::init) return std::nullopt;
+  const bool distributed = d.ref.rank >= 0;
   return Proposal{"unseeded_init",
                   "weight initialization is not seeded",
-                  fmt::format("the initial value of {} differs before any training step{}", d.ref.tensor_name(),
-                              knob_note(e, {"seed", "seed_value", "reinit"})),
-                  "call torch.manual_seed(0) before building the model: it seeds nn.init.xavier_normal_ and every "
-                  "default initializer",
+                  fmt::format("the initial value of {} differs before any training step{}{}", d.ref.tensor_name(),
+                              e.on_rank(), knob_note(e, {"seed", "seed_value", "reinit"})),
+                  distributed ? "call torch.manual_seed(0) on every rank (not only on rank 0) before the weights are "
+                                "initialized: before building the model, and before re-initializing its shards"
+                              : "call torch.manual_seed(0) before building the model: it seeds "
+                                "nn.init.xavier_normal_ and every default initializer",
                   "--seed 0 (with --reinit xavier_normal to re-initialize under it)",
                   ""};
 }

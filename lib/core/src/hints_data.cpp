@@ -201,7 +201,9 @@ P rng_first(const Evidence& e) {
                                                    : "torch.manual_seed(0) at the top of the script";
   const std::string where_note =
       distributed
-          ? fmt::format(" on rank {} (the ranks' initial weights match because DDP broadcasts rank 0's)", d.ref.rank)
+          ? fmt::format(" on rank {} (its initial weights matched: built under a seed, or copied from rank 0 as DDP "
+                        "does)",
+                        d.ref.rank)
           : "";
   return Proposal{"rng_not_seeded",
                   "an RNG the script uses is not seeded",

@@ -50,6 +50,11 @@ void run_rows(std::vector<OptionDef>& t) {
                   .range(0, 4096)
                   .unset_as("0")
                   .in_run("intra-op threads (torch.set_num_threads before the script runs)"));
+  t.push_back(OptionDef("interop_threads", "--interop-threads", "inter-op threads (default: LibTorch's)",
+                        kAll | kSetting | kVaryKnob, &R::interop_threads)
+                  .range(0, 4096)
+                  .unset_as("0")
+                  .in_run("inter-op threads (torch.set_num_interop_threads before the script runs)"));
   t.push_back(OptionDef("device", "--device", "cpu, cuda, cuda:N or auto (cuda when available)",
                         kModel | kSetting | kVaryKnob, &R::device)
                   .checked(V::device)

@@ -11,6 +11,7 @@
 #include <memory>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "reprocheck/error.h"
 #include "reprocheck/files.h"
@@ -23,6 +24,48 @@ namespace reprocheck {
 namespace {
 
 std::string dump_name(int i) { return fmt::format("run-{}.h5", i); }
+
+// The error line each process of a failed run wrote when it raised (the capture writes
+// ERROR_FILE.rankR, or ERROR_FILE.pidN outside a distributed run), the earliest first: the rank that
+// failed first is the cause, the others usually lost their peer. "" when none wrote one.
+std::string process_errors(const std::string& error_path) {
+  const std::string dir = files::parent_dir(error_path), prefix = files::base_name(error_path) + ".";
+  std::vector<std::tuple<int64_t, std::string, std::string>> found;  // mtime (ns), who, line
+  for (const auto& name : files::entries(dir)) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string tag = name.substr(prefix.size());
+    std::string who;
+    if (tag.rfind("rank", 0) == 0 && tag.size() > 4 && tag.size() < 12 &&
+        std::all_of(tag.begin() + 4, tag.end(), ::isdigit))
+      who = "rank " + tag.substr(4);
+    else if (tag.rfind("pid", 0) == 0 && tag.size() > 3 && tag.size() < 13 &&
+             std::all_of(tag.begin() + 3, tag.end(), ::isdigit))
+      who = "process " + tag.substr(3);
+    else
+      continue;
+    struct stat sb {};
+    if (stat((dir + "/" + name).c_str(), &sb) != 0) continue;
+    std::string line = sanitize_text(first_line(files::read_text_or_empty(dir + "/" + name)));
+    if (line.size() > 300) line = line.substr(0, 297) + "...";
+    if (!line.empty())
+      found.emplace_back(int64_t{sb.st_mtim.tv_sec} * 1000000000 + sb.st_mtim.tv_nsec, std::move(who), std::move(line));
+  }
+  // A launcher's own error (mp.spawn relaying a child's) only repeats what its ranks said.
+  if (std::any_of(found.begin(), found.end(), [](const auto& f) { return std::get<1>(f).rfind("rank", 0) == 0; }))
+    found.erase(std::remove_if(found.begin(), found.end(),
+                               [](const auto& f) { return std::get<1>(f).rfind("process", 0) == 0; }),
+                found.end());
+  if (found.empty()) return "";
+  std::sort(found.begin(), found.end());
+  const bool one = found.size() == 1 && std::get<1>(found[0]).rfind("process", 0) == 0;
+  std::string out = one ? fmt::format("the script raised {}", std::get<2>(found[0]))
+                        : fmt::format("{} raised {}{}", std::get<1>(found[0]), found.size() > 1 ? "first: " : "",
+                                      std::get<2>(found[0]));
+  for (size_t i = 1; i < found.size() && i < 4; ++i)
+    out += fmt::format("{}{}: {}", i == 1 ? " (then " : "; ", std::get<1>(found[i]), std::get<2>(found[i]));
+  if (found.size() > 1) out += found.size() > 4 ? fmt::format("; {} more)", found.size() - 4) : ")";
+  return out;
+}
 
 // Warnings a finished run wrote to stderr (LibTorch's, with --deterministic=warn), each once.
 std::vector<std::string> distinct_messages(const OutputTail& err, size_t most) {
@@ -146,8 +189,10 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
       throw InputError(line);
     }
     std::string label = slot.label.empty() ? "" : fmt::format(" ({})", slot.label);
-    throw RunError(fmt::format("run {} of {}{} failed: {}; its last output:\n{}", slot.index + 1, o_.runs, label,
-                               status.describe(o_.timeout_s), tail.empty() ? "  (none)\n" : tail));
+    const std::string raised = process_errors(slot.error_path);
+    throw RunError(fmt::format("run {} of {}{} failed: {}{}; its last output:\n{}", slot.index + 1, o_.runs, label,
+                               status.describe(o_.timeout_s), raised.empty() ? "" : "; " + raised,
+                               tail.empty() ? "  (none)\n" : tail));
   };
 
   ProcessPool pool({o_.jobs, o_.timeout_s, 1.0});

@@ -56,16 +56,12 @@ std::vector<std::string> rank_dumps(const std::string& dump) {
   if (stem.size() > 3 && stem.compare(stem.size() - 3, 3, ".h5") == 0) stem.resize(stem.size() - 3);
   const std::string prefix = stem + ".rank";
   std::vector<std::pair<int, std::string>> found;
-  if (DIR* d = opendir(dir.c_str())) {
-    while (auto* e = readdir(d)) {
-      std::string name = e->d_name;
-      if (name.rfind(prefix, 0) != 0 || name.size() < prefix.size() + 4 || name.compare(name.size() - 3, 3, ".h5") != 0)
-        continue;
-      std::string rank = name.substr(prefix.size(), name.size() - 3 - prefix.size());
-      if (rank.empty() || !std::all_of(rank.begin(), rank.end(), ::isdigit) || rank.size() > 6) continue;
-      found.emplace_back(std::stoi(rank), dir + "/" + name);
-    }
-    closedir(d);
+  for (const auto& name : files::entries(dir)) {
+    if (name.rfind(prefix, 0) != 0 || name.size() < prefix.size() + 4 || name.compare(name.size() - 3, 3, ".h5") != 0)
+      continue;
+    std::string rank = name.substr(prefix.size(), name.size() - 3 - prefix.size());
+    if (rank.empty() || !std::all_of(rank.begin(), rank.end(), ::isdigit) || rank.size() > 6) continue;
+    found.emplace_back(std::stoi(rank), dir + "/" + name);
   }
   std::sort(found.begin(), found.end());
   std::vector<std::string> out;

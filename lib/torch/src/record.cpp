@@ -71,6 +71,7 @@ void apply_knobs(const RunOptions& o) {
   ctx.setBenchmarkCuDNN(o.benchmark);
   ctx.setDeterministicAlgorithms(deterministic, o.deterministic == "warn");
   if (o.threads > 0) at::set_num_threads(o.threads);
+  if (o.interop_threads > 0) at::set_num_interop_threads(o.interop_threads);
 }
 
 // --dtype casts the floating parameters and buffers only: integer buffers (num_batches_tracked)

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace reprocheck::files {
 
@@ -20,6 +21,7 @@ std::string make_temp_dir(const std::string& prefix, const std::string& parent =
 // The system's temporary folder ($TMPDIR or /tmp).
 std::string temp_root();
 size_t count_entries(const std::string& dir);
+std::vector<std::string> entries(const std::string& dir);  // names, without "." and ".."; {} when unreadable
 // The size of a file in bytes (following links); 0 when it cannot be read.
 uint64_t file_size(const std::string& path);
 // The whole file as text; "" when it cannot be read.

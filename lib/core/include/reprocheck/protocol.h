@@ -77,6 +77,9 @@ inline constexpr const char* kReprocheckVersion = "reprocheck_version";
 inline constexpr const char* kRunOptions = "run_options";
 inline constexpr const char* kSeed = "seed";
 inline constexpr const char* kSeedMode = "seed_mode";
+// A JSON object: each sharded tensor's name (rankR/ prefixed in a merged dump) -> where its local
+// shard sits in the full tensor (placements, mesh, shape, local, offset, slice, replicated).
+inline constexpr const char* kShards = "shards";
 inline constexpr const char* kSteps = "steps";
 inline constexpr const char* kTensorCount = "tensor_count";
 inline constexpr const char* kThreads = "threads";
@@ -126,6 +129,7 @@ inline constexpr std::pair<const char*, const char*> kAll[] = {
     {"RUN_OPTIONS", kRunOptions},
     {"SEED", kSeed},
     {"SEED_MODE", kSeedMode},
+    {"SHARDS", kShards},
     {"STEPS", kSteps},
     {"TENSOR_COUNT", kTensorCount},
     {"THREADS", kThreads},

@@ -41,6 +41,7 @@ struct RunOptions {
   std::string deterministic = "off";  // off | on | warn
   bool benchmark = false;             // cuDNN autotuner
   int threads = 0;                    // intra-op threads; 0 keeps LibTorch's default
+  int interop_threads = 0;            // inter-op threads; 0 keeps LibTorch's default
   std::string device = "auto";        // cpu | cuda | cuda:N | auto
   std::string mode = "train";         // train | eval
   std::string reinit;                 // "" or "xavier_normal"

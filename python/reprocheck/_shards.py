@@ -1,0 +1,73 @@
+"""Sharded tensors (DTensor: FSDP2, tensor parallelism): each rank records its local shard, and the
+dump's `shards` attribute says where that shard sits in the full tensor, so that a divergence can
+be found in the full parameter. FSDP1's flat parameters are plain tensors and are recorded as such.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def _dtensor_type() -> Any:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # a torch built without distributed
+        return None
+    return DTensor
+
+
+_DTENSOR = _dtensor_type()
+
+
+def is_sharded(t: Any) -> bool:
+    return _DTENSOR is not None and isinstance(t, _DTENSOR)
+
+
+def placement_text(placements: Any) -> str:
+    return ", ".join(repr(p) for p in placements)
+
+
+def local_slice(global_shape: list[int], mesh_shape: list[int], coordinate: list[int],
+                placements: Any) -> tuple[list[int], list[int]] | None:
+    """(offset, shape) of the block a rank holds: Shard(d) over mesh dimension i splits dimension d as
+    torch.chunk does, in the order of the mesh's dimensions. None for a layout that is not one block
+    (a strided shard, as FSDP2 over tensor parallelism makes)."""
+    offset = [0] * len(global_shape)
+    shape = list(global_shape)
+    for i, p in enumerate(placements):
+        if not p.is_shard():
+            continue
+        if type(p).__name__ != "Shard":
+            return None
+        d = p.dim if p.dim >= 0 else p.dim + len(shape)
+        n, c = mesh_shape[i], coordinate[i]
+        chunk = -(-shape[d] // n)
+        start = min(c * chunk, shape[d])
+        end = min(start + chunk, shape[d])
+        offset[d] += start
+        shape[d] = end - start
+    return offset, shape
+
+
+def describe(t: Any) -> dict:
+    """Where a DTensor's local shard sits: placements, mesh, the full shape, and the slice it holds."""
+    mesh = t.device_mesh
+    mesh_shape = list(mesh.shape)
+    coordinate = mesh.get_coordinate()
+    local = list(t.to_local().shape)
+    full = list(t.shape)
+    out: dict = {"placements": placement_text(t.placements), "mesh": mesh_shape, "shape": full, "local": local}
+    if coordinate is not None:
+        block = local_slice(full, mesh_shape, list(coordinate), t.placements)
+        if block is not None and block[1] == local:
+            offset, shape = block
+            out["offset"] = offset
+            out["slice"] = "[" + ", ".join(f"{o}:{o + s}" for o, s in zip(offset, shape)) + "]"
+    out["replicated"] = all(p.is_replicate() for p in t.placements)
+    return out
+
+
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The tensor a rank holds: a DTensor's local shard, any other tensor itself."""
+    return t.to_local() if is_sharded(t) else t
