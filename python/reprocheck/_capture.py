@@ -41,7 +41,6 @@ from ._shards import describe, is_sharded, local_tensor
 from ._torch_patches import IndexedBatch, check_torch_version, compiling, patch_data_loading, patch_module_compile
 from ._util import DTYPES, apply_knobs, host_array, report_error, report_process_error, tensors
 
-
 _STATE_KINDS = ("param", "param_grad", "optim_state", "buffer")
 
 

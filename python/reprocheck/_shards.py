@@ -70,4 +70,4 @@ def describe(t: Any) -> dict:
 
 def local_tensor(t: torch.Tensor) -> torch.Tensor:
     """The tensor a rank holds: a DTensor's local shard, any other tensor itself."""
-    return t.to_local() if is_sharded(t) else t
+    return t.to_local() if is_sharded(t) else t  # type: ignore[attr-defined]

@@ -48,3 +48,18 @@ def test_subsets_resolve_to_the_base_dataset_and_samplers_are_described() -> Non
 def test_the_installed_torch_is_in_the_supported_range() -> None:
     low, high = SUPPORTED_TORCH
     assert low <= torch_version() < high
+
+
+def test_a_shard_is_the_block_torch_chunk_gives_each_rank() -> None:
+    from torch.distributed.tensor import Replicate, Shard
+
+    from reprocheck._shards import local_slice
+
+    # Shard(0) over 2 ranks of 16 rows: rows 8:16 on rank 1; uneven 5 rows over 2: 0:3 and 3:5.
+    assert local_slice([16, 8], [2], [1], [Shard(0)]) == ([8, 0], [8, 8])
+    assert local_slice([5, 4], [2], [0], [Shard(0)]) == ([0, 0], [3, 4])
+    assert local_slice([5, 4], [2], [1], [Shard(0)]) == ([3, 0], [2, 4])
+    # A 2-D mesh: Shard(0) over 2, then Shard(1) over 2 of what remains; Replicate keeps the block.
+    assert local_slice([8, 6], [2, 2], [1, 1], [Shard(0), Shard(1)]) == ([4, 3], [4, 3])
+    assert local_slice([8, 6], [2, 3], [1, 2], [Shard(0), Replicate()]) == ([4, 0], [4, 6])
+    assert local_slice([8, 6], [2], [1], [Shard(-1)]) == ([0, 3], [8, 3])

@@ -257,3 +257,45 @@ TEST(Integrity, DifferentSeedsThatMatchAndANonFiniteLossGetNotes) {
   c = compare({d.file("a.h5"), d.file("b.h5")});
   for (const auto& n : c.notes) EXPECT_EQ(n.find("different seeds"), std::string::npos) << n;
 }
+
+namespace {
+
+// One rank's dump: fc.weight is sharded (rank 1 holds [2:4] of [4]), head.weight replicated.
+const char* const kShards =
+    "{\"fc.weight\": {\"placements\": \"Shard(dim=0)\", \"mesh\": [2], \"shape\": [4], \"local\": [2], "
+    "\"offset\": [2], \"slice\": \"[2:4]\", \"replicated\": false}}";
+
+void rank_dump(const std::string& path, float shard, float head) {
+  write_rows(path,
+             {{0, "after_step", "fc", "param", "weight", 0, {shard, shard}},
+              {0, "after_step", "head", "param", "weight", 0, {head}}},
+             {{"shards", kShards}});
+}
+
+}  // namespace
+
+TEST(Integrity, ShardsAreNamedAndNotTakenForReplicas) {
+  testutil::TempDir d;
+  // Within a run the ranks hold different shards (fine) and different replicas (a note).
+  rank_dump(d.file("a0.h5"), 1, 5);
+  rank_dump(d.file("a1.h5"), 2, 6);
+  rc::merge_rank_dumps({d.file("a0.h5"), d.file("a1.h5")}, d.file("a.h5"));
+  rc::DumpReader a(d.file("a.h5"));
+  auto shards = nlohmann::json::parse(a.attribute("shards"));
+  EXPECT_TRUE(shards.contains("rank0/fc.weight"));
+  EXPECT_EQ(shards["rank1/fc.weight"]["slice"], "[2:4]");
+  const std::string notes = a.attribute("replica_notes");
+  EXPECT_NE(notes.find("rank 1's head.weight differs from rank 0's"), std::string::npos) << notes;
+  EXPECT_EQ(notes.find("fc.weight"), std::string::npos) << notes;
+  // Another run where rank 1's shard differs: the report says which slice of the full tensor it is.
+  rank_dump(d.file("b1.h5"), 3, 6);
+  rc::merge_rank_dumps({d.file("a0.h5"), d.file("b1.h5")}, d.file("b.h5"));
+  auto c = compare({d.file("a.h5"), d.file("b.h5")});
+  ASSERT_TRUE(c.divergent());
+  bool named = false;
+  for (const auto& n : c.notes)
+    named |= n.find(
+                 "rank1/fc.weight is rank 1's local shard: the slice [2:4] of the full [4] tensor (Shard(dim=0) "
+                 "over a device mesh of [2])") != std::string::npos;
+  EXPECT_TRUE(named) << testing::PrintToString(c.notes);
+}
