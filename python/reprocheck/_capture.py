@@ -37,7 +37,7 @@ from ._models import Model, Models, SelectorError
 from ._records import Recorder, Row, json_attribute, provenance
 from ._replay import load_replay
 from ._rng import RngTracker
-from ._shards import describe, is_sharded, local_tensor
+from ._shards import describe, describe_flat, is_flat_param, is_sharded, local_tensor
 from ._torch_patches import IndexedBatch, check_torch_version, compiling, patch_data_loading, patch_module_compile
 from ._util import DTYPES, apply_knobs, host_array, report_error, report_process_error, tensors
 
@@ -156,6 +156,10 @@ class Session:
                 if key not in self.shards:
                     self.shards[key] = describe(t)
             t = local_tensor(t)
+        elif kind in _STATE_KINDS and is_flat_param(t):
+            key = f"{layer}.{name}" if layer else name
+            if key not in self.shards:
+                self.shards[key] = describe_flat(t)
         dtype = DTYPES.get(t.dtype, "")
         row = Row(self.step if step is None else step, phase, layer, layer_type, kind, name, call, dtype,
                   list(t.shape), input_hash)

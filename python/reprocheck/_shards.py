@@ -68,6 +68,25 @@ def describe(t: Any) -> dict:
     return out
 
 
+def is_flat_param(t: Any) -> bool:
+    """FSDP1's FlatParameter: a plain tensor holding this rank's part of a flattened module."""
+    return bool(getattr(t, "_is_flat_param", False)) or type(t).__name__ == "FlatParameter"
+
+
+def describe_flat(t: Any) -> dict:
+    """Where an FSDP1 flat parameter's local part sits in the flattened, unsharded parameters of its
+    module (padded at the end to divide evenly between the ranks)."""
+    local = t.numel()
+    full_size = getattr(t, "_unpadded_unsharded_size", None)
+    full = int(torch.Size(full_size).numel()) if full_size is not None else local
+    dist = torch.distributed
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    start = min(rank * local, full)
+    end = min(start + local, full)
+    return {"placements": "FSDP1 FlatParameter (flattened, sharded)", "mesh": [world], "shape": [full],
+            "local": [local], "offset": [start], "slice": f"[{start}:{end}]", "replicated": False}
+
+
 def local_tensor(t: torch.Tensor) -> torch.Tensor:
     """The tensor a rank holds: a DTensor's local shard, any other tensor itself."""
     return t.to_local() if is_sharded(t) else t  # type: ignore[attr-defined]

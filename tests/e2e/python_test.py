@@ -580,6 +580,31 @@ class Distributed(unittest.TestCase):
         self.assertTrue(grads and all(list(g["shape"]) == [8, 10] for g in grads), grads)
         self.assertNotIn("replica_notes", attrs)  # shards are not replicas
 
+    def test_fsdp1_flat_parameters_are_shards_not_replicas(self):
+        path = os.path.join(tempfile.mkdtemp(), "fsdp1.py")
+        with open(path, "w") as f:
+            f.write(textwrap.dedent("""
+                import torch, torch.distributed as dist, torch.nn as nn
+                from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+                dist.init_process_group("gloo")
+                torch.manual_seed(0)
+                model = FSDP(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)),
+                             device_id=torch.device("cpu"))
+                opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+                g = torch.Generator().manual_seed(3 + dist.get_rank())
+                for step in range(2):
+                    loss = model(torch.randn(4, 8, generator=g)).pow(2).mean()
+                    opt.zero_grad(); loss.backward(); opt.step()
+                dist.destroy_process_group()
+            """))
+        d = tempfile.mkdtemp()
+        r = reprocheck("run", "--keep", d, "--", TORCHRUN, "--nproc_per_node", "2", path)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("replicas disagree", r.stdout)
+        _, attrs = index(os.path.join(d, "run-0.h5"))
+        shards = json.loads(attrs["shards"])
+        self.assertEqual(shards["rank1/_fsdp_wrapped_module._flat_param"]["slice"], "[106:212]")
+
     def test_a_failed_rank_says_why(self):
         path = os.path.join(tempfile.mkdtemp(), "rank_fails.py")
         with open(path, "w") as f:
