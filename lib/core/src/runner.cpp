@@ -67,6 +67,31 @@ std::string process_errors(const std::string& error_path) {
   return out;
 }
 
+// The error that a failed worker stands for (the pool stops the others): the worker's own line when
+// it rejected its input, else how it ended, what its processes raised, and its last output.
+[[noreturn]] void fail_run(const ProcessPool::Finished& f, int index, int runs, const std::string& label,
+                           const std::string& error_path, double timeout_s) {
+  const ExitStatus& status = f.status;
+  if (!status.timed_out && status.exited && status.code == to_int(ExitCode::interrupted) && interrupt_requested())
+    throw Interrupted();
+  // The run's own last output, kept in memory (its folder may be on a full disk), escaped.
+  const std::string tail = f.process->stderr_tail().last_lines(12);
+  if (status.exited && status.code == to_int(ExitCode::usage)) {
+    // The worker rejected the input: relay its own one-line error.
+    std::string line = sanitize_text(first_line(files::read_text_or_empty(error_path)));
+    if (line.empty()) {
+      std::string said = first_line(f.process->stderr_tail().last_lines(1));
+      if (said.rfind(kErrorPrefix, 0) == 0) line = said.substr(std::strlen(kErrorPrefix));
+    }
+    if (line.empty()) line = fmt::format("run {} rejected its input; its last output:\n{}", index + 1, tail);
+    throw InputError(line);
+  }
+  const std::string raised = process_errors(error_path);
+  throw RunError(fmt::format("run {} of {}{} failed: {}{}; its last output:\n{}", index + 1, runs,
+                             label.empty() ? "" : fmt::format(" ({})", label), status.describe(timeout_s),
+                             raised.empty() ? "" : "; " + raised, tail.empty() ? "  (none)\n" : tail));
+}
+
 // Warnings a finished run wrote to stderr (LibTorch's, with --deterministic=warn), each once.
 std::vector<std::string> distinct_messages(const OutputTail& err, size_t most) {
   std::vector<std::string> out;
@@ -171,30 +196,6 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
     }
   }
 
-  // The error that a failed worker stands for. The others are stopped by the pool.
-  auto fail = [&](const Slot& slot, const ProcessPool::Finished& f) {
-    const ExitStatus& status = f.status;
-    if (!status.timed_out && status.exited && status.code == to_int(ExitCode::interrupted) && interrupt_requested())
-      throw Interrupted();
-    // The run's own last output, kept in memory (its folder may be on a full disk), escaped.
-    const std::string tail = f.process->stderr_tail().last_lines(12);
-    if (status.exited && status.code == to_int(ExitCode::usage)) {
-      // The worker rejected the input: relay its own one-line error.
-      std::string line = sanitize_text(first_line(files::read_text_or_empty(slot.error_path)));
-      if (line.empty()) {
-        std::string said = first_line(f.process->stderr_tail().last_lines(1));
-        if (said.rfind(kErrorPrefix, 0) == 0) line = said.substr(std::strlen(kErrorPrefix));
-      }
-      if (line.empty()) line = fmt::format("run {} rejected its input; its last output:\n{}", slot.index + 1, tail);
-      throw InputError(line);
-    }
-    std::string label = slot.label.empty() ? "" : fmt::format(" ({})", slot.label);
-    const std::string raised = process_errors(slot.error_path);
-    throw RunError(fmt::format("run {} of {}{} failed: {}{}; its last output:\n{}", slot.index + 1, o_.runs, label,
-                               status.describe(o_.timeout_s), raised.empty() ? "" : "; " + raised,
-                               tail.empty() ? "  (none)\n" : tail));
-  };
-
   ProcessPool pool({o_.jobs, o_.timeout_s, 1.0});
   ProcessPool::Callbacks cb;
   cb.spec = [&](size_t k) {
@@ -207,7 +208,7 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
   };
   cb.finished = [&](const ProcessPool::Finished& f) {
     const Slot& slot = slots[f.index];
-    if (!f.status.ok()) fail(slot, f);
+    if (!f.status.ok()) fail_run(f, slot.index, o_.runs, slot.label, slot.error_path, o_.timeout_s);
     launcher_->collect(slot.job);
     struct stat sb {};
     stat(slot.job.dump.c_str(), &sb);
