@@ -200,17 +200,20 @@ P rng_first(const Evidence& e) {
                           : d.ref.name == "random" ? "random.seed(0) at the top of the script"
                                                    : "torch.manual_seed(0) at the top of the script";
   const std::string where_note =
-      distributed
-          ? fmt::format(" on rank {} (its initial weights matched: built under a seed, or copied from rank 0 as DDP "
+      distributed ? fmt::format(
+                        " on rank {} (its initial weights matched: built under a seed, or copied from rank 0 as DDP "
                         "does)",
                         d.ref.rank)
-          : "";
+                  : "";
   return Proposal{"rng_not_seeded",
                   "an RNG the script uses is not seeded",
                   fmt::format("{} state differed at the start of step {}{}, before any other record of that rank "
                               "diverged",
                               generator_label(d.ref.name), d.ref.step, where_note),
-                  distributed ? fix + ", on every rank (not only on rank 0)" : fix,
+                  distributed ? fix +
+                                    ", on every rank (not only on rank 0), and the same wherever the script seeds "
+                                    "again, with no seed from the clock on any rank"
+                              : fix,
                   "--seed 0",
                   ""};
 }
