@@ -321,7 +321,7 @@ TEST(Compare, AnyMixOfHashOnlyAndFullDumpsComparesWhatItCan) {
     EXPECT_EQ(p.diffs[*p.first].ref.layer, "conv2") << a << " vs " << b;
     EXPECT_TRUE(p.diffs[*p.first].hash_only) << a << " vs " << b;
     EXPECT_EQ(p.identical, 1);
-    EXPECT_EQ(c.capture.mode, "hashes");
+    EXPECT_EQ(c.capture.mode, rc::CaptureMode::hashes);
     auto json = rc::render_json(rc::make_report(c));
     EXPECT_NE(json.find("\"hash_only\": true"), std::string::npos);
     EXPECT_NE(json.find("\"stats\": null"), std::string::npos) << json;

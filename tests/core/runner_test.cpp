@@ -295,7 +295,7 @@ TEST(Ladder, EqualHashesEndTheCheckWithNoTensorDataWritten) {
   Events events;
   auto r = rc::run_check(runner, {}, events.fn());
   EXPECT_FALSE(r.comparison.divergent());
-  EXPECT_EQ(r.comparison.capture.mode, "ladder");
+  EXPECT_EQ(r.comparison.capture.mode, rc::CaptureMode::ladder);
   EXPECT_FALSE(r.comparison.capture.pass2);
   EXPECT_EQ(events.count(rc::WorkerEvent::Kind::started), 3);  // no second pass
   ASSERT_EQ(r.dumps.size(), 3u);

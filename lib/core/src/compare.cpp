@@ -98,6 +98,18 @@ const char* to_string(Verdict v) {
   return "?";
 }
 
+const char* to_string(CaptureMode m) {
+  switch (m) {
+    case CaptureMode::full:
+      return "full";
+    case CaptureMode::hashes:
+      return "hashes";
+    case CaptureMode::ladder:
+      return "ladder";
+  }
+  return "?";
+}
+
 std::string Comparison::inconclusive_reason() const {
   if (divergent()) return "";
   int64_t compared = 0;
@@ -428,7 +440,7 @@ Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOpti
   c.max_step = options.max_step;
   for (const auto& m : ref.index()) c.tensors += m.step <= options.max_step ? 1 : 0;
   for (const auto& r : readers)
-    if (r->hashes_only()) c.capture.mode = "hashes";
+    if (r->hashes_only()) c.capture.mode = CaptureMode::hashes;
   c.ref_index = ref.index();
   try {
     c.ref_options = from_json(ref.attribute(attr::kRunOptions, "{}"));

@@ -70,7 +70,7 @@ Comparison merge_passes(Comparison pass1, const Comparison& pass2, const std::ve
   }
   pass1.capture.pass2 = true;
   pass1.capture.pass2_steps = last_step + 1;
-  pass1.capture.mode = "ladder";
+  pass1.capture.mode = CaptureMode::ladder;
   for (const auto& n : pass2.notes)
     if (std::find(pass1.notes.begin(), pass1.notes.end(), n) == pass1.notes.end()) pass1.notes.push_back(n);
   return pass1;
@@ -175,12 +175,12 @@ CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& p
   Comparison c1 = compare_dumps(check.with_reference(result.dumps), check.compare);
   c1.capture.pass1_bytes = file_bytes(result.dumps);
   if (o.full) {
-    c1.capture.mode = check.golden_hashes_only ? "hashes" : "full";
+    c1.capture.mode = check.golden_hashes_only ? CaptureMode::hashes : CaptureMode::full;
     return check.finish(std::move(result), std::move(c1));
   }
-  c1.capture.mode = o.hashes_only ? "hashes" : "ladder";
+  c1.capture.mode = o.hashes_only ? CaptureMode::hashes : CaptureMode::ladder;
   if (o.hashes_only || !c1.divergent() || (check.golden && check.golden_hashes_only)) {
-    if (check.golden && check.golden_hashes_only && !o.hashes_only) c1.capture.mode = "hashes";
+    if (check.golden && check.golden_hashes_only && !o.hashes_only) c1.capture.mode = CaptureMode::hashes;
     return check.finish(std::move(result), std::move(c1));
   }
   Comparison merged = check.second_pass(std::move(c1), result.dumps);

@@ -127,7 +127,7 @@ std::vector<std::string> capture_sentences(const Comparison& c) {
   if (!k.baseline.empty())
     out.push_back(
         fmt::format("run 0 is the golden '{}' ({})", k.baseline, k.baseline_hashes_only ? "hashes only" : "full"));
-  if (k.mode == "ladder") {
+  if (k.mode == CaptureMode::ladder) {
     if (!k.pass2)
       out.push_back("pass 1 (hashes only) found every tensor equal: no tensor data was written");
     else
@@ -136,7 +136,7 @@ std::vector<std::string> capture_sentences(const Comparison& c) {
                       "step(s) 0-{}: the statistics come from pass 2, the counts of later steps from "
                       "hashes alone",
                       runs(k.pass2_runs), k.pass2_steps - 1));
-  } else if (k.mode == "hashes" && c.hash_only_diffs() > 0) {
+  } else if (k.mode == CaptureMode::hashes && c.hash_only_diffs() > 0) {
     out.push_back(
         fmt::format("{} divergent tensor(s) differ by their hashes alone: a run recorded only hashes, so "
                     "they have no statistics",

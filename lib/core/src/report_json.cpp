@@ -74,7 +74,7 @@ nlohmann::json isolation_json(const Isolation& iso) {
 
 nlohmann::json capture_json(const Comparison& c) {
   const auto& k = c.capture;
-  return {{"mode", k.mode},
+  return {{"mode", to_string(k.mode)},
           {"pass2", k.pass2},
           {"pass2_steps", k.pass2_steps},
           {"pass2_runs", k.pass2_runs},

@@ -21,6 +21,11 @@ namespace reprocheck {
 enum class Verdict { reproducible, divergent, inconclusive };
 const char* to_string(Verdict v);
 
+// How runs were captured: one pass of full dumps, one pass of hashes only, or the ladder (hashes
+// first, then full capture of the runs and steps that differ).
+enum class CaptureMode { full, hashes, ladder };
+const char* to_string(CaptureMode m);
+
 enum class Status {
   match,          // bitwise equal (hashes equal, or every element's bits equal)
   close,          // bytes differ, but every element is within the tolerance
@@ -79,7 +84,7 @@ struct CaptureSummary {
   // "full": one pass, full dumps. "hashes": hashes only (no statistics where hashes differ).
   // "ladder": hashes first, then full capture of the runs that differed, up to their first
   // divergent step.
-  std::string mode = "full";
+  CaptureMode mode = CaptureMode::full;
   bool pass2 = false;                         // the ladder's second pass ran
   int pass2_steps = 0;                        // steps it captured (0 .. pass2_steps - 1)
   std::vector<int> pass2_runs;                // runs it captured again (0, the reference, first)
