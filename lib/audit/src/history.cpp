@@ -125,6 +125,10 @@ class Stmt {
     check(sqlite3_bind_double(st_, ++n_, v));
     return *this;
   }
+  // The provenance columns, in the order both tables have them.
+  Stmt& bind(const Provenance& p) {
+    return bind(p.reprocheck).bind(p.libtorch).bind(p.cuda).bind(p.cudnn).bind(p.device).bind(p.host);
+  }
   bool step() {
     int rc = sqlite3_step(st_);
     if (rc == SQLITE_ROW) return true;
@@ -310,12 +314,7 @@ int64_t History::begin_audit(AuditInfo& info) {
         .bind(info.thresholds.magnitude_factor)
         .bind(info.thresholds.time_growth)
         .bind(info.thresholds.time_min_s)
-        .bind(p.reprocheck)
-        .bind(p.libtorch)
-        .bind(p.cuda)
-        .bind(p.cudnn)
-        .bind(p.device)
-        .bind(p.host)
+        .bind(p)
         .bind(p.git_commit);
     s.step();
     info.id = sqlite3_last_insert_rowid(impl_->db);
@@ -361,12 +360,7 @@ void History::add_cell(int64_t audit, const CellResult& r) {
       .bind(r.fix)
       .bind(r.seconds)
       .bind(r.tensors)
-      .bind(p.reprocheck)
-      .bind(p.libtorch)
-      .bind(p.cuda)
-      .bind(p.cudnn)
-      .bind(p.device)
-      .bind(p.host)
+      .bind(p)
       .bind(r.chart.empty() ? std::string("[]") : r.chart);
   s.step();
 }

@@ -37,15 +37,9 @@ const T& member(const Settings& s, T CheckSettings::*m) {
 }
 
 double parse_number(const OptionDef& def, const std::string& text) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != text.size() || !std::isfinite(v)) bad(def, text);
-  return v;
+  auto v = to_number(text);
+  if (!v) bad(def, text);
+  return *v;
 }
 
 void check_number(const OptionDef& def, double v, const std::string& text) {
@@ -85,12 +79,9 @@ struct Setter {
     auto& field = member(s, m);
     using T = std::decay_t<decltype(field)>;
     if constexpr (std::is_same_v<T, bool>) {
-      if (text == "true" || text == "on" || text == "1" || text.empty())
-        field = true;
-      else if (text == "false" || text == "off" || text == "0")
-        field = false;
-      else
-        bad(def, text);
+      auto on = text.empty() ? std::optional<bool>(true) : to_switch(text);  // the flag alone: on
+      if (!on) bad(def, text);
+      field = *on;
     } else if constexpr (std::is_same_v<T, int>) {
       double v = parse_number(def, text);
       if (v != std::floor(v) || std::fabs(v) > 1e15) bad(def, text);
@@ -194,25 +185,21 @@ std::vector<std::string> option_args(const OptionDef& def, const std::string& va
 }
 
 void check_option_values(const RunOptions& o) {
-  Settings s;
-  s.run = o;
-  for (const auto& def : option_table()) {
-    if (!std::visit([](auto m) { return std::is_member_object_pointer_v<decltype(m)>; }, def.field)) continue;
+  for (const auto& def : option_table())
     std::visit(
         [&](auto m) {
           using M = decltype(m);
           if constexpr (std::is_same_v<M, int RunOptions::*> || std::is_same_v<M, double RunOptions::*>) {
-            const double v = static_cast<double>(s.run.*m);
+            const double v = static_cast<double>(o.*m);
             check_number(def, v, fmt::format("{}", v));
           } else if constexpr (std::is_same_v<M, std::string RunOptions::*>) {
-            check_text(def, s.run.*m);
+            check_text(def, o.*m);
           } else if constexpr (std::is_same_v<M, std::vector<int64_t> RunOptions::*>) {
-            for (auto d : s.run.*m)
-              if (d < def.min) bad(def, fmt::format("{}", fmt::join(s.run.*m, ",")));
+            for (auto d : o.*m)
+              if (d < def.min) bad(def, fmt::format("{}", fmt::join(o.*m, ",")));
           }
         },
         def.field);
-  }
 }
 
 std::string expectation(const OptionDef& def) {

@@ -37,26 +37,30 @@ void for_each_field(Options& o, F&& f) {
         def.field);
 }
 
-bool parse_bool(const std::string& knob, const std::string& v) {
-  if (v == "on" || v == "true" || v == "1") return true;
-  if (v == "off" || v == "false" || v == "0") return false;
-  throw UsageError(fmt::format("bad value '{}' for {}: expected on/off, true/false or 1/0", v, knob));
+double parse_number(const std::string& text, const std::string& what, const std::string& whole) {
+  if (auto v = to_number(text)) return *v;
+  throw UsageError(fmt::format("bad {} '{}': '{}' is not a number", what, whole, text));
 }
 
-double parse_number(const std::string& text, const std::string& what, const std::string& whole) {
+}  // namespace
+
+std::optional<double> to_number(const std::string& text) {
   size_t used = 0;
   double v = 0;
   try {
     v = std::stod(text, &used);
   } catch (const std::exception&) {
-    used = 0;
+    return std::nullopt;
   }
-  if (used == 0 || used != text.size() || !std::isfinite(v))
-    throw UsageError(fmt::format("bad {} '{}': '{}' is not a number", what, whole, text));
+  if (used == 0 || used != text.size() || !std::isfinite(v)) return std::nullopt;
   return v;
 }
 
-}  // namespace
+std::optional<bool> to_switch(const std::string& text) {
+  if (text == "on" || text == "true" || text == "1") return true;
+  if (text == "off" || text == "false" || text == "0") return false;
+  return std::nullopt;
+}
 
 std::vector<int64_t> parse_shape(const std::string& text, const std::string& what) {
   std::vector<int64_t> dims;
@@ -283,7 +287,9 @@ std::map<std::string, std::string> to_strings(const RunOptions& o) {
 
 std::string normalize_deterministic(const std::string& v) {
   if (v == "warn") return "warn";
-  return parse_bool("--deterministic", v) ? "on" : "off";
+  auto on = to_switch(v);
+  if (!on) throw UsageError(fmt::format("bad value '{}' for --deterministic: expected on, off or warn", v));
+  return *on ? "on" : "off";
 }
 
 const std::vector<std::string>& knob_names() {

@@ -21,6 +21,11 @@ struct TensorSpec {
   bool is_integer() const;          // an integer dtype (not bool, not float)
 };
 
+// A whole text as a finite number ("2", "0.5", "1e-3"); nullopt for anything else ("", "2x", "nan").
+std::optional<double> to_number(const std::string& text);
+// A switch's text: on/true/1 or off/false/0; nullopt for anything else.
+std::optional<bool> to_switch(const std::string& text);
+
 // Parses dimensions: "4,3,32,32", "4x3x32x32", "[4, 3, 32, 32]". Throws UsageError naming `what`
 // for a part that is not an integer (the dimensions' values are checked by the caller).
 std::vector<int64_t> parse_shape(const std::string& text, const std::string& what);
