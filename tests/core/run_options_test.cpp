@@ -115,6 +115,19 @@ TEST(RunOptions, FromJsonKeepsDefaultsForMissingKeysAndRefusesWrongTypes) {
   EXPECT_THROW(rc::from_json("{"), rc::InputError);
 }
 
+TEST(RunOptions, FromJsonRefusesNumbersAnIntegerFieldCannotHold) {
+  // A float or an out-of-range integer in an integer field is refused, not converted.
+  EXPECT_THROW(rc::from_json(R"({"steps": 1.11111e+114})"), rc::InputError);
+  EXPECT_THROW(rc::from_json(R"({"steps": 2.5})"), rc::InputError);
+  EXPECT_THROW(rc::from_json(R"({"steps": 4294967296})"), rc::InputError);
+  EXPECT_THROW(rc::from_json(R"({"steps": -4294967296})"), rc::InputError);
+  EXPECT_THROW(rc::from_json(R"({"threads": 1e300})"), rc::InputError);
+  EXPECT_THROW(rc::from_json(R"({"input_shape": [4, 1e300]})"), rc::InputError);
+  EXPECT_THROW(rc::from_json(R"({"input_shape": [18446744073709551615]})"), rc::InputError);
+  EXPECT_EQ(rc::from_json(R"({"lr": 1})").lr, 1.0);
+  EXPECT_EQ(rc::from_json(R"({"steps": 3})").steps, 3);
+}
+
 TEST(RunOptions, ArgumentsParseBackThroughTheKnobs) {
   rc::RunOptions base;
   base.model = "m.pt";

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -72,10 +73,10 @@ html::Chart chart_of(const CellResult& c) {
   try {
     const json points = json::parse(c.chart.empty() ? "[]" : c.chart);
     for (const auto& p : points) {
-      if (!p.is_array() || p.size() < 4) continue;
+      if (!p.is_array() || p.size() < 4 || !p[0].is_number_integer() || !p[1].is_number_integer()) continue;
       html::ChartPoint pt;
       pt.order = p[0].get<int64_t>();
-      pt.step = p[1].get<int>();
+      pt.step = int(std::clamp<int64_t>(p[1].get<int64_t>(), -1, std::numeric_limits<int>::max()));
       pt.hash_only = !p[2].is_number();
       pt.max_abs = pt.hash_only ? 0 : p[2].get<double>();
       pt.label = p[3].get<std::string>();

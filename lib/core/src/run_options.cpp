@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <tuple>
@@ -253,6 +254,45 @@ bool json_depth_within(const std::string& text, int limit) {
   return true;
 }
 
+namespace {
+
+// A JSON number read into an int only when it is an integer that fits: a float such as 1e114
+// converted by nlohmann's get<int>() is undefined behaviour.
+bool fits_int64(const nlohmann::json& v) {
+  if (v.is_number_unsigned()) return v.get<uint64_t>() <= uint64_t(std::numeric_limits<int64_t>::max());
+  return v.is_number_integer();
+}
+
+void read_field(const nlohmann::json& v, int& out) {
+  if (!fits_int64(v)) throw nlohmann::json::type_error::create(302, "not an integer", &v);
+  auto n = v.get<int64_t>();
+  if (n < std::numeric_limits<int>::min() || n > std::numeric_limits<int>::max())
+    throw nlohmann::json::type_error::create(302, "integer out of range", &v);
+  out = int(n);
+}
+
+void read_field(const nlohmann::json& v, std::vector<int64_t>& out) {
+  if (!v.is_array()) throw nlohmann::json::type_error::create(302, "not an array", &v);
+  std::vector<int64_t> got;
+  for (const auto& e : v) {
+    if (!fits_int64(e)) throw nlohmann::json::type_error::create(302, "not an integer", &e);
+    got.push_back(e.get<int64_t>());
+  }
+  out = std::move(got);
+}
+
+void read_field(const nlohmann::json& v, double& out) {
+  if (!v.is_number()) throw nlohmann::json::type_error::create(302, "not a number", &v);
+  out = v.get<double>();
+}
+
+template <typename T>
+void read_field(const nlohmann::json& v, T& out) {
+  v.get_to(out);
+}
+
+}  // namespace
+
 RunOptions from_json(const std::string& text) {
   RunOptions o;
   nlohmann::json j;
@@ -268,7 +308,7 @@ RunOptions from_json(const std::string& text) {
     auto it = j.find(f.key);
     if (it == j.end() || it->is_null()) return;
     try {
-      it->get_to(v);
+      read_field(*it, v);
     } catch (const nlohmann::json::exception&) {
       throw InputError(fmt::format("run option '{}' has a value of the wrong type ({})", f.key, it->dump()));
     }
