@@ -33,6 +33,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import _core
 from ._data import Loaders, subset_indices
+from ._drill import make_drill
 from ._models import Model, Models, SelectorError
 from ._records import Recorder, Row, json_attribute, provenance
 from ._replay import load_replay
@@ -92,6 +93,7 @@ class Session:
         self.replay = load_replay(*replay) if replay else {}
         self._undo: list = []  # what uninstall() puts back
         self._op_mode: Any = None
+        self.drill = make_drill(self, options)
         apply_knobs(options)
         try:
             open(path + ".started", "a").close()
@@ -131,8 +133,6 @@ class Session:
         """Puts back everything install() changed (tests run several sessions in one process)."""
         while self._undo:
             self._undo.pop()()
-
-    # -- switches -------------------------------------------------------------------------------
 
     def recording(self) -> bool:
         return os.getpid() == self.pid and not self.finished and (self.blocks is None or self.blocks > 0)
@@ -180,6 +180,7 @@ class Session:
             self._close_step(exit_when_done=True)
 
     def _close_step(self, exit_when_done: bool) -> None:
+        self.drill.leave()
         for model in self.models.list:
             for name, b in model.root.named_buffers():
                 layer, _, own = model.path(name).rpartition(".")
@@ -320,6 +321,7 @@ class Session:
         if model is self.models.first and not self.loader_driven:
             self._next_iteration()
         self._begin_step()
+        self.drill.start(self.step, model.compiled)
         self.saw_forward = True
         for name, t in tensors(tuple(args), "input"):
             self._write("input", model.prefix, "", "input", name, t, call=self._count(("input", model.prefix, name)))
@@ -450,8 +452,6 @@ class Session:
         for name, t in tensors(batch, "batch"):
             self._write("input", layer, loader_type, "batch", name, t, call)
 
-    # -- the end --------------------------------------------------------------------------------
-
     def _finish(self) -> None:
         if self.finished:
             return
@@ -472,7 +472,7 @@ class Session:
             w.set_attribute(_core.attr.OP_GENERATORS, json_attribute(self.op_generators))
         if self.shards:
             w.set_attribute(_core.attr.SHARDS, json_attribute(self.shards))
-        notes = self.models.notes + self.notes
+        notes = self.models.notes + self.notes + self.drill.finish(w)
         if w.skipped:
             notes.append(f"{w.skipped} tensor(s) of dtypes a dump cannot store were not recorded")
         if notes:

@@ -79,6 +79,7 @@ class attr:
     MODEL_SIGNATURE: str
     NONFINITE_LOSS: str
     OP_GENERATORS: str
+    OP_SOURCES: str
     PYTHON_VERSION: str
     RANKS: str
     REPLICA_NOTES: str

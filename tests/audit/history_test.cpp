@@ -167,6 +167,15 @@ TEST(History, RefusesDamagedForeignAndNewerFilesAndLeavesThemAsTheyWere) {
     sqlite3_close(db);
   }
   refused(dir.file("new.sqlite"), "newer reprocheck");
+  // A negative schema version, which no reprocheck writes.
+  { auto h = audit::History::open(dir.file("neg.sqlite"), true); }
+  {
+    sqlite3* db = nullptr;
+    sqlite3_open(dir.file("neg.sqlite").c_str(), &db);
+    sqlite3_exec(db, "PRAGMA user_version = -1", nullptr, nullptr, nullptr);
+    sqlite3_close(db);
+  }
+  refused(dir.file("neg.sqlite"), "which no reprocheck writes");
   EXPECT_THROW(audit::History::open(dir.file("absent.sqlite"), false), reprocheck::InputError);
   EXPECT_THROW(audit::History::open(dir.file("no/such/folder.sqlite"), true), reprocheck::InputError);
 }

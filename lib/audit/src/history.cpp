@@ -3,6 +3,8 @@
 // regressions found, and the audit's end. PRAGMA application_id marks the file as reprocheck's,
 // PRAGMA user_version holds the schema version, and kMigrations lead from each version to the next.
 #include <fmt/format.h>
+
+#include <algorithm>
 #include <sqlite3.h>
 
 #include <cerrno>
@@ -249,6 +251,10 @@ std::unique_ptr<History> History::open(const std::string& path, bool create, int
                     "pass another --db (it is left as it is)",
                     path));
   if (schema < 1 || schema > kSchemaVersion) throw UsageError(fmt::format("no history schema version {}", schema));
+  if (version < 0)
+    throw InputError(fmt::format("history database '{}' has schema version {}, which no reprocheck writes; it is "
+                                 "left as it is: restore it from a backup, or pass a new --db",
+                                 path, version));
   if (version > kSchemaVersion)
     throw InputError(
         fmt::format("history database '{}' has schema version {}, written by a newer reprocheck (this one "
@@ -268,7 +274,7 @@ std::unique_ptr<History> History::open(const std::string& path, bool create, int
     impl->exec("BEGIN IMMEDIATE", "migrate it");
     try {
       // Read again under the write lock: another process may have migrated it meanwhile.
-      for (int v = impl->pragma_int("user_version"); v < schema; ++v) {
+      for (int v = std::max(0, impl->pragma_int("user_version")); v < schema; ++v) {
         impl->exec(kMigrations[v], fmt::format("migrate it from schema {} to {}", v, v + 1));
         impl->exec(fmt::format("PRAGMA user_version = {}", v + 1), "migrate it");
       }

@@ -90,6 +90,7 @@ CheckOptions check_options(const Settings& s) {
   o.hashes_only = s.check.capture == "hashes";
   o.baseline = s.check.baseline;
   o.keep = !s.check.keep.empty();
+  o.drill = s.check.drill;
   return o;
 }
 

@@ -113,6 +113,10 @@ Evidence gather(const Comparison& c) {
   for (const auto& d : e.pair->diffs)
     if (is_divergent(d.status) && d.ref.kind == Kind::rng_state && d.ref.rank == e.first->ref.rank)
       e.rngs.emplace(d.ref.name, d.ref.step);
+  if (c.drill && c.drill->found) {
+    e.drill = &*c.drill;
+    e.first = &c.drill->diff;
+  }
   const TensorMeta& m = e.first->ref;
   if (m.kind == Kind::indices || m.kind == Kind::batch || (m.kind == Kind::rng_state && m.phase == Phase::input)) {
     e.loader = loader_from_json(c.attribute(attr::kDataLoaders), own_layer(m));
@@ -215,10 +219,30 @@ P dropout_mask(const Evidence& e) {
                   ""};
 }
 
+// A random op found by pass 3 drawing from torch's global generator, whose state at the step's
+// start was the same in every run: something reseeded it, or drew from it, during the step.
+P reseeded_in_step(const Evidence& e) {
+  if (!e.drill || e.drill->generator != "global" || !e.random_op() || e.seed_differs() || e.rngs.count("torch"))
+    return std::nullopt;
+  const auto& d = e.d();
+  return Proposal{"rng_reseeded",
+                  "torch's RNG is reseeded or drawn from during the step",
+                  fmt::format("{} is a random op ({}) drawing from torch's global generator; its draws differ "
+                              "although torch's RNG state was the same in every run at the start of step {}: "
+                              "between then and this op the generator was reseeded from a varying value "
+                              "(torch.seed(), manual_seed from the clock) or drawn from a varying number of times",
+                              where(d), strip_op(d.ref.layer_type), d.ref.step),
+                  "seed once, at the top of the script, with a fixed value: remove torch.seed() and seeds taken "
+                  "from the clock or the OS from the training code",
+                  "-",
+                  ""};
+}
+
 // A random op (op-level capture) whose inputs matched, while the global seed and torch's RNG state
 // did not differ: its generator is not the global one, or it was seeded from the OS.
 P private_generator(const Evidence& e) {
   if (!e.random_op() || !e.source() || e.seed_differs() || e.rngs.count("torch")) return std::nullopt;
+  if (e.drill && e.drill->generator == "global") return std::nullopt;
   const auto& d = e.d();
   std::string private_use;
   auto gens = e.c->attribute(attr::kOpGenerators);
@@ -230,6 +254,8 @@ P private_generator(const Evidence& e) {
     } catch (const nlohmann::json::exception&) {
     }
   }
+  if (e.drill && e.drill->generator == "private")
+    private_use = " It was called with generator= a torch.Generator of the script's own.";
   return Proposal{"private_generator",
                   "a random op draws from a generator that is not seeded",
                   fmt::format("{} is a random op ({}) whose inputs were identical and whose draws differ, while the "
@@ -322,7 +348,7 @@ P untapped_source(const Evidence& e) {
 
 P atomic_op(const Evidence& e) {
   const auto& d = e.d();
-  if (!e.source() || (d.ref.phase != Phase::forward && d.ref.phase != Phase::output) || e.random_op() ||
+  if (!e.source() || (d.ref.phase != Phase::forward && d.ref.phase != Phase::output && !e.drill) || e.random_op() ||
       e.is(d.ref, LayerCategory::conv) || e.is(d.ref, LayerCategory::dropout) ||
       e.is(d.ref, LayerCategory::batchnorm) || e.seed_differs() || e.differs("threads") || e.differs("mode") ||
       e.differs("data_seed_value"))
@@ -367,6 +393,7 @@ const std::vector<RuleRow>& model_rules() {
       {"unseeded_init", nullptr, unseeded_init},
       {"train_eval_mode", nullptr, train_eval_mode},
       {"rng_not_seeded", nullptr, dropout_mask},
+      {"rng_reseeded", nullptr, reseeded_in_step},
       {"private_generator", nullptr, private_generator},
       {"cudnn_autotuner", nullptr, cudnn_autotuner},
       {"cudnn_nondeterministic", nullptr, cudnn_nondeterministic},
@@ -395,6 +422,16 @@ std::string test_command(const Comparison& c, const Proposal& p) {
   if (p.fix_flag.empty() || p.fix_flag == "-") return "";
   std::string model = c.attribute(attr::kModel);
   return fmt::format("reprocheck {} {}", model.empty() ? "MODEL.pt" : model, p.fix_flag);
+}
+
+// Where pass 3 found the op, for the first hint's evidence.
+std::string drill_sentence(const DrillDown& dd) {
+  std::string where = dd.module.empty() ? "outside any module" : "in " + dd.module;
+  std::string line = dd.source().empty() ? ""
+                     : dd.backward()     ? fmt::format(", the backward of the call at {}", dd.source())
+                                         : fmt::format(", called at {}", dd.source());
+  return fmt::format(" (pass 3: the first divergent op is {} -> {} {}{}, whose inputs were identical)", dd.op,
+                     dd.output, where, line);
 }
 
 }  // namespace
@@ -427,6 +464,7 @@ std::vector<Hint> explain(const Comparison& c) {
         "-", e.options.layers == "all" && e.options.ops ? "-" : "--layers all or --ops to localize it further",
         e.options.layers == "all" ? (e.options.ops ? "" : "--ops") : "--layers all"});
   }
+  if (e.drill) chosen.front().evidence += drill_sentence(*e.drill);
   std::vector<Hint> out;
   for (const auto& p : chosen)
     out.push_back({p.cause, p.title, p.evidence, p.fix_python, p.fix_flag, test_command(c, p)});

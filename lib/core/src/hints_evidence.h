@@ -49,6 +49,8 @@ struct Evidence {
   std::map<std::string, int> rngs;
   std::optional<Loader> loader;  // of the first record, when it is a DataLoader's
   bool script = false;           // a training script (reprocheck run)
+  // Pass 3's first divergent op, when it found one: then `first` is that op's record.
+  const DrillDown* drill = nullptr;
   LayerCategories categories;
 
   std::string knob(const std::string& k) const;

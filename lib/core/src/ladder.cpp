@@ -4,9 +4,12 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
+#include <functional>
 #include <map>
 #include <set>
 
+#include "reprocheck/drill.h"
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
 #include "reprocheck/protocol.h"
@@ -99,7 +102,28 @@ struct Check {
     return result;
   }
   Comparison second_pass(Comparison c1, const std::vector<std::string>& pass1_dumps) const;
+  void third_pass(Comparison& c, const std::vector<std::string>& pass1_dumps) const;
+  void drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dumps, DrillDown& dd) const;
 };
+
+// Each run's options for running it again: a seed drawn at random ("--seed random") is the one it
+// drew, so that the run repeats.
+Runner::Adjust repeat_seeds(const std::vector<std::string>& pass1_dumps, const std::vector<int>& indices,
+                    std::function<void(RunOptions&)> more) {
+  std::map<int, std::pair<std::string, std::string>> drawn;
+  for (int i : indices) {
+    DumpReader r(pass1_dumps[static_cast<size_t>(i)]);
+    drawn[i] = {r.attribute(attr::kSeed), r.attribute(attr::kDataSeed)};
+  }
+  return [drawn, more](RunOptions& r, int index) {
+    more(r);
+    auto it = drawn.find(index);
+    if (it == drawn.end()) return;
+    const auto& [seed, data_seed] = it->second;
+    if (r.seed == "random" && !seed.empty()) r.seed = seed;
+    if (r.data_seed == "random" && !data_seed.empty()) r.data_seed = data_seed;
+  };
+}
 
 // Pass 2: the reference and the runs that differed, in full, through the step of each one's first
 // difference (the latest of them: every pair's first divergence is captured again); with a
@@ -122,23 +146,11 @@ Comparison Check::second_pass(Comparison c1, const std::vector<std::string>& pas
   std::vector<int> indices;
   if (!golden) indices.push_back(0);
   for (int r : differing) indices.push_back(golden ? r - 1 : r);
-  // A run whose seed was drawn at random ("--seed random") runs again with the seed it drew, so
-  // that the second pass repeats the first.
-  std::map<int, std::pair<std::string, std::string>> drawn;
-  for (int i : indices) {
-    DumpReader r(pass1_dumps[static_cast<size_t>(i)]);
-    drawn[i] = {r.attribute(attr::kSeed), r.attribute(attr::kDataSeed)};
-  }
-  auto dumps2 = runner.rerun(
-      indices,
-      [steps, &drawn](RunOptions& r, int index) {
-        r.hashes_only = false;
-        r.steps = steps;
-        const auto& [seed, data_seed] = drawn[index];
-        if (r.seed == "random" && !seed.empty()) r.seed = seed;
-        if (r.data_seed == "random" && !data_seed.empty()) r.data_seed = data_seed;
-      },
-      progress);
+  auto dumps2 = runner.rerun(indices, repeat_seeds(pass1_dumps, indices, [steps](RunOptions& r) {
+                               r.hashes_only = false;
+                               r.steps = steps;
+                             }),
+                             progress);
   std::vector<std::string> list2, pass2_paths;
   for (int i : indices) pass2_paths.push_back(dumps2[static_cast<size_t>(i)]);
   list2 = with_reference(pass2_paths);
@@ -150,6 +162,51 @@ Comparison Check::second_pass(Comparison c1, const std::vector<std::string>& pas
     for (int& r : merged.capture.pass2_runs) r += 1;
   merged.capture.pass2_bytes = file_bytes(pass2_paths);
   return merged;
+}
+
+// Pass 3: the reference and the headline's run again through the step of the first divergence,
+// every op of it captured (within the plan's scope), and the first op that differs. A scoped
+// capture that finds nothing is widened to the whole step once.
+void Check::third_pass(Comparison& c, const std::vector<std::string>& pass1_dumps) const {
+  auto plan = golden ? std::nullopt : plan_drill(c, o.drill);
+  if (!plan) return;
+  const auto start = std::chrono::steady_clock::now();
+  DrillDown dd;
+  dd.mode = o.drill;
+  dd.step = plan->step;
+  dd.scope = plan->scope;
+  dd.other_run = plan->other_run;
+  dd.why = plan->why;
+  try {
+    drill_runs(*plan, pass1_dumps, dd);
+  } catch (const Error& e) {
+    // The verdict stands without it.
+    dd.found = false;
+    dd.note = fmt::format("pass 3 could not run: {}", first_line(e.what()));
+  }
+  dd.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  c.drill = std::move(dd);
+}
+
+void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dumps, DrillDown& dd) const {
+  const std::vector<int> indices = {0, plan.other_run};
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto dumps = runner.rerun(indices, repeat_seeds(pass1_dumps, indices, [&plan](RunOptions& r) {
+                                r.hashes_only = false;
+                                r.steps = plan.step + 1;
+                                r.drill_step = plan.step;
+                                r.drill_scope = plan.scope;
+                              }),
+                              progress);
+    CompareOptions compare3 = compare;
+    compare3.max_step = plan.step;
+    Comparison c3 = compare_dumps({dumps[0], dumps[static_cast<size_t>(plan.other_run)]}, compare3);
+    c3.pairs[0].other_run = plan.other_run;
+    dd = read_drill(c3, plan, o.drill);
+    dd.passes = attempt + 1;
+    if (dd.found || plan.scope.empty() || !c3.pairs[0].has_divergence()) break;
+    plan.scope.clear();
+  }
 }
 
 }  // namespace
@@ -176,6 +233,7 @@ CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& p
   c1.capture.pass1_bytes = file_bytes(result.dumps);
   if (o.full) {
     c1.capture.mode = check.golden_hashes_only ? CaptureMode::hashes : CaptureMode::full;
+    if (c1.divergent()) check.third_pass(c1, result.dumps);
     return check.finish(std::move(result), std::move(c1));
   }
   c1.capture.mode = o.hashes_only ? CaptureMode::hashes : CaptureMode::ladder;
@@ -184,6 +242,7 @@ CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& p
     return check.finish(std::move(result), std::move(c1));
   }
   Comparison merged = check.second_pass(std::move(c1), result.dumps);
+  check.third_pass(merged, result.dumps);
   return check.finish(std::move(result), std::move(merged));
 }
 

@@ -137,6 +137,10 @@ void capture_rows(std::vector<OptionDef>& t) {
   t.push_back(OptionDef("ops", "--ops", "also tap every aten op of the forward graphs (finer localization)",
                         kAll | kSetting, &R::ops)
                   .in_run("also tap every torch function call inside the model's forward"));
+  t.push_back(OptionDef("drill_step", "", "step whose every op pass 3 captures (-1: none)", 0, &R::drill_step)
+                  .range(-1, kMaxSteps));
+  t.push_back(OptionDef("drill_scope", "", "module whose ops pass 3 captures (\"\": every op of the step)", 0,
+                        &R::drill_scope));
   t.push_back(OptionDef("hashes_only", "--hashes-only",
                         "record each tensor's hash and no data: a golden small enough to commit (compare with "
                         "--baseline)",
@@ -160,6 +164,12 @@ void check_rows(std::vector<OptionDef>& t) {
                         "find every independent source in the step of the first divergence: replay each source "
                         "found in the other runs and run them again, until the runs agree",
                         kChecks, &C::isolate));
+  t.push_back(OptionDef("drill", "--drill",
+                        "pass 3 after a divergence in a layer, gradient or parameter: run again with every op of "
+                        "that step captured, forward and backward, and name the first divergent op and its source "
+                        "line: none, auto (only the ops where it can have started) or full (every op of the step)",
+                        kChecks | kSetting, &C::drill)
+                  .one_of({"none", "auto", "full"}));
   t.push_back(OptionDef("capture", "--capture",
                         "ladder (hashes first, full capture only of the runs and steps that differ), full (one pass "
                         "with full dumps) or hashes (one pass of hashes only)",

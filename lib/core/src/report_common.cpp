@@ -178,5 +178,21 @@ std::string data_sentence(const TensorDiff& d) {
   return "";
 }
 
+std::string drill_summary(const DrillDown& dd) {
+  const std::string captured = fmt::format("{} op(s) of step {}{} captured in {:.1f} s", dd.ops_captured, dd.step,
+                                           dd.scope.empty() ? "" : " in " + dd.scope, dd.seconds);
+  if (!dd.found) return fmt::format("no divergent op found: {} ({})", dd.note, captured);
+  std::string where = dd.module.empty() ? "" : " in " + dd.module;
+  std::string line = dd.source().empty() ? ""
+                     : dd.backward()     ? ", the backward of the call at " + dd.source()
+                                         : ", called at " + dd.source();
+  std::string by = dd.diff.status == Status::values_differ
+                       ? fmt::format("; {} of {} elements differ, max abs diff {:.4g}", dd.diff.stats.mismatched,
+                                     dd.diff.stats.numel, dd.diff.stats.max_abs)
+                       : fmt::format("; {}", to_string(dd.diff.status));
+  return fmt::format("{} -> {}{}{} (step {}, {}){} ({})", dd.op, dd.output, where, line, dd.diff.ref.step,
+                     to_string(dd.diff.ref.phase), by, captured);
+}
+
 }  // namespace report_detail
 }  // namespace reprocheck

@@ -44,5 +44,8 @@ std::string runs_phrase(const Comparison& c);
 std::vector<std::string> capture_sentences(const Comparison& c);
 // The max abs diff of a cascade row, or "hashes only" when no tensor of it has statistics.
 std::string cascade_max(const CascadeRow& row);
+// Pass 3 in one sentence: the first divergent op, its module and source line, by how much, and what
+// was captured; or why it found none.
+std::string drill_summary(const DrillDown& dd);
 
 }  // namespace reprocheck::report_detail

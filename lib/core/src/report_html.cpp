@@ -333,6 +333,9 @@ std::string first_divergence_card(const Report& r, const PairComparison& h) {
     body += stats_table(d);
   else
     body += fmt::format("<p><code>{}</code>: {}</p>", to_string(d.status), html::escape(d.detail));
+  if (c.drill)
+    body += fmt::format("<p><a href=\"#drill-down\">First divergent op: {}</a></p>",
+                        html::escape(c.drill->found ? c.drill->op + " -> " + c.drill->output : "none found"));
   for (const auto& x : r.hints) body += html_hint(x);
   return body + "</div>";
 }
@@ -355,6 +358,33 @@ std::string chart_card(const Comparison& c, const PairComparison& h) {
       "<h2>Divergence by layer</h2><div class=\"card\"><p class=\"muted\">{}: {} tensors differ. Hover a point for "
       "its name.</p>{}</div>",
       html::escape(chart.caption), group_digits(static_cast<int64_t>(chart.points.size())), html::layer_chart(chart));
+}
+
+// Pass 3: the first divergent op with its source line and statistics, and the captured step's op
+// series (every op output that differs, in execution order).
+std::string drill_card(const DrillDown& dd) {
+  std::string body = fmt::format(
+      "<h2 id=\"drill-down\">First divergent op</h2><div class=\"card\"><p class=\"mono\">{}</p>",
+      html::escape(drill_summary(dd)));
+  if (!dd.found) return body + "</div>";
+  if (!dd.stack.empty()) {
+    std::string frames;
+    for (const auto& f : dd.stack) frames += fmt::format("<li class=\"mono\">{}</li>", html::escape(f));
+    body += fmt::format("<p>{}</p><ol>{}</ol>", dd.backward() ? "The forward call it differentiates:" : "Called from:",
+                        frames);
+  }
+  if (dd.diff.status == Status::values_differ || dd.diff.status == Status::close) body += stats_table(dd.diff);
+  html::Chart chart;
+  chart.total = std::max<int64_t>(dd.series_total, 1);
+  chart.caption = fmt::format("ops of step {}{}: max abs difference per op output", dd.step,
+                              dd.scope.empty() ? "" : " in " + dd.scope);
+  for (const auto& t : dd.series) {
+    chart.points.push_back({t.ref.order, t.ref.step, t.stats.max_abs, t.hash_only, describe(t.ref)});
+    if (t.ref.order == dd.diff.ref.order) chart.first_order = t.ref.order;
+  }
+  body += fmt::format("<p class=\"muted\">{}: {} op output(s) differ.</p>{}", html::escape(chart.caption),
+                      chart.points.size(), html::layer_chart(chart));
+  return body + "</div>";
 }
 
 std::string isolation_card(const Isolation& iso) {
@@ -396,6 +426,7 @@ std::string render_html(const Report& r) {
                                                    : "Every tensor of the fresh runs matches the golden.");
   } else {
     body += first_divergence_card(r, *h) + chart_card(c, *h);
+    if (c.drill) body += drill_card(*c.drill);
     if (r.isolation) body += isolation_card(*r.isolation);
     body += cascade_card(*h);
   }

@@ -72,6 +72,33 @@ nlohmann::json isolation_json(const Isolation& iso) {
           {"note", iso.note.empty() ? nlohmann::json(nullptr) : nlohmann::json(iso.note)}};
 }
 
+nlohmann::json drill_json(const DrillDown& dd) {
+  auto opt = [](const std::string& s) { return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s); };
+  nlohmann::json j = {{"mode", dd.mode},
+                      {"step", dd.step},
+                      {"scope", dd.scope},
+                      {"run", dd.other_run},
+                      {"why", dd.why},
+                      {"ops_captured", dd.ops_captured},
+                      {"passes", dd.passes},
+                      {"seconds", dd.seconds},
+                      {"found", dd.found},
+                      {"note", opt(dd.note)}};
+  if (!dd.found) return j;
+  j["op"] = dd.op;
+  j["output"] = dd.output;
+  j["module"] = dd.module;
+  j["phase"] = to_string(dd.diff.ref.phase);
+  j["file"] = opt(dd.file);
+  j["line"] = dd.file.empty() ? nlohmann::json(nullptr) : nlohmann::json(dd.line);
+  j["stack"] = dd.stack;
+  j["generator"] = opt(dd.generator);
+  j["autograd_node"] = opt(dd.node);
+  j["tensor"] = tensor_json(dd.diff, dd.other_run);
+  j["stats"] = dd.diff.status == Status::values_differ ? stats_json(dd.diff) : nlohmann::json(nullptr);
+  return j;
+}
+
 nlohmann::json capture_json(const Comparison& c) {
   const auto& k = c.capture;
   return {{"mode", to_string(k.mode)},           {"pass2", k.pass2},
@@ -166,6 +193,7 @@ std::string render_json(const Report& r) {
   j["divergent_tensors"] = divergent;
   j["hints"] = hints_json(r.hints);
   if (r.isolation) j["isolation"] = isolation_json(*r.isolation);
+  j["drill_down"] = c.drill ? drill_json(*c.drill) : nlohmann::json(nullptr);
   return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 

@@ -63,6 +63,7 @@ std::string render_junit(const Report& r) {
       html::xml_escape(c.tolerance.describe()), c.runs.size());
   std::vector<std::string> notes = c.notes;
   for (auto& n : capture_sentences(c)) notes.push_back("capture: " + n);
+  if (c.drill) notes.push_back("first divergent op: " + drill_summary(*c.drill));
   for (const auto& note : notes) {
     out.insert(out.rfind("    </properties>"),
                fmt::format("      <property name=\"note\" value=\"{}\"/>\n", html::xml_escape(note)));

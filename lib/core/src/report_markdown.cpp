@@ -57,6 +57,7 @@ std::string render_markdown(const Report& r, const ReportOptions& o) {
   }
   const auto& d = h->diffs[*h->first];
   out += fmt::format("**First divergence:** {} ({})\n\n", md(describe(d.ref)), provenance_tag(d));
+  if (c.drill) out += fmt::format("**First divergent op:** {}\n\n", md(drill_summary(*c.drill)));
   for (const auto& x : r.hints)
     out += fmt::format("**Likely cause:** {}. {}.{}{}\n\n", md(x.title), md(x.evidence),
                        x.fix_python == "-" ? "" : fmt::format(" Fix: {}.", code(x.fix_python)),

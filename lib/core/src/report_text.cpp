@@ -78,6 +78,24 @@ std::string statistics(const TensorDiff& d) {
   return out + fmt::format("  first mismatch   {}\n", unravel_index(s.first_index, d.ref.shape));
 }
 
+// Pass 3's first divergent op: what, where in the user's code, by how much, and what was captured.
+std::string drill_text(const DrillDown& dd, const std::string& ref, const Paint& paint) {
+  const std::string scope = dd.scope.empty() ? "" : " in " + dd.scope;
+  const std::string captured = fmt::format("pass 3 ran run {} and {} again and captured {} op(s) of step {}{} ({:.1f} s)",
+                                           dd.other_run, ref, dd.ops_captured, dd.step, scope, dd.seconds);
+  if (!dd.found) return fmt::format("\n{}  {}\n  {}\n", paint("first divergent op", "1"), dd.note, captured);
+  std::string out = fmt::format("\n{}  {} -> {}{} (step {}, {})\n", paint("first divergent op", "1;31"), dd.op,
+                                dd.output, dd.module.empty() ? "" : " in " + dd.module, dd.diff.ref.step,
+                                to_string(dd.diff.ref.phase));
+  if (!dd.source().empty())
+    out += fmt::format("  {} {}{}\n", dd.backward() ? "backward of" : "called at", dd.source(),
+                       dd.node.empty() ? "" : fmt::format(" ({})", dd.node));
+  for (size_t i = 1; i < dd.stack.size() && i < 4; ++i) out += fmt::format("    from {}\n", dd.stack[i]);
+  out += "  every op before it matched: inputs identical\n";
+  out += fmt::format("  run {} vs {}   ", dd.other_run, ref) + statistics(dd.diff);
+  return out + "  " + captured + "\n";
+}
+
 std::string hints_text(const std::vector<Hint>& hints, const Paint& paint) {
   std::string out;
   for (size_t i = 0; i < hints.size(); ++i) {
@@ -131,6 +149,7 @@ std::string render_text(const Report& r, const ReportOptions& o) {
   out += fmt::format("\n{}  {}\n", paint("first divergence", "1;31"), describe(d.ref));
   out += fmt::format("  {}\n", provenance_tag(d));
   out += fmt::format("  run {} vs {}   ", h->other_run, ref) + statistics(d);
+  if (c.drill) out += drill_text(*c.drill, ref, paint);
   out += hints_text(r.hints, paint);
   out += after_it(c, h, o);
   if (r.isolation) out += isolation_text(*r.isolation, paint);

@@ -94,6 +94,35 @@ struct CaptureSummary {
   bool baseline_hashes_only = false;
 };
 
+// Pass 3, the drill-down: the reference and the headline's other run ran again through the step of
+// the first divergence with every op of that step captured (forward and backward, within `scope`),
+// and the first op whose output differed while every op before it matched.
+struct DrillDown {
+  std::string mode;   // auto, full
+  int step = 0;       // the step captured
+  std::string scope;  // module path whose ops were captured ("" every op of the step)
+  int other_run = 1;
+  std::string why;           // what the first divergence was that called for it
+  int64_t ops_captured = 0;  // ops (records) captured in the reference run
+  int passes = 1;            // 2 when a scoped capture found nothing and the whole step was captured
+  double seconds = 0;        // the runs and the comparison
+  bool found = false;
+  TensorDiff diff;                    // the op's output (ref.layer "module:aten::op#k", ref.name the output)
+  std::string op, output, module;     // "aten::convolution_backward", "grad_weight", "features.0"
+  std::string file;                   // the user's source line ("" when unknown)
+  int line = 0;                       // of the forward call (of a backward op: the forward call it differentiates)
+  std::vector<std::string> stack;     // "file:line in function", innermost first
+  std::string generator;              // a forward op's generator: "global", "private" ("" unknown)
+  std::string node;                   // a backward op's autograd node ("ConvolutionBackward0")
+  std::string note;                   // why nothing was found, when so
+  // The captured step's op records that differ, in execution order (the HTML report's op series),
+  // and the number of records of the reference run they are ordered among.
+  std::vector<TensorDiff> series;
+  int64_t series_total = 0;
+  bool backward() const { return diff.ref.phase == Phase::backward; }
+  std::string source() const;         // "model.py:42", or ""
+};
+
 struct Comparison {
   std::vector<std::string> runs;  // dump paths, the reference first
   Tolerance tolerance;
@@ -105,6 +134,7 @@ struct Comparison {
   int max_step = 1 << 30;             // the last step compared
   std::vector<std::string> notes;     // e.g. why the tolerance is not the one asked for
   CaptureSummary capture;
+  std::optional<DrillDown> drill;  // pass 3, when it ran
   // Tensors whose hashes differ where a run recorded only hashes: divergent, without statistics.
   int64_t hash_only_diffs() const;
   bool divergent() const;

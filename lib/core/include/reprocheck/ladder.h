@@ -20,6 +20,7 @@ struct CheckOptions {
   // Move the dumps into the runner's --keep folder before comparing, so that the report names the
   // kept files. Only with one pass (`full` or `hashes_only`): a kept dump is a whole run.
   bool keep = false;
+  std::string drill = "auto";  // pass 3: none, auto, full (DrillDown)
 };
 
 struct CheckResult {

@@ -26,6 +26,7 @@ struct CheckSettings {
   std::string keep;    // folder for the dumps
   bool force = false;  // overwrite what --keep or --save-baseline would replace
   bool isolate = false;
+  std::string drill = "auto";      // pass 3: none, auto (scoped to where it started), full (every op of the step)
   std::string capture = "ladder";  // ladder (hashes first), full, hashes
   std::string baseline, save_baseline;
   std::string vary;  // KNOB=V1,V2,...

@@ -70,6 +70,9 @@ inline constexpr const char* kModelRngDraws = "model_rng_draws";
 inline constexpr const char* kModelSignature = "model_signature";
 inline constexpr const char* kNonfiniteLoss = "nonfinite_loss";
 inline constexpr const char* kOpGenerators = "op_generators";
+// A JSON object written by a drill-down run (pass 3): {"step", "scope", "ops": {record layer: {"op",
+// "module", "phase", "file", "line", "stack": ["file:line in function", ...], "generator", "node"}}}.
+inline constexpr const char* kOpSources = "op_sources";
 inline constexpr const char* kPythonVersion = "python_version";
 inline constexpr const char* kRanks = "ranks";
 inline constexpr const char* kReplicaNotes = "replica_notes";
@@ -122,6 +125,7 @@ inline constexpr std::pair<const char*, const char*> kAll[] = {
     {"MODEL_SIGNATURE", kModelSignature},
     {"NONFINITE_LOSS", kNonfiniteLoss},
     {"OP_GENERATORS", kOpGenerators},
+    {"OP_SOURCES", kOpSources},
     {"PYTHON_VERSION", kPythonVersion},
     {"RANKS", kRanks},
     {"REPLICA_NOTES", kReplicaNotes},

@@ -73,6 +73,10 @@ struct RunOptions {
   std::vector<std::string> libraries;
   std::string layers = "default";  // see docs/capture.md
   bool ops = false;                // also tap every aten op inside the forward graphs
+  // Pass 3, the drill-down: every op of step `drill_step` (-1: none), forward and backward, within the
+  // module `drill_scope` and its submodules ("" the whole step), with its source line.
+  int drill_step = -1;
+  std::string drill_scope;
   bool hashes_only = false;        // record each tensor's hash and no data (the capture ladder's pass 1)
   // The Python front end (`reprocheck run -- COMMAND`): the command, and NAME=VALUE variables
   // set for it (`--vary env:NAME=...`).

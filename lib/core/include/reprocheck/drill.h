@@ -1,0 +1,31 @@
+// Pass 3, the drill-down (docs/capture-ladder.md): when the first divergence is a layer's output, a
+// gradient or a parameter gradient, the reference and the run that differed run again through that
+// step with every op of it captured, forward and backward, and the first op whose output differs
+// while every op before it matched is named with its module and the user's source line.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "reprocheck/compare.h"
+
+namespace reprocheck {
+
+// What pass 3 captures: the step, the module whose ops ("" every op of the step), and why.
+struct DrillPlan {
+  int step = 0;
+  std::string scope;
+  std::string why;
+  int other_run = 1;
+};
+
+// The plan for the headline divergence of `c` with --drill `mode` (none, auto, full); nullopt when
+// pass 3 has nothing to add: no divergence, one already at op granularity, or one in the data, the
+// RNG states, the initial weights or the optimizer's update (their records name the cause).
+std::optional<DrillPlan> plan_drill(const Comparison& c, const std::string& mode);
+
+// Pass 3's finding from the comparison of its two runs (`c3`, step `plan.step` captured op by op):
+// the first divergent op record, with its source from the reference's `op_sources` attribute.
+DrillDown read_drill(const Comparison& c3, const DrillPlan& plan, const std::string& mode);
+
+}  // namespace reprocheck

@@ -1,0 +1,145 @@
+#include "reprocheck/drill.h"
+
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "reprocheck/protocol.h"
+
+namespace reprocheck {
+
+namespace {
+
+// An op's record: "module.path:aten::op#k" (or "aten::op#k" outside any module).
+bool is_op_record(const TensorMeta& m) {
+  return m.layer.find('#') != std::string::npos && m.layer_type.find("::") != std::string::npos;
+}
+
+// The layer within its process: a merged distributed dump prefixes it with "rankR/".
+std::string own_layer(const TensorMeta& m) {
+  if (m.rank < 0) return m.layer;
+  auto slash = m.layer.find('/');
+  return slash == std::string::npos ? m.layer : m.layer.substr(slash + 1);
+}
+
+bool drillable(const TensorDiff& d) {
+  if (d.status == Status::missing || d.status == Status::extra) return false;  // another path, not other values
+  const TensorMeta& m = d.ref;
+  switch (m.phase) {
+    case Phase::forward:
+    case Phase::output:
+    case Phase::loss:
+    case Phase::backward:
+    case Phase::param_grad:
+      return true;
+    default:
+      return false;  // data, RNG states, initial weights, the optimizer's update: their records say why
+  }
+}
+
+std::string text(const nlohmann::json& o, const char* key) {
+  auto it = o.find(key);
+  return it != o.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+// The op's entry in the reference's op_sources attribute.
+void read_source(DrillDown& dd, const std::string& attribute, const TensorMeta& m) {
+  if (attribute.empty() || !json_depth_within(attribute, kMaxJsonDepth)) return;
+  try {
+    const auto j = nlohmann::json::parse(attribute);
+    if (!j.is_object() || !j.contains("ops") || !j["ops"].is_object()) return;
+    const auto& ops = j["ops"];
+    auto it = ops.find(own_layer(m));
+    if (it == ops.end()) it = ops.find(m.layer);
+    if (it == ops.end() || !it->is_object()) return;
+    const auto& o = *it;
+    dd.module = text(o, "module");
+    dd.file = text(o, "file");
+    if (auto l = o.find("line"); l != o.end() && l->is_number_integer() && l->get<int64_t>() > 0 &&
+                                 l->get<int64_t>() < (int64_t(1) << 31))
+      dd.line = int(l->get<int64_t>());
+    dd.generator = text(o, "generator");
+    dd.node = text(o, "node");
+    if (auto s = o.find("stack"); s != o.end() && s->is_array())
+      for (const auto& f : *s)
+        if (f.is_string()) dd.stack.push_back(f.get<std::string>());
+  } catch (const nlohmann::json::exception&) {
+  }
+}
+
+}  // namespace
+
+std::string DrillDown::source() const { return file.empty() ? "" : fmt::format("{}:{}", file, line); }
+
+std::optional<DrillPlan> plan_drill(const Comparison& c, const std::string& mode) {
+  if (mode == "none") return std::nullopt;
+  const PairComparison* h = c.headline();
+  if (!h) return std::nullopt;
+  const TensorDiff& d = h->diffs[*h->first];
+  if (is_op_record(d.ref) || !drillable(d) || d.ref.step < 0) return std::nullopt;
+  DrillPlan plan;
+  plan.step = d.ref.step;
+  plan.other_run = h->other_run;
+  const bool source = d.inputs_identical.value_or(false);
+  plan.why = fmt::format("{} at step {} ({}, {})", d.ref.tensor_name(), d.ref.step, to_string(d.ref.phase),
+                         source ? "a source" : "inherited");
+  // A layer whose output diverged from identical inputs holds the source; a parameter gradient is
+  // written by its layer's backward. Anything else: every op of the step.
+  const bool in_layer = (d.ref.phase == Phase::forward && d.ref.kind == Kind::activation && source) ||
+                        d.ref.kind == Kind::param_grad;
+  if (mode == "auto" && in_layer) plan.scope = own_layer(d.ref);
+  return plan;
+}
+
+DrillDown read_drill(const Comparison& c3, const DrillPlan& plan, const std::string& mode) {
+  DrillDown dd;
+  dd.mode = mode;
+  dd.step = plan.step;
+  dd.scope = plan.scope;
+  dd.other_run = plan.other_run;
+  dd.why = plan.why;
+  std::set<std::string> ops;
+  for (const auto& m : c3.ref_index)
+    if (m.step == plan.step && is_op_record(m)) ops.insert(m.layer);
+  dd.ops_captured = static_cast<int64_t>(ops.size());
+  const PairComparison* p = c3.pairs.empty() ? nullptr : &c3.pairs[0];
+  dd.series_total = static_cast<int64_t>(c3.ref_index.size());
+  constexpr size_t kMaxSeries = 5000;
+  if (p)
+    for (const auto& x : p->diffs)
+      if ((is_divergent(x.status) || x.status == Status::close) && x.ref.step == plan.step && is_op_record(x.ref) &&
+          dd.series.size() < kMaxSeries)
+        dd.series.push_back(x);
+  const TensorDiff* first = nullptr;
+  if (p)
+    for (const auto& x : p->diffs)
+      if (is_divergent(x.status) && x.ref.step == plan.step && is_op_record(x.ref) && (!first || x.when < first->when))
+        first = &x;
+  if (!first) {
+    if (p && !p->has_divergence())
+      dd.note = "the runs did not diverge when run again (an intermittent difference)";
+    else if (dd.ops_captured == 0)
+      dd.note = "no op was captured: the front end could not trace this step's ops";
+    else
+      dd.note = fmt::format("none of the {} ops captured diverged: the difference came from code they do not cover",
+                            dd.ops_captured);
+    return dd;
+  }
+  dd.found = true;
+  dd.diff = *first;
+  // In execution order every op before it matched: its inputs were identical.
+  dd.diff.inputs_identical = true;
+  dd.diff.inputs_basis = "earlier_ops";
+  dd.op = first->ref.layer_type;
+  dd.output = first->ref.name;
+  read_source(dd, c3.attribute(attr::kOpSources), first->ref);
+  if (dd.module.empty()) {
+    const std::string layer = own_layer(first->ref);
+    auto colon = layer.find(':');
+    dd.module = colon == std::string::npos || layer.compare(0, colon, dd.op, 0, colon) == 0 ? "" : layer.substr(0, colon);
+  }
+  return dd;
+}
+
+}  // namespace reprocheck
