@@ -115,6 +115,7 @@ class Drill:
         self.sources: dict[str, dict] = {}
         self.ops = 0
         self.failed = ""
+        self.backward_seen = False
         self._modes: list = []
 
     def enter(self) -> None:
@@ -151,13 +152,19 @@ class Drill:
                 return  # reprocheck recording a tensor
             node = torch._C._current_autograd_node()
             backward = node is not None
+            site = "call"
             if backward:
+                self.backward_seen = True
                 module, stack = node.metadata.get(_TAG, ("", []))
+                site = "forward"  # the line of the forward call it differentiates
+                if caller and caller[0][2] == "backward":  # a torch.autograd.Function's own backward
+                    stack, site = caller, "call"
             else:
                 module, stack = self.module(), caller
             if not self.in_scope(module):
                 return
-            phase = "backward" if backward else "forward"
+            # Outside a module after a backward: the optimizer's update.
+            phase = "backward" if backward else "forward" if s.stack or not self.backward_seen else "after_step"
             k = s._count(("drill", phase, module, op))
             layer = f"{module}:{op}#{k}" if module else f"{op}#{k}"
             names = _RESULT_NAMES.get(op)
@@ -165,14 +172,13 @@ class Drill:
                 own = names[slot] if names and slot < len(names) else ("out" if len(outputs) == 1 else f"out.{slot}")
                 s._write(phase, layer, op, "grad" if backward else "activation", own, t)
             self.ops += 1
-            source: dict[str, Any] = {"op": op, "module": module, "phase": phase,
+            source: dict[str, Any] = {"op": op, "module": module, "phase": phase, "site": site,
+                                      "generator": _generator(args, kwargs),
                                       "stack": [f"{f}:{line} in {fn}" for f, line, fn in stack]}
             if stack:
                 source["file"], source["line"] = stack[0][0], stack[0][1]
             if backward:
                 source["node"] = node.name()
-            else:
-                source["generator"] = _generator(args, kwargs)
             self.sources[layer] = source
         except Exception as e:  # the drill-down must never break the script it watches
             self.failed = self.failed or f"{type(e).__name__}: {e}"

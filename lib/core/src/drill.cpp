@@ -61,6 +61,7 @@ void read_source(DrillDown& dd, const std::string& attribute, const TensorMeta& 
       dd.line = int(l->get<int64_t>());
     dd.generator = text(o, "generator");
     dd.node = text(o, "node");
+    dd.forward_site = text(o, "site") == "forward";
     if (auto s = o.find("stack"); s != o.end() && s->is_array())
       for (const auto& f : *s)
         if (f.is_string()) dd.stack.push_back(f.get<std::string>());
@@ -81,6 +82,7 @@ std::optional<DrillPlan> plan_drill(const Comparison& c, const std::string& mode
   DrillPlan plan;
   plan.step = d.ref.step;
   plan.other_run = h->other_run;
+  plan.rank = d.ref.rank;
   const bool source = d.inputs_identical.value_or(false);
   plan.why = fmt::format("{} at step {} ({}, {})", d.ref.tensor_name(), d.ref.step, to_string(d.ref.phase),
                          source ? "a source" : "inherited");
@@ -114,8 +116,9 @@ DrillDown read_drill(const Comparison& c3, const DrillPlan& plan, const std::str
   const TensorDiff* first = nullptr;
   if (p)
     for (const auto& x : p->diffs)
-      if (is_divergent(x.status) && x.ref.step == plan.step && is_op_record(x.ref) && (!first || x.when < first->when))
-        first = &x;
+      if (is_divergent(x.status) && x.ref.step == plan.step && is_op_record(x.ref) && x.ref.rank == plan.rank &&
+          (!first || x.ref.order < first->ref.order))
+        first = &x;  // in execution order: the ops of one process
   if (!first) {
     if (p && !p->has_divergence())
       dd.note = "the runs did not diverge when run again (an intermittent difference)";

@@ -95,7 +95,8 @@ std::string Evidence::knob(const std::string& k) const {
 
 bool Evidence::random_op() const {
   const auto& m = d().ref;
-  return m.kind == Kind::activation && m.layer.find('#') != std::string::npos && is_random_op(m.layer_type);
+  return (m.kind == Kind::activation || m.kind == Kind::grad) && m.layer.find('#') != std::string::npos &&
+         is_random_op(m.layer_type);
 }
 
 std::string Evidence::on_rank() const { return d().ref.rank >= 0 ? fmt::format(" on rank {}", d().ref.rank) : ""; }
@@ -222,7 +223,9 @@ P dropout_mask(const Evidence& e) {
 // A random op found by pass 3 drawing from torch's global generator, whose state at the step's
 // start was the same in every run: something reseeded it, or drew from it, during the step.
 P reseeded_in_step(const Evidence& e) {
-  if (!e.drill || e.drill->generator != "global" || !e.random_op() || e.seed_differs() || e.rngs.count("torch"))
+  // torch's state at the step's start matched: a seed recorded as different (torch.initial_seed()
+  // at the end) is the reseeding itself.
+  if (!e.drill || e.drill->generator != "global" || !e.random_op() || e.rng_differed_by("torch", e.d().ref.step))
     return std::nullopt;
   const auto& d = e.d();
   return Proposal{"rng_reseeded",
@@ -241,7 +244,8 @@ P reseeded_in_step(const Evidence& e) {
 // A random op (op-level capture) whose inputs matched, while the global seed and torch's RNG state
 // did not differ: its generator is not the global one, or it was seeded from the OS.
 P private_generator(const Evidence& e) {
-  if (!e.random_op() || !e.source() || e.seed_differs() || e.rngs.count("torch")) return std::nullopt;
+  if (!e.random_op() || !e.source() || e.seed_differs() || e.rng_differed_by("torch", e.d().ref.step))
+    return std::nullopt;
   if (e.drill && e.drill->generator == "global") return std::nullopt;
   const auto& d = e.d();
   std::string private_use;
@@ -393,12 +397,12 @@ const std::vector<RuleRow>& model_rules() {
       {"unseeded_init", nullptr, unseeded_init},
       {"train_eval_mode", nullptr, train_eval_mode},
       {"rng_not_seeded", nullptr, dropout_mask},
-      {"rng_reseeded", nullptr, reseeded_in_step},
+      {"rng_reseeded", "seed", reseeded_in_step},
       {"private_generator", nullptr, private_generator},
       {"cudnn_autotuner", nullptr, cudnn_autotuner},
       {"cudnn_nondeterministic", nullptr, cudnn_nondeterministic},
       {"thread_reduction", nullptr, thread_reduction},
-      {"rng_not_seeded", nullptr, seed_differs},
+      {"rng_not_seeded", "seed", seed_differs},
       {"untapped_source", nullptr, untapped_source},
       {"custom_or_atomic_op", nullptr, atomic_op},
       {"deterministic_algorithms", nullptr, cuda_atomics},
@@ -426,11 +430,11 @@ std::string test_command(const Comparison& c, const Proposal& p) {
 
 // Where pass 3 found the op, for the first hint's evidence.
 std::string drill_sentence(const DrillDown& dd) {
-  std::string where = dd.module.empty() ? "outside any module" : "in " + dd.module;
+  std::string where = dd.module.empty() ? "" : " in " + dd.module;
   std::string line = dd.source().empty() ? ""
-                     : dd.backward()     ? fmt::format(", the backward of the call at {}", dd.source())
+                     : dd.forward_site   ? fmt::format(", the backward of the call at {}", dd.source())
                                          : fmt::format(", called at {}", dd.source());
-  return fmt::format(" (pass 3: the first divergent op is {} -> {} {}{}, whose inputs were identical)", dd.op,
+  return fmt::format(" (pass 3: the first divergent op is {} -> {}{}{}, whose inputs were identical)", dd.op,
                      dd.output, where, line);
 }
 

@@ -60,7 +60,12 @@ struct Evidence {
   bool cuda() const { return starts_with(device, "cuda"); }
   bool source() const { return d().inputs_identical.value_or(false); }
   bool is(const TensorMeta& m, LayerCategory c) const { return categories.is(m.layer_type, c); }
-  bool random_op() const;  // the first record is a random op's output (op-level capture)
+  bool random_op() const;
+  // Whether generator `name`'s recorded state differed at the start of `step` or before.
+  bool rng_differed_by(const std::string& name, int step) const {
+    auto it = rngs.find(name);
+    return it != rngs.end() && it->second <= step;
+  }  // the first record is a random op's output (op-level capture)
   // The rank of a distributed run the first divergence is in, as words: " on rank 1" ("" for one process).
   std::string on_rank() const;
 };

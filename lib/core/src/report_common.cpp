@@ -184,7 +184,7 @@ std::string drill_summary(const DrillDown& dd) {
   if (!dd.found) return fmt::format("no divergent op found: {} ({})", dd.note, captured);
   std::string where = dd.module.empty() ? "" : " in " + dd.module;
   std::string line = dd.source().empty() ? ""
-                     : dd.backward()     ? ", the backward of the call at " + dd.source()
+                     : dd.forward_site   ? ", the backward of the call at " + dd.source()
                                          : ", called at " + dd.source();
   std::string by = dd.diff.status == Status::values_differ
                        ? fmt::format("; {} of {} elements differ, max abs diff {:.4g}", dd.diff.stats.mismatched,

@@ -370,7 +370,7 @@ std::string drill_card(const DrillDown& dd) {
   if (!dd.stack.empty()) {
     std::string frames;
     for (const auto& f : dd.stack) frames += fmt::format("<li class=\"mono\">{}</li>", html::escape(f));
-    body += fmt::format("<p>{}</p><ol>{}</ol>", dd.backward() ? "The forward call it differentiates:" : "Called from:",
+    body += fmt::format("<p>{}</p><ol>{}</ol>", dd.forward_site ? "The forward call it differentiates:" : "Called from:",
                         frames);
   }
   if (dd.diff.status == Status::values_differ || dd.diff.status == Status::close) body += stats_table(dd.diff);

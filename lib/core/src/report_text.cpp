@@ -88,7 +88,7 @@ std::string drill_text(const DrillDown& dd, const std::string& ref, const Paint&
                                 dd.output, dd.module.empty() ? "" : " in " + dd.module, dd.diff.ref.step,
                                 to_string(dd.diff.ref.phase));
   if (!dd.source().empty())
-    out += fmt::format("  {} {}{}\n", dd.backward() ? "backward of" : "called at", dd.source(),
+    out += fmt::format("  {} {}{}\n", dd.forward_site ? "backward of the call at" : "called at", dd.source(),
                        dd.node.empty() ? "" : fmt::format(" ({})", dd.node));
   for (size_t i = 1; i < dd.stack.size() && i < 4; ++i) out += fmt::format("    from {}\n", dd.stack[i]);
   out += "  every op before it matched: inputs identical\n";

@@ -119,6 +119,7 @@ struct DrillDown {
   // and the number of records of the reference run they are ordered among.
   std::vector<TensorDiff> series;
   int64_t series_total = 0;
+  bool forward_site = false;          // `file:line` is the forward call a backward op differentiates
   bool backward() const { return diff.ref.phase == Phase::backward; }
   std::string source() const;         // "model.py:42", or ""
 };

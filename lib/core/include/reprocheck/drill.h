@@ -17,6 +17,7 @@ struct DrillPlan {
   std::string scope;
   std::string why;
   int other_run = 1;
+  int rank = -1;  // the process (rank of a distributed run) whose ops are searched
 };
 
 // The plan for the headline divergence of `c` with --drill `mode` (none, auto, full); nullopt when
