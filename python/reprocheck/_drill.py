@@ -143,7 +143,10 @@ class Drill:
         op = func._schema.name
         if not s.recording() or op.split("::")[-1] in UNINITIALIZED or _is_view(func):
             return
-        outputs = tensors(out)
+        # Results by their position in the op's schema (convolution_backward returns None for an
+        # input that needs no gradient).
+        results = list(out) if isinstance(out, (tuple, list)) else [out]
+        outputs = [(slot, t) for slot, t in enumerate(results) if isinstance(t, torch.Tensor)]
         if not outputs:
             return
         try:
@@ -168,8 +171,8 @@ class Drill:
             k = s._count(("drill", phase, module, op))
             layer = f"{module}:{op}#{k}" if module else f"{op}#{k}"
             names = _RESULT_NAMES.get(op)
-            for slot, (_, t) in enumerate(outputs):
-                own = names[slot] if names and slot < len(names) else ("out" if len(outputs) == 1 else f"out.{slot}")
+            for slot, t in outputs:
+                own = names[slot] if names and slot < len(names) else ("out" if len(results) == 1 else f"out.{slot}")
                 s._write(phase, layer, op, "grad" if backward else "activation", own, t)
             self.ops += 1
             source: dict[str, Any] = {"op": op, "module": module, "phase": phase, "site": site,

@@ -3,6 +3,7 @@
 #include <c10/core/Event.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
 #include <torch/library.h>
 
 #include <atomic>
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -29,11 +31,12 @@ static Session* g_session = nullptr;  // set while a capture is active; the tap 
 
 class Session {
  public:
-  Session(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay)
+  Session(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay, OpCapture ops)
       : writer_(writer, kMaxQueuedBytes),
         hashes_only_(writer->hashes_only()),
         sites_(std::move(sites)),
-        replay_(std::move(replay)) {}
+        replay_(std::move(replay)),
+        ops_(std::move(ops)) {}
 
   // The reference value for a tensor being replayed (undefined when it is not).
   at::Tensor replacement(const TensorMeta& m, const at::Tensor& like) const {
@@ -122,8 +125,10 @@ class Session {
 
   void on_op(const at::Tensor& x, int64_t id, int64_t k) {
     if (!valid(id) || k < 0 || static_cast<size_t>(k) >= sites_[id].op_names.size()) return;
-    check_interrupt();
     const Site& s = sites_[id];
+    const bool drill = drilling(s.path);
+    if (!ops_.always && !drill) return;
+    check_interrupt();
     const std::string& op = s.op_names[k];
     std::string layer = s.path.empty() ? fmt::format("{}#{}", op, k) : fmt::format("{}:{}#{}", s.path, op, k);
     int call;
@@ -135,6 +140,17 @@ class Session {
     substitute(m, x);
     write(std::move(m), x);
     hook_grad(x, layer, op, "out", call);
+    if (!drill) return;
+    const std::string& source = static_cast<size_t>(k) < s.op_sources.size() ? s.op_sources[k] : "";
+    note_source(layer, op, s.path, "forward", "call", source, "");
+    if (static_cast<size_t>(k) < s.op_grad_names.size()) hook_node(x, layer, op, s.path, call, source, s.op_grad_names[k]);
+  }
+
+  // Pass 3's sources: the dump's op_sources attribute.
+  std::string op_sources() const {
+    if (ops_.drill_step < 0) return "";
+    std::lock_guard<std::mutex> lock(mu_);
+    return nlohmann::json({{"step", ops_.drill_step}, {"scope", ops_.drill_scope}, {"ops", sources_}}).dump();
   }
 
   // Records a parameter gradient; returns its replacement when it is replayed.
@@ -160,6 +176,51 @@ class Session {
 
  private:
   bool valid(int64_t id) const { return id >= 0 && static_cast<size_t>(id) < sites_.size(); }
+
+  bool drilling(const std::string& path) const {
+    const std::string& scope = ops_.drill_scope;
+    return ops_.drill_step >= 0 && step_ == ops_.drill_step &&
+           (scope.empty() || path == scope || path.rfind(scope + ".", 0) == 0);
+  }
+
+  void note_source(const std::string& layer, const std::string& op, const std::string& module, const char* phase,
+                   const char* site, const std::string& source, const std::string& node) {
+    nlohmann::json o = {{"op", op}, {"module", module}, {"phase", phase}, {"site", site}, {"stack", nlohmann::json::array()}};
+    auto colon = source.rfind(':');
+    if (colon != std::string::npos) {
+      o["file"] = source.substr(0, colon);
+      o["line"] = std::atoi(source.c_str() + colon + 1);
+      o["stack"].push_back(source);
+    }
+    if (!node.empty()) o["node"] = node;
+    std::lock_guard<std::mutex> lock(mu_);
+    sources_[layer] = std::move(o);
+  }
+
+  // The gradients the op's autograd node produces (its backward's outputs: one per differentiable
+  // input, named after the op's tensor arguments), recorded as the backward runs.
+  void hook_node(const at::Tensor& x, const std::string& layer, const std::string& op, const std::string& module,
+                 int call, const std::string& source, const std::vector<std::string>& names) {
+    const auto& fn = x.grad_fn();
+    if (!fn) return;
+    const std::string node = fn->name();
+    const std::string grad_layer = fmt::format("{}~{}", layer, node);
+    note_source(grad_layer, op, module, "backward", "forward", source, node);
+    const int step = step_;
+    fn->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [this, grad_layer, op, call, step, names](const torch::autograd::variable_list& outputs,
+                                                  const torch::autograd::variable_list&) {
+          if (g_session != this) return outputs;
+          for (size_t i = 0; i < outputs.size(); ++i) {
+            if (!outputs[i].defined()) continue;
+            TensorMeta m = meta(Phase::backward, grad_layer, op, Kind::grad,
+                                i < names.size() ? names[i] : fmt::format("grad.{}", i), call);
+            m.step = step;
+            write(std::move(m), outputs[i]);
+          }
+          return outputs;
+        }));
+  }
 
   TensorMeta meta(Phase phase, const std::string& layer, const std::string& type, Kind kind, const std::string& name,
                   int call) const {
@@ -253,11 +314,13 @@ class Session {
 
  private:
   std::map<std::string, at::Tensor> replay_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   int step_ = -1;
   std::unordered_map<int64_t, int> calls_;
   std::map<std::pair<int64_t, int64_t>, int> op_calls_;
   std::unordered_map<int64_t, std::vector<PendingHash>> pending_inputs_;
+  OpCapture ops_;
+  nlohmann::json sources_ = nlohmann::json::object();
   double write_seconds_ = 0;
   double hash_seconds_ = 0;
 };
@@ -283,10 +346,12 @@ uint64_t tensor_hash(const at::Tensor& t) {
 
 int64_t Capture::dropout_elements() const { return session_->dropout_elements_; }
 
-Capture::Capture(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay)
-    : session_(std::make_unique<Session>(writer, std::move(sites), std::move(replay))) {
+Capture::Capture(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay, OpCapture ops)
+    : session_(std::make_unique<Session>(writer, std::move(sites), std::move(replay), std::move(ops))) {
   g_session = session_.get();
 }
+
+std::string Capture::op_sources() const { return session_->op_sources(); }
 
 Capture::~Capture() {
   if (g_session == session_.get()) g_session = nullptr;

@@ -25,9 +25,19 @@ class Session;
 
 // A capture in progress: while it lives, the tap ops report to it and it writes every captured
 // tensor to `writer` (on a background thread).
+// Which op taps record: every one (--ops), or those of step `drill_step` in module `drill_scope`
+// and its submodules ("" all), with the gradients their backward produces (pass 3).
+struct OpCapture {
+  bool always = false;
+  int drill_step = -1;
+  std::string drill_scope;
+};
+
 class Capture {
  public:
-  Capture(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay);
+  Capture(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay, OpCapture ops = {});
+  // Pass 3's op_sources attribute (JSON); "" when it did not run.
+  std::string op_sources() const;
   ~Capture();
   Capture(const Capture&) = delete;
   Capture& operator=(const Capture&) = delete;

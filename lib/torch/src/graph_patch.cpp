@@ -105,17 +105,41 @@ void inline_local_calls(Graph& g) {
   }
 }
 
-// Patches one module type's forward graph. Returns the op names tapped (for --ops), in order.
-std::vector<std::string> patch_graph(Graph& g, bool layer_taps, bool op_taps, int* uninitialized) {
+// An op's source line in the model's Python source, "" when the graph does not have it.
+std::string source_line(const Node* n) {
+  auto flc = n->sourceRange().file_line_col();
+  if (!flc) return "";
+  return fmt::format("{}:{}", std::get<0>(*flc), std::get<1>(*flc));
+}
+
+// The gradients an op's backward produces, named after its tensor arguments.
+std::vector<std::string> grad_names(const Node* n) {
+  std::vector<std::string> out;
+  const auto* schema = n->maybeSchema();
+  if (!schema) return out;
+  for (const auto& a : schema->arguments())
+    if (a.type()->kind() == c10::TypeKind::TensorType) out.push_back("grad_" + a.name());
+  return out;
+}
+
+// Patches one module type's forward graph. Returns the ops tapped (for op taps), in order.
+struct TappedOps {
+  std::vector<std::string> names, sources;
+  std::vector<std::vector<std::string>> grad_names;
+};
+
+TappedOps patch_graph(Graph& g, bool layer_taps, bool op_taps, int* uninitialized) {
   Value* self = g.inputs()[0];
-  std::vector<std::string> op_names;
+  TappedOps tapped;
   if (op_taps) {
     inline_local_calls(g);
     std::vector<Node*> ops;
     collect_ops(g.block(), ops, /*taps=*/true, uninitialized);
     for (size_t k = 0; k < ops.size(); ++k) {
       Node* n = ops[k];
-      op_names.push_back(n->kind().toQualString());
+      tapped.names.push_back(n->kind().toQualString());
+      tapped.sources.push_back(source_line(n));
+      tapped.grad_names.push_back(grad_names(n));
       torch::jit::WithInsertPoint guard(n->next());
       Value* id = g.insertGetAttr(self, kIdAttr);
       insert_tap(g, "reprocheck::tap_op", {n->output(), id, g.insertConstant(static_cast<int64_t>(k))});
@@ -136,7 +160,7 @@ std::vector<std::string> patch_graph(Graph& g, bool layer_taps, bool op_taps, in
     Value* list = g.insertNode(g.createList(c10::TensorType::get(), outs))->output();
     insert_tap(g, "reprocheck::tap_out", {list, g.insertGetAttr(self, kIdAttr)});
   }
-  return op_names;
+  return tapped;
 }
 
 std::string layer_types_of(const std::vector<ModuleInfo>& mods) {
@@ -205,6 +229,8 @@ Instrumented instrument(torch::jit::Module& module, const RunOptions& o, const s
                     "them, 'all', or --ops",
                     o.layers, o.model, layer_types_of(mods)));
   }
+  // Pass 3 (a drill-down) taps every op too; only its step's are recorded.
+  const bool op_taps = o.ops || o.drill_step >= 0;
   std::vector<Site> sites(mods.size());
   std::vector<torch::jit::Module> instances;
   for (const auto& item : module.named_modules()) instances.push_back(item.value);
@@ -214,16 +240,18 @@ Instrumented instrument(torch::jit::Module& module, const RunOptions& o, const s
   for (auto& [type, idx] : type_instances) {
     bool any_layer = false;
     for (size_t i : idx) any_layer |= static_cast<bool>(sel[i]);
-    if (!any_layer && !o.ops) continue;
+    if (!any_layer && !op_taps) continue;
     torch::jit::Function* fn = type->findMethod("forward");
     if (!fn) continue;
     type->addOrCheckAttribute(kIdAttr, c10::IntType::get());
     int uninitialized = 0;
-    auto names = patch_graph(*torch::jit::toGraphFunction(*fn).graph(), any_layer, o.ops, &uninitialized);
+    auto tapped = patch_graph(*torch::jit::toGraphFunction(*fn).graph(), any_layer, op_taps, &uninitialized);
     result.uninitialized_ops += uninitialized;
     for (size_t i : idx) {
       instances[i]._ivalue()->setAttr(kIdAttr, c10::IValue(static_cast<int64_t>(i)));
-      sites[i].op_names = names;
+      sites[i].op_names = tapped.names;
+      sites[i].op_sources = tapped.sources;
+      sites[i].op_grad_names = tapped.grad_names;
     }
   }
   for (size_t i = 0; i < mods.size(); ++i) {

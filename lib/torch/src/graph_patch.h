@@ -29,6 +29,10 @@ struct Site {
   bool layer = false;                 // selected for layer taps
   bool dropout = false;               // a dropout layer (its outputs count the random elements drawn)
   std::vector<std::string> op_names;  // for --ops: op k's name in this instance's type graph
+  // For op taps: op k's source line ("model.py:42", "" when the graph has none), and the names of
+  // the gradients its backward produces ("grad_input", "grad_weight", ...: its tensor arguments).
+  std::vector<std::string> op_sources;
+  std::vector<std::vector<std::string>> op_grad_names;
 };
 
 // What instrument() did, for the dump's attributes.

@@ -164,7 +164,8 @@ TrainingRun::TrainingRun(const RunOptions& options, const RecordTarget& target)
 void TrainingRun::set_up_capture() {
   if (!target_.path.empty()) writer_ = std::make_unique<DumpWriter>(target_.path, target_.overwrite, o_.hashes_only);
   if (target_.capture && writer_)
-    capture_ = std::make_unique<Capture>(writer_.get(), std::move(instrumented_.sites), detail::load_replay(target_));
+    capture_ = std::make_unique<Capture>(writer_.get(), std::move(instrumented_.sites), detail::load_replay(target_),
+                                         detail::OpCapture{o_.ops, o_.drill_step, o_.drill_scope});
   for (const auto& p : module_.named_parameters(true)) {
     params_.push_back(p.value);
     if (capture_) {
@@ -281,10 +282,12 @@ RecordResult TrainingRun::run() {
   if (capture_) capture_->finish();
   result_.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   int64_t dropout_elements = 0;
+  std::string op_sources;
   if (capture_) {
     result_.write_seconds = capture_->write_seconds();
     result_.hash_seconds = capture_->hash_seconds();
     dropout_elements = capture_->dropout_elements();
+    op_sources = capture_->op_sources();
   }
   capture_.reset();
   if (writer_) {
@@ -293,6 +296,7 @@ RecordResult TrainingRun::run() {
     if (!nonfinite_steps_.empty())
       writer_->set_attribute(attr::kNonfiniteLoss, nlohmann::json(nonfinite_steps_).dump());
     if (o_.mode == "train") writer_->set_attribute(attr::kDropoutElements, dropout_elements);
+    if (!op_sources.empty()) writer_->set_attribute(attr::kOpSources, op_sources);
     result_.tensors = static_cast<int64_t>(writer_->tensor_count());
     result_.bytes = writer_->bytes_written();
     writer_->commit();
