@@ -74,6 +74,8 @@ TEST(RunOptions, JsonKeysAreTheDumpFormats) {
                                             "data_seed",
                                             "deterministic",
                                             "device",
+                                            "drill_scope",
+                                            "drill_step",
                                             "dtype",
                                             "env",
                                             "eps",

@@ -357,12 +357,34 @@ TEST(Ladder, OnlyTheRunsThatDifferedAreCapturedAgain) {
   o.vary = rc::parse_vary("seed=0,0,1", o.run);
   rc::Runner runner(o, std::make_shared<FakeLauncher>());
   Events events;
-  auto r = rc::run_check(runner, {}, events.fn());
+  rc::CheckOptions check;
+  check.drill = "none";
+  auto r = rc::run_check(runner, check, events.fn());
+  EXPECT_FALSE(r.comparison.drill.has_value());
   EXPECT_EQ(r.comparison.capture.pass2_runs, (std::vector<int>{0, 2}));
   EXPECT_EQ(r.comparison.capture.pass2_steps, 1);  // the seed shows at step 0
   EXPECT_EQ(events.count(rc::WorkerEvent::Kind::started), 5);
   EXPECT_FALSE(r.comparison.pairs[0].has_divergence());
   EXPECT_TRUE(r.comparison.pairs[1].has_divergence());
+}
+
+TEST(Ladder, PassThreeRunsTheReferenceAndTheHeadlineRunThroughTheDivergentStep) {
+  // seed=0,0,1: run 2 differs at step 0. The fake worker captures no ops: pass 3 runs once (no
+  // widening: there is nothing to widen to), says so, and the verdict stands.
+  auto o = steps(2, 3);
+  o.vary = rc::parse_vary("seed=0,0,1", o.run);
+  rc::Runner runner(o, std::make_shared<FakeLauncher>());
+  Events events;
+  auto r = rc::run_check(runner, {}, events.fn());
+  EXPECT_EQ(events.count(rc::WorkerEvent::Kind::started), 7);  // 3, then 2 (pass 2), then 2 (pass 3)
+  ASSERT_TRUE(r.comparison.drill.has_value());
+  const auto& dd = *r.comparison.drill;
+  EXPECT_EQ(dd.step, 0);
+  EXPECT_EQ(dd.other_run, 2);
+  EXPECT_EQ(dd.passes, 1);
+  EXPECT_FALSE(dd.found);
+  EXPECT_NE(dd.note.find("no op was captured"), std::string::npos) << dd.note;
+  EXPECT_TRUE(r.comparison.divergent());
 }
 
 TEST(Ladder, AnIntermittentDivergenceIsNeverAPass) {

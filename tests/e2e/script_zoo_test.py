@@ -58,6 +58,20 @@ def has_cuda():
     return probe.stdout.strip() == "True"
 
 
+def drill_problems(case, report):
+    """The drill-down (pass 3) the case expects: the op, output, module and source line; or none."""
+    dd, want = report["drill_down"], case.get("drill")
+    if want is None:
+        return [] if dd is None else [f"pass 3 ran: {dd}"]
+    if dd is None or not dd["found"]:
+        return [f"pass 3 found no op: {dd}"]
+    problems = [f"drill-down {key} {dd[key]!r}, expected {value!r}" for key, value in want.items()
+                if key != "line" and dd[key] != value]
+    if "line" in want and f"{dd['file']}:{dd['line']}" != want["line"]:
+        problems.append(f"drill-down line {dd['file']}:{dd['line']}, expected {want['line']}")
+    return problems
+
+
 def check_case(case):
     r, report, seconds = run(case["flags"], case["script"])
     name = case.get("name", case["script"])
@@ -83,6 +97,7 @@ def check_case(case):
             problems.append(f"fix {report['hints'][0]['fix_python']!r} lacks {case['fix']!r}")
         elif "-- " not in report["hints"][0]["test_it"] or "reprocheck run" not in report["hints"][0]["test_it"]:
             problems.append(f"test it line is not a reprocheck run command: {report['hints'][0]['test_it']}")
+        problems += drill_problems(case, report)
     status = "ok" if not problems else "FAILED"
     summary = ""
     if report and report["first_divergence"]:

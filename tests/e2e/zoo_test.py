@@ -70,6 +70,16 @@ class Zoo(unittest.TestCase):
                     for h in report["hints"]:
                         self.assertNotIn(case["never_test"], h["test_it"], h)
                 self.assertIn("likely cause", r.stdout)
+                dd = report["drill_down"]
+                if case.get("drill") == "any":
+                    pass  # whether pass 3 runs depends on where the divergence lands
+                elif case.get("drill") is None:
+                    self.assertIsNone(dd)  # already at op granularity, or a record that names its cause
+                else:
+                    self.assertTrue(dd["found"], dd)
+                    for key, want in case["drill"].items():
+                        self.assertEqual(dd[key], want, (key, dd))
+                    self.assertIn(dd["op"], r.stdout)
 
 
 class ZooGpu(Zoo):

@@ -59,7 +59,11 @@ struct Evidence {
   bool backward() const { return d().ref.phase == Phase::backward || d().ref.phase == Phase::param_grad; }
   bool cuda() const { return starts_with(device, "cuda"); }
   bool source() const { return d().inputs_identical.value_or(false); }
-  bool is(const TensorMeta& m, LayerCategory c) const { return categories.is(m.layer_type, c); }
+  // An op's record (pass 3, --ops) by its op, a layer's by its type.
+  bool is(const TensorMeta& m, LayerCategory c) const {
+    if (m.layer.find('#') != std::string::npos) return category_of_ops({m.layer_type}) == c;
+    return categories.is(m.layer_type, c);
+  }
   bool random_op() const;
   // Whether generator `name`'s recorded state differed at the start of `step` or before.
   bool rng_differed_by(const std::string& name, int step) const {

@@ -204,7 +204,7 @@ void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dum
     c3.pairs[0].other_run = plan.other_run;
     dd = read_drill(c3, plan, o.drill);
     dd.passes = attempt + 1;
-    if (dd.found || plan.scope.empty() || !c3.pairs[0].has_divergence()) break;
+    if (dd.found || plan.scope.empty() || !c3.pairs[0].has_divergence() || dd.ops_captured == 0) break;
     plan.scope.clear();
   }
 }

@@ -1,0 +1,194 @@
+// Pass 3, the drill-down: when it runs and with what scope, what it reads from its two runs, and
+// how the hints and every report carry it.
+#include "reprocheck/drill.h"
+
+#include <gtest/gtest.h>
+
+#include "reprocheck/hints.h"
+#include "reprocheck/protocol.h"
+#include "reprocheck/report.h"
+
+namespace rc = reprocheck;
+
+namespace {
+
+rc::TensorMeta meta(int step, rc::Phase phase, const std::string& layer, const std::string& type, rc::Kind kind,
+                    const std::string& name = "out", int64_t order = 0) {
+  rc::TensorMeta m;
+  m.step = step;
+  m.phase = phase;
+  m.layer = layer;
+  m.layer_type = type;
+  m.kind = kind;
+  m.name = name;
+  m.order = order;
+  m.dtype = "float32";
+  m.shape = {8};
+  return m;
+}
+
+rc::TensorDiff diff(rc::TensorMeta m, bool source, const std::string& basis = "input_hash") {
+  rc::TensorDiff d;
+  d.ref = m;
+  d.other = m;
+  d.status = rc::Status::values_differ;
+  d.stats.numel = 8;
+  d.stats.mismatched = 4;
+  d.stats.max_abs = 0.5;
+  d.inputs_identical = source;
+  d.inputs_basis = basis;
+  return d;
+}
+
+rc::Comparison with_first(rc::TensorDiff d, std::vector<std::pair<std::string, std::string>> knobs = {}) {
+  rc::Comparison c;
+  c.runs = {"a.h5", "b.h5"};
+  c.ref_attributes = {{"device", "cpu"}};
+  rc::PairComparison p;
+  p.diffs.push_back(std::move(d));
+  p.first = 0;
+  p.knob_diffs = std::move(knobs);
+  p.compared = 10;
+  c.pairs.push_back(p);
+  c.tensors = 10;
+  return c;
+}
+
+const std::string kConv = "torch.nn.modules.conv.Conv2d";
+
+}  // namespace
+
+TEST(Drill, PlansOnlyForLayersGradientsAndParameterGradients) {
+  using rc::Kind;
+  using rc::Phase;
+  // Records that name their own cause: no pass 3.
+  for (auto m : {meta(0, Phase::input, "", "", Kind::indices), meta(0, Phase::rng, "torch", "", Kind::rng_state),
+                 meta(-1, Phase::init, "conv", kConv, Kind::param, "weight"),
+                 meta(0, Phase::after_step, "conv", kConv, Kind::param, "weight")})
+    EXPECT_FALSE(rc::plan_drill(with_first(diff(m, true)), "auto").has_value()) << rc::to_string(m.phase);
+  // Already an op: nothing finer to find.
+  EXPECT_FALSE(rc::plan_drill(with_first(diff(meta(0, Phase::forward, "conv:aten::conv2d#0", "aten::conv2d",
+                                                   Kind::activation),
+                                              true)),
+                              "auto")
+                   .has_value());
+  // --drill none.
+  auto source = with_first(diff(meta(1, Phase::forward, "block.drop", "Dropout", Kind::activation), true));
+  EXPECT_FALSE(rc::plan_drill(source, "none").has_value());
+  // A layer that is the source: its ops; --drill full: the whole step.
+  auto plan = rc::plan_drill(source, "auto");
+  ASSERT_TRUE(plan.has_value());
+  EXPECT_EQ(plan->step, 1);
+  EXPECT_EQ(plan->scope, "block.drop");
+  EXPECT_NE(plan->why.find("a source"), std::string::npos);
+  EXPECT_EQ(rc::plan_drill(source, "full")->scope, "");
+  // Inherited: the source is before it, in no tapped layer: the whole step.
+  auto inherited = with_first(diff(meta(0, Phase::forward, "fc", "Linear", Kind::activation), false));
+  EXPECT_EQ(rc::plan_drill(inherited, "auto")->scope, "");
+  // A parameter gradient: its layer's backward. A rank's layer is its own, without the prefix.
+  auto grad = meta(0, Phase::param_grad, "rank1/features.0", kConv, Kind::param_grad, "weight");
+  grad.rank = 1;
+  auto g = rc::plan_drill(with_first(diff(grad, true, "earlier_tensors")), "auto");
+  ASSERT_TRUE(g.has_value());
+  EXPECT_EQ(g->scope, "features.0");
+  EXPECT_EQ(g->rank, 1);
+}
+
+TEST(Drill, ReadsTheFirstDivergentOpInExecutionOrderWithItsSource) {
+  using rc::Kind;
+  using rc::Phase;
+  rc::DrillPlan plan;
+  plan.step = 0;
+  plan.scope = "features.0";
+  plan.other_run = 1;
+  rc::Comparison c3;
+  c3.runs = {"a.h5", "b.h5"};
+  auto fwd = meta(0, Phase::forward, "features.0:aten::conv2d#0", "aten::conv2d", Kind::activation, "out", 3);
+  auto bwd = meta(0, Phase::backward, "features.0:aten::conv2d#0~ConvolutionBackward0", "aten::conv2d", Kind::grad,
+                  "grad_weight", 9);
+  auto later = meta(0, Phase::forward, "fc:aten::linear#0", "aten::linear", Kind::activation, "out", 12);
+  c3.ref_index = {fwd, bwd, later, meta(0, Phase::param_grad, "features.0", kConv, Kind::param_grad, "weight", 10)};
+  rc::PairComparison p;
+  // Listed out of execution order: the one that ran first is the first divergent op.
+  p.diffs = {diff(later, false), diff(bwd, false, "earlier_tensors")};
+  p.first = 1;
+  c3.pairs.push_back(p);
+  c3.ref_attributes[rc::attr::kOpSources] =
+      R"({"step": 0, "scope": "features.0", "ops": {"features.0:aten::conv2d#0~ConvolutionBackward0": )"
+      R"({"op": "aten::conv2d", "module": "features.0", "phase": "backward", "site": "forward", "file": "model.py",)"
+      R"( "line": 42, "stack": ["model.py:42 in forward", "train.py:9 in <module>"], "node": "ConvolutionBackward0"}}})";
+  auto dd = rc::read_drill(c3, plan, "auto");
+  ASSERT_TRUE(dd.found) << dd.note;
+  EXPECT_EQ(dd.op, "aten::conv2d");
+  EXPECT_EQ(dd.output, "grad_weight");
+  EXPECT_EQ(dd.module, "features.0");
+  EXPECT_EQ(dd.source(), "model.py:42");
+  EXPECT_TRUE(dd.forward_site);
+  EXPECT_EQ(dd.node, "ConvolutionBackward0");
+  EXPECT_EQ(dd.stack.size(), 2u);
+  EXPECT_EQ(dd.ops_captured, 3);
+  EXPECT_TRUE(*dd.diff.inputs_identical);
+  EXPECT_EQ(dd.series.size(), 2u);
+  // A hostile attribute is ignored: the op is still named, without a source.
+  c3.ref_attributes[rc::attr::kOpSources] = R"({"ops": {"features.0:aten::conv2d#0~ConvolutionBackward0": )"
+                                            R"({"line": 1e300, "file": 7, "stack": "x"}}})";
+  auto hostile = rc::read_drill(c3, plan, "auto");
+  EXPECT_TRUE(hostile.found);
+  EXPECT_EQ(hostile.source(), "");
+  EXPECT_EQ(hostile.module, "features.0");  // from the record's name
+  // Nothing divergent among the ops: said, not invented.
+  c3.pairs[0].diffs.clear();
+  c3.pairs[0].first.reset();
+  auto none = rc::read_drill(c3, plan, "auto");
+  EXPECT_FALSE(none.found);
+  EXPECT_NE(none.note.find("did not diverge"), std::string::npos) << none.note;
+}
+
+TEST(Drill, TheHintUsesTheOpAndEveryReportCarriesIt) {
+  using rc::Kind;
+  using rc::Phase;
+  auto c = with_first(diff(meta(0, Phase::param_grad, "features.0", kConv, Kind::param_grad, "weight"), true,
+                           "earlier_tensors"),
+                      {{"threads", "1 vs 2"}});
+  rc::DrillDown dd;
+  dd.mode = "auto";
+  dd.found = true;
+  dd.scope = "features.0";
+  dd.ops_captured = 2;
+  dd.diff = diff(meta(0, Phase::backward, "features.0:aten::conv2d#0~ConvolutionBackward0", "aten::conv2d",
+                      Kind::grad, "grad_weight"),
+                 true, "earlier_ops");
+  dd.op = "aten::conv2d";
+  dd.output = "grad_weight";
+  dd.module = "features.0";
+  dd.file = "model.py";
+  dd.line = 42;
+  dd.forward_site = true;
+  dd.node = "ConvolutionBackward0";
+  c.drill = dd;
+  auto r = rc::make_report(c);
+  ASSERT_FALSE(r.hints.empty());
+  EXPECT_EQ(r.hints[0].cause, "thread_reduction");
+  EXPECT_NE(r.hints[0].evidence.find("aten::conv2d -> grad_weight in features.0, the backward of the call at "
+                                     "model.py:42"),
+            std::string::npos)
+      << r.hints[0].evidence;
+  const std::string text = rc::render_text(r);
+  EXPECT_NE(text.find("first divergent op  aten::conv2d -> grad_weight in features.0 (step 0, backward)"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("backward of the call at model.py:42 (ConvolutionBackward0)"), std::string::npos);
+  const std::string json = rc::render_json(r);
+  for (const char* key : {"\"drill_down\"", "\"op\": \"aten::conv2d\"", "\"output\": \"grad_weight\"",
+                          "\"file\": \"model.py\"", "\"line\": 42", "\"autograd_node\": \"ConvolutionBackward0\""})
+    EXPECT_NE(json.find(key), std::string::npos) << key;
+  EXPECT_NE(rc::render_markdown(r).find("**First divergent op:** aten::conv2d -\\> grad\\_weight"), std::string::npos)
+      << rc::render_markdown(r);
+  EXPECT_NE(rc::render_junit(r).find("first divergent op: aten::conv2d -&gt; grad_weight"), std::string::npos);
+  const std::string html = rc::render_html(r);
+  EXPECT_NE(html.find("id=\"drill-down\""), std::string::npos);
+  EXPECT_NE(html.find("href=\"#drill-down\""), std::string::npos);
+  // Without pass 3 the JSON says so.
+  c.drill.reset();
+  EXPECT_NE(rc::render_json(rc::make_report(c)).find("\"drill_down\": null"), std::string::npos);
+}
