@@ -63,6 +63,12 @@ def _is_view(func: Any) -> bool:
     return any(r.alias_info is not None and not r.alias_info.is_write for r in func._schema.returns)
 
 
+def _metadata(node: Any) -> dict:
+    """An autograd node's metadata dict (a property at run time)."""
+    meta: dict = node.metadata
+    return meta
+
+
 def _generator(args: tuple, kwargs: dict) -> str:
     g = kwargs.get("generator")
     if g is None:
@@ -83,9 +89,9 @@ class _Tagger(TorchFunctionMode):
             site = None
             for _, t in tensors(out):
                 node = t.grad_fn
-                if node is not None and _TAG not in node.metadata:
+                if node is not None and _TAG not in _metadata(node):
                     site = site or (self.drill.module(), user_stack() or [])
-                    node.metadata[_TAG] = site
+                    _metadata(node)[_TAG] = site
         return out
 
 
@@ -158,7 +164,7 @@ class Drill:
             site = "call"
             if backward:
                 self.backward_seen = True
-                module, stack = node.metadata.get(_TAG, ("", []))
+                module, stack = _metadata(node).get(_TAG, ("", []))
                 site = "forward"  # the line of the forward call it differentiates
                 if caller and caller[0][2] == "backward":  # a torch.autograd.Function's own backward
                     stack, site = caller, "call"

@@ -67,11 +67,11 @@ TEST(Drill, PlansOnlyForLayersGradientsAndParameterGradients) {
                  meta(0, Phase::after_step, "conv", kConv, Kind::param, "weight")})
     EXPECT_FALSE(rc::plan_drill(with_first(diff(m, true)), "auto").has_value()) << rc::to_string(m.phase);
   // Already an op: nothing finer to find.
-  EXPECT_FALSE(rc::plan_drill(with_first(diff(meta(0, Phase::forward, "conv:aten::conv2d#0", "aten::conv2d",
-                                                   Kind::activation),
-                                              true)),
-                              "auto")
-                   .has_value());
+  EXPECT_FALSE(
+      rc::plan_drill(
+          with_first(diff(meta(0, Phase::forward, "conv:aten::conv2d#0", "aten::conv2d", Kind::activation), true)),
+          "auto")
+          .has_value());
   // --drill none.
   auto source = with_first(diff(meta(1, Phase::forward, "block.drop", "Dropout", Kind::activation), true));
   EXPECT_FALSE(rc::plan_drill(source, "none").has_value());
@@ -147,16 +147,16 @@ TEST(Drill, ReadsTheFirstDivergentOpInExecutionOrderWithItsSource) {
 TEST(Drill, TheHintUsesTheOpAndEveryReportCarriesIt) {
   using rc::Kind;
   using rc::Phase;
-  auto c = with_first(diff(meta(0, Phase::param_grad, "features.0", kConv, Kind::param_grad, "weight"), true,
-                           "earlier_tensors"),
-                      {{"threads", "1 vs 2"}});
+  auto c = with_first(
+      diff(meta(0, Phase::param_grad, "features.0", kConv, Kind::param_grad, "weight"), true, "earlier_tensors"),
+      {{"threads", "1 vs 2"}});
   rc::DrillDown dd;
   dd.mode = "auto";
   dd.found = true;
   dd.scope = "features.0";
   dd.ops_captured = 2;
-  dd.diff = diff(meta(0, Phase::backward, "features.0:aten::conv2d#0~ConvolutionBackward0", "aten::conv2d",
-                      Kind::grad, "grad_weight"),
+  dd.diff = diff(meta(0, Phase::backward, "features.0:aten::conv2d#0~ConvolutionBackward0", "aten::conv2d", Kind::grad,
+                      "grad_weight"),
                  true, "earlier_ops");
   dd.op = "aten::conv2d";
   dd.output = "grad_weight";

@@ -61,13 +61,16 @@ def has_cuda():
 def drill_problems(case, report):
     """The drill-down (pass 3) the case expects: the op, output, module and source line; or none."""
     dd, want = report["drill_down"], case.get("drill")
+    if want == "any":
+        return []
     if want is None:
         return [] if dd is None else [f"pass 3 ran: {dd}"]
     if dd is None or not dd["found"]:
         return [f"pass 3 found no op: {dd}"]
     problems = [f"drill-down {key} {dd[key]!r}, expected {value!r}" for key, value in want.items()
                 if key != "line" and dd[key] != value]
-    if "line" in want and f"{dd['file']}:{dd['line']}" != want["line"]:
+    where = f"{dd['file']}:{dd['line']}"
+    if "line" in want and where != want["line"] and not where.endswith("/" + want["line"]):
         problems.append(f"drill-down line {dd['file']}:{dd['line']}, expected {want['line']}")
     return problems
 

@@ -3,10 +3,9 @@
 // regressions found, and the audit's end. PRAGMA application_id marks the file as reprocheck's,
 // PRAGMA user_version holds the schema version, and kMigrations lead from each version to the next.
 #include <fmt/format.h>
-
-#include <algorithm>
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <random>
@@ -252,9 +251,10 @@ std::unique_ptr<History> History::open(const std::string& path, bool create, int
                     path));
   if (schema < 1 || schema > kSchemaVersion) throw UsageError(fmt::format("no history schema version {}", schema));
   if (version < 0)
-    throw InputError(fmt::format("history database '{}' has schema version {}, which no reprocheck writes; it is "
-                                 "left as it is: restore it from a backup, or pass a new --db",
-                                 path, version));
+    throw InputError(
+        fmt::format("history database '{}' has schema version {}, which no reprocheck writes; it is "
+                    "left as it is: restore it from a backup, or pass a new --db",
+                    path, version));
   if (version > kSchemaVersion)
     throw InputError(
         fmt::format("history database '{}' has schema version {}, written by a newer reprocheck (this one "

@@ -56,8 +56,8 @@ void read_source(DrillDown& dd, const std::string& attribute, const TensorMeta& 
     const auto& o = *it;
     dd.module = text(o, "module");
     dd.file = text(o, "file");
-    if (auto l = o.find("line"); l != o.end() && l->is_number_integer() && l->get<int64_t>() > 0 &&
-                                 l->get<int64_t>() < (int64_t(1) << 31))
+    if (auto l = o.find("line");
+        l != o.end() && l->is_number_integer() && l->get<int64_t>() > 0 && l->get<int64_t>() < (int64_t(1) << 31))
       dd.line = int(l->get<int64_t>());
     dd.generator = text(o, "generator");
     dd.node = text(o, "node");
@@ -88,8 +88,8 @@ std::optional<DrillPlan> plan_drill(const Comparison& c, const std::string& mode
                          source ? "a source" : "inherited");
   // A layer whose output diverged from identical inputs holds the source; a parameter gradient is
   // written by its layer's backward. Anything else: every op of the step.
-  const bool in_layer = (d.ref.phase == Phase::forward && d.ref.kind == Kind::activation && source) ||
-                        d.ref.kind == Kind::param_grad;
+  const bool in_layer =
+      (d.ref.phase == Phase::forward && d.ref.kind == Kind::activation && source) || d.ref.kind == Kind::param_grad;
   if (mode == "auto" && in_layer) plan.scope = own_layer(d.ref);
   return plan;
 }
@@ -140,7 +140,8 @@ DrillDown read_drill(const Comparison& c3, const DrillPlan& plan, const std::str
   if (dd.module.empty()) {
     const std::string layer = own_layer(first->ref);
     auto colon = layer.find(':');
-    dd.module = colon == std::string::npos || layer.compare(0, colon, dd.op, 0, colon) == 0 ? "" : layer.substr(0, colon);
+    dd.module =
+        colon == std::string::npos || layer.compare(0, colon, dd.op, 0, colon) == 0 ? "" : layer.substr(0, colon);
   }
   return dd;
 }

@@ -109,7 +109,7 @@ struct Check {
 // Each run's options for running it again: a seed drawn at random ("--seed random") is the one it
 // drew, so that the run repeats.
 Runner::Adjust repeat_seeds(const std::vector<std::string>& pass1_dumps, const std::vector<int>& indices,
-                    std::function<void(RunOptions&)> more) {
+                            std::function<void(RunOptions&)> more) {
   std::map<int, std::pair<std::string, std::string>> drawn;
   for (int i : indices) {
     DumpReader r(pass1_dumps[static_cast<size_t>(i)]);
@@ -146,10 +146,12 @@ Comparison Check::second_pass(Comparison c1, const std::vector<std::string>& pas
   std::vector<int> indices;
   if (!golden) indices.push_back(0);
   for (int r : differing) indices.push_back(golden ? r - 1 : r);
-  auto dumps2 = runner.rerun(indices, repeat_seeds(pass1_dumps, indices, [steps](RunOptions& r) {
-                               r.hashes_only = false;
-                               r.steps = steps;
-                             }),
+  auto dumps2 = runner.rerun(indices,
+                             repeat_seeds(pass1_dumps, indices,
+                                          [steps](RunOptions& r) {
+                                            r.hashes_only = false;
+                                            r.steps = steps;
+                                          }),
                              progress);
   std::vector<std::string> list2, pass2_paths;
   for (int i : indices) pass2_paths.push_back(dumps2[static_cast<size_t>(i)]);
@@ -191,12 +193,14 @@ void Check::third_pass(Comparison& c, const std::vector<std::string>& pass1_dump
 void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dumps, DrillDown& dd) const {
   const std::vector<int> indices = {0, plan.other_run};
   for (int attempt = 0; attempt < 2; ++attempt) {
-    auto dumps = runner.rerun(indices, repeat_seeds(pass1_dumps, indices, [&plan](RunOptions& r) {
-                                r.hashes_only = false;
-                                r.steps = plan.step + 1;
-                                r.drill_step = plan.step;
-                                r.drill_scope = plan.scope;
-                              }),
+    auto dumps = runner.rerun(indices,
+                              repeat_seeds(pass1_dumps, indices,
+                                           [&plan](RunOptions& r) {
+                                             r.hashes_only = false;
+                                             r.steps = plan.step + 1;
+                                             r.drill_step = plan.step;
+                                             r.drill_scope = plan.scope;
+                                           }),
                               progress);
     CompareOptions compare3 = compare;
     compare3.max_step = plan.step;

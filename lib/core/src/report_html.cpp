@@ -363,15 +363,15 @@ std::string chart_card(const Comparison& c, const PairComparison& h) {
 // Pass 3: the first divergent op with its source line and statistics, and the captured step's op
 // series (every op output that differs, in execution order).
 std::string drill_card(const DrillDown& dd) {
-  std::string body = fmt::format(
-      "<h2 id=\"drill-down\">First divergent op</h2><div class=\"card\"><p class=\"mono\">{}</p>",
-      html::escape(drill_summary(dd)));
+  std::string body =
+      fmt::format("<h2 id=\"drill-down\">First divergent op</h2><div class=\"card\"><p class=\"mono\">{}</p>",
+                  html::escape(drill_summary(dd)));
   if (!dd.found) return body + "</div>";
   if (!dd.stack.empty()) {
     std::string frames;
     for (const auto& f : dd.stack) frames += fmt::format("<li class=\"mono\">{}</li>", html::escape(f));
-    body += fmt::format("<p>{}</p><ol>{}</ol>", dd.forward_site ? "The forward call it differentiates:" : "Called from:",
-                        frames);
+    body += fmt::format("<p>{}</p><ol>{}</ol>",
+                        dd.forward_site ? "The forward call it differentiates:" : "Called from:", frames);
   }
   if (dd.diff.status == Status::values_differ || dd.diff.status == Status::close) body += stats_table(dd.diff);
   html::Chart chart;

@@ -143,7 +143,8 @@ class Session {
     if (!drill) return;
     const std::string& source = static_cast<size_t>(k) < s.op_sources.size() ? s.op_sources[k] : "";
     note_source(layer, op, s.path, "forward", "call", source, "");
-    if (static_cast<size_t>(k) < s.op_grad_names.size()) hook_node(x, layer, op, s.path, call, source, s.op_grad_names[k]);
+    if (static_cast<size_t>(k) < s.op_grad_names.size())
+      hook_node(x, layer, op, s.path, call, source, s.op_grad_names[k]);
   }
 
   // Pass 3's sources: the dump's op_sources attribute.
@@ -185,7 +186,8 @@ class Session {
 
   void note_source(const std::string& layer, const std::string& op, const std::string& module, const char* phase,
                    const char* site, const std::string& source, const std::string& node) {
-    nlohmann::json o = {{"op", op}, {"module", module}, {"phase", phase}, {"site", site}, {"stack", nlohmann::json::array()}};
+    nlohmann::json o = {
+        {"op", op}, {"module", module}, {"phase", phase}, {"site", site}, {"stack", nlohmann::json::array()}};
     auto colon = source.rfind(':');
     if (colon != std::string::npos) {
       o["file"] = source.substr(0, colon);

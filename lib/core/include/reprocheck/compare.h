@@ -107,21 +107,21 @@ struct DrillDown {
   int passes = 1;            // 2 when a scoped capture found nothing and the whole step was captured
   double seconds = 0;        // the runs and the comparison
   bool found = false;
-  TensorDiff diff;                    // the op's output (ref.layer "module:aten::op#k", ref.name the output)
-  std::string op, output, module;     // "aten::convolution_backward", "grad_weight", "features.0"
-  std::string file;                   // the user's source line ("" when unknown)
-  int line = 0;                       // of the forward call (of a backward op: the forward call it differentiates)
-  std::vector<std::string> stack;     // "file:line in function", innermost first
-  std::string generator;              // a forward op's generator: "global", "private" ("" unknown)
-  std::string node;                   // a backward op's autograd node ("ConvolutionBackward0")
-  std::string note;                   // why nothing was found, when so
+  TensorDiff diff;                 // the op's output (ref.layer "module:aten::op#k", ref.name the output)
+  std::string op, output, module;  // "aten::convolution_backward", "grad_weight", "features.0"
+  std::string file;                // the user's source line ("" when unknown)
+  int line = 0;                    // of the forward call (of a backward op: the forward call it differentiates)
+  std::vector<std::string> stack;  // "file:line in function", innermost first
+  std::string generator;           // a forward op's generator: "global", "private" ("" unknown)
+  std::string node;                // a backward op's autograd node ("ConvolutionBackward0")
+  std::string note;                // why nothing was found, when so
   // The captured step's op records that differ, in execution order (the HTML report's op series),
   // and the number of records of the reference run they are ordered among.
   std::vector<TensorDiff> series;
   int64_t series_total = 0;
-  bool forward_site = false;          // `file:line` is the forward call a backward op differentiates
+  bool forward_site = false;  // `file:line` is the forward call a backward op differentiates
   bool backward() const { return diff.ref.phase == Phase::backward; }
-  std::string source() const;         // "model.py:42", or ""
+  std::string source() const;  // "model.py:42", or ""
 };
 
 struct Comparison {

@@ -77,7 +77,7 @@ struct RunOptions {
   // module `drill_scope` and its submodules ("" the whole step), with its source line.
   int drill_step = -1;
   std::string drill_scope;
-  bool hashes_only = false;        // record each tensor's hash and no data (the capture ladder's pass 1)
+  bool hashes_only = false;  // record each tensor's hash and no data (the capture ladder's pass 1)
   // The Python front end (`reprocheck run -- COMMAND`): the command, and NAME=VALUE variables
   // set for it (`--vary env:NAME=...`).
   std::vector<std::string> command;
