@@ -57,6 +57,8 @@ FACTS = """JSON.stringify({
   verdict: (document.querySelector('#verdict, #audit-verdict') || {}).textContent,
   verdict_background: document.querySelector('.verdict') ? getComputedStyle(document.querySelector('.verdict')).backgroundColor : '',
   first: (document.querySelector('#first-divergence') || {}).innerText || '',
+  drill: (document.querySelector('#drill-down + .card') || {}).innerText || '',
+  drill_link: !!document.querySelector('#first-divergence a[href="#drill-down"]'),
   scripts: document.scripts.length,
   overflow: document.documentElement.scrollWidth > window.innerWidth + 1,
 })"""
@@ -145,7 +147,14 @@ class Html(unittest.TestCase):
         self.assertEqual(facts["verdict_background"], RED)
         self.assertIn("features.0.weight", facts["first"])
         self.assertIn("thread count", facts["first"])  # the likely cause
-        self.assertEqual(len(facts["charts"]), 1)
+        # The main chart, then pass 3's op series of the divergent layer, opened from the first divergence.
+        self.assertEqual(len(facts["charts"]), 2)
+        self.assertTrue(facts["drill_link"])
+        self.assertIn("aten::conv2d -> grad_weight in features.0", facts["drill"])
+        ops = facts["charts"][1]
+        self.assertGreaterEqual(ops["points"], 1)
+        self.assertEqual(ops["first"], 1)
+        self.assertIn("aten::conv2d", ops["label"])
         chart = facts["charts"][0]
         self.assertGreater(chart["points"], 1)
         self.assertEqual(chart["first"], 1)

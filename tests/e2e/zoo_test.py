@@ -98,6 +98,7 @@ class Controls(unittest.TestCase):
                     report = json.load(f)
                 self.assertEqual(len(report["runs"]), 20)
                 self.assertEqual(report["hints"], [])
+                self.assertIsNone(report["drill_down"])  # a passing check never runs pass 3
 
 
 class Layers(unittest.TestCase):

@@ -304,6 +304,20 @@ P cudnn_nondeterministic(const Evidence& e) {
 P thread_reduction(const Evidence& e) {
   const auto& d = e.d();
   if (e.cuda() || !e.differs("threads") || !(e.backward() || d.ref.phase == Phase::forward)) return std::nullopt;
+  // An accumulating index op found by pass 3 has a deterministic CPU path.
+  const std::string op = e.drill ? strip_op(e.drill->op) : "";
+  if (op == "index_put" || op == "_index_put_impl" || op == "put")
+    return Proposal{"thread_reduction",
+                    "the thread count changes the order of reductions",
+                    fmt::format("the first divergence is {}{}; {} with accumulate=True adds from several threads "
+                                "in the order they arrive on the CPU, and float addition depends on the order",
+                                where(d), knob_note(e, {"threads"}), e.drill->op),
+                    fmt::format("torch.use_deterministic_algorithms(True): {} with accumulate=True then sums in a "
+                                "fixed order at any thread count (or torch.set_num_threads(N) with the same N in "
+                                "every run)",
+                                e.drill->op),
+                    "--deterministic",
+                    "--deterministic"};
   return Proposal{"thread_reduction",
                   "the thread count changes the order of reductions",
                   fmt::format("the first divergence is {}{}; on the CPU, kernels that reduce (sums, matrix products, "

@@ -104,8 +104,10 @@ struct DrillDown {
   int other_run = 1;
   std::string why;           // what the first divergence was that called for it
   int64_t ops_captured = 0;  // ops (records) captured in the reference run
-  int passes = 1;            // 2 when a scoped capture found nothing and the whole step was captured
-  double seconds = 0;        // the runs and the comparison
+  // 2 when a scoped capture found nothing and the whole step was captured, or when the runs did not
+  // diverge again the first time (a difference that comes and goes) and ran once more.
+  int passes = 1;
+  double seconds = 0;  // the runs and the comparison
   bool found = false;
   TensorDiff diff;                 // the op's output (ref.layer "module:aten::op#k", ref.name the output)
   std::string op, output, module;  // "aten::convolution_backward", "grad_weight", "features.0"
