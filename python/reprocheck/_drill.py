@@ -69,6 +69,17 @@ def _metadata(node: Any) -> dict:
     return meta
 
 
+def call_name(func: Any) -> str:
+    """The name of a torch function as the script calls it: 'reprocheck_zoo::racy_scatter_add',
+    'torch.nn.functional.dropout', 'Tensor.add'."""
+    qualified = getattr(func, "_qualified_op_name", None)
+    if qualified:
+        return str(qualified)
+    name = getattr(func, "__name__", None) or str(func)
+    module = getattr(func, "__module__", None)
+    return f"{module}.{name}" if module else f"Tensor.{name}"
+
+
 def _generator(args: tuple, kwargs: dict) -> str:
     g = kwargs.get("generator")
     if g is None:
@@ -84,7 +95,11 @@ class _Tagger(TorchFunctionMode):
         self.drill = drill
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
+        self.drill.calls.append(func)
+        try:
+            out = func(*args, **(kwargs or {}))
+        finally:
+            self.drill.calls.pop()
         if self.drill.active:
             site = None
             for _, t in tensors(out):
@@ -122,6 +137,7 @@ class Drill:
         self.ops = 0
         self.failed = ""
         self.backward_seen = False
+        self.calls: list = []  # the torch functions the script is in (the outermost first)
         self._modes: list = []
 
     def enter(self) -> None:
@@ -186,6 +202,8 @@ class Drill:
                                       "stack": [f"{f}:{line} in {fn}" for f, line, fn in stack]}
             if stack:
                 source["file"], source["line"] = stack[0][0], stack[0][1]
+            if self.calls and not backward:
+                source["within"] = call_name(self.calls[0])
             if backward:
                 source["node"] = node.name()
             self.sources[layer] = source

@@ -53,6 +53,7 @@ def test_the_drill_step_records_every_op_forward_and_backward_with_its_line(capt
     assert bernoulli["module"] == "0" and bernoulli["phase"] == "forward" and bernoulli["generator"] == "global"
     assert bernoulli["file"].endswith("test_drill.py") and bernoulli["line"] == DROPOUT_LINE
     assert layer.startswith("0:aten::bernoulli_#")
+    assert bernoulli["within"] == "torch.nn.functional.dropout"  # the call the script made
     # The linear layer's backward: named after the forward call it differentiates.
     backward = [s for s in sources["ops"].values() if s["phase"] == "backward" and s["module"] == "0.lin"]
     assert backward and all(s["site"] == "forward" and s["node"] for s in backward)

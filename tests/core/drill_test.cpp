@@ -126,6 +126,11 @@ TEST(Drill, ReadsTheFirstDivergentOpInExecutionOrderWithItsSource) {
   EXPECT_TRUE(dd.forward_site);
   EXPECT_EQ(dd.node, "ConvolutionBackward0");
   EXPECT_EQ(dd.stack.size(), 2u);
+  EXPECT_EQ(dd.inside(), "");  // no call of another name around it
+  dd.within = "torch.nn.functional.conv2d";
+  EXPECT_EQ(dd.inside(), "");  // the same op by its Python name
+  dd.within = "reprocheck_zoo::racy_scatter_add";
+  EXPECT_EQ(dd.inside(), ", inside reprocheck_zoo::racy_scatter_add");
   EXPECT_EQ(dd.ops_captured, 3);
   EXPECT_TRUE(*dd.diff.inputs_identical);
   EXPECT_EQ(dd.series.size(), 2u);

@@ -61,6 +61,7 @@ void read_source(DrillDown& dd, const std::string& attribute, const TensorMeta& 
       dd.line = int(l->get<int64_t>());
     dd.generator = text(o, "generator");
     dd.node = text(o, "node");
+    dd.within = text(o, "within");
     dd.forward_site = text(o, "site") == "forward";
     if (auto s = o.find("stack"); s != o.end() && s->is_array())
       for (const auto& f : *s)
@@ -72,6 +73,19 @@ void read_source(DrillDown& dd, const std::string& attribute, const TensorMeta& 
 }  // namespace
 
 std::string DrillDown::source() const { return file.empty() ? "" : fmt::format("{}:{}", file, line); }
+
+std::string DrillDown::inside() const {
+  if (within.empty()) return "";
+  // The op's bare name ("aten::bernoulli_" -> "bernoulli"), and the call's last word.
+  auto bare = [](std::string s) {
+    auto cut = s.find_last_of(":.");
+    if (cut != std::string::npos) s = s.substr(cut + 1);
+    while (!s.empty() && s.back() == '_') s.pop_back();
+    while (!s.empty() && s.front() == '_') s.erase(0, 1);
+    return s;
+  };
+  return bare(within) == bare(op) ? "" : ", inside " + within;
+}
 
 std::optional<DrillPlan> plan_drill(const Comparison& c, const std::string& mode) {
   if (mode == "none") return std::nullopt;

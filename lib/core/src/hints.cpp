@@ -448,8 +448,8 @@ std::string drill_sentence(const DrillDown& dd) {
   std::string line = dd.source().empty() ? ""
                      : dd.forward_site   ? fmt::format(", the backward of the call at {}", dd.source())
                                          : fmt::format(", called at {}", dd.source());
-  return fmt::format(" (pass 3: the first divergent op is {} -> {}{}{}, whose inputs were identical)", dd.op, dd.output,
-                     where, line);
+  return fmt::format(" (pass 3: the first divergent op is {} -> {}{}{}{}, whose inputs were identical)", dd.op,
+                     dd.output, where, dd.inside(), line);
 }
 
 }  // namespace

@@ -88,6 +88,7 @@ nlohmann::json drill_json(const DrillDown& dd) {
   j["stack"] = dd.stack;
   j["generator"] = opt(dd.generator);
   j["autograd_node"] = opt(dd.node);
+  j["within"] = opt(dd.within);
   j["tensor"] = tensor_json(dd.diff, dd.other_run);
   j["stats"] = dd.diff.status == Status::values_differ ? stats_json(dd.diff) : nlohmann::json(nullptr);
   return j;

@@ -116,6 +116,7 @@ struct DrillDown {
   std::vector<std::string> stack;  // "file:line in function", innermost first
   std::string generator;           // a forward op's generator: "global", "private" ("" unknown)
   std::string node;                // a backward op's autograd node ("ConvolutionBackward0")
+  std::string within;              // the call the op ran inside ("torch.nn.functional.dropout", a custom op)
   std::string note;                // why nothing was found, when so
   // The captured step's op records that differ, in execution order (the HTML report's op series),
   // and the number of records of the reference run they are ordered among.
@@ -123,7 +124,9 @@ struct DrillDown {
   int64_t series_total = 0;
   bool forward_site = false;  // `file:line` is the forward call a backward op differentiates
   bool backward() const { return diff.ref.phase == Phase::backward; }
-  std::string source() const;  // "model.py:42", or ""
+  std::string source() const;
+  // ", inside X" when the op ran inside a call of another name (F.dropout, a custom op); "" otherwise.
+  std::string inside() const;  // "model.py:42", or ""
 };
 
 struct Comparison {
