@@ -183,6 +183,10 @@ TEST(Drill, TheHintUsesTheOpAndEveryReportCarriesIt) {
             std::string::npos)
       << text;
   EXPECT_NE(text.find("backward of the call at model.py:42 (ConvolutionBackward0)"), std::string::npos);
+  // An op of a distributed run names its rank.
+  auto ranked = r;
+  ranked.comparison.drill->diff.ref.rank = 1;
+  EXPECT_NE(rc::render_text(ranked).find("(step 0, backward, rank 1)"), std::string::npos);
   const std::string json = rc::render_json(r);
   for (const char* key : {"\"drill_down\"", "\"op\": \"aten::conv2d\"", "\"output\": \"grad_weight\"",
                           "\"file\": \"model.py\"", "\"line\": 42", "\"autograd_node\": \"ConvolutionBackward0\""})

@@ -74,6 +74,8 @@ void read_source(DrillDown& dd, const std::string& attribute, const TensorMeta& 
 
 std::string DrillDown::source() const { return file.empty() ? "" : fmt::format("{}:{}", file, line); }
 
+std::string DrillDown::rank_words() const { return diff.ref.rank >= 0 ? fmt::format(", rank {}", diff.ref.rank) : ""; }
+
 std::string DrillDown::inside() const {
   if (within.empty()) return "";
   // The op's bare name ("aten::bernoulli_" -> "bernoulli"), and the call's last word.

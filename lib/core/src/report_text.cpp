@@ -85,9 +85,9 @@ std::string drill_text(const DrillDown& dd, const std::string& ref, const Paint&
       fmt::format("pass 3 ran run {} and {} again and captured {} op(s) of step {}{} ({:.1f} s)", dd.other_run, ref,
                   dd.ops_captured, dd.step, scope, dd.seconds);
   if (!dd.found) return fmt::format("\n{}  {}\n  {}\n", paint("first divergent op", "1"), dd.note, captured);
-  std::string out = fmt::format("\n{}  {} -> {}{} (step {}, {}){}\n", paint("first divergent op", "1;31"), dd.op,
+  std::string out = fmt::format("\n{}  {} -> {}{} (step {}, {}{}){}\n", paint("first divergent op", "1;31"), dd.op,
                                 dd.output, dd.module.empty() ? "" : " in " + dd.module, dd.diff.ref.step,
-                                to_string(dd.diff.ref.phase), dd.inside());
+                                to_string(dd.diff.ref.phase), dd.rank_words(), dd.inside());
   if (!dd.source().empty())
     out += fmt::format("  {} {}{}\n", dd.forward_site ? "backward of the call at" : "called at", dd.source(),
                        dd.node.empty() ? "" : fmt::format(" ({})", dd.node));

@@ -126,7 +126,9 @@ struct DrillDown {
   bool backward() const { return diff.ref.phase == Phase::backward; }
   std::string source() const;
   // ", inside X" when the op ran inside a call of another name (F.dropout, a custom op); "" otherwise.
-  std::string inside() const;  // "model.py:42", or ""
+  std::string inside() const;
+  // ", rank R" for an op of a distributed run's rank R; "" for one process.
+  std::string rank_words() const;  // "model.py:42", or ""
 };
 
 struct Comparison {
