@@ -192,7 +192,10 @@ void Check::third_pass(Comparison& c, const std::vector<std::string>& pass1_dump
 
 void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dumps, DrillDown& dd) const {
   const std::vector<int> indices = {0, plan.other_run};
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  // At most once widened, and at most twice run again for a difference that did not come back.
+  constexpr int kAttempts = 3;
+  bool widened = false;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
     auto dumps = runner.rerun(indices,
                               repeat_seeds(pass1_dumps, indices,
                                            [&plan](RunOptions& r) {
@@ -211,8 +214,9 @@ void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dum
     if (dd.found || dd.ops_captured == 0) break;
     // Not reproduced (an op that adds in arrival order may agree by chance): once more, as it was.
     if (!c3.pairs[0].has_divergence()) continue;
-    if (plan.scope.empty()) break;
+    if (plan.scope.empty() || widened) break;
     plan.scope.clear();  // a scoped capture that found nothing: every op of the step
+    widened = true;
   }
 }
 

@@ -104,8 +104,8 @@ struct DrillDown {
   int other_run = 1;
   std::string why;           // what the first divergence was that called for it
   int64_t ops_captured = 0;  // ops (records) captured in the reference run
-  // 2 when a scoped capture found nothing and the whole step was captured, or when the runs did not
-  // diverge again the first time (a difference that comes and goes) and ran once more.
+  // More than 1 when a scoped capture found nothing and the whole step was captured, or when the
+  // runs did not diverge again (a difference that comes and goes) and ran once more (at most 3).
   int passes = 1;
   double seconds = 0;  // the runs and the comparison
   bool found = false;
