@@ -8,7 +8,7 @@ reproducible in 10 runs.
 first divergent record and cause.
 
 With REPROCHECK_LONG=1 (ci/long), `twins` checks each fixed twin with 10 runs and `ladder` takes
-every CPU case; otherwise 3 runs, and the ladder a case of each kind of first record.
+every CPU case; otherwise 2 runs, and the ladder a case of each kind of first record.
 """
 import json
 import os
@@ -23,7 +23,7 @@ sys.path.insert(0, ZOO)
 from cases import CASES  # noqa: E402
 
 LONG = os.environ.get("REPROCHECK_LONG") == "1"
-TWIN_RUNS = 10 if LONG else 3
+TWIN_RUNS = 10 if LONG else 2
 # A case of each kind of first record (indices, batch, RNG, initial weights, model input, parameter
 # gradient, op output) for the ladder against --full in every CI run; all of them in ci/long.
 LADDER_SAMPLE = {"unseeded_shuffle", "numpy_augment", "clock_reseed", "init_before_seed", "mixup", "threads",
