@@ -3,6 +3,7 @@
 // same flags would run); results go to the history database as they finish; the reports compare
 // each cell with its previous audit. `reprocheck audit merge` combines shard databases.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -112,8 +113,9 @@ int finish(audit::History& history, int64_t id, const std::vector<std::string>& 
            const std::string& db) {
   auto cells = history.cells(id);
   const auto info = history.audit(id);
+  const int window = std::max(1, info.thresholds.timing_window);
   auto regressions = audit::find_regressions(
-      cells, [&](const std::string& key) { return history.previous(key, id); }, info.thresholds);
+      cells, [&](const std::string& key) { return history.recent(key, id, window); }, info.thresholds);
   if (!regressions.empty()) history.add_regressions(id, regressions);
   audit::AuditView view = audit::make_view(history, id, models);
   fmt::print("{}", audit::render_text(view));
@@ -128,17 +130,32 @@ int cmd_audit_merge(const std::vector<std::string>& args) {
                "reprocheck audit merge");
   std::vector<std::string> shards;
   std::string db;
+  bool allow_missing = false;
   ReportFlags reports;
   app.add_option("shards", shards, "the shards' databases (--db of each 'reprocheck audit --shard I/N')")->required();
   app.add_option("--db", db, "the history database the merged audit is added to (created when missing)")->required();
+  app.add_flag("--allow-missing-shards", allow_missing,
+               "merge the shards that exist into an audit marked incomplete (exit 3), naming the missing ones");
   reports.add_to(app);
   if (int code = parse(app, args); code >= 0) return code;
   reports.check();
   auto history = audit::History::open(db, true);
-  const int64_t id = audit::merge_shards(shards, *history, db);
-  fmt::print(stderr, "merged {} shard(s), {} cell(s), into audit {} of {}\n", shards.size(), history->cells(id).size(),
-             id, db);
-  return finish(*history, id, {}, reports, db);
+  const auto merged = audit::merge_shards(shards, *history, db, allow_missing);
+  if (!merged.added) {
+    // The same merge again (a rerun CI job): nothing is added; the reports are those of that audit.
+    fmt::print(stderr, "these shards are already in {} as audit {}: nothing added\n", db, merged.id);
+    audit::AuditView view = audit::make_view(*history, merged.id);
+    fmt::print("{}", audit::render_text(view));
+    fmt::print("history: {} (audit {})\n", db, merged.id);
+    std::fflush(stdout);
+    reports.write(view);
+    return view.exit_code();
+  }
+  fmt::print(
+      stderr, "merged {} shard(s), {} cell(s), into audit {} of {}{}\n", shards.size(),
+      history->cells(merged.id).size(), merged.id, db,
+      merged.missing.empty() ? "" : fmt::format(" (incomplete: shard(s) {} missing)", fmt::join(merged.missing, ", ")));
+  return finish(*history, merged.id, {}, reports, db);
 }
 
 }  // namespace
@@ -225,11 +242,9 @@ int cmd_audit(const std::vector<std::string>& args) {
   const bool interrupted = !complete;
   size_t done = history->cells(id).size();
   history->end_audit(id, interrupted ? "interrupted" : "complete", audit::utc_now());
-  int code = finish(*history, id, spec.models, reports, db);
-  if (interrupted) {
+  const int code = finish(*history, id, spec.models, reports, db);  // 130 when interrupted, as the reports say
+  if (interrupted)
     fmt::print(stderr, "interrupted: {} of {} cells finished and are in the history\n", done, cells.size());
-    return to_int(ExitCode::interrupted);
-  }
   return code;
 }
 

@@ -46,8 +46,10 @@ CUBLAS_WORKSPACE_CONFIG: str
 class attr:
     """The dump's root attribute names (reprocheck/protocol.h)."""
     BENCHMARK: str
+    BLAS: str
     CAPTURE: str
     CAPTURE_NOTES: str
+    CPU: str
     CUDA_DRIVER_VERSION: str
     CUDA_VERSION: str
     CUDNN_VERSION: str
@@ -93,6 +95,7 @@ class attr:
     TF32_CUBLAS: str
     TF32_CUDNN: str
     THREADS: str
+    TORCH_THREADS: str
     TIME: str
     UNINITIALIZED_OPS_NOT_RECORDED: str
 

@@ -128,6 +128,21 @@ class Recorder:
             self._open().commit()
 
 
+def blas_of(config: str) -> str:
+    """The BLAS torch was built with and the CPU kernels it dispatches to, from its build
+    configuration: "mkl, AVX512 kernels" ("unknown" when it says neither)."""
+    blas = isa = ""
+    for line in config.splitlines():
+        for item in line.split(","):
+            key, _, value = item.strip().partition("=")
+            if key == "BLAS_INFO" and value:
+                blas = value.strip()
+        if "CPU capability usage:" in line:
+            isa = line.split("CPU capability usage:", 1)[1].strip()
+    blas = blas or "unknown"
+    return f"{blas}, {isa} kernels" if isa else blas
+
+
 def provenance(options: dict, argv: list) -> dict:
     """The dump's root attributes that describe where and how this process ran (host facts from the
     core, as the TorchScript front end writes them)."""
@@ -143,6 +158,9 @@ def provenance(options: dict, argv: list) -> dict:
         a.PYTHON_VERSION: platform.python_version(),
         a.DEVICE: "cpu",
         a.DEVICE_NAME: cpu,
+        a.CPU: cpu,
+        a.BLAS: blas_of(torch.__config__.show()),
+        a.TORCH_THREADS: int(torch.get_num_threads()),
         a.HOST: host,
         a.TIME: utc,
         a.MODEL: str(options.get("model", argv[0] if argv else "")),

@@ -85,19 +85,61 @@ TEST(History, RoundTripsAuditsCellsAndThePreviousResultOfACell) {
   EXPECT_EQ(again->audits(), (std::vector<int64_t>{first, second}));
 }
 
+TEST(History, RecentResultsTheWindowMergedShardsAndRegressionsOnTheTrend) {
+  testutil::TempDir dir;
+  auto h = audit::History::open(dir.file("h.sqlite"), true);
+  std::vector<int64_t> ids;
+  for (double s : {1.0, 2.0, 3.0, 4.0}) ids.push_back(add_audit(*h, {cell("a[t=1]", "reproducible", s)}));
+  auto recent = h->recent("a[t=1]", ids.back(), 2);
+  ASSERT_EQ(recent.size(), 2u);  // latest first, the window's size
+  EXPECT_DOUBLE_EQ(recent[0].seconds, 3.0);
+  EXPECT_DOUBLE_EQ(recent[1].seconds, 2.0);
+  EXPECT_EQ(recent[0].audit, ids[2]);
+  EXPECT_EQ(h->recent("a[t=1]", ids.back(), 10).size(), 3u);
+  // A merged audit remembers its shards' uids.
+  audit::AuditInfo merged;
+  merged.name = "night";
+  merged.started_at = audit::utc_now();
+  merged.merged_from = "aaaa,bbbb";
+  merged.missing_shards = "3/3";
+  merged.thresholds.timing_window = 7;
+  merged.thresholds.timing_blocking = false;
+  const int64_t m = h->begin_audit(merged);
+  h->add_cell(m, cell("a[t=1]", "reproducible"));
+  h->end_audit(m, "incomplete", audit::utc_now());
+  EXPECT_EQ(h->merged_audit_of("bbbb"), m);
+  EXPECT_FALSE(h->merged_audit_of("bbb"));
+  const auto info = h->audit(m);
+  EXPECT_EQ(info.status, "incomplete");
+  EXPECT_EQ(info.missing_shards, "3/3");
+  EXPECT_EQ(info.thresholds.timing_window, 7);
+  EXPECT_FALSE(info.thresholds.timing_blocking);
+  h->add_regressions(
+      m, {{"a[t=1]", "a", "t=1", "time_grew", "slower", false}, {"a[t=1]", "a", "t=1", "newly_divergent", "x", true}});
+  auto trend = h->trend(m, 10);
+  EXPECT_EQ(trend.back().regressions, 2);
+  EXPECT_EQ(trend.back().blocking, 1);
+  EXPECT_EQ(trend.front().regressions, 0);
+}
+
 TEST(History, MigratesAnOlderSchemaKeepingItsRows) {
   testutil::TempDir dir;
   const std::string path = dir.file("old.sqlite");
   {
     auto v1 = audit::History::open(path, true, 1);
     EXPECT_EQ(v1->schema_version(), 1);
-    audit::AuditInfo info;
-    info.name = "night";
-    info.started_at = "2026-01-01T00:00:00Z";
-    int64_t id = v1->begin_audit(info);
-    // A version-1 cell row has no chart column: write it as version 1 did.
+    // Version-1 rows, written as version 1 did (no chart, timing or evidence columns).
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    const int64_t id = 1;
+    ASSERT_EQ(sqlite3_exec(db,
+                           "INSERT INTO audits (id, uid, name, audit_file, started_at, shard, cells_planned, "
+                           "cells_total, magnitude_factor, time_growth, time_min_s, reprocheck, libtorch, cuda, cudnn, "
+                           "device, host, git_commit) VALUES (1, 'u1', 'night', 'n.toml', '2026-01-01T00:00:00Z', '', "
+                           "1, 1, 10, 0.5, 5, '0.1.0', '', '', '', '', '', '')",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK)
+        << sqlite3_errmsg(db);
     std::string sql =
         "INSERT INTO cells (audit_id, position, key, model, column_label, settings, expect, tolerance, verdict, "
         "exit_code, error, step, tensor, layer, layer_type, phase, kind, origin, hash_only, max_abs, max_rel, "
@@ -111,7 +153,7 @@ TEST(History, MigratesAnOlderSchemaKeepingItsRows) {
     sqlite3_close(db);
   }
   auto h = audit::History::open(path, false);
-  EXPECT_EQ(h->schema_version(), 2);
+  EXPECT_EQ(h->schema_version(), audit::History::kSchemaVersion);
   auto ids = h->audits();
   ASSERT_EQ(ids.size(), 1u);
   auto cells = h->cells(ids[0]);
@@ -120,6 +162,11 @@ TEST(History, MigratesAnOlderSchemaKeepingItsRows) {
   EXPECT_DOUBLE_EQ(cells[0].seconds, 1.5);
   EXPECT_EQ(cells[0].chart, "[]");
   EXPECT_TRUE(h->regressions(ids[0]).empty());  // the table version 2 added
+  EXPECT_EQ(cells[0].evidence, "");             // the columns version 3 added
+  const auto info = h->audit(ids[0]);
+  EXPECT_EQ(info.thresholds.timing_window, 5);
+  EXPECT_TRUE(info.thresholds.timing_blocking);
+  EXPECT_EQ(info.merged_from, "");
 }
 
 TEST(History, RefusesDamagedForeignAndNewerFilesAndLeavesThemAsTheyWere) {

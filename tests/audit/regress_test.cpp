@@ -33,14 +33,18 @@ audit::CellResult make(const std::string& model, const std::string& det, const s
   return r;
 }
 
+// Earlier audits' results: each add is a later audit's (audit ids count up), latest first.
 struct Past {
-  std::map<std::string, audit::CellResult> cells;
-  void add(const audit::CellResult& r) { cells[r.key] = r; }
-  std::function<std::optional<audit::CellResult>(const std::string&)> fn() const {
-    return [this](const std::string& key) -> std::optional<audit::CellResult> {
+  std::map<std::string, std::vector<audit::CellResult>> cells;
+  void add(audit::CellResult r, int64_t audit = 1) {
+    r.audit = audit;
+    auto& v = cells[r.key];
+    v.insert(v.begin(), r);
+  }
+  audit::PastResults fn() const {
+    return [this](const std::string& key) {
       auto it = cells.find(key);
-      if (it == cells.end()) return std::nullopt;
-      return it->second;
+      return it == cells.end() ? std::vector<audit::CellResult>{} : it->second;
     };
   }
 };
@@ -120,6 +124,74 @@ TEST(Regressions, TheCostOfDeterminismGrew) {
   EXPECT_EQ(kinds(audit::find_regressions(both, past.fn(), th)), (std::vector<std::string>{"time_grew", "time_grew"}));
 }
 
+TEST(Regressions, ANegativeControlThatFiresAgainIsRecoveredAndDoesNotFail) {
+  Past past;
+  past.add(make("ctl", "off", "divergent", 1, audit::Expect::divergent), 1);
+  past.add(make("ctl", "off", "reproducible", 1, audit::Expect::divergent), 2);  // the night it stopped firing
+  auto r = audit::find_regressions({make("ctl", "off", "divergent", 1, audit::Expect::divergent)}, past.fn(), {});
+  EXPECT_EQ(kinds(r), (std::vector<std::string>{"recovered(listed)"}));
+  EXPECT_NE(r[0].message.find("fires again"), std::string::npos) << r[0].message;
+  audit::AuditView v;
+  v.cells = {make("ctl", "off", "divergent", 1, audit::Expect::divergent)};
+  v.regressions = r;
+  EXPECT_EQ(v.exit_code(), 0);
+}
+
+TEST(Regressions, TimeIsComparedWithTheMedianOfTheWindowNotOneFastNight) {
+  Past past;
+  past.add(make("a", "off", "reproducible", 10), 1);
+  past.add(make("a", "off", "reproducible", 11), 2);
+  past.add(make("a", "off", "reproducible", 3), 3);  // one fast night on a shared runner
+  audit::Thresholds th;
+  EXPECT_TRUE(audit::find_regressions({make("a", "off", "reproducible", 10.5)}, past.fn(), th).empty());
+  auto r = audit::find_regressions({make("a", "off", "reproducible", 17)}, past.fn(), th);
+  ASSERT_EQ(kinds(r), (std::vector<std::string>{"time_grew"}));
+  EXPECT_NE(r[0].message.find("median 10.0 s of the last 3 audits"), std::string::npos) << r[0].message;
+  // timing = "info": listed, never failing.
+  th.timing_blocking = false;
+  EXPECT_EQ(kinds(audit::find_regressions({make("a", "off", "reproducible", 17)}, past.fn(), th)),
+            (std::vector<std::string>{"time_grew(listed)"}));
+}
+
+TEST(Regressions, NoTimingRegressionWhenTheVerdictChanged) {
+  Past past;
+  past.add(make("a", "off", "reproducible", 10));
+  // Divergent now: its check ran a second capture pass, so it takes longer by design.
+  EXPECT_EQ(kinds(audit::find_regressions({make("a", "off", "divergent", 40)}, past.fn(), {})),
+            (std::vector<std::string>{"newly_divergent"}));
+  // Times of the other verdict in the window are not a baseline either.
+  Past mixed;
+  mixed.add(make("b", "off", "divergent", 40), 1);
+  mixed.add(make("b", "off", "reproducible", 10), 2);
+  mixed.add(make("b", "off", "divergent", 41), 3);
+  EXPECT_TRUE(audit::find_regressions({make("b", "off", "divergent", 42)}, mixed.fn(), {}).empty());
+}
+
+TEST(Regressions, TheCostOfDeterminismIsComparedWithItsMedian) {
+  Past past;
+  for (int64_t a : {1, 2}) {
+    past.add(make("m", "off", "reproducible", 10), a);
+    past.add(make("m", "on", "reproducible", 12), a);
+  }
+  past.add(make("m", "off", "reproducible", 10), 3);
+  past.add(make("m", "on", "reproducible", 4), 3);  // a fast night: 0.4x
+  std::vector<audit::CellResult> now{make("m", "off", "reproducible", 10), make("m", "on", "reproducible", 12)};
+  EXPECT_TRUE(audit::find_regressions(now, past.fn(), {}).empty());
+}
+
+TEST(AuditReports, AnInterruptedOrIncompleteAuditStatesItsExitCode) {
+  audit::AuditView v;
+  v.cells = {make("m", "off", "reproducible", 1)};
+  v.info.status = "interrupted";
+  EXPECT_EQ(v.exit_code(), 130);
+  EXPECT_NE(audit::render_text(v).find("(exit 130)"), std::string::npos);
+  EXPECT_EQ(json::parse(audit::render_json(v))["exit_code"], 130);
+  v.info.status = "incomplete";
+  v.info.missing_shards = "2/3";
+  EXPECT_EQ(v.exit_code(), 3);
+  EXPECT_EQ(json::parse(audit::render_json(v))["exit_code"], 3);
+}
+
 constexpr const char* kReport = R"~({
   "schema": "reprocheck-report/1", "verdict": "divergent", "tensors": 40,
   "provenance": {"reprocheck_version": "0.1.0", "libtorch_version": "2.11.0", "cuda_version": "13.0",
@@ -170,13 +242,18 @@ audit::AuditView view_with_everything() {
   auto b = make("m", "on", "divergent", 2.5);
   b.chart = R"([[3,0,3e-07,"step 0 · param_grad · features.0.weight"],[9,1,null,"step 1 · forward · fc"]])";
   b.tensors = 12;
+  b.cause = "thread_reduction";
+  b.cause_title = "the thread count changes the order of reductions";
+  b.evidence = "threads differ";
+  b.fix = "torch.set_num_threads(1)";
+  b.test_it = "reprocheck m.pt --threads 1";
   auto c = make("ctl", "off", "divergent", 1, audit::Expect::divergent);
   auto d = make("ctl", "on", "failed", 0.5, audit::Expect::divergent);
   d.error = "cannot load library 'x.so'";
   v.cells = {a, b, c, d};
   v.regressions = {{b.key, "m", b.column, "newly_divergent", "newly divergent: first divergence ...", true}};
   v.trend = {{6, "2026-11-26T01:00:00Z", "complete", 3, 1, 0, 0, 0},
-             {7, "2026-11-27T01:00:00Z", "complete", 1, 2, 1, 0, 2}};
+             {7, "2026-11-27T01:00:00Z", "complete", 1, 2, 1, 0, 2, 1, 1}};
   return v;
 }
 
@@ -226,7 +303,15 @@ TEST(AuditReports, HtmlHasTheHeatmapChartsAndTrendAndNoScript) {
     ++cells;
   EXPECT_EQ(cells, 4u);
   EXPECT_NE(html.find("data-verdict=\"failed\""), std::string::npos);
-  EXPECT_NE(html.find("class=\"cell divergent broken\""), std::string::npos);
+  // Outlined for breaking its expectation and for its blocking regression; the control's expected
+  // divergence has its own class (colour).
+  EXPECT_NE(html.find("class=\"cell divergent broken regressed\""), std::string::npos);
+  EXPECT_NE(html.find("data-regressions=\"newly_divergent\""), std::string::npos);
+  EXPECT_NE(html.find("class=\"cell divergent control\""), std::string::npos);
+  EXPECT_NE(html.find("regression-mark\" data-audit=\"7\" data-count=\"1\""), std::string::npos);
+  EXPECT_NE(html.find("<div class=\"evidence\"><span class=\"muted\">evidence</span> threads differ"),
+            std::string::npos);
+  EXPECT_NE(html.find("<code>reprocheck m.pt --threads 1</code>"), std::string::npos);
   EXPECT_NE(html.find("<svg class=\"layer-chart\" data-points=\"2\""), std::string::npos);
   EXPECT_NE(html.find("<svg class=\"trend\" data-audits=\"2\""), std::string::npos);
   EXPECT_NE(html.find("night &lt;&amp;&gt;"), std::string::npos);

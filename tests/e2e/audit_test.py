@@ -124,11 +124,31 @@ class Shards(AuditCase):
         self.assertEqual(merged["audit"]["shard"], "merged from 2 shards")
         self.assertEqual(merged["exit_code"], whole["exit_code"])
         self.assertIn('data-verdict="divergent"', self.load("merged.html"))
+        # The same merge again adds nothing: one line, the same audit's reports.
+        r = self.audit("merge", "--db", self.path("merged.sqlite"), self.path("s1.sqlite"), self.path("s2.sqlite"),
+                       "--json", self.path("again.json"))
+        self.assertIn("already in", r.stderr)
+        self.assertIn("nothing added", r.stderr)
+        self.assertEqual(self.rows(self.path("merged.sqlite"), "SELECT count(*) FROM audits"), [(1,)])
+        self.assertEqual(self.load("again.json")["audit"]["id"], merged["audit"]["id"])
         # A missing or repeated shard is refused.
         r = self.audit("merge", "--db", self.path("m2.sqlite"), self.path("s1.sqlite"), expect=2)
         self.assertIn("shard 2/2 is missing", r.stderr)
+        self.assertIn("--allow-missing-shards", r.stderr)
+        self.assertFalse(os.path.exists(self.path("m2.sqlite")) and
+                         self.rows(self.path("m2.sqlite"), "SELECT count(*) FROM audits") != [(0,)])
         r = self.audit("merge", "--db", self.path("m2.sqlite"), self.path("s1.sqlite"), self.path("s1.sqlite"), expect=2)
         self.assertIn("given twice", r.stderr)
+        # --allow-missing-shards publishes what ran: an incomplete audit naming the missing shard, exit 3.
+        r = self.audit("merge", "--db", self.path("m3.sqlite"), self.path("s1.sqlite"), "--allow-missing-shards",
+                       "--json", self.path("part.json"), "--junit", self.path("part.xml"), expect=3)
+        part = self.load("part.json")
+        self.assertEqual(part["audit"]["status"], "incomplete")
+        self.assertEqual(part["audit"]["missing_shards"], ["2/2"])
+        self.assertEqual(part["exit_code"], 3)
+        self.assertEqual(len(part["cells"]), 3)
+        self.assertIn("shard(s) 2/2 are missing", r.stdout)
+        self.assertIn("(exit 3)", r.stdout)
 
 
 class Faults(AuditCase):
@@ -182,6 +202,31 @@ path = "{FIX}/dropout_mlp.pt"
         self.assertEqual(cells["fine"]["verdict"], "reproducible")
         self.assertEqual(etree.parse(self.path("r.xml")).getroot().get("errors"), "1")
 
+    def test_a_failed_cell_keeps_its_reason_in_every_format(self):
+        text = f"""
+[defaults]
+steps = 2
+timeout = 1
+[[model]]
+name = "slow"
+path = "{FIX}/resnet18.pt"
+"""
+        toml = self.write_audit(text=text)
+        r = self.audit(toml, "--db", self.path("h.sqlite"), "--json", self.path("r.json"), "--junit",
+                       self.path("r.xml"), "--markdown", self.path("r.md"), "--html", self.path("r.html"), expect=1)
+        why = "run 1 of 2 failed: timed out after 1 s"
+        cell = self.load("r.json")["cells"][0]
+        self.assertEqual(cell["verdict"], "failed")
+        self.assertIn(why, cell["error"])
+        self.assertNotIn("(none)", cell["error"])
+        self.assertFalse(cell["error"].rstrip(" (exit code 3)").endswith("its last output:"), cell["error"])
+        self.assertIn(why, r.stdout)
+        self.assertIn(why, r.stderr)  # the progress line
+        error = etree.parse(self.path("r.xml")).getroot().find(".//error")
+        self.assertIn(why, error.get("message"))
+        self.assertIn(why, self.load("r.md"))
+        self.assertIn(why, self.load("r.html"))
+
     def test_ctrl_c_stops_cleanly_and_keeps_the_finished_cells(self):
         toml, db = self.write_audit(), self.path("h.sqlite")
         p = subprocess.Popen([BIN, "audit", toml, "--db", db, "--jobs", "1"], stdout=subprocess.PIPE,
@@ -198,6 +243,7 @@ path = "{FIX}/dropout_mlp.pt"
         self.assertGreaterEqual(finished, 1)
         self.assertLess(finished, 6)
         self.assertEqual(self.rows(db, "PRAGMA integrity_check"), [("ok",)])
+        self.assertIn("(exit 130)", out)  # the summary states the process's exit code
         self.assertEqual(sorted(os.listdir(self.tmp.name)), ["audit.toml", "h.sqlite"])  # no temp files left
         # The next audit compares with the finished cells and runs normally.
         self.audit(toml, "--db", db)

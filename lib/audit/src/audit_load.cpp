@@ -71,9 +71,18 @@ void read_audit_table(const Locator& loc, const toml::table& a, const std::strin
       spec.thresholds.time_growth = number(0);
     } else if (key == "time_regression_min_s") {
       spec.thresholds.time_min_s = number(0);
+    } else if (key == "timing") {
+      auto s = v.value_exact<std::string>();
+      if (!s || (*s != "blocking" && *s != "info"))
+        loc.fail(v, "bad timing: expected \"blocking\" (timing regressions fail the audit) or \"info\" (listed only)");
+      spec.thresholds.timing_blocking = *s == "blocking";
+    } else if (key == "timing_window") {
+      auto x = v.value_exact<int64_t>();
+      if (!x || *x < 1 || *x > 100) loc.fail(v, "bad timing_window: expected an integer from 1 to 100 (audits)");
+      spec.thresholds.timing_window = static_cast<int>(*x);
     } else {
       loc.fail(k.source(), fmt::format("unknown key '{}' in [audit]; expected name, db, jobs, magnitude_regression, "
-                                       "time_regression, time_regression_min_s",
+                                       "time_regression, time_regression_min_s, timing, timing_window",
                                        key));
     }
   }

@@ -2,6 +2,7 @@
 // result, the cost of determinism, and the view the audit reports render.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <ctime>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -10,6 +11,7 @@
 
 #include "reprocheck/audit.h"
 #include "reprocheck/error.h"
+#include "reprocheck/exit_codes.h"
 #include "reprocheck/host.h"
 
 namespace reprocheck::audit {
@@ -101,6 +103,8 @@ void read_check_report(const std::string& json_text, CellResult& out) {
     out.cause_title = str((*h)[0], "title");
     out.fix = str((*h)[0], "fix_python");
     if (out.fix == "-") out.fix.clear();
+    out.evidence = str((*h)[0], "evidence");
+    out.test_it = str((*h)[0], "test_it");
   }
   const int run = static_cast<int>(num(*fd, "run", 1));
   json points = json::array();
@@ -120,23 +124,54 @@ void read_check_report(const std::string& json_text, CellResult& out) {
   out.chart = points.dump();
 }
 
-std::vector<Regression> find_regressions(const std::vector<CellResult>& now,
-                                         const std::function<std::optional<CellResult>(const std::string&)>& previous,
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+bool decided(const std::string& verdict) { return verdict == "reproducible" || verdict == "divergent"; }
+
+// The times of a cell's earlier results with the verdict it has now (a check that diverges runs a
+// second capture pass, so its time is compared only with times of the same verdict).
+std::vector<double> times_of(const std::vector<CellResult>& past, const std::string& verdict) {
+  std::vector<double> out;
+  for (const auto& p : past)
+    if (p.verdict == verdict && p.seconds > 0) out.push_back(p.seconds);
+  return out;
+}
+
+std::string audits_words(size_t n) { return n == 1 ? "the previous audit" : fmt::format("the last {} audits", n); }
+
+}  // namespace
+
+std::vector<Regression> find_regressions(const std::vector<CellResult>& now, const PastResults& past,
                                          const Thresholds& th) {
   std::vector<Regression> out;
   auto add = [&](const CellResult& r, const char* kind, std::string message, bool blocking) {
     out.push_back({r.key, r.model, r.column, kind, std::move(message), blocking && r.expect != Expect::info});
   };
+  std::map<std::string, std::vector<CellResult>> history;
+  for (const auto& r : now) history[r.key] = past(r.key);
   for (const auto& r : now) {
-    if (r.verdict != "reproducible" && r.verdict != "divergent") continue;
-    auto prev = previous(r.key);
-    if (!prev || (prev->verdict != "reproducible" && prev->verdict != "divergent")) continue;
+    if (!decided(r.verdict)) continue;
+    const auto& earlier = history[r.key];
+    if (earlier.empty() || !decided(earlier.front().verdict)) continue;
+    const CellResult* prev = &earlier.front();
+    const bool control = r.expect == Expect::divergent;
     if (prev->verdict == "reproducible" && r.verdict == "divergent") {
-      add(r, "newly_divergent", fmt::format("first divergence {} (reproducible before)", r.first_label()), true);
+      // A negative control that fires again is back to what it should be: listed, not failing.
+      if (control)
+        add(r, "recovered", fmt::format("the negative control fires again: first divergence {}", r.first_label()),
+            false);
+      else
+        add(r, "newly_divergent", fmt::format("first divergence {} (reproducible before)", r.first_label()), true);
     } else if (prev->verdict == "divergent" && r.verdict == "reproducible") {
       // For a negative control this means the known source stopped firing; for a cell that
       // expects to be reproducible, it is a fix: listed, not failing.
-      if (r.expect == Expect::divergent)
+      if (control)
         add(r, "newly_reproducible",
             fmt::format("the negative control no longer diverges (it diverged at {} before)", prev->first_label()),
             true);
@@ -153,35 +188,57 @@ std::vector<Regression> find_regressions(const std::vector<CellResult>& now,
             true);
       }
     }
-    if (prev->seconds > 0 && r.seconds > prev->seconds * (1 + th.time_growth) &&
-        r.seconds - prev->seconds > th.time_min_s)
+    // Time, against the median of the earlier results of the same verdict; not when the verdict
+    // just changed (a divergent check runs a second capture pass by design).
+    const auto times = times_of(earlier, r.verdict);
+    if (prev->verdict != r.verdict || times.empty()) continue;
+    const double base = median(times);
+    if (r.seconds > base * (1 + th.time_growth) && r.seconds - base > th.time_min_s)
       add(r, "time_grew",
-          fmt::format("{:.0f}% longer: {} before, {} now", (r.seconds / prev->seconds - 1) * 100,
-                      seconds_text(prev->seconds), seconds_text(r.seconds)),
-          true);
+          fmt::format("{:.0f}% longer: {} now, median {} of {}", (r.seconds / base - 1) * 100, seconds_text(r.seconds),
+                      seconds_text(base), audits_words(times.size())),
+          th.timing_blocking);
   }
-  for (const auto& c : determinism_costs(now, previous)) {
-    const auto before = c.previous_ratio();
-    if (!before || !(c.ratio() > *before * (1 + th.time_growth))) continue;
-    // The extra time determinism costs must have grown by more than noise, too.
-    if ((c.on_s - c.off_s) - (c.previous_s->first - c.previous_s->second) <= th.time_min_s) continue;
-    const CellResult* on = nullptr;
-    for (const auto& r : now)
+  for (const auto& c : determinism_costs(now, past)) {
+    // The same pair of cells in each earlier audit that has both with today's verdicts.
+    std::vector<double> ratios, extras;
+    const auto& on_past = history[c.with];
+    const auto& off_past = history[c.without];
+    const CellResult *on = nullptr, *off = nullptr;
+    for (const auto& r : now) {
       if (r.key == c.with) on = &r;
+      if (r.key == c.without) off = &r;
+    }
+    if (!on || !off || on_past.empty() || off_past.empty() || on_past.front().verdict != on->verdict ||
+        off_past.front().verdict != off->verdict)
+      continue;
+    for (const auto& p_on : on_past)
+      for (const auto& p_off : off_past)
+        if (p_on.audit == p_off.audit && p_on.verdict == on->verdict && p_off.verdict == off->verdict &&
+            p_on.seconds > 0 && p_off.seconds > 0) {
+          ratios.push_back(p_on.seconds / p_off.seconds);
+          extras.push_back(p_on.seconds - p_off.seconds);
+        }
+    if (ratios.empty()) continue;
+    const double before = median(ratios), extra = median(extras);
+    if (!(c.ratio() > before * (1 + th.time_growth))) continue;
+    // The extra time determinism costs must have grown by more than noise, too.
+    if ((c.on_s - c.off_s) - extra <= th.time_min_s) continue;
     add(*on, "determinism_cost_grew",
-        fmt::format("deterministic on takes {:.2f}x the time of off ({:.2f}x before)", c.ratio(), *before), true);
+        fmt::format("deterministic on takes {:.2f}x the time of off (median {:.2f}x over {})", c.ratio(), before,
+                    audits_words(ratios.size())),
+        th.timing_blocking);
   }
   return out;
 }
 
-std::vector<DeterminismCost> determinism_costs(
-    const std::vector<CellResult>& now, const std::function<std::optional<CellResult>(const std::string&)>& previous) {
+std::vector<DeterminismCost> determinism_costs(const std::vector<CellResult>& now, const PastResults& past) {
   // Cells grouped by model and every setting but `deterministic`, in the cells' order.
   std::vector<std::string> order;
   std::map<std::string, std::map<std::string, const CellResult*>> groups;
   std::map<std::string, std::string> labels;
   for (const auto& r : now) {
-    if (r.verdict != "reproducible" && r.verdict != "divergent") continue;
+    if (!decided(r.verdict)) continue;
     auto s = settings_of(r);
     std::string det = s.count("deterministic") ? s["deterministic"] : "off";
     s.erase("deterministic");
@@ -209,9 +266,9 @@ std::vector<DeterminismCost> determinism_costs(
     c.label = labels[group];
     c.on_s = on->second->seconds;
     c.off_s = off->second->seconds;
-    auto p_on = previous(c.with), p_off = previous(c.without);
-    if (p_on && p_off && p_off->seconds > 0 && p_on->seconds > 0)
-      c.previous_s = std::make_pair(p_on->seconds, p_off->seconds);
+    auto p_on = past(c.with), p_off = past(c.without);
+    if (!p_on.empty() && !p_off.empty() && p_off.front().seconds > 0 && p_on.front().seconds > 0)
+      c.previous_s = std::make_pair(p_on.front().seconds, p_off.front().seconds);
     out.push_back(c);
   }
   return out;
@@ -229,14 +286,18 @@ int AuditView::blocking() const {
   return n;
 }
 
-int AuditView::exit_code() const { return broken() > 0 || blocking() > 0 ? 1 : 0; }
+int AuditView::exit_code() const {
+  if (info.status == "interrupted") return to_int(ExitCode::interrupted);
+  if (info.status == "incomplete") return to_int(ExitCode::run_failed);
+  return broken() > 0 || blocking() > 0 ? 1 : 0;
+}
 
 AuditView make_view(const History& history, int64_t audit, const std::vector<std::string>& model_order) {
   AuditView v;
   v.info = history.audit(audit);
   v.cells = history.cells(audit);
   v.regressions = history.regressions(audit);
-  v.costs = determinism_costs(v.cells, [&](const std::string& key) { return history.previous(key, audit); });
+  v.costs = determinism_costs(v.cells, [&](const std::string& key) { return history.recent(key, audit, 1); });
   v.trend = history.trend(audit, 30);
   std::set<std::string> seen_models, seen_columns;
   for (const auto& m : model_order)
@@ -248,6 +309,9 @@ AuditView make_view(const History& history, int64_t audit, const std::vector<std
   if (v.info.status == "interrupted")
     v.notes.push_back(
         fmt::format("the audit was interrupted: {} of {} cells finished", v.cells.size(), v.info.cells_planned));
+  else if (v.info.status == "incomplete")
+    v.notes.push_back(fmt::format("the audit is incomplete: shard(s) {} are missing from the merge; {} of {} cells ran",
+                                  v.info.missing_shards, v.cells.size(), v.info.cells_total));
   else if (v.info.status == "unfinished")
     v.notes.push_back("the audit did not finish (its process ended without recording its end)");
   return v;

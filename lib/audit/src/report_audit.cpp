@@ -60,6 +60,18 @@ namespace {
 
 std::string xml(const std::string& s) { return html::xml_escape(s); }
 
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t comma = text.find(',', start);
+    if (comma == std::string::npos) comma = text.size();
+    if (comma > start) out.push_back(text.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return out;
+}
+
 json cell_json(const CellResult& c) {
   json j = {{"position", c.position},     {"key", c.key},         {"model", c.model},
             {"settings", json::object()}, {"column", c.column},   {"expect", to_string(c.expect)},
@@ -85,7 +97,12 @@ json cell_json(const CellResult& c) {
                              {"mismatched", c.mismatched},
                              {"numel", c.numel}};
   }
-  j["hint"] = c.cause.empty() ? json(nullptr) : json({{"cause", c.cause}, {"title", c.cause_title}, {"fix", c.fix}});
+  j["hint"] = c.cause.empty() ? json(nullptr)
+                              : json({{"cause", c.cause},
+                                      {"title", c.cause_title},
+                                      {"evidence", c.evidence},
+                                      {"fix", c.fix},
+                                      {"test_it", c.test_it.empty() ? json(nullptr) : json(c.test_it)}});
   j["provenance"] = {
       {"reprocheck", c.provenance.reprocheck}, {"libtorch", c.provenance.libtorch}, {"cuda", c.provenance.cuda},
       {"cudnn", c.provenance.cudnn},           {"device", c.provenance.device},     {"host", c.provenance.host}};
@@ -141,10 +158,13 @@ std::string render_json(const AuditView& v) {
                 {"shard", a.shard},
                 {"cells_planned", a.cells_planned},
                 {"cells_total", a.cells_total},
+                {"missing_shards", split_list(a.missing_shards)},
                 {"thresholds",
                  {{"magnitude_regression", a.thresholds.magnitude_factor},
                   {"time_regression", a.thresholds.time_growth},
-                  {"time_regression_min_s", a.thresholds.time_min_s}}},
+                  {"time_regression_min_s", a.thresholds.time_min_s},
+                  {"timing", a.thresholds.timing_blocking ? "blocking" : "info"},
+                  {"timing_window", a.thresholds.timing_window}}},
                 {"provenance",
                  {{"reprocheck", a.provenance.reprocheck},
                   {"libtorch", a.provenance.libtorch},
@@ -183,7 +203,9 @@ std::string render_json(const AuditView& v) {
                           {"divergent", t.divergent},
                           {"failed", t.failed},
                           {"interrupted", t.interrupted},
-                          {"broken", t.broken}});
+                          {"broken", t.broken},
+                          {"regressions", t.regressions},
+                          {"blocking_regressions", t.blocking}});
   j["notes"] = v.notes;
   j["broken"] = v.broken();
   j["blocking_regressions"] = v.blocking();

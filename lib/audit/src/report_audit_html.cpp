@@ -23,7 +23,8 @@ namespace {
 std::string trend_svg(const std::vector<TrendPoint>& trend) {
   constexpr double W = 880, H = 200, L = 44, R = 16, T = 14, B = 40;
   int top = 1;
-  for (const auto& t : trend) top = std::max(top, t.reproducible + t.divergent + t.failed + t.interrupted);
+  for (const auto& t : trend)
+    top = std::max({top, t.reproducible + t.divergent + t.failed + t.interrupted, t.regressions});
   const double slot = (W - L - R) / static_cast<double>(std::max<size_t>(trend.size(), 1));
   const double bar = std::min(36.0, slot * 0.7);
   auto Y = [&](double n) { return H - B - n / top * (H - T - B); };
@@ -36,7 +37,7 @@ std::string trend_svg(const std::vector<TrendPoint>& trend) {
         R"(<line class="grid" x1="{}" x2="{}" y1="{:.1f}" y2="{:.1f}"/><text class="tick" x="{}" y="{:.1f}" text-anchor="end">{}</text>)",
         L, W - R, Y(n), Y(n), L - 6, Y(n) + 4, n);
   }
-  std::string line;
+  std::string line, regress_line;
   for (size_t i = 0; i < trend.size(); ++i) {
     const auto& t = trend[i];
     const double x = L + slot * (static_cast<double>(i) + 0.5);
@@ -53,6 +54,13 @@ std::string trend_svg(const std::vector<TrendPoint>& trend) {
     svg += fmt::format(
         R"(<circle class="broken-dot" cx="{:.1f}" cy="{:.1f}" r="3"><title>audit {}: {} cell(s) broke their expectation</title></circle>)",
         x, Y(t.broken), t.audit, t.broken);
+    // Regressions found against earlier audits: a diamond at their count, the count above it.
+    regress_line += fmt::format("{}{:.1f},{:.1f}", regress_line.empty() ? "" : " ", x, Y(t.regressions));
+    if (t.regressions > 0)
+      svg += fmt::format(
+          R"(<path class="regression-mark" data-audit="{}" data-count="{}" data-blocking="{}" d="M{:.1f} {:.1f} l5 5 l-5 5 l-5 -5 z"><title>audit {}: {} regression(s), {} blocking</title></path><text class="regression-count" x="{:.1f}" y="{:.1f}" text-anchor="middle">{}</text>)",
+          t.audit, t.regressions, t.blocking, x, Y(t.regressions) - 5, t.audit, t.regressions, t.blocking, x,
+          Y(t.regressions) - 8, t.regressions);
     std::string date =
         t.started_at.size() >= 16 ? t.started_at.substr(5, 5) + " " + t.started_at.substr(11, 5) : t.started_at;
     if (trend.size() <= 16 || i % ((trend.size() + 15) / 16) == 0)
@@ -60,8 +68,9 @@ std::string trend_svg(const std::vector<TrendPoint>& trend) {
                          html::escape(date));
   }
   if (trend.size() > 1) svg += fmt::format(R"(<polyline class="broken-line" points="{}"/>)", line);
+  if (trend.size() > 1) svg += fmt::format(R"(<polyline class="regression-line" points="{}"/>)", regress_line);
   svg += fmt::format(
-      R"(<text class="axis" x="{:.1f}" y="{:.1f}" text-anchor="middle">audits, oldest first · bars: cells by verdict · line: cells that broke their expectation</text>)",
+      R"(<text class="axis" x="{:.1f}" y="{:.1f}" text-anchor="middle">audits, oldest first · bars: cells by verdict · line: cells that broke their expectation · ◆ regressions</text>)",
       L + (W - L - R) / 2, H - 6);
   return svg + "</svg>";
 }
@@ -118,49 +127,93 @@ std::string html_regressions(const AuditView& v) {
   return body;
 }
 
+// The regressions of each cell, by its key.
+std::map<std::string, std::vector<const Regression*>> regressions_by_cell(const AuditView& v) {
+  std::map<std::string, std::vector<const Regression*>> out;
+  for (const auto& r : v.regressions) out[r.key].push_back(&r);
+  return out;
+}
+
+std::string heatmap_cell(const CellResult& c, const std::vector<const Regression*>& regressions) {
+  using html::escape;
+  std::string where;
+  if (c.verdict == "divergent") where = c.layer.empty() ? c.tensor : c.layer;
+  if (c.verdict == "divergent" && !c.phase.empty()) where += " · " + c.phase;
+  if (c.verdict == "failed") where = c.error;
+  std::string badge;
+  if (!c.meets_expectation())
+    badge = fmt::format("<span class=\"expect\">✗ expected {}</span>", to_string(c.expect));
+  else if (c.expect != Expect::reproducible)
+    badge = fmt::format("<span class=\"expect\">expected {}</span>", to_string(c.expect));
+  std::string kinds, title = what_happened(c);
+  bool blocking = false;
+  for (const auto* r : regressions) {
+    kinds += (kinds.empty() ? "" : ",") + r->kind;
+    title += fmt::format("\n{}: {}", kind_words(r->kind), r->message);
+    blocking = blocking || r->blocking;
+  }
+  if (blocking) badge += fmt::format("<span class=\"regressed-badge\">▲ {}</span>", escape(kind_words(kinds)));
+  const bool detail = c.verdict == "divergent" || c.verdict == "failed";
+  const bool control = c.verdict == "divergent" && c.expect == Expect::divergent;
+  return fmt::format(
+      "<td class=\"cell {}{}{}{}\" data-verdict=\"{}\" data-model=\"{}\" data-column=\"{}\" data-meets=\"{}\" "
+      "data-regressions=\"{}\" title=\"{}\">{}"
+      "<div class=\"word\">{}</div><div class=\"where\">{}</div><div class=\"time\">{}</div>{}{}</td>",
+      escape(c.verdict), control ? " control" : "", c.meets_expectation() ? "" : " broken",
+      blocking ? " regressed" : "", escape(c.verdict), escape(c.model), escape(c.column),
+      c.meets_expectation() ? "true" : "false", escape(kinds), escape(title),
+      detail ? fmt::format("<a href=\"#cell-{}\">", c.position) : "",
+      escape(control ? "divergent as expected" : c.verdict), escape(where), seconds_text(c.seconds), badge,
+      detail ? "</a>" : "");
+}
+
+// Models with the same columns (one matrix shape) share a heatmap, and its columns come
+// kColumnsPerTable at a time, so that no table is wider than the page.
+constexpr size_t kColumnsPerTable = 5;
+
 std::string html_heatmap(const AuditView& v) {
   using html::escape;
-  std::string body;
-  // The heatmap.
-  body +=
-      "<section id=\"matrix\"><h2>Models × settings</h2><div class=\"card\" style=\"overflow-x:auto\">"
-      "<table class=\"heatmap\"><tr><th></th>";
-  for (const auto& col : v.columns) body += fmt::format("<th class=\"mono\">{}</th>", escape(col));
-  body += "</tr>";
+  std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> groups;  // columns, models
   for (const auto& m : v.models) {
-    body += fmt::format("<tr><th class=\"model\">{}</th>", escape(m));
-    for (const auto& col : v.columns) {
-      const CellResult* c = find_cell(v, m, col);
-      if (!c) {
-        body += "<td class=\"cell missing\" data-verdict=\"missing\">no cell</td>";
-        continue;
-      }
-      std::string where;
-      if (c->verdict == "divergent") where = c->layer.empty() ? c->tensor : c->layer;
-      if (c->verdict == "divergent" && !c->phase.empty()) where += " · " + c->phase;
-      if (c->verdict == "failed") where = c->error;
-      std::string badge;
-      if (!c->meets_expectation())
-        badge = fmt::format("<span class=\"expect\">✗ expected {}</span>", to_string(c->expect));
-      else if (c->expect != Expect::reproducible)
-        badge = fmt::format("<span class=\"expect\">expected {}</span>", to_string(c->expect));
-      const bool detail = c->verdict == "divergent" || c->verdict == "failed";
-      body += fmt::format(
-          "<td class=\"cell {}{}\" data-verdict=\"{}\" data-model=\"{}\" data-column=\"{}\" data-meets=\"{}\" "
-          "title=\"{}\">{}"
-          "<div class=\"word\">{}</div><div class=\"where\">{}</div><div class=\"time\">{}</div>{}{}</td>",
-          escape(c->verdict), c->meets_expectation() ? "" : " broken", escape(c->verdict), escape(c->model),
-          escape(c->column), c->meets_expectation() ? "true" : "false", escape(what_happened(*c)),
-          detail ? fmt::format("<a href=\"#cell-{}\">", c->position) : "", escape(c->verdict), escape(where),
-          seconds_text(c->seconds), badge, detail ? "</a>" : "");
-    }
-    body += "</tr>";
+    std::vector<std::string> cols;
+    for (const auto& col : v.columns)
+      if (find_cell(v, m, col)) cols.push_back(col);
+    if (cols.empty()) continue;
+    auto g = std::find_if(groups.begin(), groups.end(), [&](const auto& x) { return x.first == cols; });
+    if (g == groups.end())
+      groups.push_back({cols, {m}});
+    else
+      g->second.push_back(m);
   }
+  const auto regressions = regressions_by_cell(v);
+  const std::vector<const Regression*> none;
+  std::string body = "<section id=\"matrix\"><h2>Models × settings</h2>";
+  for (const auto& [cols, models] : groups)
+    for (size_t from = 0; from < cols.size(); from += kColumnsPerTable) {
+      const size_t to = std::min(cols.size(), from + kColumnsPerTable);
+      body += fmt::format(
+          "<div class=\"card\"><table class=\"heatmap\" data-columns=\"{}\"><tr><th class=\"model\"></th>", to - from);
+      for (size_t i = from; i < to; ++i) body += fmt::format("<th class=\"mono\">{}</th>", escape(cols[i]));
+      for (size_t i = to; i < from + kColumnsPerTable && cols.size() > kColumnsPerTable; ++i) body += "<th></th>";
+      body += "</tr>";
+      for (const auto& m : models) {
+        body += fmt::format("<tr><th class=\"model\">{}</th>", escape(m));
+        for (size_t i = from; i < to; ++i) {
+          const CellResult* c = find_cell(v, m, cols[i]);
+          auto it = regressions.find(c->key);
+          body += heatmap_cell(*c, it == regressions.end() ? none : it->second);
+        }
+        for (size_t i = to; i < from + kColumnsPerTable && cols.size() > kColumnsPerTable; ++i) body += "<td></td>";
+        body += "</tr>";
+      }
+      body += "</table></div>";
+    }
   body +=
-      "</table><p class=\"legend\"><span><i style=\"background:var(--ok)\"></i>reproducible</span><span><i "
-      "style=\"background:var(--bad)\"></i>divergent</span><span><i style=\"background:var(--fail)\"></i>failed (the "
-      "check could not decide)</span><span><i style=\"background:var(--ink)\"></i>outline: breaks its "
-      "expectation</span></p></div></section>";
+      "<p class=\"legend\"><span><i style=\"background:var(--ok)\"></i>reproducible</span><span><i "
+      "style=\"background:var(--bad)\"></i>divergent</span><span><i style=\"background:var(--control)\"></i>divergent "
+      "as expected (a negative control)</span><span><i style=\"background:var(--fail)\"></i>failed (the check could "
+      "not decide)</span><span><i class=\"outline\"></i>breaks its expectation</span><span><i "
+      "class=\"dashed\"></i>a blocking regression</span></p></section>";
   return body;
 }
 
@@ -193,10 +246,12 @@ std::string html_details(const AuditView& v) {
         "<div class=\"card cell-detail\" id=\"cell-{}\" data-verdict=\"{}\"><h3>{} <span class=\"mono "
         "muted\">{}</span> "
         "<span class=\"verdict {}\">{}</span></h3>",
-        c.position, escape(c.verdict), escape(c.model), escape(c.column), escape(c.verdict), escape(c.verdict));
+        c.position, escape(c.verdict), escape(c.model), escape(c.column), escape(c.verdict),
+        escape(c.verdict == "divergent" && c.expect == Expect::divergent ? "divergent as expected" : c.verdict));
     if (c.verdict == "failed") {
-      details += fmt::format("<p>The check failed (exit code {}): <span class=\"mono\">{}</span></p></div>",
-                             c.exit_code, escape(c.error));
+      details += fmt::format(
+          "<p>The check failed (exit code {}): <span class=\"mono failure-reason\">{}</span></p></div>", c.exit_code,
+          escape(c.error.empty() ? "it gave no reason; run it with --keep to keep its log" : c.error));
       continue;
     }
     details += fmt::format("<p>First divergence: <span class=\"mono\">{}</span> · {}</p>", escape(c.first_label()),
@@ -208,9 +263,20 @@ std::string html_details(const AuditView& v) {
     else if (c.max_abs >= 0)
       details += fmt::format("<p>max abs diff <b>{}</b> · max rel diff {} · {} of {} elements differ</p>",
                              html::short_number(c.max_abs), html::short_number(c.max_rel), c.mismatched, c.numel);
-    if (!c.cause_title.empty())
-      details += fmt::format("<div class=\"hint\"><b>Likely cause:</b> {}{}</div>", escape(c.cause_title),
-                             c.fix.empty() ? "" : fmt::format(" · fix: <code>{}</code>", escape(c.fix)));
+    if (!c.cause_title.empty()) {
+      details += fmt::format("<div class=\"hint cause\" data-cause=\"{}\"><b>Likely cause:</b> {}", escape(c.cause),
+                             escape(c.cause_title));
+      if (!c.evidence.empty())
+        details +=
+            fmt::format("<div class=\"evidence\"><span class=\"muted\">evidence</span> {}</div>", escape(c.evidence));
+      if (!c.fix.empty())
+        details +=
+            fmt::format("<div class=\"fix\"><span class=\"muted\">fix</span> <code>{}</code></div>", escape(c.fix));
+      if (!c.test_it.empty())
+        details += fmt::format("<div class=\"test-it\"><span class=\"muted\">test it</span> <code>{}</code></div>",
+                               escape(c.test_it));
+      details += "</div>";
+    }
     details += html::layer_chart(chart_of(c)) + "</div>";
   }
   if (!details.empty()) body += "<section id=\"details\"><h2>Divergent and failed cells</h2>" + details + "</section>";
@@ -240,10 +306,17 @@ std::string render_html(const AuditView& v) {
   body += fmt::format(
       "<header class=\"top\"><span class=\"brand\">reprocheck audit</span><h1>{}</h1><span class=\"verdict {}\" "
       "id=\"audit-verdict\">{}</span></header>",
-      escape(a.name), v.exit_code() ? "divergent" : "reproducible",
-      v.exit_code() ? "NEEDS ATTENTION" : "ALL AS EXPECTED");
-  body += fmt::format("<p class=\"sub\">{} · started {}{}{}</p>", escape(summary_line(v)), escape(a.started_at),
-                      a.finished_at.empty() ? "" : " · finished " + escape(a.finished_at), escape(shard_words(a)));
+      escape(a.name),
+      v.exit_code() == 0   ? "reproducible"
+      : v.exit_code() == 1 ? "divergent"
+                           : "failed",
+      v.exit_code() == 0          ? "ALL AS EXPECTED"
+      : v.exit_code() == 1        ? "NEEDS ATTENTION"
+      : a.status == "interrupted" ? "INTERRUPTED"
+                                  : "INCOMPLETE");
+  body += fmt::format("<p class=\"sub\">{} · exit {} · started {}{}{}</p>", escape(summary_line(v)), v.exit_code(),
+                      escape(a.started_at), a.finished_at.empty() ? "" : " · finished " + escape(a.finished_at),
+                      escape(shard_words(a)));
   for (const auto& n : v.notes) body += fmt::format("<p class=\"card\">Note: {}</p>", escape(n));
   body += html_regressions(v) + html_heatmap(v);
   // The trend.

@@ -30,16 +30,35 @@ std::string settings_json(const Cell& c) {
   return j.dump();
 }
 
-// A failed check's reason: its own error line (without the prefix), else its last line.
+// A failed check's reason: its first error line (without the prefix, and without a dangling "its
+// last output:"), with the last thing the failed run said when that says more than "(none)"; else
+// the check's last line.
 std::string reason(const OutputTail& err) {
-  std::istringstream in(err.last_lines(40));
-  std::string line, error;
+  std::istringstream in(err.last_lines(60));
+  std::string last, error, said;
+  bool in_error = false;
   for (std::string l; std::getline(in, l);) {
-    if (l.find_first_not_of(" \t\r") == std::string::npos) continue;
-    line = l;
-    if (l.rfind(kErrorPrefix, 0) == 0 && error.empty()) error = l.substr(std::strlen(kErrorPrefix));
+    const auto begin = l.find_first_not_of(" \t\r");
+    if (begin == std::string::npos) continue;
+    std::string text = l.substr(begin, l.find_last_not_of(" \t\r") + 1 - begin);
+    last = text;
+    if (l.rfind(kErrorPrefix, 0) == 0) {
+      if (!error.empty()) {  // a later error line: the run's own last words, or the check's next error
+        if (in_error) said = l.substr(std::strlen(kErrorPrefix));
+        continue;
+      }
+      error = l.substr(std::strlen(kErrorPrefix));
+      in_error = true;
+    } else if (in_error && text != "(none)") {
+      said = text;  // the failed run's last output, as the check relays it
+    }
   }
-  std::string out = error.empty() ? line : error;
+  for (const char* dangling : {"; its last output:", " its last output:"})
+    if (error.size() >= std::strlen(dangling) &&
+        error.compare(error.size() - std::strlen(dangling), std::string::npos, dangling) == 0)
+      error.erase(error.size() - std::strlen(dangling));
+  std::string out = error.empty() ? last : error;
+  if (!error.empty() && !said.empty() && said != error) out += "; its last output: " + said;
   if (out.size() > 400) out = out.substr(0, 400) + "...";
   return out;
 }
@@ -211,15 +230,19 @@ bool run_cells(const std::vector<Cell>& cells, const std::map<std::string, int>&
   return true;
 }
 
-int64_t merge_shards(const std::vector<std::string>& shards, History& history, const std::string& target_path) {
+namespace {
+
+struct Shard {
+  AuditInfo info;
+  std::vector<CellResult> cells;
+  int index = 1, count = 1;
+};
+
+// Each shard database's latest audit, checked to be a shard, not the target, and not given twice.
+std::vector<Shard> read_shards(const std::vector<std::string>& shards, const std::string& target_path) {
   char buf[PATH_MAX];
   std::set<std::string> seen;
   const std::string target = realpath(target_path.c_str(), buf) ? std::string(buf) : target_path;
-  struct Shard {
-    AuditInfo info;
-    std::vector<CellResult> cells;
-    int index = 1, count = 1;
-  };
   std::vector<Shard> parts;
   for (const auto& path : shards) {
     const std::string real = realpath(path.c_str(), buf) ? std::string(buf) : path;
@@ -254,28 +277,58 @@ int64_t merge_shards(const std::vector<std::string>& shards, History& history, c
     if (!indices.insert(p.index).second)
       throw InputError(fmt::format("shard {}/{} is given twice; pass each shard's database once", p.index, p.count));
   }
+  return parts;
+}
+
+}  // namespace
+
+MergeResult merge_shards(const std::vector<std::string>& shards, History& history, const std::string& target_path,
+                         bool allow_missing) {
+  const std::vector<Shard> parts = read_shards(shards, target_path);
+  const auto& first = parts.front();
+  MergeResult result;
+  // Shards merged before add nothing: the same merge run twice is one audit.
+  for (const auto& p : parts)
+    if (auto done = history.merged_audit_of(p.info.uid)) {
+      result.id = *done;
+      result.added = false;
+      return result;
+    }
+  std::set<int> indices;
+  for (const auto& p : parts) indices.insert(p.index);
   for (int i = 1; i <= first.count; ++i)
-    if (!indices.count(i))
-      throw InputError(fmt::format("shard {}/{} is missing; pass every shard's database", i, first.count));
+    if (!indices.count(i)) result.missing.push_back(fmt::format("{}/{}", i, first.count));
+  if (!result.missing.empty() && !allow_missing)
+    throw InputError(
+        fmt::format("shard {} is missing; pass every shard's database, or --allow-missing-shards to "
+                    "merge the shards that exist into an audit marked incomplete",
+                    result.missing.front()));
   AuditInfo info = first.info;
   info.id = 0;
   info.uid.clear();
-  info.shard = first.count > 1 ? fmt::format("merged from {} shards", first.count) : "";
+  info.shard = first.count <= 1         ? ""
+               : result.missing.empty() ? fmt::format("merged from {} shards", first.count)
+                                        : fmt::format("merged from {} of {} shards", parts.size(), first.count);
   info.cells_planned = 0;
+  info.merged_from.clear();
+  info.missing_shards.clear();
+  for (const auto& m : result.missing) info.missing_shards += (info.missing_shards.empty() ? "" : ",") + m;
   std::string status = "complete", finished;
   std::vector<CellResult> cells;
   for (const auto& p : parts) {
+    info.merged_from += (info.merged_from.empty() ? "" : ",") + p.info.uid;
     info.started_at = std::min(info.started_at, p.info.started_at);
     finished = std::max(finished, p.info.finished_at);
     info.cells_planned += p.info.cells_planned;
     if (p.info.status != "complete") status = p.info.status == "interrupted" ? "interrupted" : "unfinished";
     cells.insert(cells.end(), p.cells.begin(), p.cells.end());
   }
+  if (status == "complete" && !result.missing.empty()) status = "incomplete";
   std::stable_sort(cells.begin(), cells.end(), [](const auto& a, const auto& b) { return a.position < b.position; });
-  const int64_t id = history.begin_audit(info);
-  for (const auto& c : cells) history.add_cell(id, c);
-  history.end_audit(id, status, finished.empty() ? utc_now() : finished);
-  return id;
+  result.id = history.begin_audit(info);
+  for (const auto& c : cells) history.add_cell(result.id, c);
+  history.end_audit(result.id, status, finished.empty() ? utc_now() : finished);
+  return result;
 }
 
 }  // namespace reprocheck::audit

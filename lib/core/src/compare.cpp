@@ -412,10 +412,17 @@ PairComparison compare_with_reference(Comparison& c, const DumpReader& ref, cons
   std::set<std::string> keys;
   for (const auto& [k, v] : ref_opts) keys.insert(k);
   for (const auto& [k, v] : other_opts) keys.insert(k);
+  std::set<std::string> differing;
   for (const auto& k : keys) {
     auto va = ref_opts.count(k) ? ref_opts[k] : "-", vb = other_opts.count(k) ? other_opts[k] : "-";
-    if (va != vb) pc.knob_diffs.emplace_back(k, fmt::format("{} vs {}", va, vb));
+    if (va == vb) continue;
+    pc.knob_diffs.emplace_back(k, fmt::format("{} vs {}", va, vb));
+    pc.knob_values.emplace_back(k, va, vb);
+    differing.insert(k);
   }
+  pc.other_attributes = other.attributes();
+  pc.environment_diffs = environment_diffs(c.ref_attributes, pc.other_attributes, differing);
+  pc.model_change = model_change(c.ref_attributes, pc.other_attributes);
   return pc;
 }
 

@@ -197,4 +197,54 @@ void add_shard_note(Comparison& c) {
       dims(s.value("mesh", nlohmann::json()))));
 }
 
+std::vector<EnvironmentDiff> environment_diffs(const std::map<std::string, std::string>& ref,
+                                               const std::map<std::string, std::string>& other,
+                                               const std::set<std::string>& knobs_differing) {
+  struct Fact {
+    const char* attr;
+    const char* what;
+    const char* knob;  // the run option that sets it, if any
+  };
+  static const Fact kFacts[] = {
+      {attr::kReprocheckVersion, "reprocheck", nullptr},
+      {attr::kLibtorchVersion, "LibTorch/torch", nullptr},
+      {attr::kCudaVersion, "CUDA", nullptr},
+      {attr::kCudnnVersion, "cuDNN", nullptr},
+      {attr::kDevice, "device", "device"},
+      {attr::kDeviceName, "device name", "device"},
+      {attr::kCpu, "CPU", nullptr},
+      {attr::kBlas, "BLAS", nullptr},
+      {attr::kTorchThreads, "threads", "threads"},
+      {attr::kDeterministic, "deterministic algorithms", "deterministic"},
+      {attr::kTf32Cublas, "TF32 in cuBLAS", nullptr},
+      {attr::kTf32Cudnn, "TF32 in cuDNN", nullptr},
+      {attr::kFloat32MatmulPrecision, "float32 matmul precision", nullptr},
+      {attr::kPythonVersion, "Python", nullptr},
+  };
+  std::vector<EnvironmentDiff> out;
+  for (const auto& f : kFacts) {
+    auto a = ref.find(f.attr), b = other.find(f.attr);
+    if (a == ref.end() || b == other.end() || a->second == b->second) continue;
+    if (f.knob && knobs_differing.count(f.knob)) continue;
+    out.push_back({f.what, a->second, b->second});
+  }
+  return out;
+}
+
+std::string model_change(const std::map<std::string, std::string>& ref,
+                         const std::map<std::string, std::string>& other) {
+  auto get = [](const std::map<std::string, std::string>& m, const char* k) {
+    auto it = m.find(k);
+    return it == m.end() ? std::string() : it->second;
+  };
+  const std::string sa = get(ref, attr::kModelSignature), sb = get(other, attr::kModelSignature);
+  if (sa != sb && !sa.empty() && !sb.empty() && sa != "none" && sb != "none")
+    return fmt::format("the model's signature changed ({} in the reference, {} now)", sa, sb);
+  const std::string ha = get(ref, attr::kModelHash), hb = get(other, attr::kModelHash);
+  if (ha != hb && !ha.empty() && !hb.empty())
+    return fmt::format("the model file changed (its hash is {} in the reference, {} now): its code or its weights", ha,
+                       hb);
+  return "";
+}
+
 }  // namespace reprocheck

@@ -1,7 +1,9 @@
 // The notes of a comparison (compare_notes.cpp). Not a public header.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -24,5 +26,16 @@ void add_seed_note(Comparison& c, const Readers& readers);
 // The first divergent tensor is a rank's shard of a sharded tensor (FSDP2, tensor parallelism):
 // which slice of the full tensor it holds.
 void add_shard_note(Comparison& c);
+
+// The facts of where the two runs ran that differ (reprocheck, LibTorch, CUDA, cuDNN, device, CPU,
+// BLAS, threads, the deterministic and TF32 flags, Python); facts one dump does not record are left
+// out, and so are threads and deterministic when a run option of theirs differs (then they are the
+// option's difference).
+std::vector<EnvironmentDiff> environment_diffs(const std::map<std::string, std::string>& ref,
+                                               const std::map<std::string, std::string>& other,
+                                               const std::set<std::string>& knobs_differing);
+// How the other run's model differs from the reference's ("" the same): its signature, or its file.
+std::string model_change(const std::map<std::string, std::string>& ref,
+                         const std::map<std::string, std::string>& other);
 
 }  // namespace reprocheck

@@ -456,6 +456,8 @@ std::string drill_sentence(const DrillDown& dd) {
 
 std::vector<Hint> explain(const Comparison& c) {
   if (!c.headline()) return {};
+  // A golden and a fresh run: what differs is a change since it was recorded, not nondeterminism.
+  if (!c.capture.baseline.empty()) return explain_change(c);
   const Evidence e = gather(c);
   std::vector<Proposal> chosen;
   std::set<std::string> groups_taken;

@@ -90,6 +90,9 @@ struct RuleRow {
   Rule rule;
 };
 
+// The hints of a check against a golden (hints_change.cpp): what changed since it was recorded.
+std::vector<Hint> explain_change(const Comparison& c);
+
 // The rules of a training script's data pipeline and RNG records, in order (hints_data.cpp).
 const std::vector<RuleRow>& data_rules();
 // The rules of the model, its layers and the run options (hints.cpp).

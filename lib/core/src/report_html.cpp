@@ -200,7 +200,7 @@ std::string layer_chart(const Chart& chart) {
 std::string page(const std::string& title, const std::string& body) {
   static constexpr const char* kStyle = R"(
 :root { --ok: #2f9e5b; --bad: #d64541; --fail: #b86e00; --info: #6b7280; --ink: #1f2430; --muted: #5f6877;
-        --line: #e3e6ec; --bg: #f6f7f9; --card: #fff; --accent: #3867d6; }
+        --line: #e3e6ec; --bg: #f6f7f9; --card: #fff; --accent: #3867d6; --control: #7d5fb2; --regress: #c2185b; }
 * { box-sizing: border-box; }
 body { margin: 0; background: var(--bg); color: var(--ink);
        font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "DejaVu Sans", sans-serif; }
@@ -229,20 +229,25 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .regressions li { margin: 4px 0; }
 .regressions .kind { display: inline-block; min-width: 11em; font-weight: 600; color: var(--bad); }
 .regressions .nonblocking .kind { color: var(--muted); }
-table.heatmap { border-collapse: separate; border-spacing: 6px; margin-left: -6px; }
-table.heatmap th { font-size: 13px; color: var(--muted); font-weight: 600; text-align: left; padding: 2px 4px; }
-table.heatmap th.model { min-width: 9em; max-width: 240px; overflow-wrap: break-word; color: var(--ink); }
-td.cell { min-width: 150px; max-width: 220px; border-radius: 8px; padding: 8px 10px; color: #fff; vertical-align: top;
-          font-size: 13px; line-height: 1.35; }
+table.heatmap { border-collapse: separate; border-spacing: 6px; margin-left: -6px; table-layout: fixed; width: calc(100% + 12px); }
+table.heatmap th { font-size: 13px; color: var(--muted); font-weight: 600; text-align: left; padding: 2px 4px; overflow-wrap: anywhere; }
+table.heatmap th.model { width: 170px; overflow-wrap: break-word; color: var(--ink); }
+td.cell { border-radius: 8px; padding: 8px 10px; color: #fff; vertical-align: top; font-size: 13px; line-height: 1.35; }
 td.cell a { color: inherit; text-decoration: none; display: block; }
 td.cell .word { font-weight: 700; font-size: 14px; }
 td.cell .where { overflow-wrap: anywhere; opacity: .95; }
 td.cell .time { opacity: .8; font-size: 12px; }
 td.cell.reproducible { background: var(--ok); } td.cell.divergent { background: var(--bad); }
+td.cell.divergent.control { background: var(--control); }
 td.cell.failed { background: var(--fail); } td.cell.interrupted { background: var(--info); }
 td.cell.missing { background: repeating-linear-gradient(45deg, #eceef2, #eceef2 6px, #f6f7f9 6px, #f6f7f9 12px); color: var(--muted); }
 td.cell.broken { box-shadow: 0 0 0 3px var(--ink); }
-td.cell .expect { display: inline-block; font-size: 11px; background: rgba(255,255,255,.22); border-radius: 4px; padding: 0 5px; margin-top: 3px; }
+td.cell.regressed { outline: 3px dashed var(--regress); outline-offset: 2px; }
+td.cell .expect, td.cell .regressed-badge { display: inline-block; font-size: 11px; background: rgba(255,255,255,.22); border-radius: 4px; padding: 0 5px; margin-top: 3px; }
+td.cell.missing .expect { background: none; }
+.legend i.outline { background: none; box-shadow: 0 0 0 2px var(--ink); } .legend i.dashed { background: none; outline: 2px dashed var(--regress); }
+svg .regression-mark { fill: var(--regress); } svg .regression-line { stroke: var(--regress); stroke-width: 1.5; stroke-dasharray: 4 3; fill: none; }
+svg .regression-count { fill: var(--regress); font-size: 11px; font-weight: 700; font-family: system-ui, sans-serif; }
 .legend span { display: inline-flex; align-items: center; gap: 6px; margin-right: 16px; font-size: 13px; color: var(--muted); }
 .legend i { width: 14px; height: 14px; border-radius: 4px; display: inline-block; }
 svg.layer-chart, svg.trend { width: 100%; height: auto; display: block; }

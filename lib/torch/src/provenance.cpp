@@ -1,6 +1,8 @@
 #include "provenance.h"
 
 #include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <ATen/Version.h>
 #include <fmt/format.h>
 #include <unistd.h>
 #ifdef REPROCHECK_WITH_CUDA
@@ -8,6 +10,7 @@
 #include <cuda_runtime_api.h>
 #endif
 
+#include <cstring>
 #include <ctime>
 #include <fstream>
 
@@ -44,6 +47,22 @@ const char* matmul_precision() {
   }
 }
 
+// The BLAS LibTorch was built with and the CPU kernels it dispatches to, from its build
+// configuration: "mkl, AVX512 kernels" ("unknown" when it says neither).
+std::string blas_info() {
+  const std::string config = at::show_config();
+  auto value = [&](const char* key, const char* ends) {
+    auto at = config.find(key);
+    if (at == std::string::npos) return std::string();
+    at += std::strlen(key);
+    auto end = config.find_first_of(ends, at);
+    return config.substr(at, end == std::string::npos ? std::string::npos : end - at);
+  };
+  std::string blas = value("BLAS_INFO=", ",\n"), isa = value("CPU capability usage: ", "\n");
+  if (blas.empty()) blas = "unknown";
+  return isa.empty() ? blas : fmt::format("{}, {} kernels", blas, isa);
+}
+
 }  // namespace
 
 void write_provenance(DumpWriter& w, const RunFacts& facts, const torch::jit::Module& module) {
@@ -64,6 +83,9 @@ void write_provenance(DumpWriter& w, const RunFacts& facts, const torch::jit::Mo
   } else {
     w.set_attribute(attr::kDeviceName, host.cpu);
   }
+  w.set_attribute(attr::kCpu, host.cpu);
+  w.set_attribute(attr::kBlas, blas_info());
+  w.set_attribute(attr::kTorchThreads, static_cast<int64_t>(at::get_num_threads()));
   auto& ctx = at::globalContext();
   w.set_attribute(attr::kTf32Cublas, static_cast<int64_t>(ctx.allowTF32CuBLAS()));
   w.set_attribute(attr::kTf32Cudnn, static_cast<int64_t>(ctx.allowTF32CuDNN()));

@@ -22,6 +22,10 @@ struct Thresholds {
   double magnitude_factor = 10;  // the first divergence's max abs diff grew this many times
   double time_growth = 0.5;      // a check's time grew by more than this share (0.5: +50 %)
   double time_min_s = 5;         // ... and by more than this many seconds (noise below it)
+  // Timing regressions compare a cell with the median of its last `timing_window` results of the
+  // same verdict (one fast night on a shared runner is not a baseline).
+  int timing_window = 5;
+  bool timing_blocking = true;  // false ([audit] timing = "info"): timing regressions are listed, never fail
 };
 
 // One check of the audit: a model under one combination of settings.
@@ -63,14 +67,15 @@ struct Provenance {
 
 // The outcome of one cell.
 struct CellResult {
-  int position = 0;  // the cell's index in the whole audit's cell list (shards keep it)
+  int64_t audit = 0;  // the audit it was recorded in (0: not yet recorded)
+  int position = 0;   // the cell's index in the whole audit's cell list (shards keep it)
   std::string key, model, column;
   std::string settings;  // JSON object of the cell's settings
   Expect expect = Expect::reproducible;
   std::string tolerance = "bitwise";
   std::string verdict;  // reproducible, divergent, failed (the check could not decide), interrupted
   int exit_code = 0;
-  std::string error;  // a failed check's last line
+  std::string error;  // why a failed check failed: its first error line (and the run's last words)
   // The first divergence (divergent cells).
   int step = 0;
   std::string tensor, layer, layer_type, phase, kind, origin;  // origin: source, inherited, unknown
@@ -78,6 +83,7 @@ struct CellResult {
   double max_abs = -1, max_rel = -1;                           // -1: none
   int64_t mismatched = 0, numel = 0;
   std::string cause, cause_title, fix;  // the first hint
+  std::string evidence, test_it;        // ... what in the dumps points there, and the command that confirms it
   double seconds = 0;
   int64_t tensors = 0;
   std::string chart;  // JSON [[order, step, max_abs or null, label], ...]: the per-layer chart's points
@@ -93,15 +99,18 @@ void read_check_report(const std::string& json_text, CellResult& out);
 
 struct Regression {
   std::string key, model, column;
-  std::string kind;  // newly_divergent, newly_reproducible, divergence_moved, magnitude_grew, time_grew,
-                     // determinism_cost_grew
+  std::string kind;  // newly_divergent, newly_reproducible, recovered (a negative control fires again),
+                     // divergence_moved, magnitude_grew, time_grew, determinism_cost_grew
   std::string message;
   bool blocking = true;  // false: listed, but the exit code stays 0 (an info cell, or a cell fixed)
 };
 
-// The regressions of `now` against each cell's previous result (`previous(key)`).
-std::vector<Regression> find_regressions(const std::vector<CellResult>& now,
-                                         const std::function<std::optional<CellResult>(const std::string&)>& previous,
+// A cell's earlier results (not interrupted ones), latest first, at most the timing window's.
+using PastResults = std::function<std::vector<CellResult>(const std::string& key)>;
+
+// The regressions of `now` against each cell's earlier results: verdicts and first divergences
+// against the latest, times against the median of the results of the same verdict.
+std::vector<Regression> find_regressions(const std::vector<CellResult>& now, const PastResults& past,
                                          const Thresholds& thresholds);
 
 // Cells that differ only in `deterministic`: the time of the deterministic one over the other.
@@ -116,17 +125,18 @@ struct DeterminismCost {
     return previous_s->first / previous_s->second;
   }
 };
-std::vector<DeterminismCost> determinism_costs(
-    const std::vector<CellResult>& now, const std::function<std::optional<CellResult>(const std::string&)>& previous);
+std::vector<DeterminismCost> determinism_costs(const std::vector<CellResult>& now, const PastResults& past);
 
 struct AuditInfo {
   int64_t id = 0;
   std::string uid;                                        // unique across machines: merges keep it
   std::string name, audit_file, started_at, finished_at;  // UTC, ISO 8601
-  std::string status = "running";                         // running, complete, interrupted
-  std::string shard;                                      // "2/4"; "" unsharded; "merged 1/2,2/2"
-  int cells_planned = 0;                                  // cells of this audit (of this shard)
-  int cells_total = 0;                                    // cells of the whole audit file
+  std::string status = "running";  // running, complete, interrupted, incomplete (a merge without some shards)
+  std::string shard;               // "2/4"; "" unsharded; "merged from 4 shards"
+  std::string merged_from;         // a merged audit: the shards' audit uids, comma-separated
+  std::string missing_shards;      // a merge with --allow-missing-shards: "2/4,3/4"
+  int cells_planned = 0;           // cells of this audit (of this shard)
+  int cells_total = 0;             // cells of the whole audit file
   Thresholds thresholds;
   Provenance provenance;
 };
@@ -136,6 +146,7 @@ struct TrendPoint {
   int64_t audit = 0;
   std::string started_at, status;
   int reproducible = 0, divergent = 0, failed = 0, interrupted = 0, broken = 0;
+  int regressions = 0, blocking = 0;  // found against earlier audits
 };
 
 // The history database. Rows are only ever added: an audit is a row in `audits`, each finished
@@ -143,7 +154,7 @@ struct TrendPoint {
 // version; opening an older file migrates it, a newer one is refused.
 class History {
  public:
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
   // Opens (create: makes a missing file) and migrates to `schema` (tests pass an older one).
   // Throws InputError for a damaged file, a file that is not reprocheck's, one from a newer
   // reprocheck, or one locked by another process for longer than `busy_ms`.
@@ -164,6 +175,10 @@ class History {
   std::vector<CellResult> cells(int64_t audit) const;
   // The latest result of the cell from an audit that started before `audit`.
   std::optional<CellResult> previous(const std::string& key, int64_t audit) const;
+  // Its latest `limit` results before `audit`, latest first (interrupted ones left out).
+  std::vector<CellResult> recent(const std::string& key, int64_t audit, int limit) const;
+  // The merged audit that holds a shard audit of this uid, if any.
+  std::optional<int64_t> merged_audit_of(const std::string& shard_uid) const;
   std::vector<TrendPoint> trend(int64_t up_to_audit, int limit) const;
   std::vector<Regression> regressions(int64_t audit) const;  // as recorded by add_regressions
 
@@ -184,9 +199,11 @@ struct AuditView {
   std::vector<DeterminismCost> costs;
   std::vector<TrendPoint> trend;
   std::vector<std::string> notes;
-  int broken() const;     // cells that break their expectation
-  int blocking() const;   // blocking regressions
-  int exit_code() const;  // 1 when a cell breaks its expectation or a blocking regression; else 0
+  int broken() const;    // cells that break their expectation
+  int blocking() const;  // blocking regressions
+  // 130 interrupted; 3 incomplete (shards missing from a merge); 1 when a cell breaks its
+  // expectation or a blocking regression; else 0. The summary and every report state this code.
+  int exit_code() const;
 };
 
 // Builds the view of an audit from the history (regressions against earlier audits, the trend).
@@ -225,9 +242,17 @@ AuditInfo new_audit(const AuditSpec& spec, const std::string& shard, size_t plan
 Provenance local_provenance(const std::string& executable, const std::string& audit_dir);
 
 // `audit merge`: the shards' latest audits merged into one new audit of `db`. Throws UsageError or
-// InputError for shards that are not one audit's complete set (a missing one, one given twice, the
-// target itself). Returns the new audit's id.
-int64_t merge_shards(const std::vector<std::string>& shards, History& target, const std::string& target_path);
+// InputError for shards that are not one audit's set (one given twice, the target itself, shards of
+// different audits) and, unless `allow_missing`, for a missing shard: with it, the audit is
+// recorded "incomplete" and names the missing shards. Shards already merged into `target` add
+// nothing: `added` is false and the id is that of their merged audit.
+struct MergeResult {
+  int64_t id = 0;
+  bool added = true;
+  std::vector<std::string> missing;  // "2/4"
+};
+MergeResult merge_shards(const std::vector<std::string>& shards, History& target, const std::string& target_path,
+                         bool allow_missing = false);
 
 std::string utc_now();               // "2026-11-27T11:24:29Z"
 std::string seconds_text(double s);  // "1.41 s", "21.8 s"

@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -62,8 +63,16 @@ struct TensorDiff {
 
 inline constexpr size_t kPreviewValues = 64;
 
+// A fact of where a run ran (the software, the hardware, the numeric settings) that differs
+// between the reference and another run: what, and each one's value.
+struct EnvironmentDiff {
+  std::string what;  // "LibTorch", "CPU", "BLAS", "threads", ...
+  std::string reference, other;
+};
+
 struct PairComparison {
   std::string ref_path, other_path;
+  std::map<std::string, std::string> other_attributes;  // the other run's dump attributes
   int other_run = 1;
   int64_t compared = 0, identical = 0, close = 0, divergent = 0;
   uint64_t bytes_read = 0;        // tensor data read to compute statistics
@@ -75,7 +84,11 @@ struct PairComparison {
   // `diffs`), in rank order. Empty for a single process.
   std::vector<std::pair<int32_t, size_t>> rank_firsts;
   std::vector<std::pair<std::string, std::string>> knob_diffs;  // run options that differ: name, "a vs b"
-  bool skipped_optim_state = false;                             // one dump had no optimizer state: it was not compared
+  // The same options, each one's value in the reference and in the other run.
+  std::vector<std::tuple<std::string, std::string, std::string>> knob_values;
+  std::vector<EnvironmentDiff> environment_diffs;  // where the runs ran, when that differs
+  std::string model_change;                        // how the model differs ("" the same): a sentence
+  bool skipped_optim_state = false;                // one dump had no optimizer state: it was not compared
   bool has_divergence() const { return first.has_value(); }
 };
 

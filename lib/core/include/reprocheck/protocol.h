@@ -44,6 +44,8 @@ inline constexpr const char* kCaptureNotes = "capture_notes";
 inline constexpr const char* kCudaDriverVersion = "cuda_driver_version";
 inline constexpr const char* kCudaVersion = "cuda_version";
 inline constexpr const char* kCudnnVersion = "cudnn_version";
+inline constexpr const char* kCpu = "cpu";    // the CPU's model, whatever the device
+inline constexpr const char* kBlas = "blas";  // the BLAS LibTorch uses ("mkl", "open")
 inline constexpr const char* kDataLoaders = "data_loaders";
 inline constexpr const char* kDataSeed = "data_seed";
 inline constexpr const char* kDataSeedMode = "data_seed_mode";
@@ -86,6 +88,7 @@ inline constexpr const char* kShards = "shards";
 inline constexpr const char* kSteps = "steps";
 inline constexpr const char* kTensorCount = "tensor_count";
 inline constexpr const char* kThreads = "threads";
+inline constexpr const char* kTorchThreads = "torch_threads";  // the intra-op threads the run had
 inline constexpr const char* kTime = "time";
 inline constexpr const char* kUninitializedOpsNotRecorded = "uninitialized_ops_not_recorded";
 inline constexpr const char* kHdf5Version = "hdf5_version";
@@ -94,8 +97,10 @@ inline constexpr const char* kTf32Cudnn = "tf32_cudnn";
 inline constexpr const char* kFloat32MatmulPrecision = "float32_matmul_precision";
 inline constexpr std::pair<const char*, const char*> kAll[] = {
     {"BENCHMARK", kBenchmark},
+    {"BLAS", kBlas},
     {"CAPTURE", kCapture},
     {"CAPTURE_NOTES", kCaptureNotes},
+    {"CPU", kCpu},
     {"CUDA_DRIVER_VERSION", kCudaDriverVersion},
     {"CUDA_VERSION", kCudaVersion},
     {"CUDNN_VERSION", kCudnnVersion},
@@ -137,6 +142,7 @@ inline constexpr std::pair<const char*, const char*> kAll[] = {
     {"STEPS", kSteps},
     {"TENSOR_COUNT", kTensorCount},
     {"THREADS", kThreads},
+    {"TORCH_THREADS", kTorchThreads},
     {"TIME", kTime},
     {"UNINITIALIZED_OPS_NOT_RECORDED", kUninitializedOpsNotRecorded},
     {"HDF5_VERSION", kHdf5Version},
