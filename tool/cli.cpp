@@ -172,7 +172,8 @@ int save_golden(const Settings& s, Runner& runner, const ProgressFn& on_event) {
 
 }  // namespace
 
-int run_and_report(const Settings& s, const Given& given, std::shared_ptr<const WorkerLauncher> launcher) {
+int run_and_report(const Settings& s, const Given& given, std::shared_ptr<const WorkerLauncher> launcher,
+                   const std::vector<std::string>& args) {
   const CompareOptions compare = compare_options(s, given);
   check_report_destinations(s.check);
   install_interrupt_handler();
@@ -185,6 +186,7 @@ int run_and_report(const Settings& s, const Given& given, std::shared_ptr<const 
   CheckResult result = run_check(runner, check, on_event);
   const std::vector<std::string>& dumps = result.dumps;
   Comparison comparison = std::move(result.comparison);
+  comparison.command_line = args;
   std::optional<Isolation> isolation;
   if (s.check.isolate && comparison.divergent())
     isolation = isolate(comparison, compare, [&](const std::vector<std::string>& keys) {

@@ -46,7 +46,9 @@ int report(const CheckSettings& s, const Report& r);
 
 // Runs the workers, keeps their dumps if asked, compares, isolates if asked, and reports; returns
 // the exit code.
-int run_and_report(const Settings& s, const Given& given, std::shared_ptr<const WorkerLauncher> launcher);
+// `args`: the command's arguments as given, for the commands the report suggests.
+int run_and_report(const Settings& s, const Given& given, std::shared_ptr<const WorkerLauncher> launcher,
+                   const std::vector<std::string>& args);
 
 // Progress of the workers on stderr: one updating line on a terminal, plain lines otherwise.
 class Progress {

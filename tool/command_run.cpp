@@ -36,7 +36,7 @@ int cmd_run(const std::vector<std::string>& args) {
       "{0}/.venv/bin/python -m pip install {0}/python (or pip install "
       "{0}/python into the Python that runs the script)",
       REPROCHECK_SOURCE_DIR);
-  return run_and_report(s, flags.given(), std::make_shared<ScriptLauncher>(hint));
+  return run_and_report(s, flags.given(), std::make_shared<ScriptLauncher>(hint), args);
 }
 
 }  // namespace reprocheck::cli

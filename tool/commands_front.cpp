@@ -80,7 +80,7 @@ int cmd_check(const std::vector<std::string>& args) {
   for (const auto& lib : s.run.libraries)
     if (!files::is_regular(lib))
       throw InputError(fmt::format("cannot load library '{}': no such file; pass the path of a shared library", lib));
-  return run_and_report(s, flags.given(), std::make_shared<RecordLauncher>(torch_executable()));
+  return run_and_report(s, flags.given(), std::make_shared<RecordLauncher>(torch_executable()), args);
 }
 
 }  // namespace reprocheck::cli

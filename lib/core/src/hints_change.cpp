@@ -10,6 +10,7 @@
 #include <cctype>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "hints_evidence.h"
 #include "reprocheck/error.h"
@@ -42,17 +43,68 @@ std::string command_text(const std::string& json_list) {
   }
 }
 
-// The check being run: its front end, its model or command, and the golden.
+// The flags of a check that are about where its reports and dumps go, or about the golden: left
+// out of the commands the hints suggest (which add their own).
+bool output_flag(const std::string& flag) {
+  static const std::set<std::string> kOutput = {"--baseline",   "--save-baseline", "--json",  "--markdown",
+                                                "--junit",      "--html",          "--keep",  "--force",
+                                                "--junit-name", "--drill",         "--golden"};
+  return kOutput.count(flag.substr(0, flag.find('='))) > 0;
+}
+
+// The check being run: its front end, its own arguments, and the golden.
 struct Checked {
   bool script = false;
-  std::string model;    // a TorchScript model's path
-  std::string command;  // a training script's command
+  std::string model;              // a TorchScript model's path
+  std::string command;            // a training script's command
+  std::vector<std::string> args;  // the check's own arguments ("" when unknown), the command after "--"
   std::string golden;
-  std::string check(const std::vector<std::string>& flags, const std::string& command_override = "") const {
-    std::string f;
-    for (const auto& x : flags) f += " " + quoted(x);
-    if (script) return fmt::format("reprocheck run{} -- {}", f, command_override.empty() ? command : command_override);
-    return fmt::format("reprocheck {}{}", quoted(model.empty() ? "MODEL.pt" : model), f);
+  // This check's command line with `flags` added, and `with` options set to other values.
+  std::string check(const std::vector<std::string>& flags, const std::map<std::string, std::string>& with = {},
+                    const std::string& command_override = "") const {
+    std::vector<std::string> own, tail;
+    auto dash = std::find(args.begin(), args.end(), "--");
+    for (auto it = args.begin(); it != dash; ++it) {
+      if (!output_flag(*it)) {
+        own.push_back(*it);
+        continue;
+      }
+      const bool valued = it->find('=') == std::string::npos && *it != "--force";
+      if (valued && it + 1 != dash && (it + 1)->rfind("--", 0) != 0) ++it;
+    }
+    if (dash != args.end()) tail.assign(dash + 1, args.end());
+    for (const auto& [key, value] : with) {
+      const OptionDef* def = find_option(key);
+      if (!def || !def->flag || std::string(def->flag).rfind("--", 0) != 0) continue;
+      const std::string flag = def->flag;
+      // Drop the check's own value of it, then give the golden's.
+      for (size_t i = 0; i < own.size();) {
+        if (own[i] == flag) {
+          const bool valued = i + 1 < own.size() && own[i + 1].rfind("--", 0) != 0 && !option_args(*def, "x").empty() &&
+                              option_args(*def, "x").size() == 2;
+          own.erase(own.begin() + static_cast<long>(i), own.begin() + static_cast<long>(i + (valued ? 2 : 1)));
+        } else if (own[i].rfind(flag + "=", 0) == 0) {
+          own.erase(own.begin() + static_cast<long>(i));
+        } else {
+          ++i;
+        }
+      }
+      for (const auto& a : option_args(*def, value)) own.push_back(a);
+    }
+    for (const auto& f : flags) own.push_back(f);
+    std::string out = script ? "reprocheck run" : "reprocheck";
+    if (!script && std::none_of(own.begin(), own.end(), [&](const std::string& a) { return a == model; }) &&
+        args.empty())
+      out += " " + quoted(model.empty() ? "MODEL.pt" : model);
+    for (const auto& a : own) out += " " + quoted(a);
+    if (script) {
+      std::string cmd = command_override;
+      if (cmd.empty())
+        for (const auto& a : tail.empty() ? std::vector<std::string>{command} : tail)
+          cmd += (cmd.empty() ? "" : " ") + (tail.empty() ? a : quoted(a));
+      out += " -- " + cmd;
+    }
+    return out;
   }
   std::string record(const std::string& golden_path) const {
     return check({"--save-baseline", golden_path, "--force"});
@@ -62,17 +114,16 @@ struct Checked {
 Checked checked(const Comparison& c, const PairComparison& p) {
   Checked k;
   k.golden = c.capture.baseline;
-  RunOptions now;
+  RunOptions now = c.ref_options;
   try {
-    now = from_json(attribute(p.other_attributes, attr::kRunOptions).empty()
-                        ? "{}"
-                        : attribute(p.other_attributes, attr::kRunOptions));
+    const std::string text = attribute(p.other_attributes, attr::kRunOptions);
+    if (!text.empty()) now = from_json(text);
   } catch (const InputError&) {
-    now = c.ref_options;
   }
   k.script = !now.command.empty();
   for (const auto& a : now.command) k.command += (k.command.empty() ? "" : " ") + quoted(a);
   k.model = attribute(p.other_attributes, attr::kModel);
+  k.args = c.command_line;
   return k;
 }
 
@@ -93,6 +144,8 @@ std::string runner_kind(const std::map<std::string, std::string>& a) {
     kind =
         "cpu" +
         (comma == std::string::npos ? "" : "-" + lower(blas.substr(comma + 2, blas.find(' ', comma + 2) - comma - 2)));
+    // CPU reductions split by thread: the thread count is part of a CPU runner's kind.
+    if (std::string t = attribute(a, attr::kTorchThreads); !t.empty()) kind += "-threads" + t;
   }
   const std::string torch = attribute(a, attr::kLibtorchVersion);
   if (!torch.empty()) kind += "-torch" + torch;
@@ -168,7 +221,7 @@ std::optional<Change> init_changed(const Checked& k, const PairComparison& p, co
 
 std::optional<Change> option_changed(const Checked& k, const PairComparison& p) {
   std::vector<std::string> facts, restore;
-  std::vector<std::string> flags{"--baseline", k.golden};
+  std::map<std::string, std::string> golden_values;
   std::string command;
   for (const auto& [key, a, b] : p.knob_values) {
     if (key == "seed_value" || key == "data_seed_value") continue;  // the drawn seeds: see seed
@@ -179,8 +232,7 @@ std::optional<Change> option_changed(const Checked& k, const PairComparison& p) 
     }
     facts.push_back(fmt::format("{} ({} in the golden, {} now)", key, a, b));
     restore.push_back(fmt::format("{}={}", key, a));
-    if (const OptionDef* def = find_option(key); def && def->flag && *def->flag)
-      for (auto& f : option_args(*def, a)) flags.push_back(f);
+    golden_values[key] = a;
   }
   if (facts.empty()) return std::nullopt;
   return Change{"option_changed", "a run option changed since the golden was recorded",
@@ -188,7 +240,7 @@ std::optional<Change> option_changed(const Checked& k, const PairComparison& p) 
                 restore.empty() ? "run the golden's command, or record a new golden if the change is intended"
                                 : fmt::format("restore {}, or record a new golden if the change is intended",
                                               fmt::join(restore, ", ")),
-                k.check(flags, command)};
+                k.check({"--baseline", k.golden}, golden_values, command)};
 }
 
 std::optional<Change> environment_changed(const Checked& k, const PairComparison& p, bool alone,
@@ -197,14 +249,21 @@ std::optional<Change> environment_changed(const Checked& k, const PairComparison
   std::vector<std::string> facts;
   for (const auto& e : p.environment_diffs) facts.push_back(fmt::format("{} {} -> {}", e.what, e.reference, e.other));
   const std::string mine = golden_for(k.golden.empty() ? "golden.h5" : k.golden, runner_kind(now));
+  std::string pin;
+  for (const auto& e : p.environment_diffs)
+    if (e.what == "threads")
+      pin = fmt::format(
+          "; or pin the thread count (--threads {0}, or torch.set_num_threads({0}) in the script) so that one "
+          "golden holds on runners with other core counts",
+          e.reference);
   return Change{
       "environment_changed",
       alone ? "the environment changed: the likely cause (nothing else differs from the golden)"
             : "the environment changed since the golden was recorded",
       fmt::format("the golden was recorded elsewhere: {}", fmt::join(facts, ", ")),
       fmt::format("keep one golden per runner kind, named after it, and pick it by the runner: record '{}' here "
-                  "and compare with --baseline {}",
-                  mine, golden_for(k.golden.empty() ? "golden.h5" : k.golden, "${RUNNER_KIND}")),
+                  "and compare with --baseline {}{}",
+                  mine, golden_for(k.golden.empty() ? "golden.h5" : k.golden, "${RUNNER_KIND}"), pin),
       k.record(mine)};
 }
 
@@ -219,7 +278,7 @@ Change code_changed(const Checked& k, const PairComparison& p, const TensorDiff&
                                    "code, the data or a dependency changed, or the training is not deterministic"),
                 "if the change is intended, record a new golden; a check without --baseline tells nondeterminism "
                 "apart (it compares fresh runs with each other)",
-                k.check({})};
+                k.check({})};  // without --baseline: fresh runs compared with each other
 }
 
 }  // namespace

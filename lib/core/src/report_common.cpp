@@ -7,6 +7,8 @@
 #include <cmath>
 #include <map>
 
+#include "reprocheck/error.h"
+
 namespace reprocheck {
 
 Report make_report(Comparison comparison, std::optional<Isolation> isolation) {
@@ -32,8 +34,42 @@ ExitCode exit_code(const Report& r) {
 
 namespace report_detail {
 
+const std::map<std::string, std::string>& checked_attributes(const Comparison& c) {
+  if (!c.capture.baseline.empty() && !c.pairs.empty() && !c.pairs.front().other_attributes.empty())
+    return c.pairs.front().other_attributes;
+  return c.ref_attributes;
+}
+
+std::string checked_attribute(const Comparison& c, const std::string& key) {
+  const auto& a = checked_attributes(c);
+  auto it = a.find(key);
+  return it == a.end() ? "" : it->second;
+}
+
 std::string model_name(const Comparison& c) {
-  return c.ref_attributes.count("model") ? c.ref_attributes.at("model") : "?";
+  std::string m = checked_attribute(c, "model");
+  return m.empty() ? "?" : m;
+}
+
+int64_t tensors_per_run(const Comparison& c) {
+  if (c.capture.baseline.empty()) return c.tensors;
+  std::string n = checked_attribute(c, "tensor_count");
+  try {
+    return n.empty() ? c.tensors : std::stoll(n);
+  } catch (const std::exception&) {
+    return c.tensors;
+  }
+}
+
+std::string golden_words(const Comparison& c) {
+  if (c.capture.baseline.empty()) return "";
+  auto attr = [&](const char* k) { return c.ref_attributes.count(k) ? c.ref_attributes.at(k) : ""; };
+  std::vector<std::string> facts;
+  if (!attr("model").empty()) facts.push_back(attr("model"));
+  facts.push_back(fmt::format("{} tensors", group_digits(c.tensors)));
+  if (!attr("time").empty())
+    facts.push_back("recorded " + attr("time") + (attr("host").empty() ? "" : " on " + attr("host")));
+  return fmt::format("the golden '{}' ({})", c.capture.baseline, fmt::join(facts, ", "));
 }
 
 std::string describe(const TensorMeta& m) {
@@ -82,7 +118,10 @@ std::vector<CascadeRow> cascade(const PairComparison& p) {
     }
     rows[it->second].count++;
     rows[it->second].hash_only += d.hash_only ? 1 : 0;
-    rows[it->second].max_abs = std::max(rows[it->second].max_abs, d.stats.max_abs);
+    if (d.status == Status::values_differ && !d.hash_only) {
+      rows[it->second].with_stats++;
+      rows[it->second].max_abs = std::max(rows[it->second].max_abs, d.stats.max_abs);
+    }
   }
   return rows;
 }
@@ -94,7 +133,8 @@ std::string knobs(const PairComparison& p) {
 }
 
 std::string steps_of(const Comparison& c) {
-  return c.ref_attributes.count("steps") ? c.ref_attributes.at("steps") : "?";
+  std::string s = checked_attribute(c, "steps");
+  return s.empty() ? "?" : s;
 }
 
 std::string cosine_text(double cosine) {
@@ -112,12 +152,17 @@ std::string reference_name(const Comparison& c) { return c.capture.baseline.empt
 
 std::string runs_phrase(const Comparison& c) {
   if (c.capture.baseline.empty()) return fmt::format("{} runs of {} step(s)", c.runs.size(), steps_of(c));
-  return fmt::format("{} fresh run(s) of {} step(s) against the golden", c.runs.size() - 1, steps_of(c));
+  return fmt::format("{} fresh run(s) of {} step(s) against {}", c.runs.size() - 1, steps_of(c), golden_words(c));
 }
 
 std::string cascade_max(const CascadeRow& row) {
   if (row.hash_only == row.count) return "hashes only";
-  return fmt::format("{:.3g}{}", row.max_abs, row.hash_only ? fmt::format(" (+{} by hash)", row.hash_only) : "");
+  const int64_t other = row.count - row.hash_only - row.with_stats;  // shape, dtype, missing, extra
+  std::vector<std::string> more;
+  if (row.hash_only) more.push_back(fmt::format("{} by hash", row.hash_only));
+  if (other) more.push_back(fmt::format("{} changed shape, dtype or presence", other));
+  if (row.with_stats == 0) return fmt::format("{}", fmt::join(more, ", "));
+  return fmt::format("{:.3g}{}", row.max_abs, more.empty() ? "" : fmt::format(" (+{})", fmt::join(more, ", +")));
 }
 
 std::vector<std::string> capture_sentences(const Comparison& c) {
@@ -147,11 +192,22 @@ std::vector<std::string> capture_sentences(const Comparison& c) {
         fmt::format("intermittent: run(s) {} diverged in pass 1 but not when captured again in pass 2; "
                     "the verdict stands on pass 1's hashes",
                     runs(k.intermittent)));
-  if (!k.baseline.empty() && k.baseline_hashes_only && c.divergent())
-    out.push_back(
-        "the golden holds hashes only, so the size of the change cannot be computed: record a full golden "
-        "on the base commit (reprocheck record MODEL.pt -o base.h5, or --save-baseline base.h5 --full) "
-        "and compare with 'reprocheck diff base.h5 run.h5'");
+  if (!k.baseline.empty() && k.baseline_hashes_only && c.divergent()) {
+    // In the front end's terms: the checked run's command for a training script, its model else.
+    RunOptions now = c.ref_options;
+    if (const auto* p = c.headline(); p && p->other_attributes.count("run_options")) try {
+        now = from_json(p->other_attributes.at("run_options"));
+      } catch (const InputError&) {
+      }
+    std::string command;
+    for (const auto& a : now.command) command += (command.empty() ? "" : " ") + a;
+    std::string model = !now.model.empty() ? now.model : model_name(c);
+    out.push_back(fmt::format(
+        "the golden holds hashes only, so the size of the change cannot be computed: record a full golden on the "
+        "base commit ({}) and compare with 'reprocheck diff base.h5 run.h5'",
+        command.empty() ? fmt::format("reprocheck record {} -o base.h5, or --save-baseline base.h5 --full", model)
+                        : fmt::format("reprocheck run --save-baseline base.h5 --full -- {}", command)));
+  }
   return out;
 }
 

@@ -1,6 +1,7 @@
 // Pieces shared by the report formats. Not a public header.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -13,6 +14,13 @@ std::string model_name(const Comparison& c);
 std::string describe(const TensorMeta& m);
 std::string provenance_tag(const TensorDiff& d);
 std::string group_digits(int64_t n);
+// The attributes of the run that was checked: a golden check's fresh run, else the reference's.
+const std::map<std::string, std::string>& checked_attributes(const Comparison& c);
+std::string checked_attribute(const Comparison& c, const std::string& key);
+// The tensors of each checked run (a golden check's fresh run may record more or fewer than it).
+int64_t tensors_per_run(const Comparison& c);
+// "the golden 'g.h5' (m.pt, 406 tensors, recorded 2026-11-30T10:20:00Z on ci-7)"; "" without one.
+std::string golden_words(const Comparison& c);
 std::string bits_hex(uint64_t bits, const std::string& dtype);
 std::string value(double v);
 // "0.999999881", or "n/a (no finite pair)" when the cosine is undefined.
@@ -23,7 +31,8 @@ struct CascadeRow {
   Phase phase;
   int64_t count = 0;
   double max_abs = 0;
-  int64_t hash_only = 0;  // of `count`, divergent by their hashes alone (no statistics)
+  int64_t hash_only = 0;   // of `count`, divergent by their hashes alone (no statistics)
+  int64_t with_stats = 0;  // of `count`, with statistics (max_abs is theirs)
 };
 // Divergent tensors after the first, grouped by (step, phase), in order of first appearance.
 std::vector<CascadeRow> cascade(const PairComparison& p);

@@ -311,7 +311,18 @@ std::string html_header(const Comparison& c) {
       "<span class=\"verdict {}\" id=\"verdict\">{}</span></header>",
       html::escape(model_name(c)), to_string(c.verdict()), html::escape(verdict_word(c)));
   body += fmt::format("<p class=\"sub\">{} · {} tensors per run · tolerance {}</p>", html::escape(runs_phrase(c)),
-                      group_digits(c.tensors), html::escape(c.tolerance.describe()));
+                      group_digits(tensors_per_run(c)), html::escape(c.tolerance.describe()));
+  for (const auto& p : c.pairs) {
+    if (c.capture.baseline.empty() || p.environment_diffs.empty()) continue;
+    body += fmt::format(
+        "<div class=\"card banner warn\" id=\"environment\"><b>Run {} ran elsewhere than the golden was "
+        "recorded</b><table class=\"list\"><tr><th></th><th>the golden</th><th>now</th></tr>",
+        p.other_run);
+    for (const auto& e : p.environment_diffs)
+      body += fmt::format("<tr><td>{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td></tr>",
+                          html::escape(e.what), html::escape(e.reference), html::escape(e.other));
+    body += "</table></div>";
+  }
   std::string facts;
   for (const auto& p : c.pairs)
     if (!p.knob_diffs.empty())

@@ -160,18 +160,32 @@ std::string render_json(const Report& r) {
       c.verdict() == Verdict::inconclusive ? nlohmann::json(c.inconclusive_reason()) : nlohmann::json(nullptr);
   j["model"] = model_name(c);
   j["tolerance"] = c.tolerance.describe();
-  j["tensors"] = c.tensors;
-  // Where the reference run ran, from its dump's attributes ("" when a dump does not say).
+  j["tensors"] = tensors_per_run(c);
+  // Where the checked run ran (the reference's, or a golden check's fresh run), from its dump's
+  // attributes ("" when a dump does not say).
+  static constexpr const char* kProvenance[] = {
+      "reprocheck_version", "libtorch_version", "cuda_version", "cudnn_version", "device", "device_name", "cpu", "blas",
+      "torch_threads",      "deterministic",    "host",         "front_end"};
   j["provenance"] = nlohmann::json::object();
-  for (const char* key : {"reprocheck_version", "libtorch_version", "cuda_version", "cudnn_version", "device",
-                          "device_name", "host", "front_end"})
-    j["provenance"][key] = c.attribute(key);
+  for (const char* key : kProvenance) j["provenance"][key] = checked_attribute(c, key);
   j["notes"] = c.notes;
   j["capture"] = capture_json(c);
-  j["baseline"] = c.capture.baseline.empty() ? nlohmann::json(nullptr)
-                                             : nlohmann::json({{"path", c.capture.baseline},
-                                                               {"hashes_only", c.capture.baseline_hashes_only},
-                                                               {"matches", c.verdict() == Verdict::reproducible}});
+  j["baseline"] = nullptr;
+  if (!c.capture.baseline.empty()) {
+    nlohmann::json env = nlohmann::json::array(), golden = nlohmann::json::object();
+    if (!c.pairs.empty())
+      for (const auto& e : c.pairs.front().environment_diffs)
+        env.push_back({{"what", e.what}, {"golden", e.reference}, {"now", e.other}});
+    for (const char* key : kProvenance) golden[key] = c.attribute(key);
+    j["baseline"] = {{"path", c.capture.baseline},
+                     {"hashes_only", c.capture.baseline_hashes_only},
+                     {"matches", c.verdict() == Verdict::reproducible},
+                     {"model", c.attribute("model")},
+                     {"tensors", c.tensors},
+                     {"recorded_at", c.attribute("time")},
+                     {"provenance", golden},
+                     {"environment_diffs", env}};
+  }
   nlohmann::json runs = nlohmann::json::array();
   for (size_t i = 0; i < c.runs.size(); ++i) runs.push_back({{"index", i}, {"dump", c.runs[i]}});
   j["runs"] = runs;

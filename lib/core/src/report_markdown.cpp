@@ -39,11 +39,19 @@ std::string render_markdown(const Report& r, const ReportOptions& o) {
   std::string word = verdict_word(c);
   for (char& ch : word) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   out += fmt::format("### reprocheck: **{}**\n\n", word);
-  out += fmt::format("Model {} · {} · {} tensors per run · tolerance {}\n\n", code(model_name(c)), runs_phrase(c),
-                     group_digits(c.tensors), c.tolerance.describe());
+  out += fmt::format("Model {} · {} · {} tensors per run · tolerance {}\n\n", code(model_name(c)), md(runs_phrase(c)),
+                     group_digits(tensors_per_run(c)), c.tolerance.describe());
   for (const auto& p : c.pairs)
     if (!p.knob_diffs.empty())
       out += fmt::format("Run {} differs from {} in: {}\n\n", p.other_run, reference_name(c), md(knobs(p)));
+  for (const auto& p : c.pairs) {
+    if (c.capture.baseline.empty() || p.environment_diffs.empty()) continue;
+    out += fmt::format("Run {} ran elsewhere than the golden was recorded:\n\n| | the golden | now |\n|---|---|---|\n",
+                       p.other_run);
+    for (const auto& e : p.environment_diffs)
+      out += fmt::format("| {} | {} | {} |\n", md(e.what), md(e.reference), md(e.other));
+    out += "\n";
+  }
   for (const auto& n : c.notes) out += fmt::format("Note: {}\n\n", md(n));
   for (const auto& n : capture_sentences(c)) out += fmt::format("Capture: {}\n\n", md(n));
   if (c.verdict() == Verdict::inconclusive) {

@@ -34,10 +34,17 @@ using Paint = std::function<std::string(const std::string&, const char*)>;
 
 std::string header(const Comparison& c) {
   std::string out = fmt::format("{}: {}, {} tensors each, tolerance {}\n", model_name(c), runs_phrase(c),
-                                group_digits(c.tensors), c.tolerance.describe());
+                                group_digits(tensors_per_run(c)), c.tolerance.describe());
   for (const auto& p : c.pairs)
     if (!p.knob_diffs.empty())
       out += fmt::format("run {} differs from {} in: {}\n", p.other_run, reference_name(c), knobs(p));
+  // Where a golden was recorded, side by side with where the fresh run ran, when that differs.
+  for (const auto& p : c.pairs) {
+    if (c.capture.baseline.empty() || p.environment_diffs.empty()) continue;
+    out += fmt::format("run {} ran elsewhere than the golden was recorded:\n  {:<26} {:<30} {}\n", p.other_run, "",
+                       "the golden", "now");
+    for (const auto& e : p.environment_diffs) out += fmt::format("  {:<26} {:<30} {}\n", e.what, e.reference, e.other);
+  }
   for (const auto& n : c.notes) out += fmt::format("note: {}\n", n);
   for (const auto& n : capture_sentences(c)) out += fmt::format("capture: {}\n", n);
   return out;

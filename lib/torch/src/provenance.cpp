@@ -98,7 +98,7 @@ void write_provenance(DumpWriter& w, const RunFacts& facts, const torch::jit::Mo
   w.set_attribute(attr::kDataSeedMode, o.data_seed == "random" ? "random" : "fixed");
   w.set_attribute(attr::kDeterministic, o.deterministic);
   w.set_attribute(attr::kBenchmark, static_cast<int64_t>(o.benchmark));
-  w.set_attribute(attr::kThreads, static_cast<int64_t>(o.threads));
+  w.set_attribute(attr::kThreads, static_cast<int64_t>(at::get_num_threads()));
   w.set_attribute(attr::kMode, o.mode);
   w.set_attribute(attr::kSteps, static_cast<int64_t>(o.steps));
   w.set_attribute(attr::kModel, o.model);

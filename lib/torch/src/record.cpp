@@ -144,7 +144,8 @@ TrainingRun::TrainingRun(const RunOptions& options, const RecordTarget& target)
   for (const auto& m : modules_) type_of_[m.path] = m.type;
   o_ = detail::resolve_recipe(options, meta_, module_, &recipe_);
   o_.device = result_.device;
-  o_.threads = at::get_num_threads();
+  // The run options keep the threads asked for (0: LibTorch's default); the dump's threads and
+  // torch_threads attributes record how many the run had, as part of its environment.
   if (recipe_.float_type != at::kFloat) cast_floating(module_, recipe_.float_type);
   module_.train(o_.mode == "train");
   // The graphs are patched before anything runs them: a graph executor plans a method on its first

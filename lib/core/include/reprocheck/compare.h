@@ -156,6 +156,9 @@ struct Comparison {
   std::vector<std::string> notes;     // e.g. why the tolerance is not the one asked for
   CaptureSummary capture;
   std::optional<DrillDown> drill;  // pass 3, when it ran
+  // The check's own arguments as given (`reprocheck` ARGS, `reprocheck run` ARGS -- COMMAND), for
+  // the commands its hints suggest; empty for `reprocheck diff`.
+  std::vector<std::string> command_line;
   // Tensors whose hashes differ where a run recorded only hashes: divergent, without statistics.
   int64_t hash_only_diffs() const;
   bool divergent() const;
