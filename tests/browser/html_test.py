@@ -20,12 +20,13 @@ ARTIFACTS = os.environ.get("REPROCHECK_ARTIFACTS", os.path.join(tempfile.gettemp
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 GREEN, RED, AMBER = "rgb(47, 158, 91)", "rgb(214, 69, 65)", "rgb(184, 110, 0)"
+PURPLE, MAGENTA = "rgb(125, 95, 178)", "rgb(194, 24, 91)"
 
 AUDIT = """
 [audit]
 name = "browser"
 jobs = 2
-time_regression_min_s = 1000
+timing = "info"
 [defaults]
 steps = 2
 [matrix]
@@ -37,13 +38,45 @@ path = "{fix}/seed_convnet.pt"
 [[model]]
 name = "dropout_mlp"
 path = "{fix}/dropout_mlp.pt"
+[[model]]
+name = "racy_net (control)"
+path = "{fix}/racy_net.pt"
+args = ["--load-library", "{fix}/libreprocheck_zoo_ops.so"]
+expect = "divergent"
+[model.matrix]
+threads = [2]
+"""
+
+# Seven cells of one model that fail at once (a library that is not there): a matrix wider than a page.
+WIDE = """
+[audit]
+name = "wide"
+jobs = 2
+[defaults]
+steps = 1
+[matrix]
+threads = [1, 2, 3, 4, 5, 6, 7]
+[[model]]
+name = "wide"
+path = "{fix}/seed_convnet.pt"
+args = ["--load-library", "{missing}"]
 """
 
 FACTS = """JSON.stringify({
   cells: [...document.querySelectorAll('td.cell')].map(td => ({
     verdict: td.dataset.verdict, model: td.dataset.model, column: td.dataset.column, meets: td.dataset.meets,
     background: getComputedStyle(td).backgroundColor, outline: getComputedStyle(td).boxShadow,
-    text: td.innerText, width: td.getBoundingClientRect().width})),
+    regressed: getComputedStyle(td).outlineStyle, regressions: td.dataset.regressions,
+    text: td.innerText, width: td.getBoundingClientRect().width,
+    right: td.getBoundingClientRect().right})),
+  heatmaps: [...document.querySelectorAll('table.heatmap')].map(t => ({columns: +t.dataset.columns,
+    right: t.getBoundingClientRect().right})),
+  causes: [...document.querySelectorAll('.cell-detail .hint.cause')].map(h => ({cause: h.dataset.cause,
+    evidence: (h.querySelector('.evidence') || {}).innerText || '', fix: (h.querySelector('.fix') || {}).innerText || '',
+    test_it: (h.querySelector('.test-it') || {}).innerText || ''})),
+  failures: [...document.querySelectorAll('.failure-reason')].map(x => x.innerText),
+  regression_marks: [...document.querySelectorAll('svg.trend .regression-mark')].map(m => ({audit: +m.dataset.audit,
+    count: +m.dataset.count, fill: getComputedStyle(m).fill})),
   charts: [...document.querySelectorAll('svg.layer-chart')].map(s => ({
     points: s.querySelectorAll('.pt').length, first: s.querySelectorAll('.pt.first').length,
     label: (s.querySelector('.first-label') || {}).textContent || '', width: s.getBoundingClientRect().width,
@@ -77,7 +110,7 @@ class Html(unittest.TestCase):
             raise unittest.SkipTest("no chromium")
         os.makedirs(ARTIFACTS, exist_ok=True)
         cls.tmp = tempfile.TemporaryDirectory()
-        cls.browser = Browser(width=1200, height=900)
+        cls.browser = Browser(width=1280, height=900)
 
     @classmethod
     def tearDownClass(cls):
@@ -113,30 +146,61 @@ class Html(unittest.TestCase):
             report = json.load(f)
         facts = self.facts(self.path("audit.html"), "audit-report.png")
         cells = facts["cells"]
-        self.assertEqual(len(cells), 4)
+        self.assertEqual(len(cells), 5)
         by = {(c["model"], c["column"]): c for c in cells}
+        blocking = {r["key"] for r in report["regressions"] if r["blocking"]}
         for c in report["cells"]:
             shown = by[(c["model"], c["column"])]
             self.assertEqual(shown["verdict"], c["verdict"])
-            self.assertEqual(shown["background"], RED if c["verdict"] == "divergent" else GREEN)
+            control = c["expect"] == "divergent" and c["verdict"] == "divergent"
+            colour = PURPLE if control else RED if c["verdict"] == "divergent" else GREEN
+            self.assertEqual(shown["background"], colour, c["model"])
             self.assertEqual(shown["meets"], "true" if c["meets_expectation"] else "false")
             self.assertGreater(shown["width"], 100)
-            if c["verdict"] == "divergent":
+            # A blocking regression outlines its cell (dashed), the others have no outline.
+            self.assertEqual(shown["regressed"], "dashed" if c["key"] in blocking else "none", c["key"])
+            if c["verdict"] == "divergent" and not control:
                 self.assertIn("features.0", shown["text"])  # the first divergent layer, in the cell
                 self.assertNotEqual(shown["outline"], "none")  # breaks its expectation
-        self.assertEqual(len(facts["charts"]), 2)  # one per divergent cell
+                self.assertIn("newly_divergent", shown["regressions"])
+        self.assertEqual(len(blocking), 2)
+        self.assertEqual(len(facts["charts"]), 3)  # one per divergent cell, the control's too
         for chart in facts["charts"]:
             self.assertGreaterEqual(chart["points"], 1)
             self.assertEqual(chart["first"], 1)
             self.assertEqual(chart["fill"], RED)
-            self.assertIn("features.0.weight", chart["label"])
             self.assertGreater(chart["width"], 600)
             self.assertGreater(chart["height"], 150)
+        # The full cause of each divergent cell: title, evidence, fix and the command that tests it.
+        causes = [c for c in facts["causes"] if c["cause"] == "thread_reduction"]
+        self.assertEqual(len(causes), 2)
+        for c in causes:
+            self.assertIn("threads", c["evidence"])
+            self.assertIn("torch.set_num_threads", c["fix"])
+            self.assertIn("--threads 1", c["test_it"])
         self.assertEqual(facts["trend"][0]["audits"], 2)
         self.assertGreaterEqual(facts["trend"][0]["bars"], 3)  # green, then green and red
+        # The regressions of the second audit, plotted on the trend in their own colour.
+        self.assertEqual([(m["audit"], m["count"]) for m in facts["regression_marks"]],
+                         [(report["audit"]["id"], len(report["regressions"]))])
+        self.assertEqual(facts["regression_marks"][0]["fill"], MAGENTA)
         self.assertEqual(sorted(facts["regressions"]), ["newly_divergent", "newly_divergent"])
         self.assertLess(facts["regressions_top"], facts["heatmap_top"])  # regressions at the top
         self.assertEqual(facts["verdict"], "NEEDS ATTENTION")
+
+    def test_a_wide_audit_fits_the_page(self):
+        toml, db = self.path("wide.toml"), self.path("wide.sqlite")
+        with open(toml, "w") as f:
+            f.write(WIDE.format(fix=FIX, missing=self.path("missing.so")))
+        run("audit", toml, "--db", db, "--html", self.path("wide.html"), expect=(1,))
+        facts = self.facts(self.path("wide.html"), "audit-wide.png")  # asserts no sideways scroll
+        self.assertEqual(len(facts["cells"]), 7)
+        self.assertEqual([t["columns"] for t in facts["heatmaps"]], [5, 2])  # the columns wrap
+        for cell in facts["cells"]:
+            self.assertLessEqual(cell["right"], 1280)
+            self.assertIn("cannot load library", cell["text"])  # each failure keeps its reason
+        self.assertEqual(len(facts["failures"]), 7)
+        self.assertTrue(all("cannot load library" in f for f in facts["failures"]))
 
     def test_single_check_reports(self):
         keep = self.path("runs")
