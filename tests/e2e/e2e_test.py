@@ -405,9 +405,9 @@ class Check(InTempDir):
 class Ladder(InTempDir):
     """The capture ladder: hashes first, full capture only where the runs split; goldens."""
 
-    def check(self, *args, expect):
+    def check(self, *args, expect, env=None):
         j = self.path("r.json")
-        r = run(*args, "--device", "cpu", "--json", j, env=self.env)
+        r = run(*args, "--device", "cpu", "--json", j, env=env or self.env)
         self.assertEqual(r.returncode, expect, r.stdout + r.stderr)
         with open(j) as f:
             report = json.load(f)
@@ -477,6 +477,13 @@ class Ladder(InTempDir):
         self.assertIsNone(fd["stats"])
         self.assertIn(f"first divergence  step 0 · forward · {fd['layer']}", r.stdout)
         self.assertIn("record a full golden on the base commit", r.stdout)
+        # A change, not nondeterminism: the option, with both values, and the check with the golden's.
+        hints = report["hints"]
+        self.assertEqual(hints[0]["cause"], "option_changed")
+        self.assertIn("(0 in the golden, 7 now)", hints[0]["evidence"])
+        self.assertIn("--seed 0 --baseline", hints[0]["test_it"])
+        self.assertTrue(all(h["cause"].endswith("_changed") for h in hints), hints)
+        self.assertIn(f"against the golden '{golden}'", r.stdout)  # the header names the golden
         # Refreshing the golden is explicit.
         r = run(fixture("resnet_mini"), "--device", "cpu", "--save-baseline", golden, env=self.env)
         self.assertEqual(r.returncode, 2)
@@ -487,6 +494,28 @@ class Ladder(InTempDir):
         r, report = self.check(fixture("resnet_mini"), "--baseline", full, "--seed", "7", expect=1)
         self.assertIsNotNone(report["first_divergence"]["stats"])
         self.assertGreater(report["first_divergence"]["stats"]["mismatched"], 0)
+
+    def test_a_golden_from_another_environment_says_so_first(self):
+        golden = self.path("golden.h5")
+        env2 = dict(self.env, OMP_NUM_THREADS="2")
+        r = run(fixture("resnet_mini"), "--save-baseline", golden, env=env2)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r, report = self.check(fixture("resnet_mini"), "--baseline", golden, env=env2, expect=0)
+        self.assertEqual(report["baseline"]["environment_diffs"], [])
+        # The same check on a runner with one thread: no option differs, the environment does.
+        r, report = self.check(fixture("resnet_mini"), "--baseline", golden, env=dict(self.env, OMP_NUM_THREADS="1"),
+                               expect=1)
+        self.assertEqual(report["baseline"]["environment_diffs"], [{"what": "threads", "golden": "2", "now": "1"}])
+        self.assertIn("ran elsewhere than the golden was recorded", r.stdout)
+        hint = report["hints"][0]
+        self.assertEqual(hint["cause"], "environment_changed")
+        self.assertIn("likely cause", hint["title"])
+        self.assertIn("threads 2 -> 1", hint["evidence"])
+        self.assertIn("--threads 2", hint["fix_python"])  # or pin the thread count
+        self.assertIn("--save-baseline", hint["test_it"])
+        self.assertIn("threads1", hint["test_it"])  # a golden named after this runner's kind
+        self.assertEqual(report["provenance"]["torch_threads"], "1")  # the checked run's, not the golden's
+        self.assertEqual(report["baseline"]["provenance"]["torch_threads"], "2")
 
     def test_record_hashes_only_and_diff_of_a_mix(self):
         h = self.path("h.h5")

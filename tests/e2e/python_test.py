@@ -380,6 +380,15 @@ print("ok")
                 fd = json.load(f)["first_divergence"]
             # The learning rate first shows in the parameters after step 0.
             self.assertEqual((fd["step"], fd["phase"], fd["kind"]), (0, "after_step", "param"))
+            with open(j) as f:
+                hints = json.load(f)["hints"]
+            # A change since the golden, in the run front end's terms.
+            self.assertEqual(hints[0]["cause"], "option_changed")
+            self.assertIn("LR=0.2", hints[0]["evidence"])
+            self.assertTrue(hints[0]["test_it"].startswith("reprocheck run "), hints[0]["test_it"])
+            self.assertTrue(hints[0]["test_it"].endswith(f"-- {PY} {train}"), hints[0]["test_it"])
+            self.assertNotIn("MODEL.pt", r.stdout)
+            self.assertNotIn("reprocheck record", r.stdout)
 
 
 class Layers(unittest.TestCase):
