@@ -147,88 +147,108 @@ std::string audits_words(size_t n) { return n == 1 ? "the previous audit" : fmt:
 
 }  // namespace
 
+namespace {
+
+using Add = std::function<void(const CellResult&, const char*, std::string, bool)>;
+using Pasts = std::map<std::string, std::vector<CellResult>>;
+
+// The verdict and the first divergence of a cell against its latest earlier result.
+void verdict_regression(const CellResult& r, const CellResult& prev, const Thresholds& th, const Add& add) {
+  const bool control = r.expect == Expect::divergent;
+  if (prev.verdict == "reproducible" && r.verdict == "divergent") {
+    // A negative control that fires again is back to what it should be: listed, not failing.
+    if (control)
+      add(r, "recovered", fmt::format("the negative control fires again: first divergence {}", r.first_label()),
+          false);
+    else
+      add(r, "newly_divergent", fmt::format("first divergence {} (reproducible before)", r.first_label()), true);
+  } else if (prev.verdict == "divergent" && r.verdict == "reproducible") {
+    // For a negative control this means the known source stopped firing; for a cell that
+    // expects to be reproducible, it is a fix: listed, not failing.
+    if (control)
+      add(r, "newly_reproducible",
+          fmt::format("the negative control no longer diverges (it diverged at {} before)", prev.first_label()),
+          true);
+    else
+      add(r, "newly_reproducible", fmt::format("fixed: it diverged at {} before", prev.first_label()), false);
+  } else if (r.verdict == "divergent") {
+    if (prev.step != r.step || prev.phase != r.phase || prev.tensor != r.tensor || prev.kind != r.kind) {
+      add(r, "divergence_moved", fmt::format("{} before, {} now", prev.first_label(), r.first_label()), true);
+    } else if (!r.hash_only && !prev.hash_only && prev.max_abs > 0 && r.max_abs > 0 &&
+               r.max_abs >= th.magnitude_factor * prev.max_abs) {
+      add(r, "magnitude_grew",
+          fmt::format("max abs diff of {} grew {:.1f}x: {:.3g} before, {:.3g} now", r.first_label(),
+                      r.max_abs / prev.max_abs, prev.max_abs, r.max_abs),
+          true);
+    }
+  }
+}
+
+// Time, against the median of the earlier results of the same verdict; not when the verdict just
+// changed (a divergent check runs a second capture pass by design).
+void time_regression(const CellResult& r, const std::vector<CellResult>& earlier, const Thresholds& th,
+                     const Add& add) {
+  const auto times = times_of(earlier, r.verdict);
+  if (earlier.front().verdict != r.verdict || times.empty()) return;
+  const double base = median(times);
+  if (r.seconds > base * (1 + th.time_growth) && r.seconds - base > th.time_min_s)
+    add(r, "time_grew",
+        fmt::format("{:.0f}% longer: {} now, median {} of {}", (r.seconds / base - 1) * 100, seconds_text(r.seconds),
+                    seconds_text(base), audits_words(times.size())),
+        th.timing_blocking);
+}
+
+// The cost of determinism of a pair of cells against its median over the earlier audits that have
+// both cells with today's verdicts.
+void cost_regression(const DeterminismCost& c, const std::vector<CellResult>& now, Pasts& history,
+                     const Thresholds& th, const Add& add) {
+  const CellResult *on = nullptr, *off = nullptr;
+  for (const auto& r : now) {
+    if (r.key == c.with) on = &r;
+    if (r.key == c.without) off = &r;
+  }
+  const auto& on_past = history[c.with];
+  const auto& off_past = history[c.without];
+  if (!on || !off || on_past.empty() || off_past.empty() || on_past.front().verdict != on->verdict ||
+      off_past.front().verdict != off->verdict)
+    return;
+  std::vector<double> ratios, extras;
+  for (const auto& p_on : on_past)
+    for (const auto& p_off : off_past)
+      if (p_on.audit == p_off.audit && p_on.verdict == on->verdict && p_off.verdict == off->verdict &&
+          p_on.seconds > 0 && p_off.seconds > 0) {
+        ratios.push_back(p_on.seconds / p_off.seconds);
+        extras.push_back(p_on.seconds - p_off.seconds);
+      }
+  if (ratios.empty()) return;
+  const double before = median(ratios), extra = median(extras);
+  if (!(c.ratio() > before * (1 + th.time_growth))) return;
+  // The extra time determinism costs must have grown by more than noise, too.
+  if ((c.on_s - c.off_s) - extra <= th.time_min_s) return;
+  add(*on, "determinism_cost_grew",
+      fmt::format("deterministic on takes {:.2f}x the time of off (median {:.2f}x over {})", c.ratio(), before,
+                  audits_words(ratios.size())),
+      th.timing_blocking);
+}
+
+}  // namespace
+
 std::vector<Regression> find_regressions(const std::vector<CellResult>& now, const PastResults& past,
                                          const Thresholds& th) {
   std::vector<Regression> out;
-  auto add = [&](const CellResult& r, const char* kind, std::string message, bool blocking) {
+  const Add add = [&](const CellResult& r, const char* kind, std::string message, bool blocking) {
     out.push_back({r.key, r.model, r.column, kind, std::move(message), blocking && r.expect != Expect::info});
   };
-  std::map<std::string, std::vector<CellResult>> history;
+  Pasts history;
   for (const auto& r : now) history[r.key] = past(r.key);
   for (const auto& r : now) {
     if (!decided(r.verdict)) continue;
     const auto& earlier = history[r.key];
     if (earlier.empty() || !decided(earlier.front().verdict)) continue;
-    const CellResult* prev = &earlier.front();
-    const bool control = r.expect == Expect::divergent;
-    if (prev->verdict == "reproducible" && r.verdict == "divergent") {
-      // A negative control that fires again is back to what it should be: listed, not failing.
-      if (control)
-        add(r, "recovered", fmt::format("the negative control fires again: first divergence {}", r.first_label()),
-            false);
-      else
-        add(r, "newly_divergent", fmt::format("first divergence {} (reproducible before)", r.first_label()), true);
-    } else if (prev->verdict == "divergent" && r.verdict == "reproducible") {
-      // For a negative control this means the known source stopped firing; for a cell that
-      // expects to be reproducible, it is a fix: listed, not failing.
-      if (control)
-        add(r, "newly_reproducible",
-            fmt::format("the negative control no longer diverges (it diverged at {} before)", prev->first_label()),
-            true);
-      else
-        add(r, "newly_reproducible", fmt::format("fixed: it diverged at {} before", prev->first_label()), false);
-    } else if (r.verdict == "divergent") {
-      if (prev->step != r.step || prev->phase != r.phase || prev->tensor != r.tensor || prev->kind != r.kind) {
-        add(r, "divergence_moved", fmt::format("{} before, {} now", prev->first_label(), r.first_label()), true);
-      } else if (!r.hash_only && !prev->hash_only && prev->max_abs > 0 && r.max_abs > 0 &&
-                 r.max_abs >= th.magnitude_factor * prev->max_abs) {
-        add(r, "magnitude_grew",
-            fmt::format("max abs diff of {} grew {:.1f}x: {:.3g} before, {:.3g} now", r.first_label(),
-                        r.max_abs / prev->max_abs, prev->max_abs, r.max_abs),
-            true);
-      }
-    }
-    // Time, against the median of the earlier results of the same verdict; not when the verdict
-    // just changed (a divergent check runs a second capture pass by design).
-    const auto times = times_of(earlier, r.verdict);
-    if (prev->verdict != r.verdict || times.empty()) continue;
-    const double base = median(times);
-    if (r.seconds > base * (1 + th.time_growth) && r.seconds - base > th.time_min_s)
-      add(r, "time_grew",
-          fmt::format("{:.0f}% longer: {} now, median {} of {}", (r.seconds / base - 1) * 100, seconds_text(r.seconds),
-                      seconds_text(base), audits_words(times.size())),
-          th.timing_blocking);
+    verdict_regression(r, earlier.front(), th, add);
+    time_regression(r, earlier, th, add);
   }
-  for (const auto& c : determinism_costs(now, past)) {
-    // The same pair of cells in each earlier audit that has both with today's verdicts.
-    std::vector<double> ratios, extras;
-    const auto& on_past = history[c.with];
-    const auto& off_past = history[c.without];
-    const CellResult *on = nullptr, *off = nullptr;
-    for (const auto& r : now) {
-      if (r.key == c.with) on = &r;
-      if (r.key == c.without) off = &r;
-    }
-    if (!on || !off || on_past.empty() || off_past.empty() || on_past.front().verdict != on->verdict ||
-        off_past.front().verdict != off->verdict)
-      continue;
-    for (const auto& p_on : on_past)
-      for (const auto& p_off : off_past)
-        if (p_on.audit == p_off.audit && p_on.verdict == on->verdict && p_off.verdict == off->verdict &&
-            p_on.seconds > 0 && p_off.seconds > 0) {
-          ratios.push_back(p_on.seconds / p_off.seconds);
-          extras.push_back(p_on.seconds - p_off.seconds);
-        }
-    if (ratios.empty()) continue;
-    const double before = median(ratios), extra = median(extras);
-    if (!(c.ratio() > before * (1 + th.time_growth))) continue;
-    // The extra time determinism costs must have grown by more than noise, too.
-    if ((c.on_s - c.off_s) - extra <= th.time_min_s) continue;
-    add(*on, "determinism_cost_grew",
-        fmt::format("deterministic on takes {:.2f}x the time of off (median {:.2f}x over {})", c.ratio(), before,
-                    audits_words(ratios.size())),
-        th.timing_blocking);
-  }
+  for (const auto& c : determinism_costs(now, past)) cost_regression(c, now, history, th, add);
   return out;
 }
 
