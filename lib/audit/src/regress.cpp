@@ -158,8 +158,7 @@ void verdict_regression(const CellResult& r, const CellResult& prev, const Thres
   if (prev.verdict == "reproducible" && r.verdict == "divergent") {
     // A negative control that fires again is back to what it should be: listed, not failing.
     if (control)
-      add(r, "recovered", fmt::format("the negative control fires again: first divergence {}", r.first_label()),
-          false);
+      add(r, "recovered", fmt::format("the negative control fires again: first divergence {}", r.first_label()), false);
     else
       add(r, "newly_divergent", fmt::format("first divergence {} (reproducible before)", r.first_label()), true);
   } else if (prev.verdict == "divergent" && r.verdict == "reproducible") {
@@ -167,8 +166,7 @@ void verdict_regression(const CellResult& r, const CellResult& prev, const Thres
     // expects to be reproducible, it is a fix: listed, not failing.
     if (control)
       add(r, "newly_reproducible",
-          fmt::format("the negative control no longer diverges (it diverged at {} before)", prev.first_label()),
-          true);
+          fmt::format("the negative control no longer diverges (it diverged at {} before)", prev.first_label()), true);
     else
       add(r, "newly_reproducible", fmt::format("fixed: it diverged at {} before", prev.first_label()), false);
   } else if (r.verdict == "divergent") {
@@ -200,8 +198,8 @@ void time_regression(const CellResult& r, const std::vector<CellResult>& earlier
 
 // The cost of determinism of a pair of cells against its median over the earlier audits that have
 // both cells with today's verdicts.
-void cost_regression(const DeterminismCost& c, const std::vector<CellResult>& now, Pasts& history,
-                     const Thresholds& th, const Add& add) {
+void cost_regression(const DeterminismCost& c, const std::vector<CellResult>& now, Pasts& history, const Thresholds& th,
+                     const Add& add) {
   const CellResult *on = nullptr, *off = nullptr;
   for (const auto& r : now) {
     if (r.key == c.with) on = &r;

@@ -205,7 +205,8 @@ std::optional<Change> model_changed(const Checked& k, const PairComparison& p) {
 }
 
 std::optional<Change> init_changed(const Checked& k, const PairComparison& p, const TensorDiff& first) {
-  if (first.ref.phase != Phase::init) return std::nullopt;
+  // A tensor whose shape changed differs for that reason: the structure's hint says so.
+  if (first.ref.phase != Phase::init || first.status != Status::values_differ) return std::nullopt;
   std::string why;
   for (const auto& [key, a, b] : p.knob_values)
     if (key == "seed" || key == "seed_value" || key == "reinit")
