@@ -381,7 +381,13 @@ print("ok")
             # The learning rate first shows in the parameters after step 0.
             self.assertEqual((fd["step"], fd["phase"], fd["kind"]), (0, "after_step", "param"))
             with open(j) as f:
-                hints = json.load(f)["hints"]
+                full = json.load(f)
+            hints = full["hints"]
+            # The script's dump records where it ran: the CPU, the BLAS and the threads it had.
+            prov = full["baseline"]["provenance"]
+            self.assertTrue(prov["cpu"] and prov["blas"], prov)
+            self.assertGreaterEqual(int(prov["torch_threads"]), 1)
+            self.assertEqual(full["baseline"]["environment_diffs"], [])
             # A change since the golden, in the run front end's terms.
             self.assertEqual(hints[0]["cause"], "option_changed")
             self.assertIn("LR=0.2", hints[0]["evidence"])
