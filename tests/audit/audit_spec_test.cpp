@@ -76,6 +76,8 @@ TEST_F(AuditSpec, ExpandsModelsTimesTheMatrixWithOverrides) {
   EXPECT_EQ(spec.name, "night");
   EXPECT_EQ(spec.jobs, 3);
   EXPECT_DOUBLE_EQ(spec.thresholds.time_growth, 0.25);
+  EXPECT_TRUE(spec.thresholds.timing_blocking);  // the defaults
+  EXPECT_EQ(spec.thresholds.timing_window, 5);
   EXPECT_EQ(spec.models, (std::vector<std::string>{"a", "b", "script"}));
   ASSERT_EQ(spec.cells.size(), 4u + 3u + 2u);  // b skips one combination
   const auto& first = spec.cells[0];
@@ -110,6 +112,13 @@ TEST_F(AuditSpec, ExpandsModelsTimesTheMatrixWithOverrides) {
   EXPECT_EQ(s.cwd, first.cwd);
 }
 
+TEST_F(AuditSpec, TimingCanBeInformationalOverAWindow) {
+  auto spec = audit::load_spec(
+      write("[audit]\ntiming = \"info\"\ntiming_window = 9\n[[model]]\nname = \"a\"\npath = \"a.pt\"\n"));
+  EXPECT_FALSE(spec.thresholds.timing_blocking);
+  EXPECT_EQ(spec.thresholds.timing_window, 9);
+}
+
 TEST_F(AuditSpec, ProblemsNameTheLineAndColumn) {
   auto at = [&](const std::string& text, const std::string& where, const std::string& what) {
     std::string e = error_of(text);
@@ -131,6 +140,8 @@ TEST_F(AuditSpec, ProblemsNameTheLineAndColumn) {
   at("[matrix]\nthreads = [1, 2]\n[[model]]\nname = \"a\"\npath = \"a.pt\"\n[model.settings]\nthreads = 4\n", "7:11",
      "is a matrix axis");
   at("[audit]\nnmae = \"x\"\n[[model]]\nname = \"a\"\npath = \"a.pt\"\n", "2:1", "unknown key 'nmae'");
+  at("[audit]\ntiming = \"off\"\n[[model]]\nname = \"a\"\npath = \"a.pt\"\n", "2:10", "bad timing");
+  at("[audit]\ntiming_window = 0\n[[model]]\nname = \"a\"\npath = \"a.pt\"\n", "2:17", "bad timing_window");
   EXPECT_NE(error_of("[audit]\nname = \"x\"\n").find("no models"), std::string::npos);
 }
 

@@ -149,6 +149,11 @@ class Shards(AuditCase):
         self.assertEqual(len(part["cells"]), 3)
         self.assertIn("shard(s) 2/2 are missing", r.stdout)
         self.assertIn("(exit 3)", r.stdout)
+        # The missing shard arriving later does not join that audit silently: one line, nothing added.
+        r = self.audit("merge", "--db", self.path("m3.sqlite"), self.path("s1.sqlite"), self.path("s2.sqlite"), expect=2)
+        self.assertIn("already in", r.stderr)
+        self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+        self.assertEqual(self.rows(self.path("m3.sqlite"), "SELECT count(*) FROM audits"), [(1,)])
 
 
 class Faults(AuditCase):

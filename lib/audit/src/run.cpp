@@ -1,6 +1,7 @@
 // Running an audit: the cells through the core's ProcessPool, host probing, and the merge of
 // shards.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -287,13 +288,36 @@ MergeResult merge_shards(const std::vector<std::string>& shards, History& histor
   const std::vector<Shard> parts = read_shards(shards, target_path);
   const auto& first = parts.front();
   MergeResult result;
-  // Shards merged before add nothing: the same merge run twice is one audit.
+  // Shards merged before add nothing: the same merge run twice is one audit. Some of them merged
+  // before, with others new, is refused: each shard belongs to one merged audit.
+  std::set<int64_t> done;
+  std::vector<std::string> merged_before;
   for (const auto& p : parts)
-    if (auto done = history.merged_audit_of(p.info.uid)) {
-      result.id = *done;
-      result.added = false;
-      return result;
+    if (auto id = history.merged_audit_of(p.info.uid)) {
+      done.insert(*id);
+      merged_before.push_back(fmt::format("{}/{}", p.index, p.count));
     }
+  if (!done.empty()) {
+    std::vector<std::string> uids;
+    for (const auto& p : parts) uids.push_back(p.info.uid);
+    std::sort(uids.begin(), uids.end());
+    const AuditInfo before = history.audit(*done.begin());
+    std::vector<std::string> held;
+    for (size_t start = 0; start <= before.merged_from.size();) {
+      size_t comma = std::min(before.merged_from.find(',', start), before.merged_from.size());
+      held.push_back(before.merged_from.substr(start, comma - start));
+      start = comma + 1;
+    }
+    std::sort(held.begin(), held.end());
+    if (done.size() > 1 || held != uids)
+      throw InputError(fmt::format(
+          "shard(s) {} are already in '{}' as audit {}, which holds other shards than these; merge each shard "
+          "once (pass the shards of one merge, or the ones not merged yet)",
+          fmt::join(merged_before, ", "), target_path, *done.begin()));
+    result.id = *done.begin();
+    result.added = false;
+    return result;
+  }
   std::set<int> indices;
   for (const auto& p : parts) indices.insert(p.index);
   for (int i = 1; i <= first.count; ++i)
