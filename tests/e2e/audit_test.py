@@ -224,7 +224,7 @@ path = "{FIX}/resnet18.pt"
         self.assertEqual(cell["verdict"], "failed")
         self.assertIn(why, cell["error"])
         self.assertNotIn("(none)", cell["error"])
-        self.assertFalse(cell["error"].rstrip(" (exit code 3)").endswith("its last output:"), cell["error"])
+        self.assertFalse(cell["error"].removesuffix(" (exit code 3)").endswith("its last output:"), cell["error"])
         self.assertIn(why, r.stdout)
         self.assertIn(why, r.stderr)  # the progress line
         error = etree.parse(self.path("r.xml")).getroot().find(".//error")

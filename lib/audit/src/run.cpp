@@ -59,7 +59,8 @@ std::string reason(const OutputTail& err) {
         error.compare(error.size() - std::strlen(dangling), std::string::npos, dangling) == 0)
       error.erase(error.size() - std::strlen(dangling));
   std::string out = error.empty() ? last : error;
-  if (!error.empty() && !said.empty() && said != error) out += "; its last output: " + said;
+  // A run that was stopped says "interrupted" last: that is how it ended, not why.
+  if (!error.empty() && !said.empty() && said != error && said != "interrupted") out += "; its last output: " + said;
   if (out.size() > 400) out = out.substr(0, 400) + "...";
   return out;
 }
