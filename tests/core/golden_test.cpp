@@ -216,3 +216,20 @@ TEST(GoldenReports, TheHeaderNamesWhatWasCheckedAndTheGoldenAndTheEnvironmentSid
   EXPECT_NE(rc::render_markdown(rc::make_report(c)).find("| LibTorch/torch | 2.10.0 | 2.11.0 |"), std::string::npos);
   EXPECT_NE(rc::render_html(rc::make_report(c)).find("id=\"environment\""), std::string::npos);
 }
+
+TEST(GoldenReports, AThreadCountTheCheckDidNotAskForIsTheEnvironment) {
+  auto c = golden_check(meta("param_grad", "conv1"));
+  c.pairs[0].knob_diffs = {{"threads", "2 vs 1"}};
+  c.pairs[0].knob_values = {{"threads", "2", "1"}};
+  c.command_line = {"m.pt", "--baseline", "goldens/g.h5"};
+  auto r = rc::make_report(c);
+  ASSERT_EQ(r.hints.size(), 1u);
+  EXPECT_EQ(r.hints[0].cause, "environment_changed");
+  EXPECT_NE(r.hints[0].evidence.find("threads 2 -> 1"), std::string::npos) << r.hints[0].evidence;
+  EXPECT_TRUE(r.comparison.pairs[0].knob_diffs.empty());
+  // Asked for with --threads, it is the check's option.
+  c.command_line = {"m.pt", "--threads", "1", "--baseline", "goldens/g.h5"};
+  r = rc::make_report(c);
+  EXPECT_EQ(r.hints[0].cause, "option_changed");
+  EXPECT_EQ(r.hints[0].test_it, "reprocheck m.pt --threads 2 --baseline goldens/g.h5");
+}

@@ -144,8 +144,7 @@ TrainingRun::TrainingRun(const RunOptions& options, const RecordTarget& target)
   for (const auto& m : modules_) type_of_[m.path] = m.type;
   o_ = detail::resolve_recipe(options, meta_, module_, &recipe_);
   o_.device = result_.device;
-  // The run options keep the threads asked for (0: LibTorch's default); the dump's threads and
-  // torch_threads attributes record how many the run had, as part of its environment.
+  o_.threads = at::get_num_threads();
   if (recipe_.float_type != at::kFloat) cast_floating(module_, recipe_.float_type);
   module_.train(o_.mode == "train");
   // The graphs are patched before anything runs them: a graph executor plans a method on its first
