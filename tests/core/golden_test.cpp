@@ -152,13 +152,15 @@ TEST(GoldenHints, AnotherInitSeedIsTheInitialWeights) {
 
 TEST(GoldenHints, TheEnvironmentComesFromTheDumpsAttributes) {
   testutil::TempDir dir;
-  auto write = [&](const std::string& name, const std::string& torch, int64_t threads, const std::string& opts) {
+  auto write = [&](const std::string& name, const std::string& torch, int64_t threads, const std::string& opts,
+                   const std::string& cpu = "Xeon") {
     rc::DumpWriter w(dir.file(name), true, false);
     w.set_attribute("model", std::string("m.pt"));
     w.set_attribute("model_signature", std::string("sig"));
     w.set_attribute("steps", int64_t{1});
     w.set_attribute("libtorch_version", torch);
-    w.set_attribute("cpu", std::string("Xeon"));
+    w.set_attribute("cpu", cpu);
+    w.set_attribute("device_name", cpu);  // a CPU run's device is its CPU
     w.set_attribute("torch_threads", threads);
     w.set_attribute("run_options", opts);
     auto m = meta("forward", "conv1");
@@ -171,8 +173,13 @@ TEST(GoldenHints, TheEnvironmentComesFromTheDumpsAttributes) {
   write("a.h5", "2.10.0", 4, R"({"threads": 4})");
   write("b.h5", "2.11.0", 2, R"({"threads": 4})");
   write("c.h5", "2.10.0", 2, R"({"threads": 2})");
-  auto c = rc::compare_dumps({dir.file("a.h5"), dir.file("b.h5"), dir.file("c.h5")});
-  ASSERT_EQ(c.pairs.size(), 2u);
+  write("d.h5", "2.10.0", 4, R"({"threads": 4})", "EPYC");
+  auto c = rc::compare_dumps({dir.file("a.h5"), dir.file("b.h5"), dir.file("c.h5"), dir.file("d.h5")});
+  ASSERT_EQ(c.pairs.size(), 3u);
+  // Another CPU: said once, as the CPU (not again as the device's name).
+  ASSERT_EQ(c.pairs[2].environment_diffs.size(), 1u);
+  EXPECT_EQ(c.pairs[2].environment_diffs[0].what, "CPU");
+  EXPECT_EQ(c.pairs[2].environment_diffs[0].other, "EPYC");
   const auto& env = c.pairs[0].environment_diffs;
   ASSERT_EQ(env.size(), 2u);
   EXPECT_EQ(env[0].what, "LibTorch/torch");
@@ -227,6 +234,14 @@ TEST(GoldenReports, AThreadCountTheCheckDidNotAskForIsTheEnvironment) {
   EXPECT_EQ(r.hints[0].cause, "environment_changed");
   EXPECT_NE(r.hints[0].evidence.find("threads 2 -> 1"), std::string::npos) << r.hints[0].evidence;
   EXPECT_TRUE(r.comparison.pairs[0].knob_diffs.empty());
+  // So is a device nobody chose (a GPU runner against a CPU golden).
+  c.pairs[0].knob_diffs = {{"device", "cpu vs cuda:0"}};
+  c.pairs[0].knob_values = {{"device", "cpu", "cuda:0"}};
+  r = rc::make_report(c);
+  EXPECT_EQ(r.hints[0].cause, "environment_changed");
+  EXPECT_NE(r.hints[0].evidence.find("device cpu -> cuda:0"), std::string::npos) << r.hints[0].evidence;
+  c.pairs[0].knob_diffs = {{"threads", "2 vs 1"}};
+  c.pairs[0].knob_values = {{"threads", "2", "1"}};
   // Asked for with --threads, it is the check's option.
   c.command_line = {"m.pt", "--threads", "1", "--baseline", "goldens/g.h5"};
   r = rc::make_report(c);

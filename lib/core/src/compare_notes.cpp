@@ -226,6 +226,10 @@ std::vector<EnvironmentDiff> environment_diffs(const std::map<std::string, std::
     auto a = ref.find(f.attr), b = other.find(f.attr);
     if (a == ref.end() || b == other.end() || a->second == b->second) continue;
     if (f.knob && knobs_differing.count(f.knob)) continue;
+    // A CPU run's device name is its CPU: said once, as the CPU.
+    if (std::string(f.attr) == attr::kDeviceName && ref.count(attr::kCpu) && other.count(attr::kCpu) &&
+        ref.at(attr::kDeviceName) == ref.at(attr::kCpu) && b->second == other.at(attr::kCpu))
+      continue;
     out.push_back({f.what, a->second, b->second});
   }
   return out;

@@ -13,33 +13,39 @@ namespace reprocheck {
 
 namespace {
 
-// With a golden, a thread count the check did not ask for (no --threads) is where the run ran: the
-// runner's cores or OMP_NUM_THREADS. It moves from the run options that differ to the environment.
-void unasked_threads_are_environment(Comparison& c) {
+// With a golden, a thread count or a device the check did not ask for (no --threads, --device) is
+// where the run ran: the runner's cores or OMP_NUM_THREADS, the GPU it has. It moves from the run
+// options that differ to the environment.
+void unasked_options_are_environment(Comparison& c) {
   if (c.capture.baseline.empty() || c.command_line.empty()) return;
-  for (const auto& a : c.command_line) {
-    if (a == "--") break;
-    if (a == "--threads" || a.rfind("--threads=", 0) == 0) return;
-  }
-  for (auto& p : c.pairs) {
-    for (auto it = p.knob_values.begin(); it != p.knob_values.end();) {
-      if (std::get<0>(*it) != "threads") {
-        ++it;
-        continue;
-      }
-      p.environment_diffs.insert(p.environment_diffs.begin(), {"threads", std::get<1>(*it), std::get<2>(*it)});
-      it = p.knob_values.erase(it);
+  for (const char* key : {"threads", "device"}) {
+    const std::string flag = std::string("--") + key;
+    bool asked = false;
+    for (const auto& a : c.command_line) {
+      if (a == "--") break;
+      asked = asked || a == flag || a.rfind(flag + "=", 0) == 0;
     }
-    p.knob_diffs.erase(
-        std::remove_if(p.knob_diffs.begin(), p.knob_diffs.end(), [](const auto& k) { return k.first == "threads"; }),
-        p.knob_diffs.end());
+    if (asked) continue;
+    for (auto& p : c.pairs) {
+      for (auto it = p.knob_values.begin(); it != p.knob_values.end();) {
+        if (std::get<0>(*it) != key) {
+          ++it;
+          continue;
+        }
+        p.environment_diffs.insert(p.environment_diffs.begin(), {key, std::get<1>(*it), std::get<2>(*it)});
+        it = p.knob_values.erase(it);
+      }
+      p.knob_diffs.erase(
+          std::remove_if(p.knob_diffs.begin(), p.knob_diffs.end(), [&](const auto& k) { return k.first == key; }),
+          p.knob_diffs.end());
+    }
   }
 }
 
 }  // namespace
 
 Report make_report(Comparison comparison, std::optional<Isolation> isolation) {
-  unasked_threads_are_environment(comparison);
+  unasked_options_are_environment(comparison);
   Report r;
   if (auto note = rank_alone_note(comparison); !note.empty()) comparison.notes.push_back(std::move(note));
   r.hints = explain(comparison);
