@@ -186,6 +186,7 @@ TEST(AuditReports, AnInterruptedOrIncompleteAuditStatesItsExitCode) {
   EXPECT_EQ(v.exit_code(), 130);
   EXPECT_NE(audit::render_text(v).find("(exit 130)"), std::string::npos);
   EXPECT_EQ(json::parse(audit::render_json(v))["exit_code"], 130);
+  EXPECT_NE(audit::render_markdown(v).find("(exit 130)"), std::string::npos);
   v.info.status = "incomplete";
   v.info.missing_shards = "2/3";
   EXPECT_EQ(v.exit_code(), 3);

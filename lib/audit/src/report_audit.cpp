@@ -215,9 +215,9 @@ std::string render_json(const AuditView& v) {
 
 std::string render_markdown(const AuditView& v) {
   auto md = [](const std::string& s) { return markdown_escape(s); };
-  std::string out =
-      fmt::format("### reprocheck audit: {}\n\n{}{}. Audit {} of the history, started {}.\n\n", md(v.info.name),
-                  summary_line(v), md(shard_words(v.info)), v.info.id, v.info.started_at);
+  std::string out = fmt::format("### reprocheck audit: {}\n\n{}{} (exit {}). Audit {} of the history, started {}.\n\n",
+                                md(v.info.name), summary_line(v), md(shard_words(v.info)), v.exit_code(), v.info.id,
+                                v.info.started_at);
   if (!v.regressions.empty()) {
     out += "**Regressions against the previous audit:**\n\n";
     for (const auto& r : v.regressions)
