@@ -122,7 +122,7 @@ TEST(GoldenHints, AShapeOrSignatureChangeIsTheModelsStructure) {
   auto c = golden_check(first);
   c.pairs[0].diffs[0].status = rc::Status::shape_mismatch;
   c.pairs[0].diffs[0].detail = "[8, 3, 3, 3] vs [8, 3, 5, 5]";
-  c.pairs[0].model_change = "the model's signature changed (a1 in the reference, b2 now)";
+  c.pairs[0].model_change = {"signature", "a1", "b2"};
   auto h = rc::explain(c);
   expect_only_changes(h);
   ASSERT_EQ(h.size(), 1u);  // the initial weight differs by its shape: not a second cause
@@ -143,7 +143,7 @@ TEST(GoldenHints, AnotherInitSeedIsTheInitialWeights) {
   EXPECT_EQ(h[1].cause, "option_changed");
   // Another init function in the model file: the file changed, the initial weights differ.
   auto f = golden_check(meta("init", "conv1", -1));
-  f.pairs[0].model_change = "the model file changed (its hash is 1 in the reference, 2 now): its code or its weights";
+  f.pairs[0].model_change = {"file", "1", "2"};
   h = rc::explain(f);
   ASSERT_EQ(h.size(), 1u);
   EXPECT_EQ(h[0].cause, "init_changed");

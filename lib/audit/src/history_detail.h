@@ -122,6 +122,18 @@ inline constexpr const char* kCellColumns =
     "tensors, reprocheck, libtorch, cuda, cudnn, device, host, chart, evidence, test_it";
 inline constexpr int kCellColumnCount = 36;
 
+// The provenance columns from column `c` on, in the order Stmt::bind(Provenance) writes them.
+inline Provenance read_provenance(const Stmt& s, int& c) {
+  Provenance p;
+  p.reprocheck = s.text(c++);
+  p.libtorch = s.text(c++);
+  p.cuda = s.text(c++);
+  p.cudnn = s.text(c++);
+  p.device = s.text(c++);
+  p.host = s.text(c++);
+  return p;
+}
+
 // A cells row read in kCellColumns order (after its audit_id).
 CellResult cell_from(const Stmt& s);
 

@@ -38,12 +38,7 @@ CellResult cell_from(const Stmt& s) {
   r.fix = s.text(c++);
   r.seconds = s.real(c++);
   r.tensors = s.integer(c++);
-  r.provenance.reprocheck = s.text(c++);
-  r.provenance.libtorch = s.text(c++);
-  r.provenance.cuda = s.text(c++);
-  r.provenance.cudnn = s.text(c++);
-  r.provenance.device = s.text(c++);
-  r.provenance.host = s.text(c++);
+  r.provenance = read_provenance(s, c);
   r.chart = s.text(c++);
   r.evidence = s.text(c++);
   r.test_it = s.text(c++);
@@ -77,12 +72,7 @@ AuditInfo History::audit(int64_t id) const {
   a.thresholds.magnitude_factor = s.real(c++);
   a.thresholds.time_growth = s.real(c++);
   a.thresholds.time_min_s = s.real(c++);
-  a.provenance.reprocheck = s.text(c++);
-  a.provenance.libtorch = s.text(c++);
-  a.provenance.cuda = s.text(c++);
-  a.provenance.cudnn = s.text(c++);
-  a.provenance.device = s.text(c++);
-  a.provenance.host = s.text(c++);
+  a.provenance = read_provenance(s, c);
   a.provenance.git_commit = s.text(c++);
   a.status = s.text(c++);
   a.finished_at = s.text(c++);

@@ -235,20 +235,17 @@ std::vector<EnvironmentDiff> environment_diffs(const std::map<std::string, std::
   return out;
 }
 
-std::string model_change(const std::map<std::string, std::string>& ref,
+ModelChange model_change(const std::map<std::string, std::string>& ref,
                          const std::map<std::string, std::string>& other) {
   auto get = [](const std::map<std::string, std::string>& m, const char* k) {
     auto it = m.find(k);
     return it == m.end() ? std::string() : it->second;
   };
   const std::string sa = get(ref, attr::kModelSignature), sb = get(other, attr::kModelSignature);
-  if (sa != sb && !sa.empty() && !sb.empty() && sa != "none" && sb != "none")
-    return fmt::format("the model's signature changed ({} in the reference, {} now)", sa, sb);
+  if (sa != sb && !sa.empty() && !sb.empty() && sa != "none" && sb != "none") return {"signature", sa, sb};
   const std::string ha = get(ref, attr::kModelHash), hb = get(other, attr::kModelHash);
-  if (ha != hb && !ha.empty() && !hb.empty())
-    return fmt::format("the model file changed (its hash is {} in the reference, {} now): its code or its weights", ha,
-                       hb);
-  return "";
+  if (ha != hb && !ha.empty() && !hb.empty()) return {"file", ha, hb};
+  return {};
 }
 
 }  // namespace reprocheck

@@ -34,8 +34,8 @@ void add_shard_note(Comparison& c);
 std::vector<EnvironmentDiff> environment_diffs(const std::map<std::string, std::string>& ref,
                                                const std::map<std::string, std::string>& other,
                                                const std::set<std::string>& knobs_differing);
-// How the other run's model differs from the reference's ("" the same): its signature, or its file.
-std::string model_change(const std::map<std::string, std::string>& ref,
+// How the other run's model differs from the reference's: its signature, or its file.
+ModelChange model_change(const std::map<std::string, std::string>& ref,
                          const std::map<std::string, std::string>& other);
 
 }  // namespace reprocheck

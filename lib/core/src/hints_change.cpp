@@ -46,9 +46,8 @@ std::string command_text(const std::string& json_list) {
 // The flags of a check that are about where its reports and dumps go, or about the golden: left
 // out of the commands the hints suggest (which add their own).
 bool output_flag(const std::string& flag) {
-  static const std::set<std::string> kOutput = {"--baseline",   "--save-baseline", "--json",  "--markdown",
-                                                "--junit",      "--html",          "--keep",  "--force",
-                                                "--junit-name", "--drill",         "--golden"};
+  static const std::set<std::string> kOutput = {"--baseline", "--save-baseline", "--json",  "--markdown", "--junit",
+                                                "--html",     "--keep",          "--force", "--drill"};
   return kOutput.count(flag.substr(0, flag.find('='))) > 0;
 }
 
@@ -80,8 +79,8 @@ struct Checked {
       // Drop the check's own value of it, then give the golden's.
       for (size_t i = 0; i < own.size();) {
         if (own[i] == flag) {
-          const bool valued = i + 1 < own.size() && own[i + 1].rfind("--", 0) != 0 && !option_args(*def, "x").empty() &&
-                              option_args(*def, "x").size() == 2;
+          const bool valued =
+              i + 1 < own.size() && own[i + 1].rfind("--", 0) != 0 && option_args(*def, "x").size() == 2;
           own.erase(own.begin() + static_cast<long>(i), own.begin() + static_cast<long>(i + (valued ? 2 : 1)));
         } else if (own[i].rfind(flag + "=", 0) == 0) {
           own.erase(own.begin() + static_cast<long>(i));
@@ -93,9 +92,7 @@ struct Checked {
     }
     for (const auto& f : flags) own.push_back(f);
     std::string out = script ? "reprocheck run" : "reprocheck";
-    if (!script && std::none_of(own.begin(), own.end(), [&](const std::string& a) { return a == model; }) &&
-        args.empty())
-      out += " " + quoted(model.empty() ? "MODEL.pt" : model);
+    if (!script && args.empty()) out += " " + quoted(model.empty() ? "MODEL.pt" : model);  // args hold the model
     for (const auto& a : own) out += " " + quoted(a);
     if (script) {
       std::string cmd = command_override;
@@ -172,10 +169,12 @@ const TensorDiff* structural(const PairComparison& p) {
   return nullptr;
 }
 
-std::string golden_words(std::string s) {
-  for (const char* from : {"in the reference"})
-    if (auto at = s.find(from); at != std::string::npos) s.replace(at, std::strlen(from), "in the golden");
-  return s;
+// The model's change in words, against the golden.
+std::string model_words(const ModelChange& m) {
+  if (m.what == "signature")
+    return fmt::format("the model's signature changed ({} in the golden, {} now)", m.reference, m.other);
+  return fmt::format("the model file changed (its hash is {} in the golden, {} now): its code or its weights",
+                     m.reference, m.other);
 }
 
 struct Change {
@@ -184,10 +183,10 @@ struct Change {
 
 std::optional<Change> model_changed(const Checked& k, const PairComparison& p) {
   const TensorDiff* d = structural(p);
-  const bool signature = p.model_change.find("signature") != std::string::npos;
+  const bool signature = p.model_change.what == "signature";
   if (!d && !signature) return std::nullopt;
   std::vector<std::string> facts;
-  if (signature) facts.push_back(golden_words(p.model_change));
+  if (signature) facts.push_back(model_words(p.model_change));
   if (d) {
     const std::string name = d->ref.tensor_name();
     auto pos = d->detail.find(" vs ");
@@ -211,7 +210,7 @@ std::optional<Change> init_changed(const Checked& k, const PairComparison& p, co
   for (const auto& [key, a, b] : p.knob_values)
     if (key == "seed" || key == "seed_value" || key == "reinit")
       why += fmt::format("; {} is {} in the golden, {} now", key, a, b);
-  if (why.empty() && p.model_change.find("file") != std::string::npos) why = "; " + golden_words(p.model_change);
+  if (why.empty() && p.model_change.what == "file") why = "; " + model_words(p.model_change);
   return Change{"init_changed", "the initial weights changed since the golden was recorded",
                 fmt::format("the first difference is {} before step 0 (the weights training starts from){}",
                             first.ref.tensor_name(), why),
@@ -269,12 +268,12 @@ std::optional<Change> environment_changed(const Checked& k, const PairComparison
 }
 
 Change code_changed(const Checked& k, const PairComparison& p, const TensorDiff& first) {
-  const bool file = p.model_change.find("file") != std::string::npos;
+  const bool file = p.model_change.what == "file";
   return Change{"code_changed",
                 file ? "the model file changed since the golden was recorded"
                      : "the code or the data changed since the golden was recorded",
                 fmt::format("the first difference is {}; {}", where(first),
-                            file ? golden_words(p.model_change) + ", with the same run options and environment"
+                            file ? model_words(p.model_change) + ", with the same run options and environment"
                                  : "the run options, the model and the environment are the golden's, so the training "
                                    "code, the data or a dependency changed, or the training is not deterministic"),
                 "if the change is intended, record a new golden; a check without --baseline tells nondeterminism "
@@ -296,7 +295,7 @@ std::vector<Hint> explain_change(const Comparison& c) {
   add(model_changed(k, *p));
   add(init_changed(k, *p, first));
   add(option_changed(k, *p));
-  const bool file = p->model_change.find("file") != std::string::npos;
+  const bool file = p->model_change.what == "file";
   add(environment_changed(k, *p, out.empty() && !file, p->other_attributes));
   if (out.empty() ||
       (file && std::none_of(out.begin(), out.end(), [](const Change& ch) { return ch.cause == "init_changed"; })))

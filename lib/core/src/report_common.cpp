@@ -97,7 +97,7 @@ int64_t tensors_per_run(const Comparison& c) {
 
 std::string golden_words(const Comparison& c) {
   if (c.capture.baseline.empty()) return "";
-  auto attr = [&](const char* k) { return c.ref_attributes.count(k) ? c.ref_attributes.at(k) : ""; };
+  auto attr = [&](const char* k) { return c.attribute(k); };  // the golden's
   std::vector<std::string> facts;
   if (!attr("model").empty()) facts.push_back(attr("model"));
   facts.push_back(fmt::format("{} tensors", group_digits(c.tensors)));

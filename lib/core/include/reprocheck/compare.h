@@ -70,6 +70,13 @@ struct EnvironmentDiff {
   std::string reference, other;
 };
 
+// How the other run's model differs from the reference's: its signature, else its file's hash.
+struct ModelChange {
+  std::string what;  // "signature", "file", or "" (the same model)
+  std::string reference, other;
+  bool changed() const { return !what.empty(); }
+};
+
 struct PairComparison {
   std::string ref_path, other_path;
   std::map<std::string, std::string> other_attributes;  // the other run's dump attributes
@@ -87,8 +94,8 @@ struct PairComparison {
   // The same options, each one's value in the reference and in the other run.
   std::vector<std::tuple<std::string, std::string, std::string>> knob_values;
   std::vector<EnvironmentDiff> environment_diffs;  // where the runs ran, when that differs
-  std::string model_change;                        // how the model differs ("" the same): a sentence
-  bool skipped_optim_state = false;                // one dump had no optimizer state: it was not compared
+  ModelChange model_change;
+  bool skipped_optim_state = false;  // one dump had no optimizer state: it was not compared
   bool has_divergence() const { return first.has_value(); }
 };
 
