@@ -149,6 +149,62 @@ TEST(Drill, ReadsTheFirstDivergentOpInExecutionOrderWithItsSource) {
   EXPECT_NE(none.note.find("did not diverge"), std::string::npos) << none.note;
 }
 
+TEST(Drill, AnOpAfterAnEarlierDivergenceIsNotASource) {
+  using rc::Kind;
+  using rc::Phase;
+  rc::DrillPlan plan;
+  plan.step = 1;
+  plan.other_run = 1;
+  rc::Comparison c3;
+  c3.runs = {"a.h5", "b.h5"};
+  auto weight = meta(0, Phase::after_step, "head", "Linear", Kind::param, "weight", 5);
+  auto batch = meta(1, Phase::input, "", "", Kind::batch, "batch[0]", 7);
+  auto op = meta(1, Phase::forward, "head:aten::addmm#0", "aten::addmm", Kind::activation, "out", 12);
+  auto layer = meta(1, Phase::forward, "head", "Linear", Kind::activation, "out", 13);
+  c3.ref_index = {weight, batch, op, layer};
+  rc::PairComparison p;
+  // The parameter it reads diverged at step 0 this time: the op inherits it.
+  p.diffs = {diff(op, false), diff(layer, false), diff(weight, false)};
+  p.first = 2;
+  c3.pairs.push_back(p);
+  auto dd = rc::read_drill(c3, plan, "auto");
+  EXPECT_FALSE(dd.found);
+  ASSERT_TRUE(dd.earlier.has_value());
+  EXPECT_EQ(dd.earlier->ref.key(), weight.key());
+  EXPECT_NE(dd.note.find("diverged earlier, at head.weight (step 0, after_step)"), std::string::npos) << dd.note;
+  // A record with no ops (a parameter update): nothing to drill into there.
+  EXPECT_FALSE(rc::plan_for(*dd.earlier, 1, "auto").has_value());
+  // The step's batch diverged before its ops: the same.
+  c3.pairs[0].diffs = {diff(op, false), diff(batch, false)};
+  c3.pairs[0].first = 0;
+  dd = rc::read_drill(c3, plan, "auto");
+  ASSERT_TRUE(dd.earlier.has_value());
+  EXPECT_EQ(dd.earlier->ref.key(), batch.key());
+  // A layer at an earlier step: pass 3 moves there, every op of that step.
+  auto before = meta(0, Phase::forward, "head", "Linear", Kind::activation, "out", 3);
+  c3.pairs[0].diffs = {diff(op, false), diff(before, false)};
+  c3.pairs[0].first = 0;
+  dd = rc::read_drill(c3, plan, "auto");
+  ASSERT_TRUE(dd.earlier.has_value());
+  auto again = rc::plan_for(*dd.earlier, 1, "auto");
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->step, 0);
+  EXPECT_EQ(again->scope, "");
+  // Only the op and the layer it feeds, in that order: the op is the source.
+  c3.pairs[0].diffs = {diff(layer, false), diff(op, false)};
+  c3.pairs[0].first = 0;
+  dd = rc::read_drill(c3, plan, "auto");
+  EXPECT_TRUE(dd.found) << dd.note;
+  EXPECT_FALSE(dd.earlier.has_value());
+  EXPECT_EQ(dd.op, "aten::addmm");
+  // The layer diverged but none of its ops did: code they do not cover, not an earlier divergence.
+  c3.pairs[0].diffs = {diff(layer, false)};
+  c3.pairs[0].first = 0;
+  dd = rc::read_drill(c3, plan, "auto");
+  EXPECT_FALSE(dd.earlier.has_value());
+  EXPECT_NE(dd.note.find("none of the 1 ops captured diverged"), std::string::npos) << dd.note;
+}
+
 TEST(Drill, TheHintUsesTheOpAndEveryReportCarriesIt) {
   using rc::Kind;
   using rc::Phase;

@@ -7,8 +7,9 @@
 // options say hashes_only, and honours --replay/--replay-keys like `reprocheck record`. Behaviours:
 // ok, crash, input-error, sleep (for timeouts), chatty (warnings on stderr), flaky (b = the run
 // index, except in a capture ladder's second pass), late (b = the run index from step 2 on),
-// no-dump (exits 0 without writing its dump), fork (leaves a sleeping child behind, its pid in
-// $FAKE_CHILD_PID_FILE). A seed of "random" draws one (1 to 1000) and records it as the seed.
+// no-dump (exits 0 without writing its dump), racing (b = the run index from step 1 on, and from
+// step 0 in a drill-down; layer2's op "layer2:aten::add#0" is recorded at the drill step), fork (leaves a sleeping
+// child behind, its pid in $FAKE_CHILD_PID_FILE). A seed of "random" draws one (1 to 1000) and records it as the seed.
 // $FAKE_SIGNATURE replaces the model signature (another model).
 #include <unistd.h>
 
@@ -101,7 +102,7 @@ int main(int argc, char** argv) {
     m.phase = phase;
     m.kind = kind;
     m.layer = layer;
-    m.layer_type = *layer ? "fake.Layer" : "";
+    m.layer_type = std::strchr(layer, ':') ? "aten::add" : *layer ? "fake.Layer" : "";
     m.name = "out";
     m.dtype = "float32";
     m.shape = {static_cast<int64_t>(v.size())};
@@ -115,8 +116,11 @@ int main(int argc, char** argv) {
   for (step = 0; step < options.steps; ++step) {
     float bs = b + static_cast<float>(step);
     if (behaviour == "late" && step >= 2) bs += static_cast<float>(index);
+    if (behaviour == "racing" && (step >= 1 || options.drill_step >= 0)) bs += static_cast<float>(index);
     put("", rc::Phase::input, rc::Kind::input, {1, 2, 3}, false);
     auto l1 = put("layer1", rc::Phase::forward, rc::Kind::activation, {a, 1}, true);
+    if (behaviour == "racing" && step == options.drill_step)
+      put("layer2:aten::add#0", rc::Phase::forward, rc::Kind::activation, {bs, 2}, false);
     auto l2 = put("layer2", rc::Phase::forward, rc::Kind::activation, {bs, 2}, true);
     put("", rc::Phase::loss, rc::Kind::loss, {l1[0] + l2[0]}, false);
   }

@@ -510,3 +510,25 @@ TEST(Ladder, EveryPairsFirstDivergenceIsCapturedAgain) {
   EXPECT_FALSE(d.hash_only);
   EXPECT_DOUBLE_EQ(d.stats.max_abs, 2.0);
 }
+
+TEST(Ladder, PassThreeDrillsWhereItsRunsDivergedFirstNotIntoAnInheritedOp) {
+  // "racing": layer2 differs from step 1 on in passes 1 and 2, but from step 0 in pass 3 (an op
+  // that adds in arrival order struck a step earlier). The op of step 1 would only inherit that
+  // difference: pass 3 drills into step 0 instead, finds the op there, and says so.
+  rc::Runner runner(steps(2), std::make_shared<FakeLauncher>("racing"));
+  Events events;
+  auto r = rc::run_check(runner, {}, events.fn());
+  const auto* h = r.comparison.headline();
+  ASSERT_NE(h, nullptr);
+  EXPECT_EQ(h->diffs[*h->first].ref.step, 1);
+  ASSERT_TRUE(r.comparison.drill.has_value());
+  const auto& dd = *r.comparison.drill;
+  ASSERT_TRUE(dd.found) << dd.note;
+  EXPECT_EQ(dd.step, 0);
+  EXPECT_EQ(dd.diff.ref.step, 0);
+  EXPECT_EQ(dd.op, "aten::add");
+  EXPECT_EQ(dd.passes, 2);
+  EXPECT_NE(dd.note.find("diverged earlier, at layer2 at step 0"), std::string::npos) << dd.note;
+  auto report = rc::render_text(rc::make_report(r.comparison));
+  EXPECT_NE(report.find("drilled there"), std::string::npos) << report;
+}

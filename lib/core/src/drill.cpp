@@ -89,15 +89,12 @@ std::string DrillDown::inside() const {
   return bare(within) == bare(op) ? "" : ", inside " + within;
 }
 
-std::optional<DrillPlan> plan_drill(const Comparison& c, const std::string& mode) {
+std::optional<DrillPlan> plan_for(const TensorDiff& d, int other_run, const std::string& mode) {
   if (mode == "none") return std::nullopt;
-  const PairComparison* h = c.headline();
-  if (!h) return std::nullopt;
-  const TensorDiff& d = h->diffs[*h->first];
   if (is_op_record(d.ref) || !drillable(d) || d.ref.step < 0) return std::nullopt;
   DrillPlan plan;
   plan.step = d.ref.step;
-  plan.other_run = h->other_run;
+  plan.other_run = other_run;
   plan.rank = d.ref.rank;
   const bool source = d.inputs_identical.value_or(false);
   plan.why = fmt::format("{} at step {} ({}, {})", d.ref.tensor_name(), d.ref.step, to_string(d.ref.phase),
@@ -108,6 +105,12 @@ std::optional<DrillPlan> plan_drill(const Comparison& c, const std::string& mode
       (d.ref.phase == Phase::forward && d.ref.kind == Kind::activation && source) || d.ref.kind == Kind::param_grad;
   if (mode == "auto" && in_layer) plan.scope = own_layer(d.ref);
   return plan;
+}
+
+std::optional<DrillPlan> plan_drill(const Comparison& c, const std::string& mode) {
+  const PairComparison* h = c.headline();
+  if (!h) return std::nullopt;
+  return plan_for(h->diffs[*h->first], h->other_run, mode);
 }
 
 DrillDown read_drill(const Comparison& c3, const DrillPlan& plan, const std::string& mode) {
@@ -129,12 +132,30 @@ DrillDown read_drill(const Comparison& c3, const DrillPlan& plan, const std::str
       if ((is_divergent(x.status) || x.status == Status::close) && x.ref.step == plan.step && is_op_record(x.ref) &&
           dd.series.size() < kMaxSeries)
         dd.series.push_back(x);
+  // The first divergent record of the plan's process in execution order, and its first divergent op
+  // of the captured step. Every op before that op matched; its other inputs (parameters, the batch,
+  // RNG states) are identical only if no record before it diverged.
   const TensorDiff* first = nullptr;
+  const TensorDiff* any = nullptr;
   if (p)
-    for (const auto& x : p->diffs)
-      if (is_divergent(x.status) && x.ref.step == plan.step && is_op_record(x.ref) && x.ref.rank == plan.rank &&
-          (!first || x.ref.order < first->ref.order))
-        first = &x;  // in execution order: the ops of one process
+    for (const auto& x : p->diffs) {
+      if (!is_divergent(x.status) || x.ref.rank != plan.rank) continue;
+      if (!any || x.ref.order < any->ref.order) any = &x;
+      if (x.ref.step == plan.step && is_op_record(x.ref) && (!first || x.ref.order < first->ref.order)) first = &x;
+    }
+  const bool before_ops = any && !is_op_record(any->ref) &&
+                          (any->ref.step < plan.step || any->ref.phase == Phase::input ||
+                           any->ref.phase == Phase::rng || (first && any->ref.order < first->ref.order));
+  if (before_ops) {
+    // Run again, the runs diverged before the step's ops (an earlier step this time: a difference
+    // that comes and goes): an op that differs now is inherited from that, not a source.
+    dd.earlier = *any;
+    dd.note = fmt::format(
+        "when run again the runs diverged earlier, at {} (step {}, {}): an intermittent "
+        "difference, so no op of step {} can be named as its source",
+        any->ref.tensor_name(), any->ref.step, to_string(any->ref.phase), plan.step);
+    return dd;
+  }
   if (!first) {
     if (p && !p->has_divergence())
       dd.note = "the runs did not diverge when run again (an intermittent difference)";

@@ -192,9 +192,11 @@ void Check::third_pass(Comparison& c, const std::vector<std::string>& pass1_dump
 
 void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dumps, DrillDown& dd) const {
   const std::vector<int> indices = {0, plan.other_run};
-  // At most once widened, and at most twice run again for a difference that did not come back.
+  // At most once widened, and at most twice run again for a difference that did not come back or
+  // came earlier.
   constexpr int kAttempts = 3;
   bool widened = false;
+  std::string moved;  // why pass 3 drilled into another step or module than the headline's
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     auto dumps = runner.rerun(indices,
                               repeat_seeds(pass1_dumps, indices,
@@ -211,6 +213,17 @@ void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dum
     c3.pairs[0].other_run = plan.other_run;
     dd = read_drill(c3, plan, o.drill);
     dd.passes = attempt + 1;
+    if (dd.earlier) {
+      // The runs took another course this time (an op that adds in arrival order raced at an
+      // earlier step): drill where they diverged first, or, for a record without ops, run again.
+      if (auto again = plan_for(*dd.earlier, plan.other_run, o.drill)) {
+        moved = fmt::format(
+            "when run again the runs diverged earlier, at {}: an intermittent difference, drilled there", again->why);
+        plan = *again;
+        plan.why = dd.why;
+      }
+      continue;
+    }
     if (dd.found || dd.ops_captured == 0) break;
     // Not reproduced (an op that adds in arrival order may agree by chance): once more, as it was.
     if (!c3.pairs[0].has_divergence()) continue;
@@ -218,6 +231,7 @@ void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dum
     plan.scope.clear();  // a scoped capture that found nothing: every op of the step
     widened = true;
   }
+  if (dd.found && !moved.empty()) dd.note = moved;
 }
 
 }  // namespace

@@ -280,8 +280,9 @@ std::string drill_summary(const DrillDown& dd) {
                        ? fmt::format("; {} of {} elements differ, max abs diff {:.4g}", dd.diff.stats.mismatched,
                                      dd.diff.stats.numel, dd.diff.stats.max_abs)
                        : fmt::format("; {}", to_string(dd.diff.status));
-  return fmt::format("{} -> {}{}{}{} (step {}, {}{}){} ({})", dd.op, dd.output, where, dd.inside(), line,
-                     dd.diff.ref.step, to_string(dd.diff.ref.phase), dd.rank_words(), by, captured);
+  return fmt::format("{} -> {}{}{}{} (step {}, {}{}){} ({}{})", dd.op, dd.output, where, dd.inside(), line,
+                     dd.diff.ref.step, to_string(dd.diff.ref.phase), dd.rank_words(), by, captured,
+                     dd.note.empty() ? "" : "; " + dd.note);
 }
 
 }  // namespace report_detail

@@ -100,6 +100,7 @@ std::string drill_text(const DrillDown& dd, const std::string& ref, const Paint&
                        dd.node.empty() ? "" : fmt::format(" ({})", dd.node));
   for (size_t i = 1; i < dd.stack.size() && i < 4; ++i) out += fmt::format("    from {}\n", dd.stack[i]);
   out += "  every op before it matched: inputs identical\n";
+  if (!dd.note.empty()) out += "  " + dd.note + "\n";
   out += fmt::format("  run {} vs {}   ", dd.other_run, ref) + statistics(dd.diff);
   return out + "  " + captured + "\n";
 }

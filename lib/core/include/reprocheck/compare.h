@@ -137,7 +137,9 @@ struct DrillDown {
   std::string generator;           // a forward op's generator: "global", "private" ("" unknown)
   std::string node;                // a backward op's autograd node ("ConvolutionBackward0")
   std::string within;              // the call the op ran inside ("torch.nn.functional.dropout", a custom op)
-  std::string note;                // why nothing was found, when so
+  std::string note;                // why nothing was found, when so; or where pass 3 moved to
+  // Pass 3's runs diverged before the captured step's ops: the first such record.
+  std::optional<TensorDiff> earlier;
   // The captured step's op records that differ, in execution order (the HTML report's op series),
   // and the number of records of the reference run they are ordered among.
   std::vector<TensorDiff> series;

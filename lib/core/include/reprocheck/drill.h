@@ -25,8 +25,13 @@ struct DrillPlan {
 // RNG states, the initial weights or the optimizer's update (their records name the cause).
 std::optional<DrillPlan> plan_drill(const Comparison& c, const std::string& mode);
 
+// The plan for drilling into the divergent record `d` of the pair with run `other_run`.
+std::optional<DrillPlan> plan_for(const TensorDiff& d, int other_run, const std::string& mode);
+
 // Pass 3's finding from the comparison of its two runs (`c3`, step `plan.step` captured op by op):
-// the first divergent op record, with its source from the reference's `op_sources` attribute.
+// the first divergent op record, with its source from the reference's `op_sources` attribute. When a
+// record before the step's ops diverged (the runs took another course this time), nothing is found
+// and `earlier` holds that record.
 DrillDown read_drill(const Comparison& c3, const DrillPlan& plan, const std::string& mode);
 
 }  // namespace reprocheck
