@@ -45,3 +45,13 @@ else()
   set_property(TARGET reprocheck_libtorch APPEND PROPERTY INTERFACE_LINK_DIRECTORIES ${_rc_torch_prefix}/lib)
   message(STATUS "reprocheck: LibTorch at ${_rc_torch_prefix} (no CUDA toolkit: built without CUDA headers)")
 endif()
+
+# The torch release LibTorch comes from ("2.11.0" of torch/version.py's "2.11.0+cu130"): the wheel
+# pins it and checks it at run time.
+find_file(_rc_torch_version_py version.py PATHS "${_rc_torch_prefix}" NO_DEFAULT_PATH)
+set(REPROCHECK_TORCH_VERSION "${Torch_VERSION}")
+if(_rc_torch_version_py)
+  file(STRINGS "${_rc_torch_version_py}" _rc_version_line REGEX "^__version__")
+  string(REGEX MATCH "[0-9]+\\.[0-9]+\\.[0-9]+" REPROCHECK_TORCH_VERSION "${_rc_version_line}")
+endif()
+message(STATUS "reprocheck: torch ${REPROCHECK_TORCH_VERSION}")

@@ -32,10 +32,16 @@ int cmd_run(const std::vector<std::string>& args) {
   s.run.command = command;
   validate(s.run);
   settle(s, flags.given());
+#ifdef REPROCHECK_WHEEL_TORCH
+  // An installed wheel: the capture package is in the environment that holds this reprocheck.
+  const std::string hint =
+      "pip install the reprocheck wheel into the Python that runs the script (the one on PATH runs 'python')";
+#else
   const std::string hint = fmt::format(
       "{0}/.venv/bin/python -m pip install {0}/python (or pip install "
       "{0}/python into the Python that runs the script)",
       REPROCHECK_SOURCE_DIR);
+#endif
   return run_and_report(s, flags.given(), std::make_shared<ScriptLauncher>(hint), args);
 }
 
