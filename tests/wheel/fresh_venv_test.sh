@@ -3,7 +3,7 @@
 # and runs there, away from this checkout (no PYTHONPATH, no build tree on any path):
 #   reprocheck --version; a check of a fixture model; reprocheck run -- python on a fixture script;
 #   reprocheck audit of the workflows' example (fixtures/audit/github.toml, its files copied);
-#   every binary's ldd: the wheel's own libraries, the torch package and the C/C++ runtime only;
+#   a test through the pytest plugin; every binary's ldd: the wheel's own libraries, the torch package and the C/C++ runtime only;
 #   a torch of another release: one line naming both versions, exit 2.
 # torch comes from pip's cache where ci/setup's download left it there.
 #
@@ -61,6 +61,18 @@ wrong = [(c["model"], c["verdict"], c.get("error")) for c in cells if not c["mee
 assert len(cells) == 16 and not wrong, (len(cells), wrong)
 assert {c["verdict"] for c in cells if c["expect"] == "divergent"} == {"divergent"}
 PY
+
+log "the pytest plugin (entry point pytest11) from the wheel"
+"$venv/bin/python" -m pip install -q pytest==8.4.2
+cat > test_wheel_plugin.py <<'PY'
+import sys
+
+
+def test_reproducible(reprocheck):
+    reprocheck.assert_reproducible([sys.executable, "fixtures/scripts/adamw_mlp.py"], "--steps", "1")
+PY
+run python -m pytest -q -p no:cacheprovider test_wheel_plugin.py > plugin.txt 2>&1 || fail "plugin: $(tail -20 plugin.txt)"
+grep -q "1 passed" plugin.txt || fail "plugin: $(tail -5 plugin.txt)"
 
 log "ldd of every binary in the wheel"
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
