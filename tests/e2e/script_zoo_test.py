@@ -8,7 +8,8 @@ reproducible in 10 runs.
 first divergent record and cause.
 
 With REPROCHECK_LONG=1 (ci/long), `twins` checks each fixed twin with 10 runs and `ladder` takes
-every CPU case; otherwise 2 runs, and the ladder a case of each kind of first record.
+every CPU case; otherwise a sample of twins with 2 runs, and the ladder a case of each kind of first
+record.
 """
 import json
 import os
@@ -28,6 +29,9 @@ TWIN_RUNS = 10 if LONG else 2
 # gradient, op output) for the ladder against --full in every CI run; all of them in ci/long.
 LADDER_SAMPLE = {"unseeded_shuffle", "numpy_augment", "clock_reseed", "init_before_seed", "mixup", "threads",
                  "private_generator"}
+# The fixed twins every CI run checks (2 runs each): the ladder's sample and a distributed one; all of
+# them, with 10 runs each, in ci/long.
+TWIN_SAMPLE = LADDER_SAMPLE | {"ddp_rank1_order"}
 BIN = os.environ["REPROCHECK_BINARY"]
 PY = os.environ["REPROCHECK_PYTHON"]
 TORCHRUN = os.path.join(os.path.dirname(PY), "torchrun")
@@ -171,7 +175,8 @@ def main():
             if not case.get("gpu", False) and (LONG or case["script"] in LADDER_SAMPLE):
                 ok &= check_ladder(case)
     if which in ("twins", "gpu"):
-        scripts = sorted({c["script"] for c in CASES if c.get("gpu", False) == (which == "gpu")})
+        scripts = sorted({c["script"] for c in CASES if c.get("gpu", False) == (which == "gpu")
+                          and (LONG or which == "gpu" or c["script"] in TWIN_SAMPLE)})
         for script in scripts:
             ok &= check_twin(script)
     return 0 if ok else 1
