@@ -10,7 +10,8 @@
 // no-dump (exits 0 without writing its dump), racing (b = the run index from step 1 on, and from
 // step 0 in a drill-down; layer2's op "layer2:aten::add#0" is recorded at the drill step), fork (leaves a sleeping
 // child behind, its pid in $FAKE_CHILD_PID_FILE). A seed of "random" draws one (1 to 1000) and records it as the seed.
-// $FAKE_SIGNATURE replaces the model signature (another model).
+// $FAKE_SIGNATURE replaces the model signature (another model). With a capture plan (pass 2) it keeps
+// the plan's records' data and stops after layer2 once it has written them all.
 #include <unistd.h>
 
 #include <csignal>
@@ -87,6 +88,9 @@ int main(int argc, char** argv) {
   const bool second_pass = flags["--dump"].find(".pass-") != std::string::npos;
   if (behaviour == "flaky" && !second_pass) b = static_cast<float>(index);
   rc::DumpWriter w(flags["--dump"], false, options.hashes_only);
+  // Pass 2: the plan's records keep their data, and the run stops right after the last of them.
+  if (options.hashes_only && !options.capture_plan.empty()) w.keep_data_from(options.capture_plan);
+  size_t kept = 0;
   w.set_attribute("model", std::string("fake.pt"));
   w.set_attribute("model_signature",
                   std::string(std::getenv("FAKE_SIGNATURE") ? std::getenv("FAKE_SIGNATURE") : "fake"));
@@ -110,10 +114,12 @@ int main(int argc, char** argv) {
     if (it != replay.end()) v = it->second;
     m.input_hash = previous;
     m.has_input_hash = hashed_inputs;
+    kept += w.plan_size() > 0 && w.keeps_data(m);
     previous = w.write(m, v.data(), v.size() * sizeof(float)).hash;
     return v;
   };
-  for (step = 0; step < options.steps; ++step) {
+  auto window_written = [&] { return w.plan_size() > 0 && kept >= w.plan_size(); };
+  for (step = 0; step < options.steps && !window_written(); ++step) {
     float bs = b + static_cast<float>(step);
     if (behaviour == "late" && step >= 2) bs += static_cast<float>(index);
     if (behaviour == "racing" && (step >= 1 || options.drill_step >= 0)) bs += static_cast<float>(index);
@@ -122,6 +128,7 @@ int main(int argc, char** argv) {
     if (behaviour == "racing" && step == options.drill_step)
       put("layer2:aten::add#0", rc::Phase::forward, rc::Kind::activation, {bs, 2}, false);
     auto l2 = put("layer2", rc::Phase::forward, rc::Kind::activation, {bs, 2}, true);
+    if (window_written()) break;
     put("", rc::Phase::loss, rc::Kind::loss, {l1[0] + l2[0]}, false);
   }
   w.commit();

@@ -64,44 +64,17 @@ TEST(RunOptions, JsonKeysAreTheDumpFormats) {
   auto s = rc::to_strings(rc::RunOptions{});
   std::vector<std::string> keys;
   for (const auto& [k, v] : s) keys.push_back(k);
-  // The training recipe's keys (autocast ... weight_decay) and interop_threads came later; a dump
-  // without them reads with their defaults.
-  EXPECT_EQ(keys, (std::vector<std::string>{"autocast",
-                                            "benchmark",
-                                            "beta1",
-                                            "beta2",
-                                            "command",
-                                            "data_seed",
-                                            "deterministic",
-                                            "device",
-                                            "drill_scope",
-                                            "drill_step",
-                                            "dtype",
-                                            "env",
-                                            "eps",
-                                            "hashes_only",
-                                            "input_shape",
-                                            "inputs",
-                                            "interop_threads",
-                                            "label_smoothing",
-                                            "layers",
-                                            "libraries",
-                                            "loss",
-                                            "lr",
-                                            "mode",
-                                            "model",
-                                            "momentum",
-                                            "nesterov",
-                                            "ops",
-                                            "optimizer",
-                                            "output",
-                                            "output_weights",
-                                            "reinit",
-                                            "seed",
-                                            "steps",
-                                            "targets",
-                                            "threads",
-                                            "weight_decay"}));
+  // The training recipe's keys (autocast ... weight_decay), interop_threads, capture_plan and
+  // model_hash came later; a dump without them reads with their defaults.
+  EXPECT_EQ(
+      keys,
+      (std::vector<std::string>{
+          "autocast",      "benchmark",   "beta1",       "beta2",           "capture_plan",    "command",  "data_seed",
+          "deterministic", "device",      "drill_scope", "drill_step",      "dtype",           "env",      "eps",
+          "hashes_only",   "input_shape", "inputs",      "interop_threads", "label_smoothing", "layers",   "libraries",
+          "loss",          "lr",          "mode",        "model",           "model_hash",      "momentum", "nesterov",
+          "ops",           "optimizer",   "output",      "output_weights",  "reinit",          "seed",     "steps",
+          "targets",       "threads",     "weight_decay"}));
   EXPECT_EQ(s["threads"], "0");
   EXPECT_EQ(s["benchmark"], "false");
   EXPECT_EQ(s["seed"], "0");

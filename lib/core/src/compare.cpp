@@ -50,7 +50,8 @@ std::map<std::string, std::string> run_option_strings(const DumpReader& r) {
   } catch (const InputError&) {
   }
   out.erase("model");
-  out.erase("hashes_only");  // how a run was captured, not what it computed
+  // How a run was captured, not what it computed.
+  for (const char* k : {"hashes_only", "capture_plan", "model_hash"}) out.erase(k);
   // The seeds actually drawn: two "--seed random" runs have equal options but different seeds.
   out["seed_value"] = r.attribute(attr::kSeed);
   out["data_seed_value"] = r.attribute(attr::kDataSeed);
@@ -427,6 +428,22 @@ PairComparison compare_with_reference(Comparison& c, const DumpReader& ref, cons
 }
 
 }  // namespace
+
+void classify_again(PairComparison& pair) {
+  std::vector<TensorDiff> all = std::move(pair.diffs);
+  pair.diffs.clear();
+  pair.first.reset();
+  pair.rank_firsts.clear();
+  pair.divergent = pair.close = pair.identical = 0;
+  for (auto& d : all) {
+    d.inputs_identical.reset();
+    d.inputs_basis.clear();
+  }
+  classify(all, pair);
+  int64_t paired = 0;
+  for (const auto& d : pair.diffs) paired += d.status != Status::missing && d.status != Status::extra;
+  pair.identical = std::max<int64_t>(0, pair.compared - paired);
+}
 
 Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOptions& options) {
   if (runs.size() < 2) throw UsageError("compare needs at least two dumps: the reference and one other");

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <unordered_set>
 
@@ -102,7 +103,7 @@ const TensorMeta& DumpWriter::write(TensorMeta meta, const void* data, size_t nb
                                nbytes, meta.numel, meta.dtype));
   meta.order = static_cast<int64_t>(index_.size());
   meta.hash = hash ? *hash : hash_bytes(data, nbytes);
-  if (hashes_only_) {
+  if (hashes_only_ && !keep_.count(meta.key())) {
     meta.dataset = kHashOnlyXxh3;
     index_.push_back(std::move(meta));
     return index_.back();
@@ -135,6 +136,15 @@ const TensorMeta& DumpWriter::write_hash(TensorMeta meta, uint64_t hash, bool wo
   meta.dataset = words ? kHashOnlyWords : kHashOnlyXxh3;
   index_.push_back(std::move(meta));
   return index_.back();
+}
+
+void DumpWriter::keep_data_from(const std::string& plan_path) {
+  std::ifstream in(plan_path);
+  if (!in)
+    throw InputError(
+        fmt::format("cannot read the capture plan '{}': {}; run the check again", plan_path, std::strerror(errno)));
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) keep_.insert(line);
 }
 
 void DumpWriter::commit() {

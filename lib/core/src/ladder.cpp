@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 
 #include "reprocheck/drill.h"
@@ -31,23 +33,6 @@ uint64_t file_bytes(const std::vector<std::string>& paths) {
 // divergence, and pass 2 must cover every step where hashes differ).
 bool judged_by_tolerance(const Comparison& c) { return c.tolerance.mode != Tolerance::Mode::bitwise; }
 
-PairComparison merge_pair(const PairComparison& p1, const PairComparison& p2, int last_step) {
-  PairComparison m = p2;
-  m.other_run = p1.other_run;
-  m.knob_diffs = p1.knob_diffs;
-  for (const auto& d : p1.diffs) {
-    if (d.ref.step <= last_step) continue;
-    if (is_divergent(d.status)) ++m.divergent;
-    if (d.status == Status::close) ++m.close;
-    m.diffs.push_back(d);
-  }
-  int64_t paired_diffs = 0;
-  for (const auto& d : m.diffs) paired_diffs += d.status != Status::missing && d.status != Status::extra;
-  m.compared = p1.compared;
-  m.identical = std::max<int64_t>(0, m.compared - paired_diffs);
-  return m;
-}
-
 void keep_dumps(Runner& runner, CheckResult& result) {
   try {
     result.dumps = runner.keep();
@@ -58,21 +43,52 @@ void keep_dumps(Runner& runner, CheckResult& result) {
 
 }  // namespace
 
-Comparison merge_passes(Comparison pass1, const Comparison& pass2, const std::vector<int>& runs, int last_step) {
+Comparison merge_passes(Comparison pass1, const Comparison& pass2, const std::vector<int>& runs,
+                        const std::set<std::string>& window, int last_step) {
+  // The window's records that pass 2's reference holds with data: the ones pass 2 could judge.
+  std::set<std::pair<int32_t, std::string>> judged;
+  for (const auto& m : pass2.ref_index)
+    if (m.has_data() && window.count(m.key())) judged.emplace(m.rank, m.key());
   for (size_t k = 0; k < pass2.pairs.size() && k < runs.size(); ++k) {
     auto it = std::find_if(pass1.pairs.begin(), pass1.pairs.end(),
                            [&](const PairComparison& p) { return p.other_run == runs[k]; });
-    if (it == pass1.pairs.end()) continue;
+    if (it == pass1.pairs.end() || !it->has_divergence()) continue;
     const PairComparison& p2 = pass2.pairs[k];
-    // Bitwise equal where pass 1's hashes differed: the difference did not come back.
-    if (it->has_divergence() && !p2.has_divergence() && p2.close == 0) {
+    std::map<std::pair<int32_t, std::string>, const TensorDiff*> again;
+    for (const auto& d : p2.diffs) again.emplace(std::make_pair(d.ref.rank, d.ref.key()), &d);
+    auto judged_again = [&](const TensorDiff& d) -> std::optional<const TensorDiff*> {
+      auto id = std::make_pair(d.ref.rank, d.ref.key());
+      if (!d.hash_only || !judged.count(id)) return std::nullopt;  // pass 2 did not judge it
+      auto a = again.find(id);
+      if (a == again.end()) return nullptr;  // bitwise equal when captured again
+      const TensorDiff& x = *a->second;
+      if (x.hash_only || (x.status != Status::values_differ && x.status != Status::close)) return std::nullopt;
+      return &x;
+    };
+    // The first difference did not come back where pass 1 saw it: the verdict stands on pass 1's
+    // hashes, and the run is named intermittent.
+    if (auto first = judged_again(it->diffs[*it->first]); first && *first == nullptr) {
       pass1.capture.intermittent.push_back(it->other_run);
       continue;
     }
-    *it = merge_pair(*it, p2, last_step);
+    std::vector<TensorDiff> merged;
+    for (auto& d : it->diffs) {
+      auto x = judged_again(d);
+      if (!x) {
+        merged.push_back(std::move(d));
+      } else if (*x) {
+        TensorDiff m = **x;
+        m.when = d.when;
+        merged.push_back(std::move(m));
+      }
+    }
+    it->diffs = std::move(merged);
+    it->bytes_read += p2.bytes_read;
+    classify_again(*it);
   }
   pass1.capture.pass2 = true;
   pass1.capture.pass2_steps = last_step + 1;
+  pass1.capture.pass2_records = static_cast<int64_t>(window.size());
   pass1.capture.mode = CaptureMode::ladder;
   for (const auto& n : pass2.notes)
     if (std::find(pass1.notes.begin(), pass1.notes.end(), n) == pass1.notes.end()) pass1.notes.push_back(n);
@@ -88,6 +104,20 @@ struct Check {
   const ProgressFn& progress;
   CompareOptions compare;
   bool golden = false, golden_hashes_only = false;
+  // The model file's hash, computed once here for every run of every pass (by path: --vary may
+  // name several models).
+  mutable std::map<std::string, std::string> model_hashes;
+
+  void hash_model(RunOptions& r) const {
+    if (r.model.empty() || !r.model_hash.empty()) return;
+    auto it = model_hashes.find(r.model);
+    if (it == model_hashes.end()) {
+      struct stat st {};
+      if (stat(r.model.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return;  // the run says what is wrong
+      it = model_hashes.emplace(r.model, fmt::format("{:016x}", hash_file(r.model))).first;
+    }
+    r.model_hash = it->second;
+  }
 
   std::vector<std::string> with_reference(const std::vector<std::string>& dumps) const {
     std::vector<std::string> list;
@@ -110,6 +140,7 @@ struct Check {
 // drew, so that the run repeats.
 Runner::Adjust repeat_seeds(const std::vector<std::string>& pass1_dumps, const std::vector<int>& indices,
                             std::function<void(RunOptions&)> more) {
+  // `more` runs first: the check's own settings for the pass (hashes_only, steps, the model hash).
   std::map<int, std::pair<std::string, std::string>> drawn;
   for (int i : indices) {
     DumpReader r(pass1_dumps[static_cast<size_t>(i)]);
@@ -125,40 +156,95 @@ Runner::Adjust repeat_seeds(const std::vector<std::string>& pass1_dumps, const s
   };
 }
 
-// Pass 2: the reference and the runs that differed, in full, through the step of each one's first
-// difference (the latest of them: every pair's first divergence is captured again); with a
-// tolerance, through the last step where hashes differ, to judge them all.
-Comparison Check::second_pass(Comparison c1, const std::vector<std::string>& pass1_dumps) const {
+// Pass 2's window: the records whose data it keeps, and the last step it must reach.
+struct Window {
+  std::set<std::string> keys;
   int last_step = -1;
-  std::vector<int> differing;  // pair positions (run numbers) that differed
+};
+
+// Records after each stream's first divergence, in its step, that pass 2 keeps the data of (for
+// the statistics of the cascade table), and the bytes they may take per pair; the first
+// divergence itself is always kept.
+constexpr size_t kWindowRecords = 16;
+constexpr uint64_t kWindowBytes = uint64_t{64} << 20;
+
+uint64_t data_bytes(const TensorMeta& m) { return static_cast<uint64_t>(m.numel) * dtype_size(m.dtype); }
+
+// The first divergence of each pair (of each rank's stream) and up to kWindowRecords records that
+// differ after it in the same step; with a tolerance, every record whose hashes differ (each must
+// be judged). Only records that differ by their hashes alone need data.
+Window pass2_window(const Comparison& c1) {
+  Window w;
+  auto take = [&w](const TensorDiff& d) {
+    w.keys.insert(d.ref.key());
+    w.last_step = std::max(w.last_step, d.ref.step);
+  };
   for (const auto& p : c1.pairs) {
     if (!p.has_divergence()) continue;
-    differing.push_back(p.other_run);
     if (judged_by_tolerance(c1)) {
       for (const auto& d : p.diffs)
-        if (is_divergent(d.status)) last_step = std::max(last_step, d.ref.step);
-    } else {
-      last_step = std::max(last_step, p.diffs[*p.first].ref.step);
+        if (d.hash_only) take(d);
+      continue;
+    }
+    std::vector<size_t> firsts;
+    for (const auto& [rank, i] : p.rank_firsts) firsts.push_back(i);
+    if (firsts.empty()) firsts.push_back(*p.first);
+    uint64_t bytes = 0;
+    for (size_t f : firsts) {
+      const TensorDiff& first = p.diffs[f];
+      w.last_step = std::max(w.last_step, first.ref.step);
+      if (first.hash_only) {
+        take(first);
+        bytes += data_bytes(first.ref);
+      }
+      size_t taken = 0;
+      for (size_t i = f + 1; i < p.diffs.size() && taken < kWindowRecords; ++i) {
+        const TensorDiff& d = p.diffs[i];
+        if (d.ref.rank != first.ref.rank || d.ref.step != first.ref.step || !d.hash_only) continue;
+        if (bytes + data_bytes(d.ref) > kWindowBytes) break;
+        bytes += data_bytes(d.ref);
+        take(d);
+        ++taken;
+      }
     }
   }
-  const int steps = std::max(1, last_step + 1);
+  return w;
+}
+
+// Pass 2: the reference and the runs that differed again, hashes only except the window's records,
+// whose data they keep; each run stops once it has written them (or at the end of the window's
+// last step). The statistics come from it; everything else stays pass 1's.
+Comparison Check::second_pass(Comparison c1, const std::vector<std::string>& pass1_dumps) const {
+  std::vector<int> differing;  // pair positions (run numbers) that differed
+  for (const auto& p : c1.pairs)
+    if (p.has_divergence()) differing.push_back(p.other_run);
+  const Window window = pass2_window(c1);
+  const int steps = std::max(1, window.last_step + 1);
+  const std::string plan = runner.temp_dir() + "/pass2.plan";
+  {
+    std::ofstream out(plan, std::ios::trunc);
+    for (const auto& k : window.keys) out << k << '\n';
+    if (!out.flush()) throw RunError(fmt::format("cannot write the capture plan '{}': check free disk space", plan));
+  }
   // Runner indices: with a golden, pair position k is runner run k - 1.
   std::vector<int> indices;
   if (!golden) indices.push_back(0);
   for (int r : differing) indices.push_back(golden ? r - 1 : r);
   auto dumps2 = runner.rerun(indices,
                              repeat_seeds(pass1_dumps, indices,
-                                          [steps](RunOptions& r) {
-                                            r.hashes_only = false;
+                                          [this, steps, plan](RunOptions& r) {
+                                            hash_model(r);
+                                            r.hashes_only = true;
+                                            r.capture_plan = plan;
                                             r.steps = steps;
                                           }),
                              progress);
-  std::vector<std::string> list2, pass2_paths;
+  std::vector<std::string> pass2_paths;
   for (int i : indices) pass2_paths.push_back(dumps2[static_cast<size_t>(i)]);
-  list2 = with_reference(pass2_paths);
   CompareOptions compare2 = compare;
   compare2.max_step = steps - 1;
-  Comparison merged = merge_passes(std::move(c1), compare_dumps(list2, compare2), differing, steps - 1);
+  Comparison merged = merge_passes(std::move(c1), compare_dumps(with_reference(pass2_paths), compare2), differing,
+                                   window.keys, steps - 1);
   merged.capture.pass2_runs = indices;
   if (golden)
     for (int& r : merged.capture.pass2_runs) r += 1;
@@ -200,7 +286,8 @@ void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dum
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
     auto dumps = runner.rerun(indices,
                               repeat_seeds(pass1_dumps, indices,
-                                           [&plan](RunOptions& r) {
+                                           [this, &plan](RunOptions& r) {
+                                             hash_model(r);
                                              r.hashes_only = false;
                                              r.steps = plan.step + 1;
                                              r.drill_step = plan.step;
@@ -237,7 +324,7 @@ void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dum
 }  // namespace
 
 CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& progress) {
-  Check check{runner, o, progress, o.compare};
+  Check check{runner, o, progress, o.compare, false, false, {}};
   check.golden = !o.baseline.empty();
   check.compare.allow_other_model = check.golden;
   // The runs' dumps were written by this check into its private folder: they need no isolated
@@ -252,7 +339,10 @@ CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& p
     throw UsageError("--keep keeps whole runs: it needs --full or --hashes-only");
   CheckResult result;
   // One pass, full (--full), or pass 1: hashes only.
-  result.dumps = runner.run(progress, [full = o.full](RunOptions& r, int) { r.hashes_only = !full; });
+  result.dumps = runner.run(progress, [&check, full = o.full](RunOptions& r, int) {
+    check.hash_model(r);
+    r.hashes_only = !full;
+  });
   if (o.keep) keep_dumps(runner, result);
   Comparison c1 = compare_dumps(check.with_reference(result.dumps), check.compare);
   c1.capture.pass1_bytes = file_bytes(result.dumps);

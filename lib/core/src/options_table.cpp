@@ -145,6 +145,9 @@ void capture_rows(std::vector<OptionDef>& t) {
                         "record each tensor's hash and no data: a golden small enough to commit (compare with "
                         "--baseline)",
                         kRecordCommand, &R::hashes_only));
+  t.push_back(
+      OptionDef("capture_plan", "", "file of the records whose data pass 2 keeps (\"\": none)", 0, &R::capture_plan));
+  t.push_back(OptionDef("model_hash", "", "the model file's hash, computed once by the check", 0, &R::model_hash));
   t.push_back(OptionDef("env", "--env", "NAME=VALUE set for every run (repeatable)", kRunCommand, &R::env));
 }
 

@@ -211,10 +211,12 @@ std::vector<std::string> capture_sentences(const Comparison& c) {
       out.push_back("pass 1 (hashes only) found every tensor equal: no tensor data was written");
     else
       out.push_back(
-          fmt::format("pass 1 (hashes only) found a difference; pass 2 captured run(s) {} in full for "
-                      "step(s) 0-{}: the statistics come from pass 2, the counts of later steps from "
-                      "hashes alone",
-                      runs(k.pass2_runs), k.pass2_steps - 1));
+          fmt::format("pass 1 (hashes only) found a difference; pass 2 ran run(s) {} again through step {} and kept "
+                      "the data of {} record(s) ({}): the statistics come from pass 2, the counts from pass 1's hashes",
+                      runs(k.pass2_runs), k.pass2_steps - 1, k.pass2_records,
+                      c.tolerance.mode == Tolerance::Mode::bitwise
+                          ? "the first divergence and those that differ after it in its step"
+                          : "every record whose hashes differ, to judge it against the tolerance"));
   } else if (k.mode == CaptureMode::hashes && c.hash_only_diffs() > 0) {
     out.push_back(
         fmt::format("{} divergent tensor(s) differ by their hashes alone: a run recorded only hashes, so "

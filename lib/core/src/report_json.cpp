@@ -96,10 +96,15 @@ nlohmann::json drill_json(const DrillDown& dd) {
 
 nlohmann::json capture_json(const Comparison& c) {
   const auto& k = c.capture;
-  return {{"mode", to_string(k.mode)},           {"pass2", k.pass2},
-          {"pass2_steps", k.pass2_steps},        {"pass2_runs", k.pass2_runs},
-          {"intermittent_runs", k.intermittent}, {"pass1_bytes", k.pass1_bytes},
-          {"pass2_bytes", k.pass2_bytes},        {"hash_only_tensors", c.hash_only_diffs()},
+  return {{"mode", to_string(k.mode)},
+          {"pass2", k.pass2},
+          {"pass2_steps", k.pass2_steps},
+          {"pass2_records", k.pass2_records},
+          {"pass2_runs", k.pass2_runs},
+          {"intermittent_runs", k.intermittent},
+          {"pass1_bytes", k.pass1_bytes},
+          {"pass2_bytes", k.pass2_bytes},
+          {"hash_only_tensors", c.hash_only_diffs()},
           {"sentences", capture_sentences(c)}};
 }
 

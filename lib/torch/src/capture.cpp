@@ -16,6 +16,7 @@
 #include <set>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "async_writer.h"
 #include "reprocheck/error.h"
@@ -33,6 +34,7 @@ class Session {
  public:
   Session(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay, OpCapture ops)
       : writer_(writer, kMaxQueuedBytes),
+        dump_(writer),
         hashes_only_(writer->hashes_only()),
         sites_(std::move(sites)),
         replay_(std::move(replay)),
@@ -172,6 +174,7 @@ class Session {
   }
 
   int step() const { return step_; }
+  bool plan_done() const { return plan_done_; }
   double write_seconds() const { return write_seconds_; }
   double hash_seconds() const { return hash_seconds_; }
 
@@ -256,7 +259,12 @@ class Session {
   // the copy sees the value at this point, before any later in-place op), and the writer thread
   // waits for the copy's event: the training thread does not stall on the transfer.
   void write(TensorMeta m, const at::Tensor& t, const at::Tensor& input_hash_parts = {}) {
-    if (hashes_only_) return write_hash(std::move(m), t, input_hash_parts);
+    if (hashes_only_ && !dump_->keeps_data(m)) return write_hash(std::move(m), t, input_hash_parts);
+    if (hashes_only_) {
+      std::lock_guard<std::mutex> lock(mu_);
+      kept_.insert(m.key());
+      plan_done_ = kept_.size() >= dump_->plan_size();
+    }
     auto start = Clock::now();
     at::Tensor h, hash_parts;
     std::shared_ptr<c10::Event> ready;
@@ -308,7 +316,10 @@ class Session {
 
   static constexpr size_t kMaxQueuedBytes = size_t{256} << 20;
   AsyncWriter writer_;
+  const DumpWriter* dump_;
   bool hashes_only_;
+  std::unordered_set<std::string> kept_;  // pass 2: the plan's records written so far
+  std::atomic<bool> plan_done_{false};
   std::vector<Site> sites_;
 
  public:
@@ -347,6 +358,7 @@ uint64_t tensor_hash(const at::Tensor& t) {
 }
 
 int64_t Capture::dropout_elements() const { return session_->dropout_elements_; }
+bool Capture::plan_done() const { return session_->plan_done(); }
 
 Capture::Capture(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay, OpCapture ops)
     : session_(std::make_unique<Session>(writer, std::move(sites), std::move(replay), std::move(ops))) {

@@ -58,6 +58,9 @@ class Capture {
   double hash_seconds() const;   // of which hashing the tapped layers' inputs
   // Elements that passed through tapped dropout layers: how many random numbers their masks drew.
   int64_t dropout_elements() const;
+  // Pass 2: every record of the dump's capture plan has been written (its data queued); the run
+  // may stop. False without a plan.
+  bool plan_done() const;
 
  private:
   std::unique_ptr<Session> session_;

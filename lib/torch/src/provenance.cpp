@@ -103,7 +103,7 @@ void write_provenance(DumpWriter& w, const RunFacts& facts, const torch::jit::Mo
   w.set_attribute(attr::kSteps, static_cast<int64_t>(o.steps));
   w.set_attribute(attr::kModel, o.model);
   w.set_attribute(attr::kModelSignature, model_signature(module));
-  w.set_attribute(attr::kModelHash, fmt::format("{:016x}", hash_file(o.model)));
+  w.set_attribute(attr::kModelHash, o.model_hash.empty() ? fmt::format("{:016x}", hash_file(o.model)) : o.model_hash);
   w.set_attribute(attr::kLayers, o.layers);
 }
 

@@ -102,7 +102,7 @@ class TrainingRun {
   void write_attributes();
   void record_state(Phase phase);
   void draw_batch(std::vector<at::Tensor>& inputs, std::vector<at::Tensor>& targets);
-  void step(int index);
+  bool step(int index);  // false: pass 2 has its window and stops
   void fingerprint(const at::Tensor& t) { result_.fingerprint.push_back(detail::tensor_hash(t)); }
   template <typename F>
   auto checked(F&& f) {  // a failure underneath may only be the dump's write failing (a full disk)
@@ -162,7 +162,10 @@ TrainingRun::TrainingRun(const RunOptions& options, const RecordTarget& target)
 }
 
 void TrainingRun::set_up_capture() {
-  if (!target_.path.empty()) writer_ = std::make_unique<DumpWriter>(target_.path, target_.overwrite, o_.hashes_only);
+  if (!target_.path.empty()) {
+    writer_ = std::make_unique<DumpWriter>(target_.path, target_.overwrite, o_.hashes_only);
+    if (o_.hashes_only && !o_.capture_plan.empty()) writer_->keep_data_from(o_.capture_plan);
+  }
   if (target_.capture && writer_)
     capture_ = std::make_unique<Capture>(writer_.get(), std::move(instrumented_.sites), detail::load_replay(target_),
                                          detail::OpCapture{o_.ops, o_.drill_step, o_.drill_scope});
@@ -225,11 +228,14 @@ void TrainingRun::draw_batch(std::vector<at::Tensor>& inputs, std::vector<at::Te
   }
 }
 
-void TrainingRun::step(int index) {
+bool TrainingRun::step(int index) {
   check_interrupt();
   if (capture_) capture_->begin_step(index);
   std::vector<at::Tensor> inputs, targets;
   draw_batch(inputs, targets);
+  // Pass 2 stops once its plan's records are written: at the next phase boundary.
+  auto done = [this] { return capture_ && capture_->plan_done(); };
+  if (done()) return false;
   StepResult s = checked([&] {
     detail::AutocastGuard autocast(o_.autocast, device_);
     return detail::forward_and_loss(module_, o_, recipe_, inputs, targets, data_gen_, device_, meta_,
@@ -243,6 +249,7 @@ void TrainingRun::step(int index) {
   }
   for (const auto& [name, t] : s.outputs) fingerprint(t);
   fingerprint(s.loss);
+  if (done()) return false;
   // A model without trainable parameters (a frozen one) is run forward only.
   result_.forward_only = !s.loss.requires_grad();
   if (!result_.forward_only) {
@@ -250,6 +257,7 @@ void TrainingRun::step(int index) {
     checked([&] { detail::run_backward(scaled ? s.loss * scaler_.scale : s.loss, module_, o_, device_, index); });
     for (const auto& p : params_)
       if (p.grad().defined()) fingerprint(p.grad());
+    if (done()) return false;
     if (!scaled || scaler_.unscale_and_check(params_)) optimizer_->step();
     optimizer_->zero_grad();
   }
@@ -259,6 +267,7 @@ void TrainingRun::step(int index) {
     for (const auto& [key, t] : detail::optimizer_state(*optimizer_, p)) fingerprint(t);
   }
   for (const auto& b : module_.buffers(true)) fingerprint(b);
+  return !done();
 }
 
 RecordResult TrainingRun::run() {
@@ -274,7 +283,8 @@ RecordResult TrainingRun::run() {
   // The tap kernels throw Interrupted on Ctrl-C; the TorchScript interpreter may rethrow it as
   // another exception type, so any exception after an interrupt request is reported as one.
   try {
-    for (int s = 0; s < o_.steps; ++s) step(s);
+    for (int s = 0; s < o_.steps && step(s); ++s) {
+    }
   } catch (...) {
     if (interrupt_requested()) throw Interrupted();
     throw;

@@ -106,7 +106,8 @@ struct CaptureSummary {
   // divergent step.
   CaptureMode mode = CaptureMode::full;
   bool pass2 = false;                         // the ladder's second pass ran
-  int pass2_steps = 0;                        // steps it captured (0 .. pass2_steps - 1)
+  int pass2_steps = 0;                        // steps it reached (0 .. pass2_steps - 1)
+  int64_t pass2_records = 0;                  // records whose data it kept (the window)
   std::vector<int> pass2_runs;                // runs it captured again (0, the reference, first)
   std::vector<int> intermittent;              // runs whose first pass diverged and whose second did not
   uint64_t pass1_bytes = 0, pass2_bytes = 0;  // dump bytes written by each pass
@@ -203,5 +204,9 @@ std::string rank_alone_note(const Comparison& c);
 // Compares runs[1..] against runs[0]. Throws InputError for unreadable dumps, dumps of another
 // format version, or dumps of different models (different model signatures).
 Comparison compare_dumps(const std::vector<std::string>& runs, const CompareOptions& options = {});
+
+// Recomputes a pair's first divergence, each rank's first, each record's source or inherited and
+// the pair's counts from its `diffs` (after the capture ladder judged some of them again).
+void classify_again(PairComparison& pair);
 
 }  // namespace reprocheck

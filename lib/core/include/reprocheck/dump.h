@@ -8,6 +8,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "reprocheck/files.h"
@@ -41,6 +42,12 @@ class DumpWriter {
   // `words` (a CUDA device's hash). Only in a hash-only dump.
   const TensorMeta& write_hash(TensorMeta meta, uint64_t hash, bool words);
   bool hashes_only() const { return hashes_only_; }
+  // A hash-only dump that keeps the data of some records (the capture ladder's pass 2): the keys
+  // (TensorMeta::key()) listed in `plan_path`, one per line. Throws InputError when it cannot be read.
+  void keep_data_from(const std::string& plan_path);
+  // Whether write() keeps `m`'s data: a full dump, or a key of the plan. Thread-safe after setup.
+  bool keeps_data(const TensorMeta& m) const { return !hashes_only_ || keep_.count(m.key()) > 0; }
+  size_t plan_size() const { return keep_.size(); }
 
   void commit();
   const std::string& path() const { return file_.path(); }
@@ -54,6 +61,7 @@ class DumpWriter {
   std::vector<TensorMeta> index_;
   uint64_t bytes_ = 0;
   bool hashes_only_ = false;
+  std::unordered_set<std::string> keep_;
 };
 
 class DumpReader {

@@ -4,6 +4,7 @@
 // statistics come from it. A golden (--baseline) takes the reference's place.
 #pragma once
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -34,10 +35,12 @@ struct CheckResult {
 // Throws what Runner::run and compare_dumps throw.
 CheckResult run_check(Runner& runner, const CheckOptions& options, const ProgressFn& progress);
 
-// The comparison of the first pass (hashes) with the second pass's figures (full, steps up to
-// `last_step`) put in place of each pair the second pass captured again; the counts of later steps
-// stay from the hashes. `runs` maps pass 2's pair positions to pass 1's run numbers. A pair the
-// second pass did not see diverge keeps its hashes and is listed as intermittent. Pure.
-Comparison merge_passes(Comparison pass1, const Comparison& pass2, const std::vector<int>& runs, int last_step);
+// Pass 1's comparison (hashes) with pass 2's judgement of the records of `window` (keys): each
+// record pass 2 captured with data on both sides takes pass 2's status and statistics (or leaves
+// the differences when it matched); every other record, and every count, stays pass 1's. A pair
+// whose first divergence matched when captured again keeps pass 1's hashes and is listed as
+// intermittent. `runs` maps pass 2's pair positions to pass 1's run numbers. Pure.
+Comparison merge_passes(Comparison pass1, const Comparison& pass2, const std::vector<int>& runs,
+                        const std::set<std::string>& window, int last_step);
 
 }  // namespace reprocheck

@@ -78,6 +78,12 @@ struct RunOptions {
   int drill_step = -1;
   std::string drill_scope;
   bool hashes_only = false;  // record each tensor's hash and no data (the capture ladder's pass 1)
+  // The capture ladder's pass 2: a file of record keys (TensorMeta::key(), one per line) whose data
+  // a hash-only run keeps; the run stops once it has written them all (docs/capture-ladder.md).
+  std::string capture_plan;
+  // The model file's hash (16 hex digits), computed once by the check for all its runs; "": the
+  // run hashes the file itself.
+  std::string model_hash;
   // The Python front end (`reprocheck run -- COMMAND`): the command, and NAME=VALUE variables
   // set for it (`--vary env:NAME=...`).
   std::vector<std::string> command;
