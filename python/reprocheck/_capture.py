@@ -35,7 +35,7 @@ from . import _core
 from ._data import Loaders, subset_indices
 from ._drill import make_drill
 from ._models import Model, Models, SelectorError
-from ._records import Recorder, Row, json_attribute, provenance
+from ._records import Recorder, Row, distributed, json_attribute, provenance
 from ._replay import load_replay
 from ._rng import RngTracker
 from ._shards import describe, describe_flat, is_flat_param, is_sharded, local_tensor
@@ -66,7 +66,8 @@ class Session:
         self.steps = int(options.get("steps", 2))
         self.layers = options.get("layers", "default")
         self.ops = bool(options.get("ops", False))
-        self.recorder = Recorder(path, bool(options.get("hashes_only", False)), provenance(options, sys.argv))
+        self.recorder = Recorder(path, bool(options.get("hashes_only", False)), provenance(options, sys.argv),
+                                 str(options.get("capture_plan", "")))
         self.lock = threading.RLock()
         self.rng = RngTracker()
         self.loaders = Loaders()
@@ -149,7 +150,7 @@ class Session:
         return n
 
     def _write(self, phase: str, layer: str, layer_type: str, kind: str, name: str, t: torch.Tensor,
-               call: int = 0, input_hash: int | None = None, step: int | None = None) -> None:
+               call: int = 0, input_hash: int | None = None, step: int | None = None, keep: bool = False) -> None:
         if is_sharded(t):
             if kind in _STATE_KINDS:
                 key = f"{layer}.{name}" if layer else name
@@ -163,7 +164,7 @@ class Session:
         dtype = DTYPES.get(t.dtype, "")
         row = Row(self.step if step is None else step, phase, layer, layer_type, kind, name, call, dtype,
                   list(t.shape), input_hash)
-        self.recorder.write(row, t)
+        self.recorder.write(row, t, keep)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -174,8 +175,21 @@ class Session:
         for s in self.rng.to_record():
             self._write("rng", s.layer, s.type, "rng_state", s.name, s.state)
 
+    def _stop_if_plan_done(self) -> None:
+        """Pass 2 of the capture ladder ends once its plan's records are written: called where the
+        script's own code runs (a model call returned, backward or an optimizer step about to run or
+        done, the next batch), never inside autograd. A distributed run goes on to the end of the
+        step (its ranks must reach their collectives together), and so does one that also drills
+        (the drill-down needs the whole step)."""
+        if not self.recorder.plan_done or self.finished or self.drill.step >= 0 or distributed():
+            return
+        self._finish()
+        sys.stdout.flush()
+        raise SystemExit(0)
+
     def _next_iteration(self) -> None:
         """The loop starts its next iteration: a step an optimizer ended is over."""
+        self._stop_if_plan_done()
         if self.pending_close:
             self._close_step(exit_when_done=True)
 
@@ -218,6 +232,7 @@ class Session:
                         self._write("after_step", layer, layer_type, "optim_state", f"{own}.{key}", value,
                                     call=self._count(("optim", name, key)))
         self.pending_close = True
+        self._stop_if_plan_done()
 
     def mark_step(self) -> None:
         """A step boundary set by the script: parameters and buffers now, and the step ends."""
@@ -349,6 +364,7 @@ class Session:
                 for name, t in tensors(output if replaced is None else replaced, "output"):
                     self._write("output", model.prefix, "", "output", name, t,
                                 call=self._count(("output", model.prefix, name)))
+                self._stop_if_plan_done()
         return replaced
 
     def _on_layer(self, module: torch.nn.Module, path: str, output: Any, input_hash: int | None) -> Any:
@@ -398,6 +414,7 @@ class Session:
         if isinstance(t, torch.Tensor) and t.numel() == 1:
             self._write("loss", "", "", "loss", "loss", t, call=self._count("loss"))
             self.losses.append((self.step, local_tensor(t.detach())))
+        self._stop_if_plan_done()
 
     def _param_grad_hook(self, name: str) -> Callable[[torch.Tensor], None]:
         return lambda p: self._on_param_grad(name, p)

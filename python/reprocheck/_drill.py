@@ -195,7 +195,7 @@ class Drill:
             names = _RESULT_NAMES.get(op)
             for slot, t in outputs:
                 own = names[slot] if names and slot < len(names) else ("out" if len(results) == 1 else f"out.{slot}")
-                s._write(phase, layer, op, "grad" if backward else "activation", own, t)
+                s._write(phase, layer, op, "grad" if backward else "activation", own, t, keep=True)
             self.ops += 1
             source: dict[str, Any] = {"op": op, "module": module, "phase": phase, "site": site,
                                       "generator": _generator(args, kwargs),

@@ -35,6 +35,10 @@ class Row(NamedTuple):
     def key(self) -> tuple:
         return (self.step, self.phase, self.layer, self.kind, self.name, self.call)
 
+    def text_key(self) -> str:
+        """The record's key as the core spells it (TensorMeta::key()): a capture plan's line."""
+        return f"{self.step}|{self.phase}|{self.layer}|{self.kind}|{self.name}|{self.call}"
+
 
 class PendingHash(NamedTuple):
     row: Row
@@ -42,14 +46,23 @@ class PendingHash(NamedTuple):
     words: bool
 
 
-def rank_path(path: str) -> str:
-    """The dump path of this process: `STEM.rankR.h5` in a distributed run with several ranks."""
-    rank = None
+def process_rank() -> int | None:
+    """This process's rank in a distributed run of several processes; None otherwise."""
     dist = getattr(torch, "distributed", None)
     if dist is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        rank = dist.get_rank()
-    elif os.environ.get("RANK") is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        rank = int(os.environ["RANK"])
+        return int(dist.get_rank())
+    if os.environ.get("RANK") is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return int(os.environ["RANK"])
+    return None
+
+
+def distributed() -> bool:
+    return process_rank() is not None
+
+
+def rank_path(path: str) -> str:
+    """The dump path of this process: `STEM.rankR.h5` in a distributed run with several ranks."""
+    rank = process_rank()
     if rank is None:
         return path
     stem = path[:-3] if path.endswith(".h5") else path
@@ -60,10 +73,17 @@ class Recorder:
     """The dump of one process. Opened at the first record (a distributed run's rank is known
     by then); `commit()` writes it whole."""
 
-    def __init__(self, path: str, hashes_only: bool, provenance: dict) -> None:
+    def __init__(self, path: str, hashes_only: bool, provenance: dict, plan: str = "") -> None:
         self.path = path
         self.hashes_only = hashes_only
         self.provenance = provenance
+        # Pass 2 of the capture ladder: the records whose data a hash-only run keeps.
+        self.plan: frozenset[str] = frozenset()
+        self.plan_path = plan if hashes_only else ""
+        if self.plan_path:
+            with open(plan, encoding="utf-8") as f:
+                self.plan = frozenset(line.rstrip("\n") for line in f if line.strip())
+        self.kept: set[str] = set()
         self.lock = threading.RLock()
         self.writer: Any = None
         self.pending: list[PendingHash] = []
@@ -73,6 +93,8 @@ class Recorder:
     def _open(self) -> Any:
         if self.writer is None:
             self.writer = _core.DumpWriter(rank_path(self.path), False, self.hashes_only)
+            if self.plan_path:
+                self.writer.keep_data_from(self.plan_path)
             for name, value in self.provenance.items():
                 self.writer.set_attribute(name, value)
             for name, value in self.attributes.items():
@@ -83,16 +105,25 @@ class Recorder:
     def opened(self) -> bool:
         return self.writer is not None
 
+    @property
+    def plan_done(self) -> bool:
+        """Every record of the capture plan has been written: pass 2 may stop."""
+        return bool(self.plan) and len(self.kept) >= len(self.plan)
+
     def set_attribute(self, name: str, value: Any) -> None:
         self.attributes[name] = value
         if self.writer is not None:
             self.writer.set_attribute(name, value)
 
-    def write(self, row: Row, t: torch.Tensor) -> None:
+    def write(self, row: Row, t: torch.Tensor, keep: bool = False) -> None:
+        """Writes one record: its data, or in a hash-only dump its hash, unless the capture plan lists
+        it or `keep` asks for its data (pass 2's drill-down ops)."""
         if DTYPES.get(t.dtype) is None or t.is_sparse or t.layout != torch.strided:
             self.skipped += 1
             return
-        if self.hashes_only:
+        planned = self.hashes_only and bool(self.plan) and row.text_key() in self.plan
+        keep = keep and self.hashes_only
+        if self.hashes_only and not planned and not keep:
             if t.device.type == "cpu":
                 value: int | torch.Tensor = _core.hash_bytes(host_array(t))
                 words = False
@@ -104,8 +135,12 @@ class Recorder:
             return
         data = host_array(t)
         with self.lock:
+            if planned or keep:
+                self.flush()  # rows keep their order: the hashes waiting for the device come first
+            if planned:
+                self.kept.add(row.text_key())
             self._open().write(row.step, row.phase, row.layer, row.layer_type, row.kind, row.name, row.call,
-                               row.dtype, row.shape, data, row.input_hash)
+                               row.dtype, row.shape, data, row.input_hash, planned or keep)
 
     def flush(self) -> None:
         """Writes the hash-only rows waiting for their device hashes (one transfer)."""

@@ -104,6 +104,8 @@ void bind_writer(py::module_& m) {
           "Stores one tensor's hash and no data (a hash-only dump): XXH3-64 of its bytes, or hash_words when "
           "`words` (computed on a device); returns its order.")
       .def_property_readonly("hashes_only", &rc::DumpWriter::hashes_only)
+      .def("keep_data_from", &rc::DumpWriter::keep_data_from, py::arg("plan_path"),
+           "Keeps the data of the records listed in the capture plan (keys, one per line) in a hash-only dump.")
       .def("set_attribute", py::overload_cast<const std::string&, const std::string&>(&rc::DumpWriter::set_attribute))
       .def("set_attribute", py::overload_cast<const std::string&, int64_t>(&rc::DumpWriter::set_attribute))
       .def(
@@ -111,16 +113,18 @@ void bind_writer(py::module_& m) {
           [](rc::DumpWriter& w, int step, const std::string& phase, const std::string& layer,
              const std::string& layer_type, const std::string& kind, const std::string& name, int call,
              const std::string& dtype, std::vector<int64_t> shape, const py::buffer& data,
-             std::optional<uint64_t> input_hash) {
+             std::optional<uint64_t> input_hash, bool keep_data) {
             rc::TensorMeta meta =
                 make_meta(step, phase, layer, layer_type, kind, name, call, dtype, std::move(shape), input_hash);
             auto [ptr, n] = bytes_of(data);
-            const auto& written = w.write(std::move(meta), ptr, n);
+            const auto& written = w.write(std::move(meta), ptr, n, nullptr, keep_data);
             return py::make_tuple(written.order, written.hash);
           },
           py::arg("step"), py::arg("phase"), py::arg("layer"), py::arg("layer_type"), py::arg("kind"), py::arg("name"),
           py::arg("call"), py::arg("dtype"), py::arg("shape"), py::arg("data"), py::arg("input_hash") = py::none(),
-          "Stores one tensor (its bytes as a contiguous buffer); returns (order, hash).")
+          py::arg("keep_data") = false,
+          "Stores one tensor (its bytes as a contiguous buffer; in a hash-only dump only its hash, unless the "
+          "capture plan lists it or keep_data); returns (order, hash).")
       .def("commit", &rc::DumpWriter::commit)
       .def_property_readonly("tensor_count", &rc::DumpWriter::tensor_count)
       .def_property_readonly("bytes_written", &rc::DumpWriter::bytes_written)

@@ -376,7 +376,8 @@ TEST(Ladder, PassThreeRunsTheReferenceAndTheHeadlineRunThroughTheDivergentStep) 
   rc::Runner runner(o, std::make_shared<FakeLauncher>());
   Events events;
   auto r = rc::run_check(runner, {}, events.fn());
-  EXPECT_EQ(events.count(rc::WorkerEvent::Kind::started), 7);  // 3, then 2 (pass 2), then 2 (pass 3)
+  // 3, then 2 (pass 2, which also captures pass 3's ops: the first divergence calls for a drill-down).
+  EXPECT_EQ(events.count(rc::WorkerEvent::Kind::started), 5);
   ASSERT_TRUE(r.comparison.drill.has_value());
   const auto& dd = *r.comparison.drill;
   EXPECT_EQ(dd.step, 0);
@@ -489,6 +490,36 @@ TEST(Ladder, AGoldenMatchesItsOwnSettingAndNamesTheFirstChangedTensorOtherwise) 
     EXPECT_EQ(r.comparison.capture.pass2_runs, (std::vector<int>{1}));
   }
   rc::files::remove_tree(tmp);
+}
+
+TEST(Ladder, PassTwoKeepsTheDataOfItsWindowOnlyAndStopsAfterIt) {
+  // "late": runs 1 and 2 differ from step 2 on (layer2, then the loss). Pass 2's window is layer2
+  // and the loss of step 2; its runs keep their data and no other record's, and stop right after
+  // the window: step 3 never runs.
+  auto o = steps(4, 3);
+  rc::Runner runner(o, std::make_shared<FakeLauncher>("late"));
+  Events events;
+  auto r = rc::run_check(runner, {}, events.fn());
+  const auto& c = r.comparison;
+  EXPECT_EQ(c.capture.pass2_records, 2);
+  EXPECT_EQ(c.capture.pass2_steps, 3);
+  std::vector<std::string> pass2;
+  for (int i = 0; i < 3; ++i) pass2.push_back(runner.temp_dir() + "/run-" + std::to_string(i) + ".pass-2.h5");
+  for (const auto& path : pass2) {
+    rc::DumpReader d(path);
+    std::vector<std::string> with_data;
+    for (const auto& m : d.index())
+      if (m.has_data()) with_data.push_back(m.key());
+    EXPECT_EQ(with_data, (std::vector<std::string>{"2|forward|layer2|activation|out|0", "2|loss||loss|out|0"})) << path;
+    EXPECT_EQ(d.index().size(), 12u) << path;  // steps 0-2 (4 records each) of pass 1's 16
+    EXPECT_EQ(d.attribute("capture"), "hashes");
+  }
+  // The report: statistics for the window's records, hashes for the rest, counts from pass 1.
+  const auto& p = c.pairs[0];
+  ASSERT_TRUE(p.has_divergence());
+  EXPECT_FALSE(p.diffs[*p.first].hash_only);
+  EXPECT_EQ(p.divergent, 4);
+  EXPECT_EQ(p.identical, 12);
 }
 
 TEST(Ladder, EveryPairsFirstDivergenceIsCapturedAgain) {

@@ -342,6 +342,42 @@ print("ok")
                  if r["phase"] == "after_step" and r["kind"] == "param" and r["step"] == 1}
         self.assertEqual(final, plain["params"])
 
+    def test_pass_two_keeps_the_plans_data_and_stops_after_it(self):
+        # The capture ladder's pass 2 in a script: hashes, the data of the plan's records only, and
+        # the script ends at the next point where its own code runs once they are written.
+        def capture(d, name, **options):
+            path = os.path.join(d, name)
+            env = dict(os.environ, REPROCHECK_CAPTURE=path,
+                       REPROCHECK_RUN_OPTIONS=json.dumps(dict(steps=2, hashes_only=True, **options)))
+            r = subprocess.run([PY, script("cnn_augment")], capture_output=True, text=True, cwd=SCRIPTS, env=env,
+                               timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return index(path)[0]
+
+        def key(r):
+            return f"{r['step']}|{r['phase']}|{r['layer']}|{r['kind']}|{r['name']}|{r['call']}"
+
+        with tempfile.TemporaryDirectory() as d:
+            pass1 = capture(d, "pass1.h5")
+            first = [r for r in pass1 if r["step"] == 0 and r["phase"] == "forward"][0]
+            plan = os.path.join(d, "plan")
+            with open(plan, "w") as f:
+                f.write(key(first) + "\n")
+            pass2 = capture(d, "pass2.h5", capture_plan=plan)
+            self.assertEqual([key(r) for r in pass2 if not r["dataset"].startswith("hash:")], [key(first)])
+            self.assertTrue(any(r["phase"] == "output" and r["step"] == 0 for r in pass2))
+            self.assertFalse(any(r["phase"] in ("backward", "param_grad", "after_step") or r["step"] == 1
+                                 for r in pass2), [key(r) for r in pass2])
+            hashes = {key(r): r["hash"] for r in pass1}
+            for r in pass2:
+                self.assertEqual(r["hash"], hashes[key(r)], key(r))
+            # Drilling as well (pass 3's ops in the same run): the whole step, the ops with data.
+            drill = capture(d, "drill.h5", capture_plan=plan, drill_step=0)
+            self.assertTrue(any(r["phase"] == "after_step" and r["step"] == 0 for r in drill))
+            ops = [r for r in drill if ":aten::" in r["layer"] or r["layer"].startswith("aten::")]
+            self.assertTrue(ops)
+            self.assertTrue(all(not r["dataset"].startswith("hash:") for r in ops))
+
     def test_default_run_is_hashes_first(self):
         with tempfile.TemporaryDirectory() as d:
             j = os.path.join(d, "r.json")

@@ -39,10 +39,11 @@ TEST(Cuda, CaptureChangesNoNumbers) {
   for (const char* model : {"seed_convnet", "bn_net", "resnet_mini", "traced_convnet", "dropout_mlp"}) {
     auto o = cuda_options(model);
     o.steps = 3;
-    auto plain = rc::record_run(o, {"", false, false});
+    auto plain = rc::record_run(o, {"", false, false, "", {}, true});
+    ASSERT_FALSE(plain.fingerprint.empty());
     for (const char* layers : {"default", "all"}) {
       o.layers = layers;
-      auto cap = rc::record_run(o, {dir.file("run.h5"), true, true});
+      auto cap = rc::record_run(o, {dir.file("run.h5"), true, true, "", {}, true});
       EXPECT_EQ(cap.fingerprint, plain.fingerprint) << model << " " << layers;
       EXPECT_EQ(cap.device, "cuda:0");
     }
@@ -53,7 +54,7 @@ TEST(Cuda, PinnedAsynchronousCopiesHoldTheLiveValues) {
   REQUIRE_CUDA();
   testutil::TempDir dir;
   auto o = cuda_options("resnet_mini");
-  auto res = rc::record_run(o, {dir.file("run.h5"), true, true});
+  auto res = rc::record_run(o, {dir.file("run.h5"), true, true, "", {}, true});
   rc::DumpReader r(dir.file("run.h5"));
   // The fingerprint hashes synchronous copies of the live output and loss of step 0.
   EXPECT_EQ(find(r, 0, "output")->hash, res.fingerprint[0]);
@@ -111,8 +112,8 @@ TEST(Cuda, AutocastFp16WithTheGradScalerAndBf16ChangeNoNumbersWhenInstrumented) 
       auto o = cuda_options(model);
       o.autocast = mode;
       o.steps = 3;
-      auto plain = rc::record_run(o, {"", false, false});
-      auto cap = rc::record_run(o, {dir.file("run.h5"), true, true});
+      auto plain = rc::record_run(o, {"", false, false, "", {}, true});
+      auto cap = rc::record_run(o, {dir.file("run.h5"), true, true, "", {}, true});
       EXPECT_EQ(cap.fingerprint, plain.fingerprint) << model << " " << mode;
       rc::DumpReader r(dir.file("run.h5"));
       const auto* out = find(r, 0, "output");

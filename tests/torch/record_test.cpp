@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 
 #include "reprocheck/dump.h"
 #include "reprocheck/error.h"
@@ -24,10 +25,12 @@ rc::RunOptions options(const std::string& model) {
 }
 
 rc::RecordResult record(const rc::RunOptions& o, const std::string& path) {
-  return rc::record_run(o, rc::RecordTarget{path, true, true});
+  return rc::record_run(o, rc::RecordTarget{path, true, true, "", {}, true});
 }
 
-rc::RecordResult plain(const rc::RunOptions& o) { return rc::record_run(o, rc::RecordTarget{"", false, false}); }
+rc::RecordResult plain(const rc::RunOptions& o) {
+  return rc::record_run(o, rc::RecordTarget{"", false, false, "", {}, true});
+}
 
 std::vector<const rc::TensorMeta*> select(const rc::DumpReader& r, int step, const std::string& phase,
                                           const std::string& kind = "") {
@@ -582,4 +585,46 @@ TEST(Recipe, ProblemsAreFoundBeforeTheFirstStepWithOneLine) {
   o.inputs = {"4,3,8,8"};
   EXPECT_THROW(record(o, dir.file("x.h5")), rc::InputError);
   EXPECT_FALSE(rc::files::exists(dir.file("x.h5")));
+}
+
+TEST(Record, PassTwoKeepsThePlansDataAndStopsAfterIt) {
+  // The capture ladder's pass 2: a hash-only run that keeps the data of the records its plan lists,
+  // and ends at the next phase boundary once it has written them all.
+  testutil::TempDir dir;
+  auto o = options("resnet_mini");
+  o.steps = 2;
+  o.hashes_only = true;
+  record(o, dir.file("pass1.h5"));
+  rc::DumpReader pass1(dir.file("pass1.h5"));
+  const auto* conv = select(pass1, 0, "forward")[0];
+  {
+    std::ofstream plan(dir.file("plan"));
+    plan << select(pass1, 0, "input", "input")[0]->key() << "\n" << conv->key() << "\n";
+  }
+  o.capture_plan = dir.file("plan");
+  record(o, dir.file("pass2.h5"));
+  rc::DumpReader pass2(dir.file("pass2.h5"));
+  std::vector<std::string> with_data;
+  for (const auto& m : pass2.index())
+    if (m.has_data()) with_data.push_back(m.key());
+  EXPECT_EQ(with_data, (std::vector<std::string>{select(pass1, 0, "input", "input")[0]->key(), conv->key()}));
+  // It stopped after step 0's forward pass: no gradient, no update, no step 1.
+  EXPECT_FALSE(select(pass2, 0, "forward").empty());
+  EXPECT_TRUE(select(pass2, 0, "backward").empty());
+  EXPECT_TRUE(select(pass2, 0, "after_step").empty());
+  EXPECT_TRUE(select(pass2, 1, "input").empty());
+  // Every record it wrote is pass 1's, with pass 1's hash.
+  std::map<std::string, uint64_t> hashes;
+  for (const auto& m : pass1.index()) hashes[m.key()] = m.hash;
+  for (const auto& m : pass2.index()) EXPECT_EQ(m.hash, hashes.at(m.key())) << m.key();
+  // A plan that also drills (pass 3's ops in the same run) runs the whole step, and keeps the ops'
+  // data.
+  o.drill_step = 0;
+  o.steps = 1;
+  record(o, dir.file("drill.h5"));
+  rc::DumpReader drill(dir.file("drill.h5"));
+  EXPECT_FALSE(select(drill, 0, "after_step").empty());
+  int ops_with_data = 0;
+  for (const auto& m : drill.index()) ops_with_data += m.layer.find(":aten::") != std::string::npos && m.has_data();
+  EXPECT_GT(ops_with_data, 10);
 }

@@ -92,7 +92,8 @@ void DumpWriter::set_attribute(const std::string& name, int64_t value) {
   write_int_attribute(impl_->file, name.c_str(), value);
 }
 
-const TensorMeta& DumpWriter::write(TensorMeta meta, const void* data, size_t nbytes, const uint64_t* hash) {
+const TensorMeta& DumpWriter::write(TensorMeta meta, const void* data, size_t nbytes, const uint64_t* hash,
+                                    bool keep_data) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   hdf5::quiet();  // writes may come from a background thread
   const DType dtype = dtype_from_name(meta.dtype);
@@ -103,7 +104,7 @@ const TensorMeta& DumpWriter::write(TensorMeta meta, const void* data, size_t nb
                                nbytes, meta.numel, meta.dtype));
   meta.order = static_cast<int64_t>(index_.size());
   meta.hash = hash ? *hash : hash_bytes(data, nbytes);
-  if (hashes_only_ && !keep_.count(meta.key())) {
+  if (hashes_only_ && !keep_data && !keep_.count(meta.key())) {
     meta.dataset = kHashOnlyXxh3;
     index_.push_back(std::move(meta));
     return index_.back();

@@ -131,9 +131,14 @@ struct Check {
     result.comparison = std::move(c);
     return result;
   }
+  // Pass 2 also drilled (pass 3's first capture, in the same runs): with this plan, into these dumps.
+  mutable std::optional<DrillPlan> drilled;
+  mutable std::vector<std::string> drilled_dumps;
+
   Comparison second_pass(Comparison c1, const std::vector<std::string>& pass1_dumps) const;
   void third_pass(Comparison& c, const std::vector<std::string>& pass1_dumps) const;
-  void drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dumps, DrillDown& dd) const;
+  void drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dumps, DrillDown& dd,
+                  const std::vector<std::string>* first_dumps) const;
 };
 
 // Each run's options for running it again: a seed drawn at random ("--seed random") is the one it
@@ -213,13 +218,16 @@ Window pass2_window(const Comparison& c1) {
 
 // Pass 2: the reference and the runs that differed again, hashes only except the window's records,
 // whose data they keep; each run stops once it has written them (or at the end of the window's
-// last step). The statistics come from it; everything else stays pass 1's.
+// last step). The statistics come from it; everything else stays pass 1's. When pass 1's first
+// divergence already calls for a drill-down (bitwise, no golden), the same runs capture its ops too:
+// pass 3's first capture without two more runs.
 Comparison Check::second_pass(Comparison c1, const std::vector<std::string>& pass1_dumps) const {
   std::vector<int> differing;  // pair positions (run numbers) that differed
   for (const auto& p : c1.pairs)
     if (p.has_divergence()) differing.push_back(p.other_run);
   const Window window = pass2_window(c1);
-  const int steps = std::max(1, window.last_step + 1);
+  const std::optional<DrillPlan> drill = golden || judged_by_tolerance(c1) ? std::nullopt : plan_drill(c1, o.drill);
+  const int steps = std::max({1, window.last_step + 1, drill ? drill->step + 1 : 0});
   const std::string plan = runner.temp_dir() + "/pass2.plan";
   {
     std::ofstream out(plan, std::ios::trunc);
@@ -232,19 +240,28 @@ Comparison Check::second_pass(Comparison c1, const std::vector<std::string>& pas
   for (int r : differing) indices.push_back(golden ? r - 1 : r);
   auto dumps2 = runner.rerun(indices,
                              repeat_seeds(pass1_dumps, indices,
-                                          [this, steps, plan](RunOptions& r) {
+                                          [this, steps, plan, &drill](RunOptions& r) {
                                             hash_model(r);
                                             r.hashes_only = true;
                                             r.capture_plan = plan;
                                             r.steps = steps;
+                                            if (drill) {
+                                              r.drill_step = drill->step;
+                                              r.drill_scope = drill->scope;
+                                            }
                                           }),
                              progress);
+  if (drill) {
+    drilled = drill;
+    drilled_dumps = dumps2;
+  }
   std::vector<std::string> pass2_paths;
   for (int i : indices) pass2_paths.push_back(dumps2[static_cast<size_t>(i)]);
   CompareOptions compare2 = compare;
   compare2.max_step = steps - 1;
-  Comparison merged = merge_passes(std::move(c1), compare_dumps(with_reference(pass2_paths), compare2), differing,
-                                   window.keys, steps - 1);
+  Comparison c2 = compare_dumps(with_reference(pass2_paths), compare2);
+  if (drill) c2.notes.clear();  // the notes of op taps are pass 3's, not the check's
+  Comparison merged = merge_passes(std::move(c1), c2, differing, window.keys, steps - 1);
   merged.capture.pass2_runs = indices;
   if (golden)
     for (int& r : merged.capture.pass2_runs) r += 1;
@@ -265,8 +282,11 @@ void Check::third_pass(Comparison& c, const std::vector<std::string>& pass1_dump
   dd.scope = plan->scope;
   dd.other_run = plan->other_run;
   dd.why = plan->why;
+  // Pass 2 drilled with this very plan: its runs are pass 3's first capture.
+  const bool reuse = drilled && drilled->step == plan->step && drilled->scope == plan->scope &&
+                     drilled->other_run == plan->other_run && drilled->rank == plan->rank;
   try {
-    drill_runs(*plan, pass1_dumps, dd);
+    drill_runs(*plan, pass1_dumps, dd, reuse ? &drilled_dumps : nullptr);
   } catch (const Error& e) {
     // The verdict stands without it.
     dd.found = false;
@@ -276,7 +296,8 @@ void Check::third_pass(Comparison& c, const std::vector<std::string>& pass1_dump
   c.drill = std::move(dd);
 }
 
-void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dumps, DrillDown& dd) const {
+void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dumps, DrillDown& dd,
+                       const std::vector<std::string>* first_dumps) const {
   const std::vector<int> indices = {0, plan.other_run};
   // At most once widened, and at most twice run again for a difference that did not come back or
   // came earlier.
@@ -284,16 +305,17 @@ void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dum
   bool widened = false;
   std::string moved;  // why pass 3 drilled into another step or module than the headline's
   for (int attempt = 0; attempt < kAttempts; ++attempt) {
-    auto dumps = runner.rerun(indices,
-                              repeat_seeds(pass1_dumps, indices,
-                                           [this, &plan](RunOptions& r) {
-                                             hash_model(r);
-                                             r.hashes_only = false;
-                                             r.steps = plan.step + 1;
-                                             r.drill_step = plan.step;
-                                             r.drill_scope = plan.scope;
-                                           }),
-                              progress);
+    auto dumps = attempt == 0 && first_dumps ? *first_dumps
+                                             : runner.rerun(indices,
+                                                            repeat_seeds(pass1_dumps, indices,
+                                                                         [this, &plan](RunOptions& r) {
+                                                                           hash_model(r);
+                                                                           r.hashes_only = false;
+                                                                           r.steps = plan.step + 1;
+                                                                           r.drill_step = plan.step;
+                                                                           r.drill_scope = plan.scope;
+                                                                         }),
+                                                            progress);
     CompareOptions compare3 = compare;
     compare3.max_step = plan.step;
     Comparison c3 = compare_dumps({dumps[0], dumps[static_cast<size_t>(plan.other_run)]}, compare3);
@@ -324,7 +346,7 @@ void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dum
 }  // namespace
 
 CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& progress) {
-  Check check{runner, o, progress, o.compare, false, false, {}};
+  Check check{runner, o, progress, o.compare, false, false, {}, std::nullopt, {}};
   check.golden = !o.baseline.empty();
   check.compare.allow_other_model = check.golden;
   // The runs' dumps were written by this check into its private folder: they need no isolated

@@ -191,7 +191,7 @@ std::vector<std::string> Runner::run_workers(const std::vector<int>& indices, co
     slot.error_path = base + ".error";
     slot.label = o_.vary.empty() ? "" : fmt::format("{}={}", o_.vary.knob, o_.vary.values[index]);
     if (!suffix.empty()) {
-      const char* what = suffix.rfind(".pass", 0) == 0 ? "full capture" : "replay";
+      const char* what = suffix.rfind(".pass", 0) == 0 ? "captured again" : "replay";
       slot.label += slot.label.empty() ? what : fmt::format(", {}", what);
     }
   }

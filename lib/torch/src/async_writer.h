@@ -76,13 +76,59 @@ inline std::shared_ptr<c10::Event> event_after_copies(const c10::Device& device)
   return ready;
 }
 
+// Host buffers for captured tensors, reused across tensors and steps: a step's tensors have the
+// shapes of the step before, so after the first step a capture takes no fresh memory (no page
+// faults, no zeroing of new pages by the kernel). Buffers are kept by byte size, as bytes, and
+// viewed as the tensor's dtype and shape when taken; at most `limit` bytes wait idle.
+class BufferPool {
+ public:
+  explicit BufferPool(size_t limit) : limit_(limit) {}
+
+  // A contiguous CPU tensor of `sizes` and `type`, its contents unspecified.
+  at::Tensor take(at::IntArrayRef sizes, at::ScalarType type) {
+    int64_t numel = 1;
+    for (auto d : sizes) numel *= d;
+    const size_t nbytes = static_cast<size_t>(numel) * c10::elementSize(type);
+    at::Tensor bytes;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.find(nbytes);
+      if (it != free_.end() && !it->second.empty()) {
+        bytes = std::move(it->second.back());
+        it->second.pop_back();
+        idle_ -= nbytes;
+      }
+    }
+    if (!bytes.defined()) bytes = at::empty({static_cast<int64_t>(nbytes)}, at::TensorOptions().dtype(at::kByte));
+    return nbytes == 0 ? at::empty(sizes, at::TensorOptions().dtype(type)) : bytes.view(type).view(sizes);
+  }
+
+  // Gives a buffer from take() back once nothing reads it any more.
+  void give(const at::Tensor& t) {
+    const size_t nbytes = t.nbytes();
+    if (nbytes == 0 || !t.is_contiguous() || t.storage_offset() != 0 || t.storage().nbytes() != nbytes) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (idle_ + nbytes > limit_) return;
+    free_[nbytes].push_back(t.reshape({-1}).view(at::kByte));
+    idle_ += nbytes;
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<size_t, std::vector<at::Tensor>> free_;
+  size_t idle_ = 0;
+  size_t limit_;
+};
+
 // Writes captured tensors on a background thread, so that storage writes overlap the training
 // computation. Each job owns a private copy of its tensor's data (the live tensor may be changed
 // in place later, e.g. by an in-place ReLU). At most `limit` bytes wait at a time; beyond that
 // the producer waits. All HDF5 calls during a run happen on this thread.
 class AsyncWriter {
  public:
-  AsyncWriter(DumpWriter* writer, size_t limit) : writer_(writer), limit_(limit), thread_([this] { loop(); }) {}
+  // `pool`, when given, takes back the host buffers of the tensors queued with `pooled`, once written.
+  AsyncWriter(DumpWriter* writer, size_t limit, BufferPool* pool = nullptr)
+      : writer_(writer), limit_(limit), pool_(pool), thread_([this] { loop(); }) {}
   ~AsyncWriter() {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -119,7 +165,7 @@ class AsyncWriter {
   }
 
   void put(TensorMeta meta, at::Tensor data, std::shared_ptr<c10::Event> ready = nullptr,
-           at::Tensor input_hash_parts = {}) {
+           at::Tensor input_hash_parts = {}, bool pooled = false, bool keep_data = false) {
     size_t n = data.nbytes();
     std::unique_lock<std::mutex> lock(mu_);
     space_.wait(lock, [&] { return queued_bytes_ == 0 || queued_bytes_ + n <= limit_ || error_; });
@@ -130,6 +176,8 @@ class AsyncWriter {
     job.data = std::move(data);
     job.ready = std::move(ready);
     job.input_hash_parts = std::move(input_hash_parts);
+    job.pooled = pooled;
+    job.keep_data = keep_data;
     queue_.push_back(std::move(job));
     cv_.notify_one();
   }
@@ -154,6 +202,8 @@ class AsyncWriter {
     std::shared_ptr<c10::Event> ready;
     at::Tensor input_hash_parts;
     bool hash_only = false;
+    bool pooled = false;     // data came from the pool: it goes back there once written
+    bool keep_data = false;  // kept in a hash-only dump (pass 2's drill-down ops)
     uint64_t hash = 0;
     at::Tensor device_hash;
   };
@@ -188,11 +238,12 @@ class AsyncWriter {
           const uint64_t h = words ? static_cast<uint64_t>(job.device_hash.data_ptr<int64_t>()[0]) : job.hash;
           writer_->write_hash(std::move(job.meta), h, words);
         } else {
-          writer_->write(std::move(job.meta), job.data.data_ptr(), n);
+          writer_->write(std::move(job.meta), job.data.data_ptr(), n, nullptr, job.keep_data);
         }
       } catch (...) {
         err = std::current_exception();
       }
+      if (job.pooled && pool_) pool_->give(job.data);
       job.data = at::Tensor();
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -206,6 +257,7 @@ class AsyncWriter {
 
   DumpWriter* writer_;
   size_t limit_;
+  BufferPool* pool_;
   std::mutex mu_;
   std::condition_variable cv_, space_;
   std::deque<Job> queue_;

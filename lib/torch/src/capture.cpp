@@ -33,7 +33,8 @@ static Session* g_session = nullptr;  // set while a capture is active; the tap 
 class Session {
  public:
   Session(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay, OpCapture ops)
-      : writer_(writer, kMaxQueuedBytes),
+      : pool_(kMaxQueuedBytes),
+        writer_(writer, kMaxQueuedBytes, &pool_),
         dump_(writer),
         hashes_only_(writer->hashes_only()),
         sites_(std::move(sites)),
@@ -140,7 +141,7 @@ class Session {
     }
     TensorMeta m = meta(Phase::forward, layer, op, Kind::activation, "out", call);
     substitute(m, x);
-    write(std::move(m), x);
+    write(std::move(m), x, {}, drill);
     hook_grad(x, layer, op, "out", call);
     if (!drill) return;
     const std::string& source = static_cast<size_t>(k) < s.op_sources.size() ? s.op_sources[k] : "";
@@ -221,7 +222,7 @@ class Session {
             TensorMeta m = meta(Phase::backward, grad_layer, op, Kind::grad,
                                 i < names.size() ? names[i] : fmt::format("grad.{}", i), call);
             m.step = step;
-            write(std::move(m), outputs[i]);
+            write(std::move(m), outputs[i], {}, true);
           }
           return outputs;
         }));
@@ -254,13 +255,16 @@ class Session {
     });
   }
 
-  // Takes a private host copy of `t` and queues it for the dump. A host tensor is cloned. A device
+  // Takes a private host copy of `t` and queues it for the dump. A host tensor is copied into a
+  // buffer of the pool (a buffer of an earlier step's tensor of the same size). A device
   // tensor is copied into pinned host memory asynchronously, on the stream that produced it (so
   // the copy sees the value at this point, before any later in-place op), and the writer thread
   // waits for the copy's event: the training thread does not stall on the transfer.
-  void write(TensorMeta m, const at::Tensor& t, const at::Tensor& input_hash_parts = {}) {
-    if (hashes_only_ && !dump_->keeps_data(m)) return write_hash(std::move(m), t, input_hash_parts);
-    if (hashes_only_) {
+  // `keep_data`: a drill-down op's record, whose data pass 2 keeps.
+  void write(TensorMeta m, const at::Tensor& t, const at::Tensor& input_hash_parts = {}, bool keep_data = false) {
+    const bool planned = hashes_only_ && dump_->keeps_data(m);
+    if (hashes_only_ && !planned && !keep_data) return write_hash(std::move(m), t, input_hash_parts);
+    if (planned) {
       std::lock_guard<std::mutex> lock(mu_);
       kept_.insert(m.key());
       plan_done_ = kept_.size() >= dump_->plan_size();
@@ -268,10 +272,15 @@ class Session {
     auto start = Clock::now();
     at::Tensor h, hash_parts;
     std::shared_ptr<c10::Event> ready;
+    bool pooled = false;
     {
       at::NoGradGuard no_grad;
       at::Tensor d = t.detach();
-      if (d.device().is_cpu()) {
+      if (d.device().is_cpu() && d.layout() == at::kStrided && !d.is_quantized()) {
+        h = pool_.take(d.sizes(), d.scalar_type());
+        h.copy_(d);
+        pooled = true;
+      } else if (d.device().is_cpu()) {
         h = d.clone(at::MemoryFormat::Contiguous);
       } else {
         at::Tensor src = d.contiguous();
@@ -284,7 +293,7 @@ class Session {
     m.shape.assign(h.sizes().begin(), h.sizes().end());
     dtype_size(m.dtype);  // unsupported dtypes fail here with a clear line
     std::lock_guard<std::mutex> lock(mu_);
-    writer_.put(std::move(m), std::move(h), std::move(ready), std::move(hash_parts));
+    writer_.put(std::move(m), std::move(h), std::move(ready), std::move(hash_parts), pooled, keep_data);
     write_seconds_ += std::chrono::duration<double>(Clock::now() - start).count();
   }
 
@@ -315,6 +324,7 @@ class Session {
   }
 
   static constexpr size_t kMaxQueuedBytes = size_t{256} << 20;
+  BufferPool pool_;  // before writer_: the writer thread gives buffers back until it stops
   AsyncWriter writer_;
   const DumpWriter* dump_;
   bool hashes_only_;

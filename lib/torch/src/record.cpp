@@ -103,7 +103,9 @@ class TrainingRun {
   void record_state(Phase phase);
   void draw_batch(std::vector<at::Tensor>& inputs, std::vector<at::Tensor>& targets);
   bool step(int index);  // false: pass 2 has its window and stops
-  void fingerprint(const at::Tensor& t) { result_.fingerprint.push_back(detail::tensor_hash(t)); }
+  void fingerprint(const at::Tensor& t) {
+    if (target_.fingerprint) result_.fingerprint.push_back(detail::tensor_hash(t));
+  }
   template <typename F>
   auto checked(F&& f) {  // a failure underneath may only be the dump's write failing (a full disk)
     try {
@@ -233,8 +235,9 @@ bool TrainingRun::step(int index) {
   if (capture_) capture_->begin_step(index);
   std::vector<at::Tensor> inputs, targets;
   draw_batch(inputs, targets);
-  // Pass 2 stops once its plan's records are written: at the next phase boundary.
-  auto done = [this] { return capture_ && capture_->plan_done(); };
+  // Pass 2 stops once its plan's records are written, at the next phase boundary; not when it also
+  // drills (the drill-down needs the whole step).
+  auto done = [this] { return capture_ && o_.drill_step < 0 && capture_->plan_done(); };
   if (done()) return false;
   StepResult s = checked([&] {
     detail::AutocastGuard autocast(o_.autocast, device_);

@@ -36,8 +36,10 @@ class DumpWriter {
 
   // Stores `nbytes` bytes of `meta.dtype` data with `meta.shape`; fills order, numel, hash and
   // dataset. `hash` may be given when it is already known (e.g. computed on the device).
-  // In a hash-only dump only the hash is kept.
-  const TensorMeta& write(TensorMeta meta, const void* data, size_t nbytes, const uint64_t* hash = nullptr);
+  // In a hash-only dump only the hash is kept, unless the record is in the plan (keep_data_from)
+  // or `keep_data` asks for it (pass 2's drill-down ops).
+  const TensorMeta& write(TensorMeta meta, const void* data, size_t nbytes, const uint64_t* hash = nullptr,
+                          bool keep_data = false);
   // A hash-only row whose hash was computed elsewhere: XXH3-64 of the bytes, or hash_words when
   // `words` (a CUDA device's hash). Only in a hash-only dump.
   const TensorMeta& write_hash(TensorMeta meta, uint64_t hash, bool words);

@@ -19,6 +19,9 @@ struct RecordTarget {
   // parameters, layer and op outputs, gradients of outputs and parameter gradients.
   std::string replay_dump;
   std::vector<std::string> replay_keys;
+  // Compute RecordResult::fingerprint (the tests' proof that capture changes no number). Off in
+  // the tool: it hashes every parameter, gradient and optimizer state of every step.
+  bool fingerprint = false;
 };
 
 struct RecordResult {
@@ -32,9 +35,9 @@ struct RecordResult {
   double hash_seconds = 0;   // of which spent hashing the tapped layers' inputs
   std::string device;
   bool forward_only = false;  // the model has no trainable parameters: no backward, no step
-  // Per step: XXH3 of the model output, the loss, every parameter gradient and every parameter
-  // and buffer after the step, computed from the live tensors (not from the dump). Equal
-  // fingerprints mean bitwise-equal training.
+  // With RecordTarget::fingerprint, per step: XXH3 of the model output, the loss, every parameter gradient and every
+  // parameter and buffer after the step, computed from the live tensors (not from the dump). Equal fingerprints mean
+  // bitwise-equal training.
   std::vector<uint64_t> fingerprint;
 };
 

@@ -1,0 +1,57 @@
+"""`reprocheck run`'s cost per training step, inside the process: bench/resnet_script.py run plainly
+and with the capture on, as `reprocheck run` starts it (pass 1: hashes only; the default layers, and
+--layers all), paired (plain, captured, plain, captured, ...). Each process's steps after the first
+(the first pays for allocation and warm-up) give its median step time; the ratio of a pair is
+captured / plain. Prints the median ratio and its min-max.
+
+    .venv/bin/python bench/script_step_bench.py [REPEATS=5] [STEPS=8] [MODEL ...]
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def step_median(cmd, env, times):
+    if os.path.exists(times):
+        os.remove(times)
+    subprocess.run(cmd, check=True, env=dict(env, BENCH_STEP_TIMES=times), stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    with open(times) as f:
+        values = [float(line) for line in f if line.strip()]
+    return statistics.median(values[1:])
+
+
+def main():
+    repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    steps = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+    models = sys.argv[3:] or ["resnet18", "resnet50"]
+    base = {k: v for k, v in os.environ.items() if not k.startswith("REPROCHECK_")}
+    print(f"`reprocheck run` per step inside the process, {steps} steps (the first not counted), {repeats} pairs\n")
+    print("| model | layers | plain step (ms) | captured step (ms) | ratio (min-max) |")
+    print("|---|---|---:|---:|---:|")
+    for name in models:
+        cmd = [sys.executable, os.path.join(HERE, "resnet_script.py"), name, str(steps)]
+        for layers in ("default", "all"):
+            plain, captured, ratios = [], [], []
+            with tempfile.TemporaryDirectory() as d:
+                times = os.path.join(d, "times")
+                for i in range(repeats):
+                    p = step_median(cmd, base, times)
+                    options = {"steps": steps, "layers": layers, "hashes_only": True}
+                    env = dict(base, REPROCHECK_CAPTURE=os.path.join(d, f"run-{i}.h5"),
+                               REPROCHECK_RUN_OPTIONS=json.dumps(options))
+                    c = step_median(cmd, env, times)
+                    plain.append(p)
+                    captured.append(c)
+                    ratios.append(c / p)
+            print(f"| {name} | {layers} | {statistics.median(plain) * 1e3:.1f} | {statistics.median(captured) * 1e3:.1f} | "
+                  f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
