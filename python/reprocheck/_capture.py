@@ -176,11 +176,8 @@ class Session:
             self._write("rng", s.layer, s.type, "rng_state", s.name, s.state)
 
     def _stop_if_plan_done(self) -> None:
-        """Pass 2 of the capture ladder ends once its plan's records are written: called where the
-        script's own code runs (a model call returned, backward or an optimizer step about to run or
-        done, the next batch), never inside autograd. A distributed run goes on to the end of the
-        step (its ranks must reach their collectives together), and so does one that also drills
-        (the drill-down needs the whole step)."""
+        """Pass 2 ends once its plan's records are written, here (never inside autograd); a
+        distributed run (its ranks meet in collectives) or one that drills ends with its step."""
         if not self.recorder.plan_done or self.finished or self.drill.step >= 0 or distributed():
             return
         self._finish()
@@ -475,20 +472,9 @@ class Session:
         self.finished = True
         if not self.recorder.opened:
             return
-        options = dict(self.options)
-        options["threads"] = torch.get_num_threads()
         w = self.recorder
-        w.set_attribute(_core.attr.RUN_OPTIONS, json.dumps(options, sort_keys=True))
-        w.set_attribute(_core.attr.STEPS, self.step)
-        w.set_attribute(_core.attr.THREADS, torch.get_num_threads())
-        w.set_attribute(_core.attr.SEED, torch.initial_seed() & 0x7FFFFFFFFFFFFFFF)
-        w.set_attribute(_core.attr.DROPOUT_ELEMENTS, self.dropout_elements)
-        if self.nonfinite_steps:
-            w.set_attribute(_core.attr.NONFINITE_LOSS, json_attribute(self.nonfinite_steps))
-        if self.op_generators:
-            w.set_attribute(_core.attr.OP_GENERATORS, json_attribute(self.op_generators))
-        if self.shards:
-            w.set_attribute(_core.attr.SHARDS, json_attribute(self.shards))
+        w.set_run_attributes(self.options, self.step, self.dropout_elements, self.nonfinite_steps, self.op_generators,
+                             self.shards)
         notes = self.models.notes + self.notes + self.drill.finish(w)
         if w.skipped:
             notes.append(f"{w.skipped} tensor(s) of dtypes a dump cannot store were not recorded")

@@ -115,6 +115,20 @@ class Recorder:
         if self.writer is not None:
             self.writer.set_attribute(name, value)
 
+    def set_run_attributes(self, options: dict, steps: int, dropout_elements: int, nonfinite_steps: list,
+                           op_generators: dict, shards: dict) -> None:
+        """The attributes known when the run ends: its options as run, steps, seed, what it drew."""
+        a = _core.attr
+        self.set_attribute(a.RUN_OPTIONS, json.dumps(dict(options, threads=torch.get_num_threads()), sort_keys=True))
+        self.set_attribute(a.STEPS, steps)
+        self.set_attribute(a.THREADS, torch.get_num_threads())
+        self.set_attribute(a.SEED, torch.initial_seed() & 0x7FFFFFFFFFFFFFFF)
+        self.set_attribute(a.DROPOUT_ELEMENTS, dropout_elements)
+        for name, value in ((a.NONFINITE_LOSS, nonfinite_steps), (a.OP_GENERATORS, op_generators),
+                            (a.SHARDS, shards)):
+            if value:
+                self.set_attribute(name, json_attribute(value))
+
     def write(self, row: Row, t: torch.Tensor, keep: bool = False) -> None:
         """Writes one record: its data, or in a hash-only dump its hash, unless the capture plan lists
         it or `keep` asks for its data (pass 2's drill-down ops)."""
