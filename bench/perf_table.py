@@ -1,6 +1,10 @@
 """The performance table: each row a paired comparison, whole processes, on the CPU.
 
     .venv/bin/python bench/perf_table.py BUILD_DIR [REPEATS=5] [MODEL ...]
+    PERF_BEFORE=OLD_BUILD_DIR .venv/bin/python bench/perf_table.py BUILD_DIR ...
+
+With PERF_BEFORE (a build of an earlier commit, its fixtures from BUILD_DIR), every pair of the
+earlier build runs right before the pair of this one, and the table has both.
 
 For each model (default: resnet18 and resnet50 from BUILD_DIR/fixtures, at 8x3x64x64) and each
 row, the two sides run alternately REPEATS times (A, B, A, B, ...), so that the machine's drift
@@ -28,7 +32,7 @@ def timed(cmd, env, code=0):
     """Wall and CPU seconds of one command (and every process it waited for)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode not in ((0, 1) if code is None else (code,)):
@@ -65,30 +69,37 @@ def spread(values):
     return f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
 
 
+def measure(binary, model, shape, tmp, env, row):
+    a, b, _ = rows(binary, model, shape, tmp)[row]
+    wa, ca = a(env)
+    wb, cb = b(env)
+    return wa, wb, wb / wa, cb / ca
+
+
 def main():
     build = sys.argv[1]
     repeats = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     models = sys.argv[3:] or ["resnet18", "resnet50"]
-    binary = os.path.join(build, "reprocheck")
+    builds = [("after", os.path.join(build, "reprocheck"))]
+    if os.environ.get("PERF_BEFORE"):
+        builds.insert(0, ("before", os.path.join(os.environ["PERF_BEFORE"], "reprocheck")))
     shape = os.environ.get("PERF_SHAPE", "8,3,64,64")
     print(f"paired runs (A, B alternating), {repeats} pairs, input {shape}, 2 steps, CPU; median ratio (min-max)\n")
-    print("| model | row | A median (s) | B median (s) | wall B/A | CPU B/A | target |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| model | row | build | A median (s) | B median (s) | wall B/A | CPU B/A | target |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     for name in models:
         model = os.path.join(build, "fixtures", name + ".pt")
         with tempfile.TemporaryDirectory() as tmp:
             env = dict(os.environ, TMPDIR=tmp)
-            for row, (a, b, target) in rows(binary, model, shape, tmp).items():
-                wall, cpu, a_s, b_s = [], [], [], []
+            for row, (_, _, target) in rows("", model, shape, tmp).items():
+                got = {label: [] for label, _ in builds}
                 for _ in range(repeats):
-                    wa, ca = a(env)
-                    wb, cb = b(env)
-                    a_s.append(wa)
-                    b_s.append(wb)
-                    wall.append(wb / wa)
-                    cpu.append(cb / ca)
-                print(f"| {name} | {row} | {statistics.median(a_s):.2f} | {statistics.median(b_s):.2f} | "
-                      f"{spread(wall)} | {spread(cpu)} | <= {target:.2f}x |", flush=True)
+                    for label, binary in builds:
+                        got[label].append(measure(binary, model, shape, tmp, env, row))
+                for label, _ in builds:
+                    wa, wb, wall, cpu = zip(*got[label])
+                    print(f"| {name} | {row} | {label} | {statistics.median(wa):.2f} | {statistics.median(wb):.2f} | "
+                          f"{spread(wall)} | {spread(cpu)} | <= {target:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,24 +4,17 @@ be found in the full parameter. FSDP1's flat parameters are plain tensors and ar
 """
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
 
 
-def _dtensor_type() -> Any:
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # a torch built without distributed
-        return None
-    return DTensor
-
-
-_DTENSOR = _dtensor_type()
-
-
 def is_sharded(t: Any) -> bool:
-    return _DTENSOR is not None and isinstance(t, _DTENSOR)
+    """A DTensor. Looked up among the modules the script imported: a script that makes DTensors has
+    imported torch.distributed.tensor, and one that does not never pays for importing it."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(t, getattr(module, "DTensor", ()))
 
 
 def placement_text(placements: Any) -> str:

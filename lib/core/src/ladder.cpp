@@ -322,6 +322,7 @@ void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dum
     c3.pairs[0].other_run = plan.other_run;
     dd = read_drill(c3, plan, o.drill);
     dd.passes = attempt + 1;
+    dd.in_pass2 = attempt == 0 && first_dumps;
     if (dd.earlier) {
       // The runs took another course this time (an op that adds in arrival order raced at an
       // earlier step): drill where they diverged first, or, for a record without ops, run again.

@@ -74,10 +74,10 @@ nlohmann::json isolation_json(const Isolation& iso) {
 
 nlohmann::json drill_json(const DrillDown& dd) {
   auto opt = [](const std::string& s) { return s.empty() ? nlohmann::json(nullptr) : nlohmann::json(s); };
-  nlohmann::json j = {{"mode", dd.mode},     {"step", dd.step},       {"scope", dd.scope},
-                      {"run", dd.other_run}, {"why", dd.why},         {"ops_captured", dd.ops_captured},
-                      {"passes", dd.passes}, {"seconds", dd.seconds}, {"found", dd.found},
-                      {"note", opt(dd.note)}};
+  nlohmann::json j = {{"mode", dd.mode},     {"step", dd.step},         {"scope", dd.scope},
+                      {"run", dd.other_run}, {"why", dd.why},           {"ops_captured", dd.ops_captured},
+                      {"passes", dd.passes}, {"in_pass2", dd.in_pass2}, {"seconds", dd.seconds},
+                      {"found", dd.found},   {"note", opt(dd.note)}};
   if (!dd.found) return j;
   j["op"] = dd.op;
   j["output"] = dd.output;

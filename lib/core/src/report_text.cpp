@@ -89,8 +89,10 @@ std::string statistics(const TensorDiff& d) {
 std::string drill_text(const DrillDown& dd, const std::string& ref, const Paint& paint) {
   const std::string scope = dd.scope.empty() ? "" : " in " + dd.scope;
   const std::string captured =
-      fmt::format("pass 3 ran run {} and {} again and captured {} op(s) of step {}{} ({:.1f} s)", dd.other_run, ref,
-                  dd.ops_captured, dd.step, scope, dd.seconds);
+      dd.in_pass2 ? fmt::format("pass 2's runs of run {} and {} captured {} op(s) of step {}{} as well ({:.1f} s)",
+                                dd.other_run, ref, dd.ops_captured, dd.step, scope, dd.seconds)
+                  : fmt::format("pass 3 ran run {} and {} again and captured {} op(s) of step {}{} ({:.1f} s)",
+                                dd.other_run, ref, dd.ops_captured, dd.step, scope, dd.seconds);
   if (!dd.found) return fmt::format("\n{}  {}\n  {}\n", paint("first divergent op", "1"), dd.note, captured);
   std::string out = fmt::format("\n{}  {} -> {}{} (step {}, {}{}){}\n", paint("first divergent op", "1;31"), dd.op,
                                 dd.output, dd.module.empty() ? "" : " in " + dd.module, dd.diff.ref.step,

@@ -128,6 +128,9 @@ struct DrillDown {
   // More than 1 when a scoped capture found nothing and the whole step was captured, or when the
   // runs did not diverge again (a difference that comes and goes) and ran once more (at most 3).
   int passes = 1;
+  // The ops were captured by pass 2's runs (pass 1's hashes already called for the drill-down), with
+  // no runs of pass 3's own.
+  bool in_pass2 = false;
   double seconds = 0;  // the runs and the comparison
   bool found = false;
   TensorDiff diff;                 // the op's output (ref.layer "module:aten::op#k", ref.name the output)
