@@ -99,6 +99,11 @@ def check_case(case):
             problems.append(f"first divergence {first['step']} {first['phase']} {first['kind']}, expected {case['first']}")
         if "rank" in case and first["rank"] != case["rank"]:
             problems.append(f"first divergence on rank {first['rank']}, expected rank {case['rank']}")
+        # Pass 2 kept the first divergence's data (a distributed run's ranks included): statistics,
+        # unless the difference did not come back or has no values to compare (a shape, a presence).
+        if (report["capture"]["pass2"] and first["stats"] is None and not report["capture"]["intermittent_runs"]
+                and first["status"] == "values_differ"):
+            problems.append("no statistics for the first divergence: pass 2 did not keep its data")
         hints = [h["cause"] for h in report["hints"]]
         if not hints or hints[0] != case["hint"]:
             problems.append(f"hints {hints}, expected {case['hint']} first")

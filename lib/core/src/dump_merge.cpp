@@ -90,7 +90,7 @@ void merge_rank_dumps(const std::vector<std::string>& rank_dumps, const std::str
       }
       buffer = reader.read(m);  // checked against m.hash: no need to hash it again
       const uint64_t h = m.hash;
-      writer.write(std::move(m), buffer.data(), buffer.size(), &h);
+      writer.write(std::move(m), buffer.data(), buffer.size(), &h, /*keep_data=*/true);  // a rank's kept data
     }
   }
   if (!notes.empty()) writer.set_attribute(attr::kReplicaNotes, notes.dump());

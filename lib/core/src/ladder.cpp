@@ -161,11 +161,24 @@ Runner::Adjust repeat_seeds(const std::vector<std::string>& pass1_dumps, const s
   };
 }
 
-// Pass 2's window: the records whose data it keeps, and the last step it must reach.
+// Pass 2's window: the records whose data it keeps (their keys in the comparison, and as each
+// process writes them: a distributed run's merged dump puts "rankR/" before every layer), and the
+// last step it must reach.
 struct Window {
-  std::set<std::string> keys;
+  std::set<std::string> keys, plan;
   int last_step = -1;
 };
+
+std::string process_key(const TensorMeta& m) {
+  if (m.rank < 0) return m.key();
+  TensorMeta own = m;
+  const std::string prefix = fmt::format("rank{}", m.rank);
+  if (own.layer == prefix)
+    own.layer.clear();
+  else if (own.layer.rfind(prefix + "/", 0) == 0)
+    own.layer = own.layer.substr(prefix.size() + 1);
+  return own.key();
+}
 
 // Records after each stream's first divergence, in its step, that pass 2 keeps the data of (for
 // the statistics of the cascade table), and the bytes they may take per pair; the first
@@ -182,6 +195,7 @@ Window pass2_window(const Comparison& c1) {
   Window w;
   auto take = [&w](const TensorDiff& d) {
     w.keys.insert(d.ref.key());
+    w.plan.insert(process_key(d.ref));
     w.last_step = std::max(w.last_step, d.ref.step);
   };
   for (const auto& p : c1.pairs) {
@@ -231,7 +245,7 @@ Comparison Check::second_pass(Comparison c1, const std::vector<std::string>& pas
   const std::string plan = runner.temp_dir() + "/pass2.plan";
   {
     std::ofstream out(plan, std::ios::trunc);
-    for (const auto& k : window.keys) out << k << '\n';
+    for (const auto& k : window.plan) out << k << '\n';
     if (!out.flush()) throw RunError(fmt::format("cannot write the capture plan '{}': check free disk space", plan));
   }
   // Runner indices: with a golden, pair position k is runner run k - 1.
