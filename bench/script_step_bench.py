@@ -4,6 +4,11 @@ and with the capture on, as `reprocheck run` starts it (pass 1: hashes only; the
 (the first pays for allocation and warm-up) give its median step time; the ratio of a pair is
 captured / plain. Prints the median ratio and its min-max.
 
+With BASELINE=1 it compares, per step, the capture written by hand (Python forward and tensor hooks
+writing every conv, batch-norm and dropout output and gradient and every parameter and gradient
+with h5py: the script's $BENCH_H5PY mode) with reprocheck's capture of the same layers, in full
+and hashes only: how many times less time per step the capture adds.
+
     .venv/bin/python bench/script_step_bench.py [REPEATS=5] [STEPS=8] [MODEL ...]
 """
 import json
@@ -26,11 +31,37 @@ def step_median(cmd, env, times):
     return statistics.median(values[1:])
 
 
+def baseline(repeats, steps, models, base):
+    print(f"capture cost per step against Python hooks + h5py, {steps} steps, {repeats} rounds\n")
+    print("| model | plain (ms) | hooks + h5py (ms) | reprocheck full (ms) | reprocheck hashes (ms) | "
+          "added: h5py / full | added: h5py / hashes |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in models:
+        cmd = [sys.executable, os.path.join(HERE, "resnet_script.py"), name, str(steps)]
+        got = {k: [] for k in ("plain", "h5py", "full", "hashes")}
+        with tempfile.TemporaryDirectory() as d:
+            times = os.path.join(d, "times")
+            for i in range(repeats):
+                got["plain"].append(step_median(cmd, base, times))
+                got["h5py"].append(step_median(cmd, dict(base, BENCH_H5PY=os.path.join(d, f"h-{i}.h5")), times))
+                for key, hashes in (("full", False), ("hashes", True)):
+                    env = dict(base, REPROCHECK_CAPTURE=os.path.join(d, f"{key}-{i}.h5"),
+                               REPROCHECK_RUN_OPTIONS=json.dumps({"steps": steps, "hashes_only": hashes}))
+                    got[key].append(step_median(cmd, env, times))
+        m = {k: statistics.median(v) for k, v in got.items()}
+        added = {k: m[k] - m["plain"] for k in m}
+        print(f"| {name} | {m['plain'] * 1e3:.1f} | {m['h5py'] * 1e3:.1f} | {m['full'] * 1e3:.1f} | "
+              f"{m['hashes'] * 1e3:.1f} | {added['h5py'] / added['full']:.1f}x | {added['h5py'] / added['hashes']:.1f}x |",
+              flush=True)
+
+
 def main():
     repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     steps = int(sys.argv[2]) if len(sys.argv) > 2 else 8
     models = sys.argv[3:] or ["resnet18", "resnet50"]
     base = {k: v for k, v in os.environ.items() if not k.startswith("REPROCHECK_")}
+    if os.environ.get("BASELINE"):
+        return baseline(repeats, steps, models, base)
     print(f"`reprocheck run` per step inside the process, {steps} steps (the first not counted), {repeats} pairs\n")
     print("| model | layers | plain step (ms) | captured step (ms) | ratio (min-max) |")
     print("|---|---|---:|---:|---:|")
