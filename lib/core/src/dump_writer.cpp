@@ -104,7 +104,7 @@ const TensorMeta& DumpWriter::write(TensorMeta meta, const void* data, size_t nb
                                nbytes, meta.numel, meta.dtype));
   meta.order = static_cast<int64_t>(index_.size());
   meta.hash = hash ? *hash : hash_bytes(data, nbytes);
-  if (hashes_only_ && !keep_data && !keep_.count(meta.key())) {
+  if (!keep_data && !keeps_data(meta)) {
     meta.dataset = kHashOnlyXxh3;
     index_.push_back(std::move(meta));
     return index_.back();

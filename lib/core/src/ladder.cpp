@@ -99,6 +99,8 @@ namespace {
 
 // One check's plan: the options, the golden, and how the lists of dumps to compare are made.
 struct Check {
+  Check(Runner& r, const CheckOptions& options, const ProgressFn& p)
+      : runner(r), o(options), progress(p), compare(options.compare) {}
   Runner& runner;
   const CheckOptions& o;
   const ProgressFn& progress;
@@ -361,7 +363,7 @@ void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dum
 }  // namespace
 
 CheckResult run_check(Runner& runner, const CheckOptions& o, const ProgressFn& progress) {
-  Check check{runner, o, progress, o.compare, false, false, {}, std::nullopt, {}};
+  Check check(runner, o, progress);
   check.golden = !o.baseline.empty();
   check.compare.allow_other_model = check.golden;
   // The runs' dumps were written by this check into its private folder: they need no isolated

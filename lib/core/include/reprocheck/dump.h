@@ -48,7 +48,8 @@ class DumpWriter {
   // (TensorMeta::key()) listed in `plan_path`, one per line. Throws InputError when it cannot be read.
   void keep_data_from(const std::string& plan_path);
   // Whether write() keeps `m`'s data: a full dump, or a key of the plan. Thread-safe after setup.
-  bool keeps_data(const TensorMeta& m) const { return !hashes_only_ || keep_.count(m.key()) > 0; }
+  // Without a plan no key is formatted: this runs for every record of a hash-only capture.
+  bool keeps_data(const TensorMeta& m) const { return !hashes_only_ || (!keep_.empty() && keep_.count(m.key()) > 0); }
   size_t plan_size() const { return keep_.size(); }
 
   void commit();
