@@ -32,15 +32,16 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import _core
+from . import _torch_patches as patches
 from ._data import Loaders, subset_indices
 from ._drill import make_drill
 from ._models import Model, Models, SelectorError
-from ._records import Recorder, Row, distributed, json_attribute, provenance
+from ._records import Losses, OutputHashes, Recorder, Row, distributed, json_attribute, provenance
 from ._replay import load_replay
 from ._rng import RngTracker
 from ._shards import describe, describe_flat, is_flat_param, is_sharded, local_tensor
-from ._torch_patches import IndexedBatch, check_torch_version, compiling, patch_data_loading, patch_module_compile
-from ._util import DTYPES, apply_knobs, host_array, report_error, report_process_error, tensors
+from ._torch_patches import IndexedBatch, check_torch_version, compiling
+from ._util import DTYPES, apply_knobs, report_error, report_process_error, tensors
 
 _STATE_KINDS = ("param", "param_grad", "optim_state", "buffer")
 
@@ -76,6 +77,8 @@ class Session:
         self.input_hashes: dict[int, list] = {}
         self.calls: dict[Any, int] = {}  # per step: how often a key was recorded
         self.depth = 0
+        self.in_backward = 0  # inside torch.autograd.backward, called through install()'s wrapper
+        self.output_hashes = OutputHashes()
         self.step = 0
         self.step_open = False  # the step's RNG states are recorded
         self.pending_close = False  # an optimizer stepped: the step ends at the next iteration
@@ -86,8 +89,7 @@ class Session:
         self.saw_forward = False
         self.crashed = False
         self.notes: list[str] = []
-        self.losses: list = []  # (step, loss) of the open step, checked for NaN/Inf when it ends
-        self.nonfinite_steps: list[int] = []
+        self.losses = Losses()
         self.dropout_elements = 0
         self.op_generators: dict[str, str] = {}
         self.shards: dict[str, dict] = {}  # a sharded tensor's name: where its local shard sits
@@ -107,28 +109,17 @@ class Session:
                    register_module_forward_hook(self._post_forward, always_call=True),
                    register_optimizer_step_post_hook(lambda opt, args, kwargs: self.on_optimizer_step(opt))]
         self._undo += [h.remove for h in handles]
-        original_backward = torch.autograd.backward
-
-        def backward(tensors_: Any, *args: Any, **kwargs: Any) -> Any:
-            self._on_backward(tensors_)
-            return original_backward(tensors_, *args, **kwargs)
-
-        torch.autograd.backward = backward  # type: ignore[assignment]
-        self._undo.append(lambda: setattr(torch.autograd, "backward", original_backward))
-        self._undo.append(patch_data_loading(self.loaders.on_iter, self.on_next))
-        self._undo.append(patch_module_compile(self.compiled_call))
+        self._undo.append(patches.patch_backward(self._on_backward, self._after_backward))
+        self._undo.append(patches.patch_data_loading(self.loaders.on_iter, self.on_next))
+        self._undo.append(patches.patch_module_compile(self.compiled_call))
         atexit.register(self._at_exit)
         self._undo.append(lambda: atexit.unregister(self._at_exit))
-        original_hook = sys.excepthook
+        self._undo.append(patches.patch_excepthook(self._on_crash))
 
-        def excepthook(*exc: Any) -> None:
-            self.crashed = True  # the script's own error is the message, not a missing step
-            if not issubclass(exc[0], KeyboardInterrupt):
-                report_process_error(exc[0], exc[1])
-            original_hook(*exc)
-
-        sys.excepthook = excepthook
-        self._undo.append(lambda: setattr(sys, "excepthook", original_hook))
+    def _on_crash(self, exc_type: type, exc: BaseException) -> None:
+        self.crashed = True  # the script's own error is the message, not a missing step
+        if not issubclass(exc_type, KeyboardInterrupt):
+            report_process_error(exc_type, exc)
 
     def uninstall(self) -> None:
         """Puts back everything install() changed (tests run several sessions in one process)."""
@@ -149,8 +140,9 @@ class Session:
         self.calls[key] = n + 1
         return n
 
-    def _write(self, phase: str, layer: str, layer_type: str, kind: str, name: str, t: torch.Tensor,
-               call: int = 0, input_hash: int | None = None, step: int | None = None, keep: bool = False) -> None:
+    def _write(self, phase: str, layer: str, layer_type: str, kind: str, name: str, t: torch.Tensor, call: int = 0,
+               input_hash: int | None = None, step: int | None = None, keep: bool = False,
+               defer: bool = False) -> int | None:
         if is_sharded(t):
             if kind in _STATE_KINDS:
                 key = f"{layer}.{name}" if layer else name
@@ -164,7 +156,7 @@ class Session:
         dtype = DTYPES.get(t.dtype, "")
         row = Row(self.step if step is None else step, phase, layer, layer_type, kind, name, call, dtype,
                   list(t.shape), input_hash)
-        self.recorder.write(row, t, keep)
+        return self.recorder.write(row, t, keep, defer)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -196,11 +188,12 @@ class Session:
             for name, b in model.root.named_buffers():
                 layer, _, own = model.path(name).rpartition(".")
                 self._write("after_step", layer, self.models.types.get(layer, ""), "buffer", own, b,
-                            call=self._count(("after_step", layer, own)))
-        self._check_losses()
+                            call=self._count(("after_step", layer, own)), defer=True)
+        self.losses.check(self.step)
         self.recorder.flush()
         self.step += 1
         self.calls = {}
+        self.output_hashes.clear()
         self.step_open = False
         self.pending_close = False
         if exit_when_done and self.step >= self.steps:
@@ -220,14 +213,14 @@ class Session:
                     continue
                 layer, _, own = name.rpartition(".")
                 layer_type = self.models.types.get(layer, "")
-                self._write("after_step", layer, layer_type, "param", own, p, call=self._count(("after_step", name)))
+                self._write("after_step", layer, layer_type, "param", own, p, call=self._count(("after_step", name)),
+                            defer=True)
                 state = optimizer.state.get(p, {})
-                if not isinstance(state, dict):
-                    continue
-                for key, value in state.items():
+                for key, value in state.items() if isinstance(state, dict) else ():
                     if isinstance(value, torch.Tensor):
                         self._write("after_step", layer, layer_type, "optim_state", f"{own}.{key}", value,
-                                    call=self._count(("optim", name, key)))
+                                    call=self._count(("optim", name, key)), defer=True)
+        self.recorder.settle()
         self.pending_close = True
         self._stop_if_plan_done()
 
@@ -240,16 +233,8 @@ class Session:
             for name, p in model.root.named_parameters():
                 layer, _, own = model.path(name).rpartition(".")
                 self._write("after_step", layer, self.models.types.get(layer, ""), "param", own, p,
-                            call=self._count(("after_step", model.path(name))))
+                            call=self._count(("after_step", model.path(name))), defer=True)
         self._close_step(exit_when_done=True)
-
-    def _check_losses(self) -> None:
-        if not self.losses:
-            return
-        values = torch.stack([t.detach().float().reshape(()).cpu() for _, t in self.losses])
-        if not bool(torch.isfinite(values).all()) and self.step not in self.nonfinite_steps:
-            self.nonfinite_steps.append(self.step)
-        self.losses = []
 
     # -- models ---------------------------------------------------------------------------------
 
@@ -285,7 +270,8 @@ class Session:
         for name, t in list(root.named_parameters()) + list(root.named_buffers()):
             layer, _, own = model.path(name).rpartition(".")
             kind = "param" if isinstance(t, torch.nn.Parameter) else "buffer"
-            self._write("init", layer, types.get(layer, ""), kind, own, t, step=-1)
+            self._write("init", layer, types.get(layer, ""), kind, own, t, step=-1, defer=True)
+        w.settle()
 
     # -- hooks ----------------------------------------------------------------------------------
 
@@ -308,7 +294,7 @@ class Session:
             if id(module) in self.models.tapped and self.recording():
                 h = 0
                 for _, t in tensors(tuple(args)):
-                    h = _core.combine_hash(h, _core.hash_bytes(host_array(t)))
+                    h = _core.combine_hash(h, self.output_hashes.input_hash(t))
                 self.input_hashes.setdefault(id(module), []).append(h)
         if model is not None and self.ops and not model.compiled:
             from ._ops import OpTap
@@ -380,7 +366,8 @@ class Session:
                     t = ref.to(device=t.device, dtype=t.dtype).view(t.shape).requires_grad_(t.requires_grad)
                 replaced = True
             values.append(t)
-            self._write("forward", path, layer_type, "activation", name, t, call, input_hash)
+            h = self._write("forward", path, layer_type, "activation", name, t, call, input_hash)
+            self.output_hashes.remember(t, h)
             self._hook_grad(t, path, layer_type, name, call)
         if not replaced:
             return None
@@ -405,13 +392,18 @@ class Session:
         t.register_hook(on_grad)
 
     def _on_backward(self, tensors_: Any) -> None:
+        self.in_backward += 1
         if not self.models or not self.recording() or compiling():
             return
         t = tensors_ if isinstance(tensors_, torch.Tensor) else (tensors_[0] if tensors_ else None)
         if isinstance(t, torch.Tensor) and t.numel() == 1:
             self._write("loss", "", "", "loss", "loss", t, call=self._count("loss"))
-            self.losses.append((self.step, local_tensor(t.detach())))
+            self.losses.add(t)
         self._stop_if_plan_done()
+
+    def _after_backward(self) -> None:
+        self.in_backward -= 1
+        self.recorder.settle()  # the gradients recorded during backward, before the script sees them
 
     def _param_grad_hook(self, name: str) -> Callable[[torch.Tensor], None]:
         return lambda p: self._on_param_grad(name, p)
@@ -426,7 +418,10 @@ class Session:
             grad = local_tensor(p.grad)
             with torch.no_grad():
                 grad.copy_(ref.to(device=grad.device, dtype=grad.dtype).view(grad.shape))
-        self._write("param_grad", layer, self.models.types.get(layer, ""), "param_grad", own, p.grad, call)
+        # Until backward returns (one that install()'s wrapper sees), only autograd touches the
+        # gradient: it can wait for settle(). A distributed run's gradients are reduced in place.
+        self._write("param_grad", layer, self.models.types.get(layer, ""), "param_grad", own, p.grad, call,
+                    defer=self.in_backward > 0 and not distributed())
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -473,8 +468,8 @@ class Session:
         if not self.recorder.opened:
             return
         w = self.recorder
-        w.set_run_attributes(self.options, self.step, self.dropout_elements, self.nonfinite_steps, self.op_generators,
-                             self.shards)
+        w.set_run_attributes(self.options, self.step, self.dropout_elements, self.losses.nonfinite_steps,
+                             self.op_generators, self.shards)
         notes = self.models.notes + self.notes + self.drill.finish(w)
         if w.skipped:
             notes.append(f"{w.skipped} tensor(s) of dtypes a dump cannot store were not recorded")

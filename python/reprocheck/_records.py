@@ -2,7 +2,9 @@
 
 Full capture writes each tensor's bytes at once. Hash-only capture hashes a CPU tensor at once and
 a device tensor on its device, keeping the row until the step ends, when the step's device hashes
-cross to the host in one transfer.
+cross to the host in one transfer. A CPU tensor that nothing can change before `settle()` (an
+optimizer's state in its step hook, the parameters' gradients until backward returns) may be
+written deferred: `settle()` hashes the waiting ones together, on as many threads as torch uses.
 """
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ import json
 import os
 import platform
 import threading
+import weakref
 from typing import Any, NamedTuple
 
 import torch
 
 from . import _core
+from ._shards import local_tensor
 from ._util import DTYPES, device_hash, host_array
 
 
@@ -42,8 +46,48 @@ class Row(NamedTuple):
 
 class PendingHash(NamedTuple):
     row: Row
-    value: int | torch.Tensor  # an XXH3 hash, or a device tensor holding hash_words
+    value: Any  # an XXH3 hash; a device tensor holding hash_words; a host array to hash at settle()
     words: bool
+
+
+class Losses:
+    """The open step's losses, checked for NaN or Inf when the step ends."""
+
+    def __init__(self) -> None:
+        self.open: list[torch.Tensor] = []
+        self.nonfinite_steps: list[int] = []
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.open.append(local_tensor(loss.detach()))
+
+    def check(self, step: int) -> None:
+        if not self.open:
+            return
+        values = torch.stack([t.float().reshape(()).cpu() for t in self.open])
+        if not bool(torch.isfinite(values).all()) and step not in self.nonfinite_steps:
+            self.nonfinite_steps.append(step)
+        self.open = []
+
+
+class OutputHashes:
+    """The hashes of this step's tapped outputs, by tensor: a tapped layer's input that is one of
+    them, unchanged since (a conv's output into a batch norm), is not hashed again."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, tuple] = {}  # id: (weakref, version counter, hash)
+
+    def remember(self, t: torch.Tensor, h: int | None) -> None:
+        if h is not None and not t.is_inference():
+            self.seen[id(t)] = (weakref.ref(t), t._version, h)
+
+    def input_hash(self, t: torch.Tensor) -> int:
+        seen = self.seen.get(id(t))
+        if seen is not None and seen[0]() is t and seen[1] == t._version:
+            return int(seen[2])
+        return _core.hash_bytes(host_array(t))
+
+    def clear(self) -> None:
+        self.seen = {}
 
 
 def process_rank() -> int | None:
@@ -87,6 +131,7 @@ class Recorder:
         self.lock = threading.RLock()
         self.writer: Any = None
         self.pending: list[PendingHash] = []
+        self.deferred = 0  # pending rows whose host arrays settle() hashes
         self.skipped = 0  # tensors of dtypes or layouts a dump cannot store
         self.attributes: dict[str, Any] = {}
 
@@ -129,24 +174,30 @@ class Recorder:
             if value:
                 self.set_attribute(name, json_attribute(value))
 
-    def write(self, row: Row, t: torch.Tensor, keep: bool = False) -> None:
+    def write(self, row: Row, t: torch.Tensor, keep: bool = False, defer: bool = False) -> int | None:
         """Writes one record: its data, or in a hash-only dump its hash, unless the capture plan lists
-        it or `keep` asks for its data (pass 2's drill-down ops)."""
+        it or `keep` asks for its data (pass 2's drill-down ops). `defer`: the caller guarantees that
+        the tensor does not change before `settle()`. Returns the hash of a CPU tensor's bytes when
+        it was computed here (a hash-only record), else None."""
         if DTYPES.get(t.dtype) is None or t.is_sparse or t.layout != torch.strided:
             self.skipped += 1
-            return
+            return None
         planned = self.hashes_only and bool(self.plan) and row.text_key() in self.plan
         keep = keep and self.hashes_only
         if self.hashes_only and not planned and not keep:
-            if t.device.type == "cpu":
-                value: int | torch.Tensor = _core.hash_bytes(host_array(t))
-                words = False
-            else:
+            value: Any
+            if t.device.type != "cpu":
                 value, words = device_hash(t), True
+            elif defer:
+                value, words = host_array(t), False
+            else:
+                value, words = _core.hash_bytes(host_array(t)), False
             with self.lock:
                 self._open()
                 self.pending.append(PendingHash(row, value, words))
-            return
+                if defer:
+                    self.deferred += 1
+            return value if isinstance(value, int) else None
         data = host_array(t)
         with self.lock:
             if planned or keep:
@@ -155,10 +206,24 @@ class Recorder:
                 self.kept.add(row.text_key())
             self._open().write(row.step, row.phase, row.layer, row.layer_type, row.kind, row.name, row.call,
                                row.dtype, row.shape, data, row.input_hash, planned or keep)
+        return None
+
+    def settle(self) -> None:
+        """Hashes the deferred CPU records, together (largest first, on torch's number of threads,
+        without the GIL); their rows stay in order with the others until flush()."""
+        with self.lock:
+            if not self.deferred:
+                return
+            waiting = [i for i, r in enumerate(self.pending) if not isinstance(r.value, (int, torch.Tensor))]
+            hashes = _core.hash_many([self.pending[i].value for i in waiting], torch.get_num_threads())
+            for i, h in zip(waiting, hashes):
+                self.pending[i] = self.pending[i]._replace(value=h)
+            self.deferred = 0
 
     def flush(self) -> None:
         """Writes the hash-only rows waiting for their device hashes (one transfer)."""
         with self.lock:
+            self.settle()
             rows, self.pending = self.pending, []
             if not rows:
                 return

@@ -6,6 +6,7 @@ checked at start-up.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 import torch
@@ -100,6 +101,35 @@ def patch_data_loading(
         dataloader.DataLoader.__iter__ = original_iter  # type: ignore[method-assign]
 
     return undo
+
+
+def patch_backward(before: Callable[[Any], None], after: Callable[[], None]) -> Callable[[], None]:
+    """Calls `before(tensors)` as torch.autograd.backward starts (Tensor.backward too), and `after()`
+    once it has returned or raised. Returns what undoes it."""
+    original = torch.autograd.backward
+
+    def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            before(tensors)
+            return original(tensors, *args, **kwargs)
+        finally:
+            after()
+
+    torch.autograd.backward = backward
+    return lambda: setattr(torch.autograd, "backward", original)
+
+
+def patch_excepthook(on_crash: Callable[[type, BaseException], None]) -> Callable[[], None]:
+    """Calls `on_crash(type, exception)` for an exception that ends the script, before Python's own
+    report of it. Returns what undoes it."""
+    original = sys.excepthook
+
+    def excepthook(*exc: Any) -> None:
+        on_crash(exc[0], exc[1])
+        original(*exc)
+
+    sys.excepthook = excepthook
+    return lambda: setattr(sys, "excepthook", original)
 
 
 def patch_module_compile(

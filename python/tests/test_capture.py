@@ -146,3 +146,35 @@ def test_the_loss_of_every_step_is_checked_for_nan(capture: Any) -> None:
 
     out = capture(loop, steps=2)
     assert out.attributes["nonfinite_loss"] == "[0, 1]"
+
+
+def test_a_hash_only_capture_hashes_what_a_full_capture_stores(capture: Any) -> None:
+    """Pass 1 hashes the parameters' gradients once backward returns and the optimizer's state in
+    one batch (on several threads), and takes a batch norm's input hash from the conv output it is:
+    every hash and input hash must still be those of the bytes a full capture stores, also where the
+    script changes gradients in place right after backward (clipping) and a ReLU changes a batch
+    norm's output in place before the next conv reads it."""
+
+    def loop() -> None:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3),
+                              nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+        x, y = torch.rand(16, 3, 8, 8), torch.randint(0, 2, (16,))
+        for step in range(2):
+            for half in (slice(0, 8), slice(8, 16)):
+                F.cross_entropy(model(x[half]), y[half]).backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
+            opt.step()
+            opt.zero_grad()
+
+    full = capture(loop, steps=2, threads=2)
+    hashes = capture(loop, steps=2, threads=2, hashes_only=True)
+    assert full.keys() == hashes.keys()
+    pairs = list(zip(full.rows, hashes.rows))
+    assert [r["key"] for r, h in pairs if r["hash"] != h["hash"]] == []
+    assert [r["key"] for r, h in pairs if r["input_hash"] != h["input_hash"]] == []
+    grads = [r for r in full.where(kind="param_grad", layer="0", name="weight")]
+    assert len(grads) == 4 and len({r["hash"] for r in grads}) == 4  # each micro-batch's, before clipping
+    assert len([r for r in full.rows if r["input_hash"] is not None]) == 16  # 4 tapped layers, 4 forwards
+

@@ -22,6 +22,15 @@ def test_the_device_hash_is_the_cores_hash_words(dtype: torch.dtype) -> None:
     assert int(device_hash(t)) & 0xFFFFFFFFFFFFFFFF == _core.hash_words(host_array(t))
 
 
+def test_hash_many_hashes_each_buffer_as_hash_bytes_does() -> None:
+    buffers = [np.arange(n, dtype=np.float32) for n in (0, 1, 1000, 600_000, 300_000)]
+    for threads in (1, 2, 4):
+        assert _core.hash_many(buffers, threads) == [_core.hash_bytes(b) for b in buffers]
+    assert _core.hash_many([], 2) == []
+    with pytest.raises(ValueError, match="not contiguous"):
+        _core.hash_many([np.arange(600_000, dtype=np.float32)[::2]], 2)
+
+
 def test_a_generator_is_recorded_once_it_is_used() -> None:
     tracker = RngTracker()
     assert [s.name for s in tracker.to_record()] == []  # nothing used yet
