@@ -161,7 +161,7 @@ def test_a_hash_only_capture_hashes_what_a_full_capture_stores(capture: Any) -> 
                               nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
         opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
         x, y = torch.rand(16, 3, 8, 8), torch.randint(0, 2, (16,))
-        for step in range(2):
+        for _ in range(2):
             for half in (slice(0, 8), slice(8, 16)):
                 F.cross_entropy(model(x[half]), y[half]).backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
