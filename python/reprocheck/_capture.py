@@ -77,6 +77,7 @@ class Session:
         self.input_hashes: dict[int, list] = {}
         self.calls: dict[Any, int] = {}  # per step: how often a key was recorded
         self.depth = 0
+        self.distributed = False  # several ranks: known once the step begins
         self.in_backward = 0  # inside torch.autograd.backward, called through install()'s wrapper
         self.output_hashes = OutputHashes()
         self.step = 0
@@ -164,6 +165,7 @@ class Session:
         if self.step_open:
             return
         self.step_open = True
+        self.distributed = distributed()
         for s in self.rng.to_record():
             self._write("rng", s.layer, s.type, "rng_state", s.name, s.state)
 
@@ -360,7 +362,7 @@ class Session:
         values = []
         for slot, (_, t) in enumerate(named):
             name = "out" if len(named) == 1 else f"out.{slot}"
-            ref = self.replay.get(f"{self.step}|forward|{path}|activation|{name}|{call}")
+            ref = self.replay.get(f"{self.step}|forward|{path}|activation|{name}|{call}") if self.replay else None
             if ref is not None:
                 with torch.no_grad():
                     t = ref.to(device=t.device, dtype=t.dtype).view(t.shape).requires_grad_(t.requires_grad)
@@ -383,7 +385,7 @@ class Session:
         def on_grad(g: torch.Tensor | None) -> torch.Tensor | None:
             if not self.recording() or g is None:
                 return None
-            ref = self.replay.get(f"{step}|backward|{layer}|grad|{name}|{call}")
+            ref = self.replay.get(f"{step}|backward|{layer}|grad|{name}|{call}") if self.replay else None
             if ref is not None:
                 g = ref.to(device=g.device, dtype=g.dtype).view(g.shape)
             self._write("backward", layer, layer_type, "grad", name, g, call, step=step)
@@ -413,7 +415,7 @@ class Session:
             return
         layer, _, own = name.rpartition(".")
         call = self._count(("param_grad", name))
-        ref = self.replay.get(f"{self.step}|param_grad|{layer}|param_grad|{own}|{call}")
+        ref = self.replay.get(f"{self.step}|param_grad|{layer}|param_grad|{own}|{call}") if self.replay else None
         if ref is not None:
             grad = local_tensor(p.grad)
             with torch.no_grad():
@@ -421,7 +423,7 @@ class Session:
         # Until backward returns (one that install()'s wrapper sees), only autograd touches the
         # gradient: it can wait for settle(). A distributed run's gradients are reduced in place.
         self._write("param_grad", layer, self.models.types.get(layer, ""), "param_grad", own, p.grad, call,
-                    defer=self.in_backward > 0 and not distributed())
+                    defer=self.in_backward > 0 and not self.distributed)
 
     # -- data -----------------------------------------------------------------------------------
 

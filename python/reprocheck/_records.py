@@ -215,7 +215,8 @@ class Recorder:
             if not self.deferred:
                 return
             waiting = [i for i, r in enumerate(self.pending) if not isinstance(r.value, (int, torch.Tensor))]
-            hashes = _core.hash_many([self.pending[i].value for i in waiting], torch.get_num_threads())
+            threads = min(torch.get_num_threads(), 8)  # memory bandwidth, not cores, bounds it beyond a few
+            hashes = _core.hash_many([self.pending[i].value for i in waiting], threads)
             for i, h in zip(waiting, hashes):
                 self.pending[i] = self.pending[i]._replace(value=h)
             self.deferred = 0
