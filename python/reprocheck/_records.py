@@ -4,7 +4,7 @@ Full capture writes each tensor's bytes at once. Hash-only capture hashes a CPU 
 a device tensor on its device, keeping the row until the step ends, when the step's device hashes
 cross to the host in one transfer. A CPU tensor that nothing can change before `settle()` (an
 optimizer's state in its step hook, the parameters' gradients until backward returns) may be
-written deferred: `settle()` hashes the waiting ones together, on as many threads as torch uses.
+written deferred: `settle()` hashes the waiting ones together, on torch's threads (at most 8).
 """
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ class Recorder:
         self.lock = threading.RLock()
         self.writer: Any = None
         self.pending: list[PendingHash] = []
-        self.deferred = 0  # pending rows whose host arrays settle() hashes
+        self.unhashed: list[int] = []  # positions in `pending` of rows whose host arrays settle() hashes
         self.skipped = 0  # tensors of dtypes or layouts a dump cannot store
         self.attributes: dict[str, Any] = {}
 
@@ -194,9 +194,9 @@ class Recorder:
                 value, words = _core.hash_bytes(host_array(t)), False
             with self.lock:
                 self._open()
-                self.pending.append(PendingHash(row, value, words))
                 if defer:
-                    self.deferred += 1
+                    self.unhashed.append(len(self.pending))
+                self.pending.append(PendingHash(row, value, words))
             return value if isinstance(value, int) else None
         data = host_array(t)
         with self.lock:
@@ -209,17 +209,16 @@ class Recorder:
         return None
 
     def settle(self) -> None:
-        """Hashes the deferred CPU records, together (largest first, on torch's number of threads,
+        """Hashes the deferred CPU records, together (largest first, on torch's threads, at most 8,
         without the GIL); their rows stay in order with the others until flush()."""
         with self.lock:
-            if not self.deferred:
+            if not self.unhashed:
                 return
-            waiting = [i for i, r in enumerate(self.pending) if not isinstance(r.value, (int, torch.Tensor))]
             threads = min(torch.get_num_threads(), 8)  # memory bandwidth, not cores, bounds it beyond a few
-            hashes = _core.hash_many([self.pending[i].value for i in waiting], threads)
-            for i, h in zip(waiting, hashes):
+            hashes = _core.hash_many([self.pending[i].value for i in self.unhashed], threads)
+            for i, h in zip(self.unhashed, hashes):
                 self.pending[i] = self.pending[i]._replace(value=h)
-            self.deferred = 0
+            self.unhashed = []
 
     def flush(self) -> None:
         """Writes the hash-only rows waiting for their device hashes (one transfer)."""

@@ -35,9 +35,8 @@ rc::Kind kind_of(const std::string& s) {
   return *k;
 }
 
-// The bytes of a contiguous buffer.
-std::pair<const void*, size_t> bytes_of(const py::buffer& data) {
-  py::buffer_info info = data.request();
+// The bytes of a contiguous buffer, while `info` holds it.
+std::pair<const void*, size_t> bytes_of(const py::buffer_info& info) {
   size_t n = static_cast<size_t>(info.size) * static_cast<size_t>(info.itemsize);
   if (n > 0) {
     ssize_t expected = info.itemsize;
@@ -48,6 +47,8 @@ std::pair<const void*, size_t> bytes_of(const py::buffer& data) {
   }
   return {info.ptr, n};
 }
+
+std::pair<const void*, size_t> bytes_of(const py::buffer& data) { return bytes_of(data.request()); }
 
 // The index row of one tensor as the capture describes it.
 rc::TensorMeta make_meta(int step, const std::string& phase, const std::string& layer, const std::string& layer_type,
@@ -162,9 +163,8 @@ std::vector<uint64_t> hash_many(const py::list& buffers, int threads) {
   std::vector<std::pair<const void*, size_t>> spans;
   infos.reserve(buffers.size());
   for (const auto& item : buffers) {
-    auto buffer = py::reinterpret_borrow<py::buffer>(item);
-    spans.push_back(bytes_of(buffer));
-    infos.push_back(buffer.request());  // holds the buffer while the GIL is released
+    infos.push_back(py::reinterpret_borrow<py::buffer>(item).request());  // held while the GIL is released
+    spans.push_back(bytes_of(infos.back()));
   }
   std::vector<uint64_t> out(spans.size());
   std::vector<size_t> order(spans.size());

@@ -242,3 +242,15 @@ TEST(Dump, HashWordsIsTheDocumentedWordSum) {
   const unsigned char high[4] = {0xff, 0xff, 0xff, 0xff};
   EXPECT_EQ(rc::hash_words(high, 4), 0xffffffffULL + 4);
 }
+
+TEST(Dump, AMergedDumpsRankLayerRoundTrips) {
+  // The merge names rank 3's layers "rank3/..." (its model's own records "rank3"); pass 2's plan
+  // names them as the rank wrote them.
+  EXPECT_EQ(reprocheck::rank_layer(3, "layer1.conv"), "rank3/layer1.conv");
+  EXPECT_EQ(reprocheck::rank_layer(3, ""), "rank3");
+  for (const std::string layer : {"layer1.conv", "", "rank3x", "rank30/fc"}) {
+    EXPECT_EQ(reprocheck::rank_of_layer(reprocheck::rank_layer(3, layer)), 3) << layer;
+    EXPECT_EQ(reprocheck::layer_in_rank(3, reprocheck::rank_layer(3, layer)), layer) << layer;
+  }
+  EXPECT_EQ(reprocheck::layer_in_rank(3, "rank30/fc"), "rank30/fc");  // another rank's: unchanged
+}

@@ -77,11 +77,10 @@ void merge_rank_dumps(const std::vector<std::string>& rank_dumps, const std::str
     const DumpReader& reader = *readers[rank];
     if (rank > 0)
       for (auto& note : replica_disagreements(*readers[0], reader, static_cast<int>(rank))) notes.push_back(note);
-    const std::string prefix = fmt::format("rank{}", rank);
     const nlohmann::json own = shards_of(reader);
     for (TensorMeta m : reader.index()) {
       auto shard = own.find(m.tensor_name());
-      m.layer = m.layer.empty() ? prefix : prefix + "/" + m.layer;
+      m.layer = rank_layer(static_cast<int32_t>(rank), m.layer);
       if (shard != own.end()) shards[m.tensor_name()] = *shard;
       if (!m.has_data()) {
         const bool words = m.dataset == kHashOnlyWords;

@@ -174,11 +174,7 @@ struct Window {
 std::string process_key(const TensorMeta& m) {
   if (m.rank < 0) return m.key();
   TensorMeta own = m;
-  const std::string prefix = fmt::format("rank{}", m.rank);
-  if (own.layer == prefix)
-    own.layer.clear();
-  else if (own.layer.rfind(prefix + "/", 0) == 0)
-    own.layer = own.layer.substr(prefix.size() + 1);
+  own.layer = layer_in_rank(m.rank, m.layer);
   return own.key();
 }
 

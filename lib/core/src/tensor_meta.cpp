@@ -56,6 +56,18 @@ int phase_rank(Phase p) {
   return 9;
 }
 
+std::string rank_layer(int32_t rank, const std::string& layer) {
+  const std::string prefix = "rank" + std::to_string(rank);
+  return layer.empty() ? prefix : prefix + "/" + layer;
+}
+
+std::string layer_in_rank(int32_t rank, const std::string& layer) {
+  const std::string prefix = "rank" + std::to_string(rank);
+  if (layer == prefix) return "";
+  if (layer.rfind(prefix + "/", 0) == 0) return layer.substr(prefix.size() + 1);
+  return layer;
+}
+
 int32_t rank_of_layer(const std::string& layer) {
   if (layer.rfind("rank", 0) != 0) return -1;
   size_t end = layer.find('/');

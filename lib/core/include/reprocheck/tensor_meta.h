@@ -113,6 +113,10 @@ inline LogicalTime logical_time(const TensorMeta& m, int64_t local_order) {
 
 // The rank a merged dump's layer names ("rank3", "rank3/layer1.conv"), or -1.
 int32_t rank_of_layer(const std::string& layer);
+// A rank's layer as a merged dump names it: "rank3" for "", "rank3/layer1.conv" for "layer1.conv".
+std::string rank_layer(int32_t rank, const std::string& layer);
+// The layer as rank `rank` wrote it, without the merged dump's "rankR/" (the inverse of rank_layer).
+std::string layer_in_rank(int32_t rank, const std::string& layer);
 
 // "[3, 0, 1, 2]" for a flat row-major index into `shape`; "-" for a negative index.
 std::string unravel_index(int64_t flat, const std::vector<int64_t>& shape);
