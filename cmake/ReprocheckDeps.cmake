@@ -20,4 +20,17 @@ find_library(XXHASH_LIBRARY xxhash REQUIRED)
 add_library(reprocheck_xxhash INTERFACE)
 target_include_directories(reprocheck_xxhash INTERFACE ${XXHASH_INCLUDE_DIR})
 target_link_libraries(reprocheck_xxhash INTERFACE ${XXHASH_LIBRARY})
+# XXH3 with the widest vector unit the CPU has (AVX2, AVX-512), chosen at run time: the same hashes,
+# several times faster than the library's baseline (SSE2) build on x86-64 (bench/README.md).
+include(CheckSymbolExists)
+set(CMAKE_REQUIRED_INCLUDES ${XXHASH_INCLUDE_DIR})
+set(CMAKE_REQUIRED_LIBRARIES ${XXHASH_LIBRARY})
+set(CMAKE_REQUIRED_DEFINITIONS -DXXH_DISPATCH_DISABLE_REPLACE)
+check_symbol_exists(XXH3_64bits_dispatch xxh_x86dispatch.h REPROCHECK_XXH3_DISPATCH)
+unset(CMAKE_REQUIRED_INCLUDES)
+unset(CMAKE_REQUIRED_LIBRARIES)
+unset(CMAKE_REQUIRED_DEFINITIONS)
+if(REPROCHECK_XXH3_DISPATCH)
+  target_compile_definitions(reprocheck_xxhash INTERFACE REPROCHECK_XXH3_DISPATCH=1)
+endif()
 

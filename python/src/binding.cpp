@@ -1,5 +1,6 @@
 // reprocheck._core: the core's dump writer and reader, hashing and layer selection for the Python
 // front end. Tensors arrive as contiguous buffers (numpy arrays of the tensors' bytes).
+#include <dlfcn.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -155,6 +156,26 @@ void bind_reader(py::module_& m) {
       });
 }
 
+// The OpenMP runtime torch runs its CPU kernels on, when one is loaded (libgomp, as torch's Linux
+// builds use): GOMP_parallel, the entry point of `#pragma omp parallel`. Right after a kernel its
+// worker threads keep spinning on the other cores for a while; threads of our own would share those
+// cores with them (measured: hashing a step's gradients on two std::threads right after backward ran
+// no faster than on one), so the hashing runs on torch's team instead.
+using GompParallel = void (*)(void (*)(void*), void*, unsigned, unsigned);
+GompParallel torch_omp_parallel() {
+  static std::atomic<GompParallel> found{nullptr};
+  GompParallel f = found.load();
+  if (f == nullptr) {
+    void* lib = dlopen("libgomp.so.1", RTLD_LAZY | RTLD_NOLOAD);  // only one already loaded
+    if (lib != nullptr) {
+      f = reinterpret_cast<GompParallel>(dlsym(lib, "GOMP_parallel"));
+      dlclose(lib);  // drops the reference NOLOAD took; torch's stays
+      found.store(f);
+    }
+  }
+  return f;
+}
+
 // XXH3 of each buffer, on up to `threads` threads (the calling one included) without the GIL,
 // the largest buffers first. Hashing is bound by memory bandwidth, which one core does not
 // saturate: a step's parameters, gradients and optimizer state hash about twice as fast on two.
@@ -175,16 +196,31 @@ std::vector<uint64_t> hash_many(const py::list& buffers, int threads) {
   constexpr size_t kParallelBytes = size_t{1} << 20;  // below this a thread costs more than it saves
   size_t workers = total < kParallelBytes ? 1 : std::min<size_t>(std::max(threads, 1), spans.size());
   py::gil_scoped_release release;
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t i; (i = next.fetch_add(1)) < order.size();) {
-      const auto& s = spans[order[i]];
-      out[order[i]] = rc::hash_bytes(s.first, s.second);
+  struct Work {
+    std::atomic<size_t> next{0};
+    const std::vector<size_t>* order;
+    const std::vector<std::pair<const void*, size_t>>* spans;
+    std::vector<uint64_t>* out;
+    static void run(void* self) {
+      auto* w = static_cast<Work*>(self);
+      for (size_t i; (i = w->next.fetch_add(1)) < w->order->size();) {
+        const auto& s = (*w->spans)[(*w->order)[i]];
+        (*w->out)[(*w->order)[i]] = rc::hash_bytes(s.first, s.second);
+      }
     }
-  };
+  } work;
+  work.order = &order;
+  work.spans = &spans;
+  work.out = &out;
+  if (workers > 1) {
+    if (GompParallel parallel = torch_omp_parallel()) {
+      parallel(&Work::run, &work, static_cast<unsigned>(workers), 0);
+      return out;
+    }
+  }
   std::vector<std::thread> pool;
-  for (size_t w = 1; w < workers; ++w) pool.emplace_back(work);
-  work();
+  for (size_t w = 1; w < workers; ++w) pool.emplace_back(&Work::run, &work);
+  Work::run(&work);
   for (auto& t : pool) t.join();
   return out;
 }
@@ -196,6 +232,9 @@ void bind_hashes(py::module_& m) {
   });
   m.def("hash_many", &hash_many, py::arg("buffers"), py::arg("threads"),
         "XXH3 of each contiguous buffer, on up to `threads` threads without the GIL.");
+  m.def(
+      "hash_pool", [] { return torch_omp_parallel() != nullptr ? "openmp" : "threads"; },
+      "The threads hash_many runs on: \"openmp\" (torch's OpenMP team) or \"threads\" (its own).");
   m.def("hash_words", [](const py::buffer& data) {
     auto [ptr, n] = bytes_of(data);
     return rc::hash_words(ptr, n);

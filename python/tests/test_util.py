@@ -31,6 +31,13 @@ def test_hash_many_hashes_each_buffer_as_hash_bytes_does() -> None:
         _core.hash_many([np.arange(600_000, dtype=np.float32)[::2]], 2)
 
 
+def test_hash_many_runs_on_torchs_openmp_threads_when_torch_uses_openmp() -> None:
+    # Right after a kernel, torch's OpenMP workers spin on the other cores: hashing threads of
+    # hash_many's own would share those cores with them (bench/README.md).
+    openmp = "ATen parallel backend: OpenMP" in torch.__config__.parallel_info()
+    assert _core.hash_pool() == ("openmp" if openmp else "threads")
+
+
 def test_a_generator_is_recorded_once_it_is_used() -> None:
     tracker = RngTracker()
     assert [s.name for s in tracker.to_record()] == []  # nothing used yet

@@ -1,9 +1,11 @@
 #include "reprocheck/dump.h"
 
 #include <gtest/gtest.h>
+#include <xxhash.h>
 
 #include <cstring>
 #include <fstream>
+#include <random>
 
 #include "reprocheck/error.h"
 #include "test_util.h"
@@ -176,6 +178,24 @@ TEST(Dump, ReaderRefusesAnotherFormatVersion) {
   } catch (const rc::InputError& e) {
     EXPECT_NE(std::string(e.what()).find("format version 99"), std::string::npos) << e.what();
   }
+}
+
+// hash_bytes may run a vectorized XXH3 (chosen at run time); every dump's hashes, goldens included,
+// rely on it being XXH3-64 of the bytes, whatever the length, alignment and CPU.
+TEST(Dump, HashBytesIsXxh3OfTheBytesAtEveryLengthAndAlignment) {
+  EXPECT_EQ(rc::hash_bytes("", 0), 0x2D06800538D394C2ull);  // XXH3-64 of no bytes, seed 0
+  std::mt19937 gen(7);
+  std::vector<unsigned char> bytes((3 << 20) + 64);
+  for (auto& b : bytes) b = static_cast<unsigned char>(gen());
+  for (size_t len : {1, 3, 4, 8, 16, 17, 128, 129, 240, 241, 1023, 1024, 4096, 65537, 3 << 20})
+    for (size_t offset : {0, 1, 8, 63}) {
+      EXPECT_EQ(rc::hash_bytes(bytes.data() + offset, len), XXH3_64bits(bytes.data() + offset, len))
+          << len << " bytes at offset " << offset;
+    }
+  testutil::TempDir dir;
+  const std::string path = dir.file("blob");
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), 2500000);
+  EXPECT_EQ(rc::hash_file(path), XXH3_64bits(bytes.data(), 2500000));  // streamed in 1 MiB blocks
 }
 
 TEST(Dump, MissingFolderIsAClearError) {

@@ -3,6 +3,10 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <xxhash.h>
+#if REPROCHECK_XXH3_DISPATCH
+#define XXH_DISPATCH_DISABLE_REPLACE
+#include <xxh_x86dispatch.h>
+#endif
 
 #include <cstdio>
 
@@ -154,7 +158,13 @@ std::string sanitize_text(const std::string& raw) {
   return out;
 }
 
-uint64_t hash_bytes(const void* data, size_t nbytes) { return XXH3_64bits(data, nbytes); }
+uint64_t hash_bytes(const void* data, size_t nbytes) {
+#if REPROCHECK_XXH3_DISPATCH
+  return XXH3_64bits_dispatch(data, nbytes);
+#else
+  return XXH3_64bits(data, nbytes);
+#endif
+}
 
 uint64_t hash_file(const std::string& path) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
@@ -162,7 +172,13 @@ uint64_t hash_file(const std::string& path) {
   XXH3_state_t* state = XXH3_createState();
   XXH3_64bits_reset(state);
   std::vector<char> block(1 << 20);
-  for (size_t n; (n = std::fread(block.data(), 1, block.size(), f)) > 0;) XXH3_64bits_update(state, block.data(), n);
+  for (size_t n; (n = std::fread(block.data(), 1, block.size(), f)) > 0;) {
+#if REPROCHECK_XXH3_DISPATCH
+    XXH3_64bits_update_dispatch(state, block.data(), n);
+#else
+    XXH3_64bits_update(state, block.data(), n);
+#endif
+  }
   std::fclose(f);
   const uint64_t h = XXH3_64bits_digest(state);
   XXH3_freeState(state);
