@@ -229,12 +229,9 @@ class Recorder:
                 return
             device = [r.value for r in rows if isinstance(r.value, torch.Tensor)]
             fetched = iter(torch.stack([d.to(device[0].device) for d in device]).cpu().tolist()) if device else iter(())
-            w = self._open()
-            for r in rows:
-                value = next(fetched) if isinstance(r.value, torch.Tensor) else r.value
-                w.write_hash(r.row.step, r.row.phase, r.row.layer, r.row.layer_type, r.row.kind, r.row.name,
-                             r.row.call, r.row.dtype, r.row.shape, value & 0xFFFFFFFFFFFFFFFF, r.words,
-                             r.row.input_hash)
+            self._open().write_hashes([
+                (*r.row[:9], (next(fetched) if isinstance(r.value, torch.Tensor) else r.value) & 0xFFFFFFFFFFFFFFFF,
+                 r.words, r.row.input_hash) for r in rows])
 
     def commit(self) -> None:
         self.flush()

@@ -111,6 +111,23 @@ void bind_writer(py::module_& m) {
           py::arg("input_hash") = py::none(),
           "Stores one tensor's hash and no data (a hash-only dump): XXH3-64 of its bytes, or hash_words when "
           "`words` (computed on a device); returns its order.")
+      .def(
+          "write_hashes",
+          [](rc::DumpWriter& w, const py::list& rows) {
+            // One call for a step's hash-only rows: (step, phase, layer, layer_type, kind, name, call,
+            // dtype, shape, hash, words, input_hash) each, as write_hash takes them.
+            for (const auto& item : rows) {
+              auto r = item.cast<py::tuple>();
+              if (r.size() != 12) throw py::value_error("write_hashes: a row is a tuple of 12 values");
+              auto input_hash = r[11].is_none() ? std::optional<uint64_t>() : r[11].cast<uint64_t>();
+              rc::TensorMeta meta =
+                  make_meta(r[0].cast<int>(), r[1].cast<std::string>(), r[2].cast<std::string>(),
+                            r[3].cast<std::string>(), r[4].cast<std::string>(), r[5].cast<std::string>(),
+                            r[6].cast<int>(), r[7].cast<std::string>(), r[8].cast<std::vector<int64_t>>(), input_hash);
+              w.write_hash(std::move(meta), r[9].cast<uint64_t>(), r[10].cast<bool>());
+            }
+          },
+          py::arg("rows"), "write_hash for each row of a list, in order.")
       .def_property_readonly("hashes_only", &rc::DumpWriter::hashes_only)
       .def("keep_data_from", &rc::DumpWriter::keep_data_from, py::arg("plan_path"),
            "Keeps the data of the records listed in the capture plan (keys, one per line) in a hash-only dump.")

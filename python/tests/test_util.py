@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import numpy as np
 import pytest
@@ -79,3 +80,22 @@ def test_a_shard_is_the_block_torch_chunk_gives_each_rank() -> None:
     assert local_slice([8, 6], [2, 2], [1, 1], [Shard(0), Shard(1)]) == ([4, 3], [4, 3])
     assert local_slice([8, 6], [2, 3], [1, 2], [Shard(0), Replicate()]) == ([4, 0], [4, 6])
     assert local_slice([8, 6], [2], [1], [Shard(-1)]) == ([0, 3], [8, 3])
+
+
+def test_write_hashes_writes_the_rows_write_hash_writes(tmp_path: Any) -> None:
+    rows = [(0, "forward", "conv", "torch.nn.Conv2d", "activation", "out", 0, "float32", [2, 3], 0xFFFFFFFFFFFFFFFF,
+             False, 7),
+            (0, "after_step", "conv", "torch.nn.Conv2d", "param", "weight", 1, "bfloat16", [4], 5, True, None)]
+    for path, one_call in ((tmp_path / "many.h5", True), (tmp_path / "each.h5", False)):
+        w = _core.DumpWriter(str(path), False, True)
+        if one_call:
+            w.write_hashes(rows)
+        else:
+            for r in rows:
+                w.write_hash(*r)
+        w.commit()
+    many, each = (_core.DumpReader(str(tmp_path / f)).index() for f in ("many.h5", "each.h5"))
+    assert many == each and len(many) == 2
+    assert many[0]["hash"] == 0xFFFFFFFFFFFFFFFF and many[0]["input_hash"] == 7 and many[1]["kind"] == "param"
+    with pytest.raises(ValueError, match="12 values"):
+        _core.DumpWriter(str(tmp_path / "bad.h5"), False, True).write_hashes([rows[0][:11]])

@@ -1,5 +1,6 @@
 #include "capture.h"
 
+#include <ATen/Parallel.h>
 #include <c10/core/Event.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <fmt/format.h>
@@ -13,6 +14,8 @@
 #include <deque>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <numeric>
+#include <optional>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -174,6 +177,53 @@ class Session {
     write(std::move(m), t);
   }
 
+  void record_all(Phase phase, const std::vector<StateRecord>& records) {
+    std::vector<TensorMeta> metas;
+    metas.reserve(records.size());
+    for (const auto& r : records) {
+      metas.push_back(meta(phase, r.layer, r.type, r.kind, r.name, 0));
+      substitute(metas.back(), r.t);
+    }
+    std::vector<std::optional<uint64_t>> hashes(records.size());
+    if (hashes_only_) {
+      std::vector<at::Tensor> host(records.size());
+      for (size_t i = 0; i < records.size(); ++i)
+        if (records[i].t.device().is_cpu() && records[i].t.layout() == at::kStrided && !dump_->keeps_data(metas[i]))
+          host[i] = records[i].t.detach().contiguous();
+      hash_host_tensors(host, hashes);
+    }
+    for (size_t i = 0; i < records.size(); ++i) {
+      if (hashes[i])
+        write_hash(std::move(metas[i]), records[i].t, {}, hashes[i]);
+      else
+        write(std::move(metas[i]), records[i].t);
+    }
+  }
+
+  // XXH3 of each defined tensor of `host` into `out`, largest first, on torch's intra-op threads:
+  // hashing is bound by memory bandwidth, which one core does not saturate.
+  static void hash_host_tensors(const std::vector<at::Tensor>& host, std::vector<std::optional<uint64_t>>& out) {
+    std::vector<size_t> order;
+    size_t total = 0;
+    for (size_t i = 0; i < host.size(); ++i)
+      if (host[i].defined()) {
+        order.push_back(i);
+        total += host[i].nbytes();
+      }
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return host[a].nbytes() > host[b].nbytes(); });
+    std::atomic<size_t> next{0};
+    auto work = [&] {
+      for (size_t k; (k = next.fetch_add(1)) < order.size();)
+        out[order[k]] = hash_bytes(host[order[k]].data_ptr(), host[order[k]].nbytes());
+    };
+    constexpr size_t kParallelBytes = size_t{1} << 20;  // below this a thread costs more than it saves
+    const int64_t threads = total < kParallelBytes ? 1 : std::min<int64_t>(at::get_num_threads(), order.size());
+    if (threads <= 1)
+      work();
+    else
+      at::parallel_for(0, threads, 1, [&](int64_t, int64_t) { work(); });
+  }
+
   int step() const { return step_; }
   bool plan_done() const { return plan_done_; }
   double write_seconds() const { return write_seconds_; }
@@ -300,7 +350,9 @@ class Session {
   // Hash-only capture (the ladder's first pass): no copy of the data. A host tensor is hashed
   // (XXH3) in place, now; a device tensor gets hash_words computed on its device, and only those
   // 8 bytes are copied to the host, asynchronously: the forward pass never waits for them.
-  void write_hash(TensorMeta m, const at::Tensor& t, const at::Tensor& input_hash_parts) {
+  // `known`: the XXH3 of a host tensor's bytes, already computed (record_all).
+  void write_hash(TensorMeta m, const at::Tensor& t, const at::Tensor& input_hash_parts,
+                  std::optional<uint64_t> known = std::nullopt) {
     auto start = Clock::now();
     at::NoGradGuard no_grad;
     at::Tensor d = t.detach();
@@ -310,7 +362,9 @@ class Session {
     uint64_t hash = 0;
     at::Tensor host_hash, hash_parts;
     std::shared_ptr<c10::Event> ready;
-    if (d.device().is_cpu()) {
+    if (known) {
+      hash = *known;
+    } else if (d.device().is_cpu()) {
       at::Tensor c = d.contiguous();
       hash = hash_bytes(c.data_ptr(), c.nbytes());
     } else {
@@ -387,6 +441,8 @@ void Capture::record(Phase phase, const std::string& layer, const std::string& t
                      const at::Tensor& t) {
   session_->record(phase, layer, type, kind, name, t);
 }
+
+void Capture::record_all(Phase phase, const std::vector<StateRecord>& records) { session_->record_all(phase, records); }
 
 void Capture::hook_param_grad(at::Tensor param, const std::string& layer, const std::string& type,
                               const std::string& name) {

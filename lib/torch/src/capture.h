@@ -33,6 +33,14 @@ struct OpCapture {
   std::string drill_scope;
 };
 
+// One tensor of a phase's state (a parameter, its optimizer state, a buffer), for Capture::record_all.
+struct StateRecord {
+  std::string layer, type;
+  Kind kind;
+  std::string name;
+  at::Tensor t;
+};
+
 class Capture {
  public:
   Capture(DumpWriter* writer, std::vector<Site> sites, std::map<std::string, at::Tensor> replay, OpCapture ops = {});
@@ -47,6 +55,9 @@ class Capture {
   // replacing it with its reference value first when it is replayed.
   void record(Phase phase, const std::string& layer, const std::string& type, Kind kind, const std::string& name,
               const at::Tensor& t);
+  // record() for each of a phase's state tensors, in order. In a hash-only capture their host
+  // tensors are hashed together first, on torch's intra-op threads (largest first).
+  void record_all(Phase phase, const std::vector<StateRecord>& records);
   // Records `param`'s gradient when autograd produces it, while this capture is active.
   void hook_param_grad(at::Tensor param, const std::string& layer, const std::string& type, const std::string& name);
   // Waits for every captured tensor to reach the dump; rethrows a write error.

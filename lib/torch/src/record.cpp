@@ -202,17 +202,19 @@ void TrainingRun::write_attributes() {
 
 void TrainingRun::record_state(Phase phase) {
   if (!capture_) return;
+  std::vector<detail::StateRecord> state;
   for (const auto& p : module_.named_parameters(true)) {
     auto [layer, name] = split_name(p.name);
-    capture_->record(phase, layer, type_of_[layer], Kind::param, name, p.value);
+    state.push_back({layer, type_of_[layer], Kind::param, name, p.value});
     if (optimizer_ && phase != Phase::init)
       for (const auto& [key, t] : detail::optimizer_state(*optimizer_, p.value))
-        capture_->record(phase, layer, type_of_[layer], Kind::optim_state, name + "." + key, t);
+        state.push_back({layer, type_of_[layer], Kind::optim_state, name + "." + key, t});
   }
   for (const auto& b : module_.named_buffers(true)) {
     auto [layer, name] = split_name(b.name);
-    capture_->record(phase, layer, type_of_[layer], Kind::buffer, name, b.value);
+    state.push_back({layer, type_of_[layer], Kind::buffer, name, b.value});
   }
+  capture_->record_all(phase, state);
 }
 
 void TrainingRun::draw_batch(std::vector<at::Tensor>& inputs, std::vector<at::Tensor>& targets) {
