@@ -1,6 +1,5 @@
 // The option table: every option of reprocheck, one row each (options.h says what the columns
 // mean). Adding an option is adding its field (RunOptions or CheckSettings) and its row here.
-#include <limits>
 
 #include "reprocheck/options.h"
 
@@ -16,7 +15,6 @@ constexpr unsigned kChecks = kCheckCommand | kRunCommand;    // the commands tha
 constexpr unsigned kCompares = kChecks | kDiffCommand;       // the commands that compare and report
 constexpr unsigned kAll = kModel | kRunCommand;
 constexpr unsigned kSetting = kAuditSetting;
-constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // What a run is: its length, seeds, determinism settings, device and mode.
 void run_rows(std::vector<OptionDef>& t) {
