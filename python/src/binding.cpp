@@ -6,9 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
-#include <numeric>
 #include <optional>
-#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -193,9 +191,8 @@ GompParallel torch_omp_parallel() {
   return f;
 }
 
-// XXH3 of each buffer, on up to `threads` threads (the calling one included) without the GIL,
-// the largest buffers first. Hashing is bound by memory bandwidth, which one core does not
-// saturate: a step's parameters, gradients and optimizer state hash about twice as fast on two.
+// XXH3 of each buffer, on up to `threads` threads (the calling one included, torch's OpenMP team
+// when there is one) without the GIL.
 std::vector<uint64_t> hash_many(const py::list& buffers, int threads) {
   std::vector<py::buffer_info> infos;
   std::vector<std::pair<const void*, size_t>> spans;
@@ -204,42 +201,14 @@ std::vector<uint64_t> hash_many(const py::list& buffers, int threads) {
     infos.push_back(py::reinterpret_borrow<py::buffer>(item).request());  // held while the GIL is released
     spans.push_back(bytes_of(infos.back()));
   }
-  std::vector<uint64_t> out(spans.size());
-  std::vector<size_t> order(spans.size());
-  std::iota(order.begin(), order.end(), size_t{0});
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return spans[a].second > spans[b].second; });
-  size_t total = 0;
-  for (const auto& s : spans) total += s.second;
-  constexpr size_t kParallelBytes = size_t{1} << 20;  // below this a thread costs more than it saves
-  size_t workers = total < kParallelBytes ? 1 : std::min<size_t>(std::max(threads, 1), spans.size());
+  rc::RunOnThreads on_torch_team;
+  if (GompParallel parallel = torch_omp_parallel())
+    on_torch_team = [parallel](size_t workers, const std::function<void()>& work) {
+      auto call = [](void* w) { (*static_cast<const std::function<void()>*>(w))(); };
+      parallel(call, const_cast<std::function<void()>*>(&work), static_cast<unsigned>(workers), 0);
+    };
   py::gil_scoped_release release;
-  struct Work {
-    std::atomic<size_t> next{0};
-    const std::vector<size_t>* order;
-    const std::vector<std::pair<const void*, size_t>>* spans;
-    std::vector<uint64_t>* out;
-    static void run(void* self) {
-      auto* w = static_cast<Work*>(self);
-      for (size_t i; (i = w->next.fetch_add(1)) < w->order->size();) {
-        const auto& s = (*w->spans)[(*w->order)[i]];
-        (*w->out)[(*w->order)[i]] = rc::hash_bytes(s.first, s.second);
-      }
-    }
-  } work;
-  work.order = &order;
-  work.spans = &spans;
-  work.out = &out;
-  if (workers > 1) {
-    if (GompParallel parallel = torch_omp_parallel()) {
-      parallel(&Work::run, &work, static_cast<unsigned>(workers), 0);
-      return out;
-    }
-  }
-  std::vector<std::thread> pool;
-  for (size_t w = 1; w < workers; ++w) pool.emplace_back(&Work::run, &work);
-  Work::run(&work);
-  for (auto& t : pool) t.join();
-  return out;
+  return rc::hash_spans(spans, static_cast<size_t>(std::max(threads, 1)), on_torch_team);
 }
 
 void bind_hashes(py::module_& m) {

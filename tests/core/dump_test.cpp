@@ -6,6 +6,7 @@
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "reprocheck/error.h"
 #include "test_util.h"
@@ -196,6 +197,32 @@ TEST(Dump, HashBytesIsXxh3OfTheBytesAtEveryLengthAndAlignment) {
   const std::string path = dir.file("blob");
   std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), 2500000);
   EXPECT_EQ(rc::hash_file(path), XXH3_64bits(bytes.data(), 2500000));  // streamed in 1 MiB blocks
+}
+
+TEST(Dump, HashSpansHashesEachSpanAsHashBytesOnTheThreadsItIsGiven) {
+  std::vector<std::vector<unsigned char>> buffers;
+  for (size_t n : {0, 1, 1000, 700000, 900000, 5}) buffers.emplace_back(n, static_cast<unsigned char>(n % 251));
+  std::vector<std::pair<const void*, size_t>> spans;
+  std::vector<uint64_t> expected;
+  for (const auto& b : buffers) {
+    spans.emplace_back(b.data(), b.size());
+    expected.push_back(rc::hash_bytes(b.data(), b.size()));
+  }
+  for (size_t workers : {1, 2, 4}) EXPECT_EQ(rc::hash_spans(spans, workers), expected) << workers;
+  size_t asked = 0;
+  auto run = [&](size_t workers, const std::function<void()>& work) {
+    asked = workers;
+    std::thread other(work);
+    work();
+    other.join();
+  };
+  EXPECT_EQ(rc::hash_spans(spans, 3, run), expected);
+  EXPECT_EQ(asked, 3u);  // 1.6 MB in all: worth threads
+  asked = 0;
+  spans.resize(3);  // 1 KB in all: the calling thread alone
+  expected.resize(3);
+  EXPECT_EQ(rc::hash_spans(spans, 3, run), expected);
+  EXPECT_EQ(asked, 0u);
 }
 
 TEST(Dump, MissingFolderIsAClearError) {

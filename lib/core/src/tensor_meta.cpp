@@ -8,7 +8,11 @@
 #include <xxh_x86dispatch.h>
 #endif
 
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
+#include <numeric>
+#include <thread>
 
 #include "reprocheck/protocol.h"
 
@@ -164,6 +168,34 @@ uint64_t hash_bytes(const void* data, size_t nbytes) {
 #else
   return XXH3_64bits(data, nbytes);
 #endif
+}
+
+std::vector<uint64_t> hash_spans(const std::vector<std::pair<const void*, size_t>>& spans, size_t max_workers,
+                                 const RunOnThreads& run) {
+  std::vector<uint64_t> out(spans.size());
+  std::vector<size_t> order(spans.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return spans[a].second > spans[b].second; });
+  size_t total = 0;
+  for (const auto& s : spans) total += s.second;
+  constexpr size_t kParallelBytes = size_t{1} << 20;  // below this a thread costs more than it saves
+  const size_t workers = total < kParallelBytes ? 1 : std::min(std::max<size_t>(max_workers, 1), spans.size());
+  std::atomic<size_t> next{0};
+  const std::function<void()> work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < order.size();)
+      out[order[i]] = hash_bytes(spans[order[i]].first, spans[order[i]].second);
+  };
+  if (workers <= 1) {
+    work();
+  } else if (run) {
+    run(workers, work);
+  } else {
+    std::vector<std::thread> pool;
+    for (size_t w = 1; w < workers; ++w) pool.emplace_back(work);
+    work();
+    for (auto& t : pool) t.join();
+  }
+  return out;
 }
 
 uint64_t hash_file(const std::string& path) {

@@ -14,7 +14,6 @@
 #include <deque>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <numeric>
 #include <optional>
 #include <set>
 #include <thread>
@@ -200,28 +199,20 @@ class Session {
     }
   }
 
-  // XXH3 of each defined tensor of `host` into `out`, largest first, on torch's intra-op threads:
-  // hashing is bound by memory bandwidth, which one core does not saturate.
+  // XXH3 of each defined tensor of `host` into `out`, on torch's intra-op threads (hash_spans).
   static void hash_host_tensors(const std::vector<at::Tensor>& host, std::vector<std::optional<uint64_t>>& out) {
-    std::vector<size_t> order;
-    size_t total = 0;
+    std::vector<size_t> index;
+    std::vector<std::pair<const void*, size_t>> spans;
     for (size_t i = 0; i < host.size(); ++i)
       if (host[i].defined()) {
-        order.push_back(i);
-        total += host[i].nbytes();
+        index.push_back(i);
+        spans.emplace_back(host[i].data_ptr(), host[i].nbytes());
       }
-    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return host[a].nbytes() > host[b].nbytes(); });
-    std::atomic<size_t> next{0};
-    auto work = [&] {
-      for (size_t k; (k = next.fetch_add(1)) < order.size();)
-        out[order[k]] = hash_bytes(host[order[k]].data_ptr(), host[order[k]].nbytes());
+    auto on_intra_op_threads = [](size_t workers, const std::function<void()>& work) {
+      at::parallel_for(0, static_cast<int64_t>(workers), 1, [&](int64_t, int64_t) { work(); });
     };
-    constexpr size_t kParallelBytes = size_t{1} << 20;  // below this a thread costs more than it saves
-    const int64_t threads = total < kParallelBytes ? 1 : std::min<int64_t>(at::get_num_threads(), order.size());
-    if (threads <= 1)
-      work();
-    else
-      at::parallel_for(0, threads, 1, [&](int64_t, int64_t) { work(); });
+    const auto hashes = hash_spans(spans, static_cast<size_t>(at::get_num_threads()), on_intra_op_threads);
+    for (size_t k = 0; k < index.size(); ++k) out[index[k]] = hashes[k];
   }
 
   int step() const { return step_; }

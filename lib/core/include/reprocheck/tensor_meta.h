@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -134,6 +135,14 @@ inline constexpr const char* kHashOnlyXxh3 = "hash:xxh3";
 inline constexpr const char* kHashOnlyWords = "hash:words";
 
 uint64_t hash_bytes(const void* data, size_t nbytes);  // XXH3-64
+// How to run `work` on `workers` threads at once, the caller's included (a front end passes its
+// framework's thread pool, whose idle workers would otherwise spin beside new threads).
+using RunOnThreads = std::function<void(size_t workers, const std::function<void()>& work)>;
+// hash_bytes of each span, largest first, on up to `max_workers` threads through `run` (by default
+// threads of its own); below 1 MiB in all, on the calling thread alone. Hashing is bound by memory
+// bandwidth, which one core does not saturate.
+std::vector<uint64_t> hash_spans(const std::vector<std::pair<const void*, size_t>>& spans, size_t max_workers,
+                                 const RunOnThreads& run = {});
 // XXH3-64 of a file's bytes, read in blocks (never the whole file at once); 0 when it cannot be read.
 uint64_t hash_file(const std::string& path);
 // The hash a CUDA device computes without moving the data (docs/dump-format.md): the bytes as
