@@ -2,6 +2,7 @@
 capture on for this process before the user's script runs."""
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from typing import Any
@@ -21,6 +22,10 @@ def _start() -> None:
         from ._capture import Session
 
         _session = Session.from_environment()
+        # What is alive now (the interpreter, torch, the capture) lives as long as the process: kept
+        # out of the collector's full passes, which the step's records would otherwise set off
+        # every 20-30 steps, each as long as a step.
+        gc.freeze()
     except Exception as e:  # a check that silently records nothing would pass: stop instead
         message = str(e) if type(e).__name__ == "UnsupportedTorch" else (
             f"reprocheck's capture could not start in this Python: {type(e).__name__}: {e}")

@@ -178,3 +178,20 @@ def test_a_hash_only_capture_hashes_what_a_full_capture_stores(capture: Any) -> 
     assert len(grads) == 4 and len({r["hash"] for r in grads}) == 4  # each micro-batch's, before clipping
     assert len([r for r in full.rows if r["input_hash"] is not None]) == 16  # 4 tapped layers, 4 forwards
 
+
+
+def test_the_start_up_hook_keeps_what_lives_before_the_script_out_of_full_collections(tmp_path: Any) -> None:
+    """What is alive when the hook has started the capture (torch, the capture) is frozen, so the
+    records of the steps do not set off full collections that walk all of torch's objects; a
+    process without the capture is left as it was."""
+    import os
+    import subprocess
+    import sys
+
+    script = "import gc, sys; sys.stdout.write(str(gc.get_freeze_count()))"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPROCHECK_")}
+    plain = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    env["REPROCHECK_CAPTURE"] = str(tmp_path / "run.h5")
+    captured = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert int(plain.stdout) == 0
+    assert int(captured.stdout) > 10000, captured.stderr  # torch's modules, classes and functions
