@@ -1,8 +1,11 @@
 """`reprocheck run`'s cost per training step, inside the process: bench/resnet_script.py run plainly
 and with the capture on, as `reprocheck run` starts it (pass 1: hashes only; the default layers, and
 --layers all), paired (plain, captured, plain, captured, ...). Each process's steps after the first
-(the first pays for allocation and warm-up) give its median step time; the ratio of a pair is
-captured / plain. Prints the median ratio and its min-max.
+(the first pays for allocation and warm-up) give its median and mean step time; a pair's ratios
+are captured / plain. Prints the median over the pairs of each ratio and its min-max: the ratio of
+medians is the typical step, the ratio of means also counts the occasional slow one (a full garbage
+collection). With SPLIT=1 each pair also runs the capture with hashing switched off
+(bench/capture_no_hash.py): what the hooks and rows cost without the hashes.
 
 With BASELINE=1 it compares, per step, the capture written by hand (Python forward and tensor hooks
 writing every conv, batch-norm and dropout output and gradient and every parameter and gradient
@@ -21,14 +24,19 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def step_median(cmd, env, times):
+def step_times(cmd, env, times):
+    """A process's step times after its first (which pays for allocation and warm-up)."""
     if os.path.exists(times):
         os.remove(times)
     subprocess.run(cmd, check=True, env=dict(env, BENCH_STEP_TIMES=times), stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
     with open(times) as f:
         values = [float(line) for line in f if line.strip()]
-    return statistics.median(values[1:])
+    return values[1:]
+
+
+def step_median(cmd, env, times):
+    return statistics.median(step_times(cmd, env, times))
 
 
 def baseline(repeats, steps, models, base):
@@ -62,26 +70,37 @@ def main():
     base = {k: v for k, v in os.environ.items() if not k.startswith("REPROCHECK_")}
     if os.environ.get("BASELINE"):
         return baseline(repeats, steps, models, base)
+    split = bool(os.environ.get("SPLIT"))
     print(f"`reprocheck run` per step inside the process, {steps} steps (the first not counted), {repeats} pairs\n")
-    print("| model | layers | plain step (ms) | captured step (ms) | ratio (min-max) |")
-    print("|---|---|---:|---:|---:|")
+    print("| model | layers | plain step (ms) | captured step (ms) | ratio of medians (min-max) | ratio of means (min-max) |"
+          + (" no hashing: ratio of medians (min-max) |" if split else ""))
+    print("|---|---|---:|---:|---:|---:|" + ("---:|" if split else ""))
+
+    def ratio(values):
+        return f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
+
     for name in models:
-        cmd = [sys.executable, os.path.join(HERE, "resnet_script.py"), name, str(steps)]
+        script = os.path.join(HERE, "resnet_script.py")
         for layers in ("default", "all"):
-            plain, captured, ratios = [], [], []
+            plain, captured, medians, means, bare = [], [], [], [], []
             with tempfile.TemporaryDirectory() as d:
                 times = os.path.join(d, "times")
                 for i in range(repeats):
-                    p = step_median(cmd, base, times)
+                    p = step_times([sys.executable, script, name, str(steps)], base, times)
                     options = {"steps": steps, "layers": layers, "hashes_only": True}
                     env = dict(base, REPROCHECK_CAPTURE=os.path.join(d, f"run-{i}.h5"),
                                REPROCHECK_RUN_OPTIONS=json.dumps(options))
-                    c = step_median(cmd, env, times)
-                    plain.append(p)
-                    captured.append(c)
-                    ratios.append(c / p)
+                    c = step_times([sys.executable, script, name, str(steps)], env, times)
+                    plain.append(statistics.median(p))
+                    captured.append(statistics.median(c))
+                    medians.append(captured[-1] / plain[-1])
+                    means.append(statistics.mean(c) / statistics.mean(p))
+                    if split:
+                        env["REPROCHECK_CAPTURE"] = os.path.join(d, f"bare-{i}.h5")
+                        wrapped = [sys.executable, os.path.join(HERE, "capture_no_hash.py"), script, name, str(steps)]
+                        bare.append(step_median(wrapped, env, times) / plain[-1])
             print(f"| {name} | {layers} | {statistics.median(plain) * 1e3:.1f} | {statistics.median(captured) * 1e3:.1f} | "
-                  f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |", flush=True)
+                  f"{ratio(medians)} | {ratio(means)} |" + (f" {ratio(bare)} |" if split else ""), flush=True)
 
 
 if __name__ == "__main__":

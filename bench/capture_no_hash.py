@@ -1,0 +1,35 @@
+"""Runs a script under `reprocheck run`'s capture with hashing switched off (every hash is 0): what
+the capture costs besides hashing (its hooks, rows and writes). For `script_step_bench.py SPLIT=1`;
+a measurement aid only, the dumps it writes compare nothing.
+
+    REPROCHECK_CAPTURE=out.h5 python bench/capture_no_hash.py SCRIPT [ARG ...]
+"""
+import os
+import runpy
+import sys
+
+capture = os.environ.pop("REPROCHECK_CAPTURE")  # the start-up hook must not start it: started below
+
+from reprocheck import _autostart, _core, _records  # noqa: E402
+
+
+class NoHash:
+    """reprocheck._core as the recorder sees it, with hash_bytes and hash_many doing nothing."""
+
+    def __getattr__(self, name):
+        return getattr(_core, name)
+
+    @staticmethod
+    def hash_bytes(data):
+        return 0
+
+    @staticmethod
+    def hash_many(arrays, threads):
+        return [0] * len(arrays)
+
+
+_records._core = NoHash()
+os.environ["REPROCHECK_CAPTURE"] = capture
+_autostart._start()
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
