@@ -1,5 +1,6 @@
 """A plain resnet training script (eager PyTorch) for `script_step_bench.py`: resnet18 or resnet50
-(fixtures/resnet_mini.py) on 8x3x64x64 batches from a DataLoader, SGD with momentum. Each step's
+(fixtures/resnet_mini.py) on 8x3x64x64 batches from a DataLoader ($BENCH_PIXELS: another image
+size), SGD with momentum. Each step's
 seconds are appended to $BENCH_STEP_TIMES as it ends (a capture that ends the script after its
 steps still leaves them).
 
@@ -57,7 +58,8 @@ def main():
     steps = int(sys.argv[2]) if len(sys.argv) > 2 else 12
     torch.manual_seed(0)
     model = resnet_mini.ResNet18() if name == "resnet18" else resnet_mini.ResNet50()
-    data = TensorDataset(torch.randn(8 * steps, 3, 64, 64), torch.randint(0, 1000, (8 * steps,)))
+    pixels = int(os.environ.get("BENCH_PIXELS", "64"))
+    data = TensorDataset(torch.randn(8 * steps, 3, pixels, pixels), torch.randint(0, 1000, (8 * steps,)))
     loader = DataLoader(data, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(0))
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     out = os.environ.get("BENCH_STEP_TIMES")

@@ -13,6 +13,8 @@ with h5py: the script's $BENCH_H5PY mode) with reprocheck's capture of the same 
 and hashes only: how many times less time per step the capture adds.
 
     .venv/bin/python bench/script_step_bench.py [REPEATS=5] [STEPS=8] [MODEL ...]
+
+$BENCH_PIXELS sets the image size of the script's batches (default 64).
 """
 import json
 import os
