@@ -24,7 +24,7 @@ def _start() -> None:
         _session = Session.from_environment()
         # What is alive now (the interpreter, torch, the capture) lives as long as the process: kept
         # out of the collector's full passes, which the step's records would otherwise set off
-        # every 20-30 steps, each as long as a step.
+        # about every 20 steps, each as long as a step.
         gc.freeze()
     except Exception as e:  # a check that silently records nothing would pass: stop instead
         message = str(e) if type(e).__name__ == "UnsupportedTorch" else (

@@ -1,7 +1,11 @@
-"""The capture on small models in this process: steps, keys, models, layers, data, unwinding."""
+"""The capture on small models in this process: steps, keys, models, layers, data, unwinding; and
+what the start-up hook does to a fresh process."""
 from __future__ import annotations
 
 import collections
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -179,15 +183,10 @@ def test_a_hash_only_capture_hashes_what_a_full_capture_stores(capture: Any) -> 
     assert len([r for r in full.rows if r["input_hash"] is not None]) == 16  # 4 tapped layers, 4 forwards
 
 
-
 def test_the_start_up_hook_keeps_what_lives_before_the_script_out_of_full_collections(tmp_path: Any) -> None:
     """What is alive when the hook has started the capture (torch, the capture) is frozen, so the
     records of the steps do not set off full collections that walk all of torch's objects; a
     process without the capture is left as it was."""
-    import os
-    import subprocess
-    import sys
-
     script = "import gc, sys; sys.stdout.write(str(gc.get_freeze_count()))"
     env = {k: v for k, v in os.environ.items() if not k.startswith("REPROCHECK_")}
     plain = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
