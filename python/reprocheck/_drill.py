@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import _core
 from ._records import json_attribute
-from ._util import UNINITIALIZED, tensors
+from ._util import UNINITIALIZED, host_array, tensors
 
 _OWN_DIRS = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(os.path.abspath(__file__)) + os.sep)
 _TAG = "reprocheck"
@@ -119,9 +119,10 @@ class _Ops(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
+        before = self.drill.input_hash(func, args, kwargs) if self.drill.active else None
         out = func(*args, **kwargs)
         if self.drill.active:
-            self.drill.on_op(func, args, kwargs, out)
+            self.drill.on_op(func, args, kwargs, out, before)
         return out
 
 
@@ -160,7 +161,25 @@ class Drill:
     def in_scope(self, module: str) -> bool:
         return not self.scope or module == self.scope or module.startswith(self.scope + ".")
 
-    def on_op(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+    def input_hash(self, func: Any, args: tuple, kwargs: dict) -> int | None:
+        """The hash of the arguments an op reads, as it is called: its tensors and numbers, so that an
+        input no captured op made (torch.from_numpy, a learning rate from the clock) is compared too.
+        Arguments it writes are left out (the tensor bernoulli_ fills holds whatever memory held)."""
+        schema = func._schema
+        if schema.name.split("::")[-1] in UNINITIALIZED or _is_view(func) or not self.session.recording():
+            return None
+        written = {a.name for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write}
+        read = [v for a, v in zip(schema.arguments, args) if a.name not in written]
+        read += [v for k, v in kwargs.items() if k not in written]
+        h = _core.hash_bytes(repr([v for v in read if isinstance(v, (bool, int, float))]).encode())
+        try:
+            for _, t in tensors(read):
+                h = _core.combine_hash(h, _core.hash_bytes(host_array(t)))
+        except (TypeError, RuntimeError):  # a tensor numpy cannot hold (quantized, sparse)
+            return None
+        return h
+
+    def on_op(self, func: Any, args: tuple, kwargs: dict, out: Any, input_hash: int | None = None) -> None:
         s = self.session
         op = func._schema.name
         if not s.recording() or op.split("::")[-1] in UNINITIALIZED or _is_view(func):
@@ -195,7 +214,8 @@ class Drill:
             names = _RESULT_NAMES.get(op)
             for slot, t in outputs:
                 own = names[slot] if names and slot < len(names) else ("out" if len(results) == 1 else f"out.{slot}")
-                s._write(phase, layer, op, "grad" if backward else "activation", own, t, keep=True)
+                s._write(phase, layer, op, "grad" if backward else "activation", own, t, keep=True,
+                         input_hash=input_hash)
             self.ops += 1
             source: dict[str, Any] = {"op": op, "module": module, "phase": phase, "site": site,
                                       "generator": _generator(args, kwargs),

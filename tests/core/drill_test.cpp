@@ -58,7 +58,7 @@ const std::string kConv = "torch.nn.modules.conv.Conv2d";
 
 }  // namespace
 
-TEST(Drill, PlansOnlyForLayersGradientsAndParameterGradients) {
+TEST(Drill, PlansForLayersGradientsParameterGradientsAndAScriptsUpdate) {
   using rc::Kind;
   using rc::Phase;
   // Records that name their own cause: no pass 3.
@@ -92,6 +92,21 @@ TEST(Drill, PlansOnlyForLayersGradientsAndParameterGradients) {
   ASSERT_TRUE(g.has_value());
   EXPECT_EQ(g->scope, "features.0");
   EXPECT_EQ(g->rank, 1);
+  // A training script's update runs in Python among the step's ops: a parameter or optimizer state
+  // after the step is drilled, every op of its step (the code between backward and the step's end).
+  for (auto m : {meta(0, Phase::after_step, "conv", kConv, Kind::param, "weight"),
+                 meta(0, Phase::after_step, "conv", kConv, Kind::optim_state, "weight.momentum_buffer")}) {
+    auto c = with_first(diff(m, true, "earlier_tensors"));
+    c.ref_options.command = {"python", "train.py"};
+    auto update = rc::plan_drill(c, "auto");
+    ASSERT_TRUE(update.has_value());
+    EXPECT_EQ(update->step, 0);
+    EXPECT_EQ(update->scope, "");
+  }
+  // Not a buffer after the step (a layer's forward updates it, e.g. running statistics).
+  auto buffer = with_first(diff(meta(0, Phase::after_step, "bn", "BatchNorm2d", Kind::buffer, "running_mean"), true));
+  buffer.ref_options.command = {"python", "train.py"};
+  EXPECT_FALSE(rc::plan_drill(buffer, "auto").has_value());
 }
 
 TEST(Drill, ReadsTheFirstDivergentOpInExecutionOrderWithItsSource) {
@@ -173,7 +188,7 @@ TEST(Drill, AnOpAfterAnEarlierDivergenceIsNotASource) {
   EXPECT_EQ(dd.earlier->ref.key(), weight.key());
   EXPECT_NE(dd.note.find("diverged earlier, at head.weight (step 0, after_step)"), std::string::npos) << dd.note;
   // A record with no ops (a parameter update): nothing to drill into there.
-  EXPECT_FALSE(rc::plan_for(*dd.earlier, 1, "auto").has_value());
+  EXPECT_FALSE(rc::plan_for(*dd.earlier, 1, "auto", false).has_value());
   // The step's batch diverged before its ops: the same.
   c3.pairs[0].diffs = {diff(op, false), diff(batch, false)};
   c3.pairs[0].first = 0;
@@ -186,7 +201,7 @@ TEST(Drill, AnOpAfterAnEarlierDivergenceIsNotASource) {
   c3.pairs[0].first = 0;
   dd = rc::read_drill(c3, plan, "auto");
   ASSERT_TRUE(dd.earlier.has_value());
-  auto again = rc::plan_for(*dd.earlier, 1, "auto");
+  auto again = rc::plan_for(*dd.earlier, 1, "auto", false);
   ASSERT_TRUE(again.has_value());
   EXPECT_EQ(again->step, 0);
   EXPECT_EQ(again->scope, "");
@@ -256,4 +271,52 @@ TEST(Drill, TheHintUsesTheOpAndEveryReportCarriesIt) {
   // Without pass 3 the JSON says so.
   c.drill.reset();
   EXPECT_NE(rc::render_json(rc::make_report(c)).find("\"drill_down\": null"), std::string::npos);
+}
+
+TEST(Drill, AnOpWhoseOwnInputsDifferedReadAValueMadeOutsideTheOps) {
+  using rc::Kind;
+  using rc::Phase;
+  rc::DrillPlan plan;
+  plan.step = 0;
+  plan.other_run = 1;
+  auto op = meta(0, Phase::after_step, "aten::add_#3", "aten::add_", Kind::activation, "out", 20);
+  auto drill = [&](bool hashed, uint64_t other_hash, const std::string& within) {
+    rc::Comparison c3;
+    c3.runs = {"a.h5", "b.h5"};
+    c3.ref_index = {op};
+    auto d = diff(op, false);
+    d.ref.has_input_hash = d.other.has_input_hash = hashed;
+    d.ref.input_hash = 7;
+    d.other.input_hash = other_hash;
+    rc::PairComparison p;
+    p.diffs = {d};
+    p.first = 0;
+    c3.pairs.push_back(p);
+    c3.ref_attributes[rc::attr::kOpSources] =
+        R"({"step": 0, "scope": "", "ops": {"aten::add_#3": {"op": "aten::add_", "module": "", "phase": "after_step",)"
+        R"( "file": "train.py", "line": 27, "stack": ["train.py:27 in <module>"])" +
+        (within.empty() ? std::string() : R"(, "within": ")" + within + "\"") + "}}}";
+    return rc::read_drill(c3, plan, "auto");
+  };
+  // Every op before it matched, yet its own inputs (hashed as it was called) differed: the op is
+  // named, with its line, and not called a source.
+  auto dd = drill(true, 8, "");
+  ASSERT_TRUE(dd.found);
+  EXPECT_EQ(dd.source(), "train.py:27");
+  EXPECT_FALSE(*dd.diff.inputs_identical);
+  EXPECT_EQ(dd.diff.inputs_basis, "input_hash");
+  EXPECT_NE(dd.note.find("made outside torch's ops"), std::string::npos) << dd.note;
+  // Equal input hashes, or none (a TorchScript drill): identical, as every op before it matched.
+  for (auto [hashed, other] : {std::pair{true, uint64_t{7}}, std::pair{false, uint64_t{8}}}) {
+    dd = drill(hashed, other, "");
+    EXPECT_TRUE(*dd.diff.inputs_identical);
+    EXPECT_EQ(dd.diff.inputs_basis, "earlier_ops");
+    EXPECT_EQ(dd.note, "");
+  }
+  // Inside a custom op, whose C++ code writes its results: made by that op from identical inputs.
+  dd = drill(true, 8, "reprocheck_zoo::racy_scatter_add");
+  EXPECT_TRUE(*dd.diff.inputs_identical);
+  // Inside a torch function the value still came from outside.
+  dd = drill(true, 8, "torch.nn.functional.dropout");
+  EXPECT_FALSE(*dd.diff.inputs_identical);
 }

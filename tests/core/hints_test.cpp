@@ -338,3 +338,82 @@ TEST(HintRules, EachRuleHoldsToItsEvidenceConditions) {
   EXPECT_NE(threads(false, "cpu"), "thread_reduction");
   EXPECT_NE(threads(true, "cuda:0"), "thread_reduction");
 }
+
+TEST(HintRules, AParameterThatDiffersAfterIdenticalGradientsIsTheStepsOwn) {
+  const std::string linear = "torch.nn.modules.linear.Linear";
+  // A training script: the code between backward and the step's end, or the update; no layer
+  // selection localizes it, so the test is a rerun, never --layers all.
+  auto c = script({meta(0, "after_step", "fc", linear, "param", "weight"), {}, ""});
+  auto h = rc::explain(c);
+  ASSERT_FALSE(h.empty());
+  EXPECT_EQ(h[0].cause, "step_update");
+  EXPECT_NE(h[0].evidence.find("between loss.backward() and the step's end"), std::string::npos) << h[0].evidence;
+  EXPECT_NE(h[0].fix_python.find("np.random.default_rng(0)"), std::string::npos);
+  EXPECT_EQ(h[0].fix_python.find("set_num_threads"), std::string::npos);  // the thread count did not differ
+  EXPECT_EQ(h[0].test_it, "reprocheck run -- python train.py");
+  // Optimizer state is the step's too; with the thread count differing, the fix names it.
+  h = rc::explain(script({meta(0, "after_step", "fc", linear, "optim_state", "weight.exp_avg"), {}, "",
+                          {{"threads", "1 vs 2"}}}));
+  EXPECT_EQ(h[0].cause, "step_update");
+  EXPECT_NE(h[0].evidence.find("threads (1 vs 2)"), std::string::npos);
+  EXPECT_NE(h[0].fix_python.find("set_num_threads"), std::string::npos);
+  // Inherited (an earlier record differed), a buffer, or another seed: not the step's own.
+  EXPECT_NE(first_cause(script({meta(0, "after_step", "fc", linear, "param", "weight"), {}, "", {}, false})),
+            "step_update");
+  EXPECT_NE(first_cause(script({meta(0, "after_step", "bn", "torch.nn.modules.batchnorm.BatchNorm2d", "buffer",
+                                     "running_mean"),
+                                {},
+                                ""})),
+            "step_update");
+  EXPECT_NE(first_cause(script({meta(0, "after_step", "fc", linear, "param", "weight"), {}, "", {{"seed", "0 vs 1"}}})),
+            "step_update");
+  // A TorchScript check: the update is the optimizer's own; at two CPU threads the test is one.
+  auto ts = divergence(meta(0, "after_step", "embed", "torch.nn.modules.sparse.Embedding", "param", "weight"), true,
+                       "earlier_tensors", {});
+  ts.ref_attributes["model"] = "m.pt";
+  ts.ref_options.optimizer = "adamw";
+  ts.ref_options.threads = 2;
+  h = rc::explain(ts);
+  EXPECT_EQ(h[0].cause, "step_update");
+  EXPECT_NE(h[0].evidence.find("the adamw update gave different values"), std::string::npos) << h[0].evidence;
+  EXPECT_EQ(h[0].test_it, "reprocheck m.pt --threads 1");
+  ts.ref_options.threads = 1;  // never the flag the check already had
+  h = rc::explain(ts);
+  EXPECT_EQ(h[0].test_it, "");
+  EXPECT_NE(h[0].evidence.find("at one intra-op thread"), std::string::npos);
+  ts.ref_attributes["device"] = "cuda:0";
+  h = rc::explain(ts);
+  EXPECT_EQ(h[0].test_it, "reprocheck m.pt --deterministic");
+}
+
+TEST(HintRules, AnOpThatReadAValueMadeOutsideTheOpsNamesIt) {
+  // Pass 3's first divergent op had inputs that differed while every op before it matched: neither
+  // a racing op nor an untapped layer, a value from outside torch's ops (numpy's Generator API).
+  auto c = script({meta(0, "forward", "conv", "torch.nn.modules.conv.Conv2d", "activation"), {}, "", {}, false});
+  rc::DrillDown dd;
+  dd.found = true;
+  dd.op = "aten::add";
+  dd.output = "out";
+  dd.file = "train.py";
+  dd.line = 18;
+  dd.diff.ref = meta(0, "forward", "aten::add#0", "aten::add", "activation");
+  dd.diff.status = rc::Status::values_differ;
+  dd.diff.inputs_identical = false;
+  dd.diff.inputs_basis = "input_hash";
+  c.drill = dd;
+  auto h = rc::explain(c);
+  ASSERT_FALSE(h.empty());
+  EXPECT_EQ(h[0].cause, "outside_input");
+  EXPECT_NE(h[0].evidence.find("the first divergence is conv (Conv2d) at step 0 (forward)"), std::string::npos)
+      << h[0].evidence;
+  EXPECT_NE(h[0].evidence.find("called at train.py:18, whose inputs already differed"), std::string::npos);
+  EXPECT_NE(h[0].fix_python.find("np.random.default_rng(0)"), std::string::npos);
+  for (const auto& x : h) {
+    EXPECT_NE(x.cause, "custom_or_atomic_op");
+    EXPECT_NE(x.cause, "untapped_source");
+  }
+  // The same op with identical inputs: an op that differs by itself.
+  c.drill->diff.inputs_identical = true;
+  c.drill->diff.inputs_basis = "earlier_ops";
+  EXPECT_EQ(first_cause(c), "custom_or_atomic_op");
+}

@@ -63,7 +63,8 @@ def has_cuda():
 
 
 def drill_problems(case, report):
-    """The drill-down (pass 3) the case expects: the op, output, module and source line; or none."""
+    """The drill-down (pass 3) the case expects: the op, output, module, source line and whether the
+    op's inputs were identical; or none."""
     dd, want = report["drill_down"], case.get("drill")
     if want == "any":
         return []
@@ -76,7 +77,12 @@ def drill_problems(case, report):
     if dd is None or not dd["found"]:
         return [f"pass 3 found no op: {dd}"]
     problems = [f"drill-down {key} {dd[key]!r}, expected {value!r}" for key, value in want.items()
-                if key != "line" and dd[key] != value]
+                if key not in ("line", "inputs_identical") and dd[key] != value]
+    # The op's own inputs (hashed as it was called): identical unless the case plants a value made
+    # outside torch's ops.
+    inputs = dd["tensor"]["inputs_identical"]
+    if inputs != want.get("inputs_identical", True):
+        problems.append(f"drill-down op inputs_identical {inputs}, expected {want.get('inputs_identical', True)}")
     where = f"{dd['file']}:{dd['line']}"
     if "line" in want and where != want["line"] and not where.endswith("/" + want["line"]):
         problems.append(f"drill-down line {dd['file']}:{dd['line']}, expected {want['line']}")

@@ -23,7 +23,7 @@ std::string own_layer(const TensorMeta& m) {
   return slash == std::string::npos ? m.layer : m.layer.substr(slash + 1);
 }
 
-bool drillable(const TensorDiff& d) {
+bool drillable(const TensorDiff& d, bool update_ops) {
   if (d.status == Status::missing || d.status == Status::extra) return false;  // another path, not other values
   const TensorMeta& m = d.ref;
   switch (m.phase) {
@@ -33,8 +33,10 @@ bool drillable(const TensorDiff& d) {
     case Phase::backward:
     case Phase::param_grad:
       return true;
+    case Phase::after_step:  // the update: a training script's runs in Python, among the step's ops
+      return update_ops && (m.kind == Kind::param || m.kind == Kind::optim_state);
     default:
-      return false;  // data, RNG states, initial weights, the optimizer's update: their records say why
+      return false;  // data, RNG states, initial weights: their records say why
   }
 }
 
@@ -89,9 +91,9 @@ std::string DrillDown::inside() const {
   return bare(within) == bare(op) ? "" : ", inside " + within;
 }
 
-std::optional<DrillPlan> plan_for(const TensorDiff& d, int other_run, const std::string& mode) {
+std::optional<DrillPlan> plan_for(const TensorDiff& d, int other_run, const std::string& mode, bool update_ops) {
   if (mode == "none") return std::nullopt;
-  if (is_op_record(d.ref) || !drillable(d) || d.ref.step < 0) return std::nullopt;
+  if (is_op_record(d.ref) || !drillable(d, update_ops) || d.ref.step < 0) return std::nullopt;
   DrillPlan plan;
   plan.step = d.ref.step;
   plan.other_run = other_run;
@@ -110,7 +112,7 @@ std::optional<DrillPlan> plan_for(const TensorDiff& d, int other_run, const std:
 std::optional<DrillPlan> plan_drill(const Comparison& c, const std::string& mode) {
   const PairComparison* h = c.headline();
   if (!h) return std::nullopt;
-  return plan_for(h->diffs[*h->first], h->other_run, mode);
+  return plan_for(h->diffs[*h->first], h->other_run, mode, !c.ref_options.command.empty());
 }
 
 DrillDown read_drill(const Comparison& c3, const DrillPlan& plan, const std::string& mode) {
@@ -168,12 +170,25 @@ DrillDown read_drill(const Comparison& c3, const DrillPlan& plan, const std::str
   }
   dd.found = true;
   dd.diff = *first;
-  // In execution order every op before it matched: its inputs were identical.
-  dd.diff.inputs_identical = true;
-  dd.diff.inputs_basis = "earlier_ops";
   dd.op = first->ref.layer_type;
   dd.output = first->ref.name;
   read_source(dd, c3.attribute(attr::kOpSources), first->ref);
+  // In execution order every op before it matched. Where the front end hashed the op's own inputs
+  // and numbers (a training script's), an input that no captured op made can still differ: it came
+  // from outside torch's ops (torch.from_numpy, a learning rate from the clock).
+  // Inside a custom op (a C++ extension's own code writes its results), what differs was made by
+  // that op from its identical inputs.
+  const bool custom = dd.within.find("::") != std::string::npos && dd.within.rfind("aten::", 0) != 0;
+  if (!custom && first->ref.has_input_hash && first->other.has_input_hash &&
+      first->ref.input_hash != first->other.input_hash) {
+    dd.diff.inputs_identical = false;
+    dd.diff.inputs_basis = "input_hash";
+    dd.note = "its inputs already differed, though every op before it matched: a tensor or number made outside "
+              "torch's ops (torch.from_numpy, a value computed in Python, a file)";
+  } else {
+    dd.diff.inputs_identical = true;
+    dd.diff.inputs_basis = "earlier_ops";
+  }
   if (dd.module.empty()) {
     const std::string layer = own_layer(first->ref);
     auto colon = layer.find(':');

@@ -40,7 +40,8 @@ struct Loader {
 struct Evidence {
   const Comparison* c = nullptr;
   const PairComparison* pair = nullptr;
-  const TensorDiff* first = nullptr;
+  const TensorDiff* first = nullptr;  // pass 3's first divergent op when it found one, else `headline`
+  const TensorDiff* headline = nullptr;  // the check's first divergent record
   const TensorDiff& d() const { return *first; }
   std::string device;           // of the reference run
   RunOptions options;           // the reference run's
@@ -65,6 +66,8 @@ struct Evidence {
     return categories.is(m.layer_type, c);
   }
   bool random_op() const;
+  // Pass 3's first divergent op had inputs that differed although every op before it matched.
+  bool outside_input() const { return drill && !drill->diff.inputs_identical.value_or(true); }
   // Whether generator `name`'s recorded state differed at the start of `step` or before.
   bool rng_differed_by(const std::string& name, int step) const {
     auto it = rngs.find(name);

@@ -338,7 +338,7 @@ void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dum
     if (dd.earlier) {
       // The runs took another course this time (an op that adds in arrival order raced at an
       // earlier step): drill where they diverged first, or, for a record without ops, run again.
-      if (auto again = plan_for(*dd.earlier, plan.other_run, o.drill)) {
+      if (auto again = plan_for(*dd.earlier, plan.other_run, o.drill, !c3.ref_options.command.empty())) {
         moved = fmt::format(
             "when run again the runs diverged earlier, at {}: an intermittent difference, drilled there", again->why);
         plan = *again;

@@ -101,7 +101,7 @@ std::string drill_text(const DrillDown& dd, const std::string& ref, const Paint&
     out += fmt::format("  {} {}{}\n", dd.forward_site ? "backward of the call at" : "called at", dd.source(),
                        dd.node.empty() ? "" : fmt::format(" ({})", dd.node));
   for (size_t i = 1; i < dd.stack.size() && i < 4; ++i) out += fmt::format("    from {}\n", dd.stack[i]);
-  out += "  every op before it matched: inputs identical\n";
+  if (dd.diff.inputs_identical.value_or(true)) out += "  every op before it matched: inputs identical\n";
   if (!dd.note.empty()) out += "  " + dd.note + "\n";
   out += fmt::format("  run {} vs {}   ", dd.other_run, ref) + statistics(dd.diff);
   return out + "  " + captured + "\n";

@@ -22,11 +22,13 @@ struct DrillPlan {
 
 // The plan for the headline divergence of `c` with --drill `mode` (none, auto, full); nullopt when
 // pass 3 has nothing to add: no divergence, one already at op granularity, or one in the data, the
-// RNG states, the initial weights or the optimizer's update (their records name the cause).
+// RNG states or the initial weights (their records name the cause), or, in a TorchScript check, in
+// the optimizer's update (its C++ ops are not the graph's). A training script's update is drilled.
 std::optional<DrillPlan> plan_drill(const Comparison& c, const std::string& mode);
 
-// The plan for drilling into the divergent record `d` of the pair with run `other_run`.
-std::optional<DrillPlan> plan_for(const TensorDiff& d, int other_run, const std::string& mode);
+// The plan for drilling into the divergent record `d` of the pair with run `other_run`;
+// `update_ops`: the front end's op capture sees the optimizer's update (a training script's).
+std::optional<DrillPlan> plan_for(const TensorDiff& d, int other_run, const std::string& mode, bool update_ops);
 
 // Pass 3's finding from the comparison of its two runs (`c3`, step `plan.step` captured op by op):
 // the first divergent op record, with its source from the reference's `op_sources` attribute. When a
