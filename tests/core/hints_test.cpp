@@ -352,19 +352,18 @@ TEST(HintRules, AParameterThatDiffersAfterIdenticalGradientsIsTheStepsOwn) {
   EXPECT_EQ(h[0].fix_python.find("set_num_threads"), std::string::npos);  // the thread count did not differ
   EXPECT_EQ(h[0].test_it, "reprocheck run -- python train.py");
   // Optimizer state is the step's too; with the thread count differing, the fix names it.
-  h = rc::explain(script({meta(0, "after_step", "fc", linear, "optim_state", "weight.exp_avg"), {}, "",
-                          {{"threads", "1 vs 2"}}}));
+  h = rc::explain(
+      script({meta(0, "after_step", "fc", linear, "optim_state", "weight.exp_avg"), {}, "", {{"threads", "1 vs 2"}}}));
   EXPECT_EQ(h[0].cause, "step_update");
   EXPECT_NE(h[0].evidence.find("threads (1 vs 2)"), std::string::npos);
   EXPECT_NE(h[0].fix_python.find("set_num_threads"), std::string::npos);
   // Inherited (an earlier record differed), a buffer, or another seed: not the step's own.
   EXPECT_NE(first_cause(script({meta(0, "after_step", "fc", linear, "param", "weight"), {}, "", {}, false})),
             "step_update");
-  EXPECT_NE(first_cause(script({meta(0, "after_step", "bn", "torch.nn.modules.batchnorm.BatchNorm2d", "buffer",
-                                     "running_mean"),
-                                {},
-                                ""})),
-            "step_update");
+  EXPECT_NE(
+      first_cause(script(
+          {meta(0, "after_step", "bn", "torch.nn.modules.batchnorm.BatchNorm2d", "buffer", "running_mean"), {}, ""})),
+      "step_update");
   EXPECT_NE(first_cause(script({meta(0, "after_step", "fc", linear, "param", "weight"), {}, "", {{"seed", "0 vs 1"}}})),
             "step_update");
   // A TorchScript check: the update is the optimizer's own; at two CPU threads the test is one.

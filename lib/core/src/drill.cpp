@@ -91,6 +91,26 @@ std::string DrillDown::inside() const {
   return bare(within) == bare(op) ? "" : ", inside " + within;
 }
 
+// In execution order every op before the first divergent op matched. Where the front end hashed
+// the op's own inputs and numbers (a training script's), an input that no captured op made can still
+// differ: it came from outside torch's ops (torch.from_numpy, a learning rate from the clock).
+// Inside a custom op (a C++ extension's own code writes its results), what differs was made by that
+// op from its identical inputs.
+static void judge_inputs(DrillDown& dd, const TensorDiff& first) {
+  const bool custom = dd.within.find("::") != std::string::npos && dd.within.rfind("aten::", 0) != 0;
+  if (!custom && first.ref.has_input_hash && first.other.has_input_hash &&
+      first.ref.input_hash != first.other.input_hash) {
+    dd.diff.inputs_identical = false;
+    dd.diff.inputs_basis = "input_hash";
+    dd.note =
+        "its inputs already differed, though every op before it matched: a tensor or number made outside "
+        "torch's ops (torch.from_numpy, a value computed in Python, a file)";
+  } else {
+    dd.diff.inputs_identical = true;
+    dd.diff.inputs_basis = "earlier_ops";
+  }
+}
+
 std::optional<DrillPlan> plan_for(const TensorDiff& d, int other_run, const std::string& mode, bool update_ops) {
   if (mode == "none") return std::nullopt;
   if (is_op_record(d.ref) || !drillable(d, update_ops) || d.ref.step < 0) return std::nullopt;
@@ -173,22 +193,7 @@ DrillDown read_drill(const Comparison& c3, const DrillPlan& plan, const std::str
   dd.op = first->ref.layer_type;
   dd.output = first->ref.name;
   read_source(dd, c3.attribute(attr::kOpSources), first->ref);
-  // In execution order every op before it matched. Where the front end hashed the op's own inputs
-  // and numbers (a training script's), an input that no captured op made can still differ: it came
-  // from outside torch's ops (torch.from_numpy, a learning rate from the clock).
-  // Inside a custom op (a C++ extension's own code writes its results), what differs was made by
-  // that op from its identical inputs.
-  const bool custom = dd.within.find("::") != std::string::npos && dd.within.rfind("aten::", 0) != 0;
-  if (!custom && first->ref.has_input_hash && first->other.has_input_hash &&
-      first->ref.input_hash != first->other.input_hash) {
-    dd.diff.inputs_identical = false;
-    dd.diff.inputs_basis = "input_hash";
-    dd.note = "its inputs already differed, though every op before it matched: a tensor or number made outside "
-              "torch's ops (torch.from_numpy, a value computed in Python, a file)";
-  } else {
-    dd.diff.inputs_identical = true;
-    dd.diff.inputs_basis = "earlier_ops";
-  }
+  judge_inputs(dd, *first);
   if (dd.module.empty()) {
     const std::string layer = own_layer(first->ref);
     auto colon = layer.find(':');

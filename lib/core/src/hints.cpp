@@ -331,70 +331,6 @@ P thread_reduction(const Evidence& e) {
                   "--threads 1"};
 }
 
-// Pass 3's first divergent op read an input that differed while every op before it matched: a
-// tensor made outside torch's ops, from randomness the seeds do not reach.
-P outside_input(const Evidence& e) {
-  if (!e.outside_input() || e.seed_differs()) return std::nullopt;
-  return Proposal{"outside_input",
-                  "a value made outside torch's ops differs",
-                  fmt::format("the first divergence is {}{}; every op before pass 3's first divergent op matched, "
-                              "yet that op's inputs differed: a tensor or number made outside torch's ops "
-                              "(torch.from_numpy, a value computed in Python, a file) from a source the seeds do "
-                              "not reach{}",
-                              where(*e.headline), e.headline->ref.rank >= 0 ? fmt::format(" on rank {}", e.headline->ref.rank) : "",
-                              rng_note(e.rngs)),
-                  "seed what makes that value: np.random.default_rng(0) (np.random.seed(0) does not seed the "
-                  "Generator API), random.Random(0), torch.Generator().manual_seed(0); nothing from the clock or "
-                  "the OS",
-                  "-",
-                  ""};
-}
-
-// A parameter or optimizer state that differs after the step while every record before it matched
-// (the gradients as backward left them, the parameters before, the RNG states at the step's start):
-// the step itself made the difference. A layer selection cannot localize it further.
-P step_update(const Evidence& e) {
-  const auto& d = *e.headline;
-  if (!d.inputs_identical.value_or(false) || d.ref.phase != Phase::after_step || (d.ref.kind != Kind::param && d.ref.kind != Kind::optim_state) ||
-      e.seed_differs())
-    return std::nullopt;
-  const bool threads = e.differs("threads");
-  if (e.script)
-    return Proposal{
-        "step_update",
-        "the step changed identical parameters differently",
-        fmt::format("{}{} is the first record that differs, and every record before it matched: the gradients as "
-                    "backward left them, the parameters before the step and the RNG states at its start{}. The "
-                    "difference arose between loss.backward() and the step's end: in code there (gradient noise, "
-                    "clipping, in-place edits of .grad or the parameters) or in the optimizer's update",
-                    where(d), d.ref.rank >= 0 ? fmt::format(" on rank {}", d.ref.rank) : "", knob_note(e, {"threads"})),
-        std::string("draw any randomness there from a seeded generator (np.random.default_rng(0), "
-                    "torch.Generator().manual_seed(0); np.random.seed(0) does not seed default_rng()) and take "
-                    "nothing there from the clock or the OS") +
-            (threads ? "; the same torch.set_num_threads(N) in every run (a gradient norm for clipping is a sum "
-                       "split by thread)"
-                     : ""),
-        "-",
-        ""};
-  const bool cuda = e.cuda(), one_thread = !cuda && e.options.threads == 1;
-  const std::string flag = cuda ? "--deterministic" : one_thread ? "-" : "--threads 1";
-  return Proposal{
-      "step_update",
-      "the optimizer's update differs from identical inputs",
-      fmt::format("{} is the first record that differs, and every record before it matched, the gradients "
-                  "included: the {} update gave different values from identical parameters, gradients and state on "
-                  "{}{}{}",
-                  where(d), e.options.optimizer.empty() ? "optimizer's" : e.options.optimizer,
-                  e.device.empty() ? "cpu" : e.device, one_thread ? " at one intra-op thread" : "",
-                  knob_note(e, {"threads"})),
-      cuda         ? "torch.use_deterministic_algorithms(True)"
-      : one_thread ? "-"
-                   : "torch.set_num_threads(N) with the same N in every run; at one thread the update's kernels do "
-                     "not split their work",
-      flag,
-      flag == "-" ? "" : flag};
-}
-
 // Whenever the seeds differed, the seed is named, alongside whatever else applies.
 P seed_differs(const Evidence& e) {
   if (!e.seed_differs()) return std::nullopt;
@@ -429,10 +365,10 @@ P untapped_source(const Evidence& e) {
                   flag};
 }
 
-P atomic_op(const Evidence& e) {
+P atomic_op(const Evidence& e) {  // an op of the step's update (pass 3, after backward) is step_update's
   const auto& d = e.d();
-  // An op of the step's update (pass 3, after backward) is step_update's.
-  if (!e.source() || d.ref.phase == Phase::after_step || (d.ref.phase != Phase::forward && d.ref.phase != Phase::output && !e.drill) || e.random_op() ||
+  if (!e.source() || d.ref.phase == Phase::after_step ||
+      (d.ref.phase != Phase::forward && d.ref.phase != Phase::output && !e.drill) || e.random_op() ||
       e.is(d.ref, LayerCategory::conv) || e.is(d.ref, LayerCategory::dropout) ||
       e.is(d.ref, LayerCategory::batchnorm) || e.seed_differs() || e.differs("threads") || e.differs("mode") ||
       e.differs("data_seed_value"))
@@ -516,11 +452,9 @@ std::string drill_sentence(const DrillDown& dd) {
   std::string line = dd.source().empty() ? ""
                      : dd.forward_site   ? fmt::format(", the backward of the call at {}", dd.source())
                                          : fmt::format(", called at {}", dd.source());
-  return fmt::format(" (pass 3: the first divergent op is {} -> {}{}{}{}, {})", dd.op, dd.output, where, dd.inside(),
-                     line,
-                     dd.diff.inputs_identical.value_or(true)
-                         ? "whose inputs were identical"
-                         : "whose inputs already differed");
+  return fmt::format(
+      " (pass 3: the first divergent op is {} -> {}{}{}{}, {})", dd.op, dd.output, where, dd.inside(), line,
+      dd.diff.inputs_identical.value_or(true) ? "whose inputs were identical" : "whose inputs already differed");
 }
 
 }  // namespace

@@ -101,6 +101,11 @@ const std::vector<RuleRow>& data_rules();
 // The rules of the model, its layers and the run options (hints.cpp).
 const std::vector<RuleRow>& model_rules();
 
+// Pass 3's first divergent op read a value made outside torch's ops; a parameter or optimizer state
+// after the step is the first record to differ (hints_update.cpp).
+std::optional<Proposal> outside_input(const Evidence& e);
+std::optional<Proposal> step_update(const Evidence& e);
+
 inline std::string where(const TensorDiff& d) {
   std::string name = d.ref.tensor_name();
   std::string type =
