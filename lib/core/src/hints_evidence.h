@@ -40,7 +40,7 @@ struct Loader {
 struct Evidence {
   const Comparison* c = nullptr;
   const PairComparison* pair = nullptr;
-  const TensorDiff* first = nullptr;  // pass 3's first divergent op when it found one, else `headline`
+  const TensorDiff* first = nullptr;     // pass 3's first divergent op when it found one, else `headline`
   const TensorDiff* headline = nullptr;  // the check's first divergent record
   const TensorDiff& d() const { return *first; }
   std::string device;           // of the reference run
