@@ -82,3 +82,35 @@ def test_without_a_drill_step_nothing_changes(capture: Any) -> None:
     out = capture(lambda: train(model, 1), steps=1)
     assert "op_sources" not in out.attributes
     assert not [r for r in out.rows if "#" in r["layer"]]
+
+
+class _Recording:
+    """What Drill.input_hash asks of its session."""
+
+    def recording(self) -> bool:
+        return True
+
+
+def test_an_op_carries_the_hash_of_what_it_reads_not_of_what_it_writes() -> None:
+    from reprocheck._drill import Drill
+
+    drill = Drill(_Recording(), 0, "")
+    aten = torch.ops.aten
+    a, b = torch.rand(8), torch.rand(8)
+    # bernoulli_ fills its tensor: whatever that held is not an input.
+    assert drill.input_hash(aten.bernoulli_.float, (a, 0.5), {}) == drill.input_hash(aten.bernoulli_.float, (b, 0.5), {})
+    # add_ reads `other` and its numbers: a value made outside the ops shows there.
+    same = drill.input_hash(aten.add_.Tensor, (a, a), {"alpha": 1.0})
+    assert same == drill.input_hash(aten.add_.Tensor, (b, a), {"alpha": 1.0})
+    assert same != drill.input_hash(aten.add_.Tensor, (a, b), {"alpha": 1.0})
+    assert same != drill.input_hash(aten.add_.Tensor, (a, a), {"alpha": 2.0})
+    # A view makes no new value: no hash.
+    assert drill.input_hash(aten.view.default, (a, [2, 4]), {}) is None
+
+
+def test_the_drill_step_records_the_inputs_of_each_op(capture: Any) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(Block())
+    out = capture(lambda: train(model, 1), steps=1, drill_step=0, drill_scope="")
+    ops = [r for r in out.rows if "#" in r["layer"]]
+    assert ops and all(isinstance(r["input_hash"], int) for r in ops)
