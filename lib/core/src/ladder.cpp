@@ -283,7 +283,7 @@ Comparison Check::second_pass(Comparison c1, const std::vector<std::string>& pas
 
 // Pass 3: the reference and the headline's run again through the step of the first divergence,
 // every op of it captured (within the plan's scope), and the first op that differs. A scoped
-// capture that finds nothing is widened to the whole step once.
+// capture that finds nothing, or an op whose own inputs differed, is widened to the whole step once.
 void Check::third_pass(Comparison& c, const std::vector<std::string>& pass1_dumps) const {
   auto plan = golden ? std::nullopt : plan_drill(c, o.drill);
   if (!plan) return;
@@ -346,6 +346,17 @@ void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dum
       }
       continue;
     }
+    // A scoped capture's op whose own inputs differed: an op outside the scope may have made them
+    // (state another module left behind); every op of the step, once.
+    if (dd.found && !dd.diff.inputs_identical.value_or(true) && !plan.scope.empty() && !widened) {
+      moved = fmt::format(
+          "started in {}, whose first divergent op ({}) read an input made outside it: widened to "
+          "every op of the step",
+          plan.scope, dd.op);
+      plan.scope.clear();
+      widened = true;
+      continue;
+    }
     if (dd.found || dd.ops_captured == 0) break;
     // Not reproduced (an op that adds in arrival order may agree by chance): once more, as it was.
     if (!c3.pairs[0].has_divergence()) continue;
@@ -353,7 +364,7 @@ void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dum
     plan.scope.clear();  // a scoped capture that found nothing: every op of the step
     widened = true;
   }
-  if (dd.found && !moved.empty()) dd.note = moved;
+  if (dd.found && !moved.empty()) dd.note = dd.note.empty() ? moved : moved + "; " + dd.note;
 }
 
 }  // namespace
