@@ -175,7 +175,7 @@ class Drill:
         try:
             for _, t in tensors(read):
                 h = _core.combine_hash(h, _core.hash_bytes(host_array(t)))
-        except (TypeError, RuntimeError):  # a tensor numpy cannot hold (quantized, sparse)
+        except Exception:  # a tensor numpy cannot hold (quantized, sparse, a subclass): no hash, no failure
             return None
         return h
 
