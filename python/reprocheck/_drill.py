@@ -168,6 +168,8 @@ class Drill:
         schema = func._schema
         if schema.name.split("::")[-1] in UNINITIALIZED or _is_view(func) or not self.session.recording():
             return None
+        if self.scope and torch._C._current_autograd_node() is None and not self.in_scope(self.module()):
+            return None  # a forward op outside the drill's module: not recorded
         written = {a.name for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write}
         read = [v for a, v in zip(schema.arguments, args) if a.name not in written]
         read += [v for k, v in kwargs.items() if k not in written]
