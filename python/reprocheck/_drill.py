@@ -30,6 +30,9 @@ _RESULT_NAMES = {
     "aten::native_group_norm_backward": ("grad_input", "grad_weight", "grad_bias"),
 }
 _STACK_DEPTH = 8
+# In-place ops that overwrite their tensor without reading it.
+_OVERWRITES = {"bernoulli_", "uniform_", "normal_", "random_", "exponential_", "geometric_", "cauchy_",
+               "log_normal_", "fill_", "zero_", "copy_", "set_", "resize_", "resize_as_"}
 # reprocheck's functions that call into the user's work (loss.backward() goes through the wrapper).
 _ENTRY_POINTS = {"backward", "compiled_call"}
 
@@ -164,13 +167,16 @@ class Drill:
     def input_hash(self, func: Any, args: tuple, kwargs: dict) -> int | None:
         """The hash of the arguments an op reads, as it is called: its tensors and numbers, so that an
         input no captured op made (torch.from_numpy, a learning rate from the clock) is compared too.
-        Arguments it writes are left out (the tensor bernoulli_ fills holds whatever memory held)."""
+        What it only writes is left out: an out= tensor, and the tensor that a fill (bernoulli_,
+        zero_, copy_) overwrites, which holds whatever memory held; add_ and div_ read theirs."""
         schema = func._schema
         if schema.name.split("::")[-1] in UNINITIALIZED or _is_view(func) or not self.session.recording():
             return None
         if self.scope and torch._C._current_autograd_node() is None and not self.in_scope(self.module()):
             return None  # a forward op outside the drill's module: not recorded
-        written = {a.name for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write}
+        fills = schema.name.split("::")[-1] in _OVERWRITES
+        written = {a.name for a in schema.arguments
+                   if a.alias_info is not None and a.alias_info.is_write and (a.kwarg_only or fills)}
         read = [v for a, v in zip(schema.arguments, args) if a.name not in written]
         read += [v for k, v in kwargs.items() if k not in written]
         h = _core.hash_bytes(repr([v for v in read if isinstance(v, (bool, int, float))]).encode())

@@ -100,11 +100,14 @@ def test_an_op_carries_the_hash_of_what_it_reads_not_of_what_it_writes() -> None
     # bernoulli_ fills its tensor: whatever that held is not an input.
     filled = drill.input_hash(aten.bernoulli_.float, (a, 0.5), {})
     assert filled == drill.input_hash(aten.bernoulli_.float, (b, 0.5), {})
-    # add_ reads `other` and its numbers: a value made outside the ops shows there.
+    # add_ reads its own tensor, `other` and its numbers: a value made outside the ops shows there.
     same = drill.input_hash(aten.add_.Tensor, (a, a), {"alpha": 1.0})
-    assert same == drill.input_hash(aten.add_.Tensor, (b, a), {"alpha": 1.0})
+    assert same != drill.input_hash(aten.add_.Tensor, (b, a), {"alpha": 1.0})
     assert same != drill.input_hash(aten.add_.Tensor, (a, b), {"alpha": 1.0})
     assert same != drill.input_hash(aten.add_.Tensor, (a, a), {"alpha": 2.0})
+    # An out= tensor is only written.
+    plain = drill.input_hash(aten.add.out, (a, a), {"out": torch.empty(8)})
+    assert plain == drill.input_hash(aten.add.out, (a, a), {"out": b})
     # A view makes no new value: no hash.
     assert drill.input_hash(aten.view.default, (a, [2, 4]), {}) is None
 
