@@ -170,11 +170,12 @@ class Drill:
         What it only writes is left out: an out= tensor, and the tensor that a fill (bernoulli_,
         zero_, copy_) overwrites, which holds whatever memory held; add_ and div_ read theirs."""
         schema = func._schema
-        if schema.name.split("::")[-1] in UNINITIALIZED or _is_view(func) or not self.session.recording():
+        name = schema.name.split("::")[-1]
+        if name in UNINITIALIZED or _is_view(func) or not self.session.recording():
             return None
         if self.scope and torch._C._current_autograd_node() is None and not self.in_scope(self.module()):
             return None  # a forward op outside the drill's module: not recorded
-        fills = schema.name.split("::")[-1] in _OVERWRITES
+        fills = name in _OVERWRITES
         written = {a.name for a in schema.arguments
                    if a.alias_info is not None and a.alias_info.is_write and (a.kwarg_only or fills)}
         read = [v for a, v in zip(schema.arguments, args) if a.name not in written]

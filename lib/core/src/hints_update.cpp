@@ -11,20 +11,18 @@ namespace reprocheck::hints_detail {
 // tensor made outside torch's ops, from randomness the seeds do not reach.
 std::optional<Proposal> outside_input(const Evidence& e) {
   if (!e.outside_input() || e.seed_differs()) return std::nullopt;
-  return Proposal{
-      "outside_input",
-      "a value made outside torch's ops differs",
-      fmt::format("the first divergence is {}{}; every op before pass 3's first divergent op matched, "
-                  "yet that op's inputs differed: a tensor or number made outside torch's ops "
-                  "(torch.from_numpy, a value computed in Python, a file) from a source the seeds do "
-                  "not reach{}",
-                  where(*e.headline), e.headline->ref.rank >= 0 ? fmt::format(" on rank {}", e.headline->ref.rank) : "",
-                  rng_note(e.rngs)),
-      "seed what makes that value: np.random.default_rng(0) (np.random.seed(0) does not seed the "
-      "Generator API), random.Random(0), torch.Generator().manual_seed(0); nothing from the clock or "
-      "the OS",
-      "-",
-      ""};
+  return Proposal{"outside_input",
+                  "a value made outside torch's ops differs",
+                  fmt::format("the first divergence is {}{}; every op before pass 3's first divergent op matched, "
+                              "yet that op's inputs differed: a tensor or number made outside torch's ops "
+                              "(torch.from_numpy, a value computed in Python, a file) from a source the seeds do "
+                              "not reach{}",
+                              where(*e.headline), e.on_rank(), rng_note(e.rngs)),
+                  "seed what makes that value: np.random.default_rng(0) (np.random.seed(0) does not seed the "
+                  "Generator API), random.Random(0), torch.Generator().manual_seed(0); nothing from the clock or "
+                  "the OS",
+                  "-",
+                  ""};
 }
 
 // A parameter or optimizer state that differs after the step while every record before it matched
@@ -44,7 +42,7 @@ std::optional<Proposal> step_update(const Evidence& e) {
                     "backward left them, the parameters before the step and the RNG states at its start{}. The "
                     "difference arose between loss.backward() and the step's end: in code there (gradient noise, "
                     "clipping, in-place edits of .grad or the parameters) or in the optimizer's update",
-                    where(d), d.ref.rank >= 0 ? fmt::format(" on rank {}", d.ref.rank) : "", knob_note(e, {"threads"})),
+                    where(d), e.on_rank(), knob_note(e, {"threads"})),
         std::string("draw any randomness there from a seeded generator (np.random.default_rng(0), "
                     "torch.Generator().manual_seed(0); np.random.seed(0) does not seed default_rng()) and take "
                     "nothing there from the clock or the OS") +
