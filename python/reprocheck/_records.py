@@ -19,7 +19,7 @@ import torch
 
 from . import _core
 from ._shards import local_tensor
-from ._util import DTYPES, device_hash, host_array
+from ._util import DTYPES, device_hash, hashable, host_array
 
 
 class Row(NamedTuple):
@@ -46,7 +46,7 @@ class Row(NamedTuple):
 
 class PendingHash(NamedTuple):
     row: Row
-    value: Any  # an XXH3 hash; a device tensor holding hash_words; a host array to hash at settle()
+    value: Any  # an XXH3 hash; a device tensor holding hash_words; a CPU tensor or host array to hash at settle()
     words: bool
 
 
@@ -84,7 +84,7 @@ class OutputHashes:
         seen = self.seen.get(id(t))
         if seen is not None and seen[0]() is t and seen[1] == t._version:
             return int(seen[2])
-        return _core.hash_bytes(host_array(t))
+        return _core.hash_bytes(hashable(t))
 
     def clear(self) -> None:
         self.seen = {}
@@ -131,7 +131,7 @@ class Recorder:
         self.lock = threading.RLock()
         self.writer: Any = None
         self.pending: list[PendingHash] = []
-        self.unhashed: list[int] = []  # positions in `pending` of rows whose host arrays settle() hashes
+        self.unhashed: list[int] = []  # positions in `pending` of rows whose bytes settle() hashes
         self.skipped = 0  # tensors of dtypes or layouts a dump cannot store
         self.attributes: dict[str, Any] = {}
 
@@ -186,12 +186,12 @@ class Recorder:
         keep = keep and self.hashes_only
         if self.hashes_only and not planned and not keep:
             value: Any
-            if t.device.type != "cpu":
+            if not t.is_cpu:
                 value, words = device_hash(t), True
             elif defer:
-                value, words = host_array(t), False
+                value, words = hashable(t), False
             else:
-                value, words = _core.hash_bytes(host_array(t)), False
+                value, words = _core.hash_bytes(hashable(t)), False
             with self.lock:
                 self._open()
                 if defer:

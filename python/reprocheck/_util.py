@@ -40,6 +40,17 @@ def host_array(t: torch.Tensor) -> Any:
     return t.resolve_conj().resolve_neg().contiguous().numpy()
 
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def hashable(t: torch.Tensor) -> Any:
+    """What the core's hashers read for a tensor's bytes (hash_bytes, hash_many): a contiguous CPU
+    tensor as it is, with no copy (the caller keeps it alive until hashed); any other as host_array()."""
+    if t.__class__ in _PLAIN and t.is_cpu and t.is_contiguous() and not t.is_conj() and not t.is_neg():
+        return t
+    return host_array(t)
+
+
 def device_hash(t: torch.Tensor) -> torch.Tensor:
     """hash_words of a tensor's bytes, computed where the tensor lives (docs/dump-format.md): the
     bytes as little-endian 32-bit words w_i, sum_i w_i * (i * K + 1) + nbytes mod 2^64, with integer

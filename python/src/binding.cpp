@@ -1,5 +1,6 @@
 // reprocheck._core: the core's dump writer and reader, hashing and layer selection for the Python
-// front end. Tensors arrive as contiguous buffers (numpy arrays of the tensors' bytes).
+// front end. Tensors arrive as contiguous buffers (numpy arrays of the tensors' bytes); the hashers
+// also take a contiguous CPU torch tensor as it is (its data_ptr() and nbytes), with no copy.
 #include <dlfcn.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -48,6 +49,19 @@ std::pair<const void*, size_t> bytes_of(const py::buffer_info& info) {
 }
 
 std::pair<const void*, size_t> bytes_of(const py::buffer& data) { return bytes_of(data.request()); }
+
+// The bytes a hasher reads: a buffer's (held in `held` while the GIL is released), or a torch
+// tensor's from data_ptr() and nbytes. The caller vouches that such a tensor is a contiguous CPU
+// tensor and keeps it alive (python/reprocheck/_util.py: hashable()).
+std::pair<const void*, size_t> bytes_to_hash(const py::handle& item, std::vector<py::buffer_info>& held) {
+  if (PyObject_CheckBuffer(item.ptr())) {
+    held.push_back(py::reinterpret_borrow<py::buffer>(item).request());
+    return bytes_of(held.back());
+  }
+  auto ptr = item.attr("data_ptr")().cast<uintptr_t>();
+  auto n = item.attr("nbytes").cast<size_t>();
+  return {reinterpret_cast<const void*>(ptr), n};
+}
 
 // The index row of one tensor as the capture describes it.
 rc::TensorMeta make_meta(int step, const std::string& phase, const std::string& layer, const std::string& layer_type,
@@ -196,11 +210,9 @@ GompParallel torch_omp_parallel() {
 std::vector<uint64_t> hash_many(const py::list& buffers, int threads) {
   std::vector<py::buffer_info> infos;
   std::vector<std::pair<const void*, size_t>> spans;
-  infos.reserve(buffers.size());
-  for (const auto& item : buffers) {
-    infos.push_back(py::reinterpret_borrow<py::buffer>(item).request());  // held while the GIL is released
-    spans.push_back(bytes_of(infos.back()));
-  }
+  infos.reserve(buffers.size());  // each held while the GIL is released
+  spans.reserve(buffers.size());
+  for (const auto& item : buffers) spans.push_back(bytes_to_hash(item, infos));
   rc::RunOnThreads on_torch_team;
   if (GompParallel parallel = torch_omp_parallel())
     on_torch_team = [parallel](size_t workers, const std::function<void()>& work) {
@@ -212,12 +224,17 @@ std::vector<uint64_t> hash_many(const py::list& buffers, int threads) {
 }
 
 void bind_hashes(py::module_& m) {
-  m.def("hash_bytes", [](const py::buffer& data) {
-    auto [ptr, n] = bytes_of(data);
-    return rc::hash_bytes(ptr, n);
-  });
+  m.def(
+      "hash_bytes",
+      [](const py::handle& data) {
+        std::vector<py::buffer_info> held;
+        auto [ptr, n] = bytes_to_hash(data, held);
+        return rc::hash_bytes(ptr, n);
+      },
+      py::arg("data"), "XXH3 of a contiguous buffer or a contiguous CPU torch tensor.");
   m.def("hash_many", &hash_many, py::arg("buffers"), py::arg("threads"),
-        "XXH3 of each contiguous buffer, on up to `threads` threads without the GIL.");
+        "XXH3 of each contiguous buffer or contiguous CPU torch tensor, on up to `threads` threads "
+        "without the GIL.");
   m.def(
       "hash_pool", [] { return torch_omp_parallel() != nullptr ? "openmp" : "threads"; },
       "The threads hash_many runs on: \"openmp\" (torch's OpenMP team) or \"threads\" (its own).");
