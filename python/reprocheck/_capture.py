@@ -144,13 +144,14 @@ class Session:
     def _write(self, phase: str, layer: str, layer_type: str, kind: str, name: str, t: torch.Tensor, call: int = 0,
                input_hash: int | None = None, step: int | None = None, keep: bool = False,
                defer: bool = False) -> int | None:
-        if is_sharded(t):
+        plain = t.__class__ is torch.Tensor  # neither a DTensor nor an FSDP flat parameter
+        if not plain and is_sharded(t):
             if kind in _STATE_KINDS:
                 key = f"{layer}.{name}" if layer else name
                 if key not in self.shards:
                     self.shards[key] = describe(t)
             t = local_tensor(t)
-        elif kind in _STATE_KINDS and is_flat_param(t):
+        elif not plain and kind in _STATE_KINDS and is_flat_param(t):
             key = f"{layer}.{name}" if layer else name
             if key not in self.shards:
                 self.shards[key] = describe_flat(t)
@@ -188,8 +189,8 @@ class Session:
         self.drill.leave()
         for model in self.models.list:
             for name, b in model.root.named_buffers():
-                layer, _, own = model.path(name).rpartition(".")
-                self._write("after_step", layer, self.models.types.get(layer, ""), "buffer", own, b,
+                layer, own, layer_type = self.models.parts(model.path(name))
+                self._write("after_step", layer, layer_type, "buffer", own, b,
                             call=self._count(("after_step", layer, own)), defer=True)
         self.losses.check(self.step)
         self.recorder.flush()
@@ -213,8 +214,7 @@ class Session:
                 name = self.models.param_names.get(id(p))
                 if name is None:
                     continue
-                layer, _, own = name.rpartition(".")
-                layer_type = self.models.types.get(layer, "")
+                layer, own, layer_type = self.models.parts(name)
                 self._write("after_step", layer, layer_type, "param", own, p, call=self._count(("after_step", name)),
                             defer=True)
                 state = optimizer.state.get(p, {})
@@ -233,8 +233,8 @@ class Session:
         self.stepped = True
         for model in self.models.list:
             for name, p in model.root.named_parameters():
-                layer, _, own = model.path(name).rpartition(".")
-                self._write("after_step", layer, self.models.types.get(layer, ""), "param", own, p,
+                layer, own, layer_type = self.models.parts(model.path(name))
+                self._write("after_step", layer, layer_type, "param", own, p,
                             call=self._count(("after_step", model.path(name))), defer=True)
         self._close_step(exit_when_done=True)
 
@@ -413,7 +413,7 @@ class Session:
     def _on_param_grad(self, name: str, p: torch.Tensor) -> None:
         if not self.recording() or p.grad is None or compiling():
             return
-        layer, _, own = name.rpartition(".")
+        layer, own, layer_type = self.models.parts(name)
         call = self._count(("param_grad", name))
         ref = self.replay.get(f"{self.step}|param_grad|{layer}|param_grad|{own}|{call}") if self.replay else None
         if ref is not None:
@@ -422,7 +422,7 @@ class Session:
                 grad.copy_(ref.to(device=grad.device, dtype=grad.dtype).view(grad.shape))
         # Until backward returns (one that install()'s wrapper sees), only autograd touches the
         # gradient: it can wait for settle(). A distributed run's gradients are reduced in place.
-        self._write("param_grad", layer, self.models.types.get(layer, ""), "param_grad", own, p.grad, call,
+        self._write("param_grad", layer, layer_type, "param_grad", own, p.grad, call,
                     defer=self.in_backward > 0 and not self.distributed)
 
     # -- data -----------------------------------------------------------------------------------

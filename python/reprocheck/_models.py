@@ -41,6 +41,7 @@ class Models:
         self.categories: dict[str, str] = {}  # qualified type -> category
         self.tapped: set[int] = set()
         self.param_names: dict[int, str] = {}  # id(parameter) -> path.name
+        self.name_parts: dict[str, tuple[str, str, str]] = {}  # path.name -> (path, name, type of path)
         self.signature = 0
         self.notes: list[str] = []
         self.leaf_fallback = False
@@ -51,6 +52,15 @@ class Models:
     @property
     def first(self) -> Model:
         return self.list[0]
+
+    def parts(self, name: str) -> tuple[str, str, str]:
+        """A parameter's or buffer's layer, own name and layer type from its full name (the same
+        names every step: split once)."""
+        parts = self.name_parts.get(name)
+        if parts is None:
+            layer, _, own = name.rpartition(".")
+            parts = self.name_parts[name] = (layer, own, self.types.get(layer, ""))
+        return parts
 
     def known(self, module: torch.nn.Module) -> Model | None:
         """The model `module` is the entry of; None for any other module."""

@@ -9,6 +9,7 @@ written deferred: `settle()` hashes the waiting ones together, on torch's thread
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import threading
@@ -63,8 +64,11 @@ class Losses:
     def check(self, step: int) -> None:
         if not self.open:
             return
-        values = torch.stack([t.float().reshape(()).cpu() for t in self.open])
-        if not bool(torch.isfinite(values).all()) and step not in self.nonfinite_steps:
+        if all(t.is_cpu and not t.is_complex() for t in self.open):  # read at once, no tensor ops
+            finite = all(math.isfinite(float(t)) for t in self.open)
+        else:  # one transfer from the device for all of them
+            finite = bool(torch.isfinite(torch.stack([t.float().reshape(()).cpu() for t in self.open])).all())
+        if not finite and step not in self.nonfinite_steps:
             self.nonfinite_steps.append(step)
         self.open = []
 

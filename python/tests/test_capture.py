@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset, random_split
 
 from reprocheck._models import Models, SelectorError
+from reprocheck._records import Losses
 
 
 def data(n: int = 32) -> TensorDataset:
@@ -150,6 +151,20 @@ def test_the_loss_of_every_step_is_checked_for_nan(capture: Any) -> None:
 
     out = capture(loop, steps=2)
     assert out.attributes["nonfinite_loss"] == "[0, 1]"
+
+
+def test_a_step_is_nonfinite_when_any_of_its_losses_is_nan_or_inf() -> None:
+    losses = Losses()
+    steps = [[torch.tensor(1.5), torch.tensor([2.0], dtype=torch.float16)],
+             [torch.tensor(1.0), torch.tensor(float("inf"), dtype=torch.bfloat16)],
+             [torch.tensor(-float("inf"), dtype=torch.float64)],
+             [torch.tensor(3, dtype=torch.int64)],
+             [torch.tensor([float("nan")])]]
+    for step, values in enumerate(steps):
+        for v in values:
+            losses.add(v)
+        losses.check(step)
+    assert losses.nonfinite_steps == [1, 2, 4]
 
 
 def test_a_hash_only_capture_hashes_what_a_full_capture_stores(capture: Any) -> None:

@@ -13,7 +13,7 @@ from reprocheck import _core
 from reprocheck._data import describe, subset_indices
 from reprocheck._rng import RngTracker
 from reprocheck._torch_patches import SUPPORTED_TORCH, torch_version
-from reprocheck._util import device_hash, host_array
+from reprocheck._util import device_hash, hashable, host_array
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
@@ -30,6 +30,21 @@ def test_hash_many_hashes_each_buffer_as_hash_bytes_does() -> None:
     assert _core.hash_many([], 2) == []
     with pytest.raises(ValueError, match="not contiguous"):
         _core.hash_many([np.arange(600_000, dtype=np.float32)[::2]], 2)
+
+
+def test_a_tensor_hashes_where_it_lies_as_its_host_array_does() -> None:
+    base = torch.arange(600_000, dtype=torch.float32)
+    cases = [base, base[1000:], base.view(600, 1000)[10], torch.nn.Parameter(base[:77].clone()),
+             torch.empty(0), base[:1000].to(torch.bfloat16), base[:10].to(torch.bool)]
+    for t in cases:
+        assert hashable(t) is t  # contiguous on the CPU: no copy
+        assert _core.hash_bytes(t) == _core.hash_bytes(host_array(t))
+    assert _core.hash_many(cases, 2) == [_core.hash_bytes(host_array(t)) for t in cases]
+    strided = [base[::2], base.view(600, 1000).t(), torch.complex(base[:4], base[:4]).conj().real]
+    for t in strided:  # copied: hashed as the bytes of its values in order
+        assert isinstance(hashable(t), np.ndarray)
+        assert _core.hash_bytes(hashable(t)) == _core.hash_bytes(t.contiguous())
+    assert _core.hash_bytes(base[1000:]) != _core.hash_bytes(base[1001:])
 
 
 def test_hash_many_runs_on_torchs_openmp_threads_when_torch_uses_openmp() -> None:
