@@ -18,7 +18,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import _core
 from ._records import json_attribute
-from ._util import UNINITIALIZED, host_array, tensors
+from ._util import UNINITIALIZED, hashable, tensors
 
 _OWN_DIRS = (os.path.dirname(torch.__file__) + os.sep, os.path.dirname(os.path.abspath(__file__)) + os.sep)
 _TAG = "reprocheck"
@@ -183,7 +183,7 @@ class Drill:
         h = _core.hash_bytes(repr([v for v in read if isinstance(v, (bool, int, float))]).encode())
         try:
             for _, t in tensors(read):
-                h = _core.combine_hash(h, _core.hash_bytes(host_array(t)))
+                h = _core.combine_hash(h, _core.hash_bytes(hashable(t)))
         except Exception:  # a tensor numpy cannot hold (quantized, sparse, a subclass): no hash, no failure
             return None
         return h

@@ -47,7 +47,7 @@ def hashable(t: torch.Tensor) -> Any:
     """What the core's hashers read for a tensor's bytes (hash_bytes, hash_many): a contiguous CPU
     tensor as it is, with no copy (the caller keeps it alive until hashed); any other as host_array()."""
     if t.__class__ in _PLAIN and t.is_cpu and t.is_contiguous() and not t.is_conj() and not t.is_neg():
-        return t
+        return t if t.__class__ is torch.Tensor else t.detach()  # a parameter's storage as of now
     return host_array(t)
 
 
