@@ -82,6 +82,10 @@ def process_median(model, steps, no_hash, d, i):
     return statistics.median(per_step[s] for s in range(1, steps - 1))
 
 
+def ms(values):
+    return f"{statistics.median(values) * 1e3:.2f} ({min(values) * 1e3:.2f}-{max(values) * 1e3:.2f})"
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         return child(sys.argv[2], sys.argv[3] == "1", sys.argv[4:])
@@ -91,7 +95,6 @@ def main():
     print(f"the capture's own time per step, {steps} steps, {repeats} processes each, median (min-max), ms\n")
     print("| model | layers | capture | capture without hashing | hashing |")
     print("|---|---|---:|---:|---:|")
-    ms = lambda v: f"{statistics.median(v) * 1e3:.2f} ({min(v) * 1e3:.2f}-{max(v) * 1e3:.2f})"  # noqa: E731
     for model in models:
         with tempfile.TemporaryDirectory() as d:
             on, off = [], []
