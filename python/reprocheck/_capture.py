@@ -40,7 +40,7 @@ from ._records import Losses, OutputHashes, Recorder, Row, distributed, json_att
 from ._replay import load_replay
 from ._rng import RngTracker
 from ._shards import describe, describe_flat, is_flat_param, is_sharded, local_tensor
-from ._torch_patches import IndexedBatch, check_torch_version, compiling
+from ._torch_patches import IndexedBatch, call_kwargs, check_torch_version, compiling
 from ._util import DTYPES, apply_knobs, report_error, report_process_error, tensors
 
 _STATE_KINDS = ("param", "param_grad", "optim_state", "buffer")
@@ -277,14 +277,14 @@ class Session:
 
     # -- hooks ----------------------------------------------------------------------------------
 
-    def _pre_forward(self, module: torch.nn.Module, args: tuple) -> None:
+    def _pre_forward(self, module: torch.nn.Module, args: tuple, kwargs: dict | None = None) -> None:
         if compiling() or os.getpid() != self.pid:
             return None
         model = None
         if self.depth == 0 and self.recording():
             model = self._model_for(module)
             if model is not None:
-                self._on_model_call(model, args)
+                self._on_model_call(model, args, call_kwargs(module) if kwargs is None else kwargs)
             elif (self.models and id(module) not in self.models.names and len(args) >= 2
                   and isinstance(args[1], torch.Tensor)):
                 # A loss module called with (output, target).
@@ -309,7 +309,7 @@ class Session:
         """A module compiled in place (model.compile()): its boundary, captured eagerly."""
         if compiling():
             return call(*args, **kwargs)
-        self._pre_forward(module, args)
+        self._pre_forward(module, args, kwargs)
         output = None
         try:
             output = call(*args, **kwargs)
@@ -317,13 +317,13 @@ class Session:
             replaced = self._post_forward(module, args, output)
         return output if replaced is None else replaced
 
-    def _on_model_call(self, model: Model, args: tuple) -> None:
+    def _on_model_call(self, model: Model, args: tuple, kwargs: dict) -> None:
         if model is self.models.first and not self.loader_driven:
             self._next_iteration()
         self._begin_step()
         self.drill.start(self.step, model.compiled)
         self.saw_forward = True
-        for name, t in tensors(tuple(args), "input"):
+        for name, t in tensors(tuple(args), "input") + tensors(kwargs, "input"):
             self._write("input", model.prefix, "", "input", name, t, call=self._count(("input", model.prefix, name)))
 
     def _post_forward(self, module: torch.nn.Module, args: tuple, output: Any) -> Any:

@@ -177,3 +177,18 @@ def compiling() -> bool:
     compiler = getattr(torch, "compiler", None)
     is_compiling = getattr(compiler, "is_compiling", None)
     return bool(is_compiling()) if is_compiling else False
+
+
+def call_kwargs(module: torch.nn.Module) -> dict:
+    """The keyword arguments of the call of `module` that a global forward pre-hook runs in (torch
+    hands such a hook the positional ones only; `model(**batch)` passes them all by keyword): read
+    from the frame of Module._call_impl that calls the hook. {} where no such frame is found."""
+    frame = sys._getframe(2)  # this function's caller is the hook; the hook's caller is torch's
+    for _ in range(3):
+        if frame is None:
+            break
+        local = frame.f_locals
+        if local.get("self") is module and isinstance(local.get("kwargs"), dict):
+            return local["kwargs"]
+        frame = frame.f_back
+    return {}

@@ -48,6 +48,40 @@ def test_gradient_accumulation_is_one_step_with_every_key_once(capture: Any) -> 
     assert out.attributes["steps"] == "2"
 
 
+def test_a_model_called_with_keywords_records_them_as_its_inputs_before_its_layers(capture: Any) -> None:
+    class Classifier(nn.Module):  # called as Hugging Face models are: model(**batch)
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(10, 4)
+            self.drop = nn.Dropout(0.1)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: Any = None,
+                    return_dict: bool = True) -> dict:
+            h = (self.drop(self.embed(input_ids)) * attention_mask[..., None]).mean(1)
+            logits = self.head(h)
+            return {"loss": F.cross_entropy(logits, labels), "logits": logits}
+
+    model = Classifier()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def loop() -> None:
+        for step in range(2):
+            batch = {"input_ids": torch.tensor([[1, 2, 3], [4, 5, step]]), "attention_mask": torch.ones(2, 3),
+                     "labels": torch.tensor([0, 1]), "return_dict": True}
+            model(**batch)["loss"].backward()
+            opt.step()
+            opt.zero_grad()
+
+    out = capture(loop, steps=2)
+    inputs = out.where(step=1, phase="input", kind="input")
+    assert [r["name"] for r in inputs] == ["input['input_ids']", "input['attention_mask']", "input['labels']"]
+    step1 = [r for r in out.rows if r["step"] == 1]
+    assert step1.index(inputs[-1]) < step1.index(out.where(step=1, phase="forward", layer="drop")[0])
+    ids = out.where(kind="input", name="input['input_ids']")
+    assert ids[0]["hash"] != ids[1]["hash"]  # their values: the step number is in the ids
+
+
 def test_two_models_are_named_by_their_variables(capture: Any) -> None:
     generator = nn.Sequential(nn.Linear(2, 4), nn.Tanh())
     critic = nn.Sequential(nn.Linear(4, 1))

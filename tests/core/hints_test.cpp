@@ -385,6 +385,32 @@ TEST(HintRules, AParameterThatDiffersAfterIdenticalGradientsIsTheStepsOwn) {
   EXPECT_EQ(h[0].test_it, "reprocheck m.pt --deterministic");
 }
 
+TEST(HintRules, AScriptsOwnBatchThatDiffersFirstIsNamedWhereItIsMade) {
+  // model(**batch) with input ids drawn from an unseeded numpy Generator, no DataLoader: the first
+  // divergence is the model's input, every record before it matched. No layer selection can
+  // localize it, so never "no known cause" with --layers all.
+  auto input = meta(0, "input", "", "", "input", "input['input_ids']");
+  auto c = script({input, {}, ""});
+  auto h = rc::explain(c);
+  ASSERT_FALSE(h.empty());
+  EXPECT_EQ(h[0].cause, "script_batch");
+  EXPECT_NE(h[0].evidence.find("the model's input['input_ids'] at step 0 is the first record that differs, no "
+                               "DataLoader made a batch at that step"),
+            std::string::npos)
+      << h[0].evidence;
+  EXPECT_NE(h[0].fix_python.find("np.random.default_rng(0)"), std::string::npos);
+  EXPECT_EQ(h[0].test_it, "reprocheck run -- python train.py");
+  for (const auto& x : h) EXPECT_EQ(x.test_it.find("--layers"), std::string::npos) << x.cause;
+  // A loss target is the script's batch too.
+  EXPECT_EQ(first_cause(script({meta(0, "input", "", "", "target", "target"), {}, ""})), "script_batch");
+  // A DataLoader made a batch at that step and it matched: code between it and the model.
+  c.ref_index.push_back(meta(0, "input", "", "torch.utils.data.DataLoader", "batch", "batch[0]"));
+  EXPECT_EQ(first_cause(c), "random_in_loop");
+  // A TorchScript check's input is reprocheck's own data pipeline; another seed is the seed's.
+  EXPECT_EQ(first_cause(divergence(input, true, "earlier_tensors", {})), "data_pipeline");
+  EXPECT_NE(first_cause(script({input, {}, "", {{"seed", "0 vs 1"}}})), "script_batch");
+}
+
 TEST(HintRules, AnOpThatReadAValueMadeOutsideTheOpsNamesIt) {
   // Pass 3's first divergent op had inputs that differed while every op before it matched: neither
   // a racing op nor an untapped layer, a value from outside torch's ops (numpy's Generator API).

@@ -260,6 +260,28 @@ P random_in_loop(const Evidence& e) {
                   ""};
 }
 
+// A training script's model input (or loss target) that is the first record to differ at a step
+// where no DataLoader made a batch: the script builds its batches itself, from a source the seeds do
+// not reach. A layer selection cannot localize it; the fix is where the batch is made.
+P script_batch(const Evidence& e) {
+  const auto& d = e.d();
+  if (!e.script || !(first_is(e, Kind::input) || first_is(e, Kind::target)) || e.seed_differs()) return std::nullopt;
+  for (const auto& r : e.c->ref_index)
+    if (r.kind == Kind::batch && r.step == d.ref.step) return std::nullopt;  // random_in_loop's case
+  return Proposal{"script_batch",
+                  "the script builds its batches from a source the seeds do not reach",
+                  fmt::format("the model's {} at step {}{} is the first record that differs, no DataLoader "
+                              "made a batch at that step, and every record before it matched{}: the script builds "
+                              "the batch itself (a numpy Generator, random.Random, a file or a list read in "
+                              "an unsorted order, the clock)",
+                              d.ref.tensor_name(), d.ref.step, e.on_rank(), rng_note(e.rngs)),
+                  "seed what builds the batches: np.random.default_rng(0) (np.random.seed(0) does not seed the "
+                  "Generator API), random.Random(0), torch.Generator().manual_seed(0); read files and lists in "
+                  "sorted(...) order; nothing from the clock or the OS",
+                  "-",
+                  ""};
+}
+
 std::string batch_values_sentence(const Evidence& e, std::string* same) {
   const auto& d = e.d();
   bool indices_diverged = false;
@@ -335,6 +357,7 @@ const std::vector<RuleRow>& data_rules() {
       {"rng_not_seeded", "data", rng_first},
       {"hash_seed_order", "data", hash_seed_order},
       {"random_in_loop", "data", random_in_loop},
+      {"script_batch", "data", script_batch},
       {"worker_seeding", "data", worker_seeding},
       {"augmentation", "data", augmentation},
   };
