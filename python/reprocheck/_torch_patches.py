@@ -7,6 +7,7 @@ checked at start-up.
 from __future__ import annotations
 
 import sys
+from types import FrameType
 from typing import Any, Callable
 
 import torch
@@ -183,7 +184,7 @@ def call_kwargs(module: torch.nn.Module) -> dict:
     """The keyword arguments of the call of `module` that a global forward pre-hook runs in (torch
     hands such a hook the positional ones only; `model(**batch)` passes them all by keyword): read
     from the frame of Module._call_impl that calls the hook. {} where no such frame is found."""
-    frame = sys._getframe(2)  # this function's caller is the hook; the hook's caller is torch's
+    frame: FrameType | None = sys._getframe(2)  # this function's caller is the hook; the hook's, torch's
     for _ in range(3):
         if frame is None:
             break
