@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import _core
-from ._torch_patches import is_compiled_module
+from ._torch_patches import forward_owner, is_compiled_module
 from ._util import layer_category, type_name, unwrap, variable_name
 
 
@@ -74,6 +74,7 @@ class Models:
 
     def adopt(self, entry: torch.nn.Module) -> Model:
         """Adopts a new model: names its layers, selects the tapped ones. Raises SelectorError."""
+        direct = forward_owner(entry)  # model.forward(x): entry is one of its layers
         root = unwrap(entry)
         model = Model(self._prefix(entry, root), entry, root)
         self.list.append(model)
@@ -89,7 +90,12 @@ class Models:
                 self.categories[type_name(m)] = category
             leaf = not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))
             refs.append((full, type_name(m), category, leaf))
+        fallback = self.leaf_fallback
         self._select(model, modules, refs)
+        if direct:  # not a model without conv, dropout or batch norm: a layer run as a model
+            self.leaf_fallback = fallback
+            if direct not in self.notes:
+                self.notes.append(direct)
         for name, p in root.named_parameters():
             self.param_names[id(p)] = model.path(name)
         for full, tname, _, _ in refs:

@@ -6,6 +6,7 @@ checked at start-up.
 """
 from __future__ import annotations
 
+import os
 import sys
 from types import FrameType
 from typing import Any, Callable
@@ -193,3 +194,31 @@ def call_kwargs(module: torch.nn.Module) -> dict:
             return local["kwargs"]
         frame = frame.f_back
     return {}
+
+
+def forward_owner(module: torch.nn.Module) -> str | None:
+    """`model.forward(x)` in place of `model(x)`: a module whose forward() runs without its call,
+    so PyTorch's module hooks see its layers called one by one, each as if it were a model. When
+    `module` is a layer of such a module (the outermost on the stack), says so in a capture note's
+    words (the call's variable, file and line); None otherwise."""
+    frame: FrameType | None = sys._getframe(1)
+    found = None
+    for _ in range(64):
+        if frame is None:
+            break
+        code = frame.f_code
+        owner = frame.f_locals.get(code.co_varnames[0]) if code.co_name == "forward" and code.co_argcount else None
+        if isinstance(owner, torch.nn.Module) and owner is not module and any(m is module for m in owner.modules()):
+            found = (owner, frame.f_back)
+        frame = frame.f_back
+    if found is None:
+        return None
+    owner, caller = found
+    name, where = type(owner).__name__, "the script"
+    if caller is not None:
+        where = f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}"
+        name = next((k for scope in (caller.f_locals, caller.f_globals) for k, v in scope.items()
+                     if v is owner and k.isidentifier() and not k.startswith("_")), name)
+    return (f"{name}.forward(...) runs the model at {where} without calling it, so PyTorch's module hooks do not "
+            f"see it: each of its layers was recorded as a model of its own, its input and output not at all; call "
+            f"{name}(...) instead of {name}.forward(...) for its layers' records")

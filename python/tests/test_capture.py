@@ -3,6 +3,7 @@ what the start-up hook does to a fresh process."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import subprocess
 import sys
@@ -80,6 +81,27 @@ def test_a_model_called_with_keywords_records_them_as_its_inputs_before_its_laye
     assert step1.index(inputs[-1]) < step1.index(out.where(step=1, phase="forward", layer="drop")[0])
     ids = out.where(kind="input", name="input['input_ids']")
     assert ids[0]["hash"] != ids[1]["hash"]  # their values: the step number is in the ids
+
+
+def test_a_model_run_through_its_forward_method_is_named_in_a_note(capture: Any) -> None:
+    # model.forward(x) bypasses the module hooks: its layers arrive one by one, each looking like a
+    # model. Say so (and not that the model lacks conv, dropout and batch-norm layers).
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 4 * 4, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def loop(direct: bool) -> None:
+        for _ in range(3):
+            x = torch.rand(2, 3, 6, 6)
+            F.cross_entropy(model.forward(x) if direct else model(x), torch.tensor([0, 1])).backward()
+            opt.step()
+
+    out = capture(lambda: loop(True), steps=2)
+    notes = json.loads(out.attributes["capture_notes"])
+    assert any(n.startswith("model.forward(...) runs the model at test_capture.py:") and "call model(...)" in n
+               for n in notes), notes
+    assert "layer_fallback" not in out.attributes
+    out = capture(lambda: loop(False), steps=2)
+    assert not any("forward(...)" in n for n in json.loads(out.attributes.get("capture_notes", "[]")))
 
 
 def test_two_models_are_named_by_their_variables(capture: Any) -> None:
