@@ -9,7 +9,8 @@ What is recorded, in execution order (docs/python.md):
   - each model's inputs, the tapped layers' outputs with the hashes of their inputs, the output,
     the loss function's target and every loss;
   - gradients of the tapped outputs and of the parameters, as autograd produces them;
-  - after each optimizer step: that optimizer's parameters and state; at the step's end: buffers.
+  - after each optimizer step: that optimizer's parameters and state; at the step's end: the
+    parameters no optimizer stepped (an EMA model's, frozen ones) and the buffers.
 
 A model is a top-level module with parameters that the script calls (inside a DDP, DataParallel or
 torch.compile wrapper, the wrapped module); the first one is "the model", others are named by the
@@ -187,11 +188,15 @@ class Session:
 
     def _close_step(self, exit_when_done: bool) -> None:
         self.drill.leave()
-        for model in self.models.list:
-            for name, b in model.root.named_buffers():
-                layer, own, layer_type = self.models.parts(model.path(name))
-                self._write("after_step", layer, layer_type, "buffer", own, b,
-                            call=self._count(("after_step", layer, own)), defer=True)
+        for model in self.models.list:  # the parameters no optimizer stepped (an EMA model's), the buffers
+            for kind, named in (("param", model.root.named_parameters()), ("buffer", model.root.named_buffers())):
+                for name, t in named:
+                    full = model.path(name)
+                    if kind == "param" and ("after_step", full) in self.calls:
+                        continue  # its optimizer's step hook recorded it
+                    layer, own, layer_type = self.models.parts(full)
+                    self._write("after_step", layer, layer_type, kind, own, t, call=self._count(("after_step", full)),
+                                defer=True)
         self.losses.check(self.step)
         self.recorder.flush()
         self.step += 1
@@ -231,11 +236,6 @@ class Session:
         if not self.models or not self.recording():
             return
         self.stepped = True
-        for model in self.models.list:
-            for name, p in model.root.named_parameters():
-                layer, own, layer_type = self.models.parts(model.path(name))
-                self._write("after_step", layer, layer_type, "param", own, p,
-                            call=self._count(("after_step", model.path(name))), defer=True)
         self._close_step(exit_when_done=True)
 
     # -- models ---------------------------------------------------------------------------------

@@ -104,6 +104,32 @@ def test_a_model_run_through_its_forward_method_is_named_in_a_note(capture: Any)
     assert not any("forward(...)" in n for n in json.loads(out.attributes.get("capture_notes", "[]")))
 
 
+def test_parameters_no_optimizer_steps_are_recorded_at_the_steps_end(capture: Any) -> None:
+    # A mean teacher: the script updates it in place, no optimizer steps it. Its parameters are
+    # recorded after each step, once; the student's once, by its optimizer's hook.
+    student = nn.Linear(2, 2)
+    teacher = nn.Linear(2, 2).requires_grad_(False)
+    opt = torch.optim.SGD(student.parameters(), lr=0.1)
+
+    def loop() -> None:
+        for _ in range(3):
+            x = torch.rand(4, 2)
+            with torch.no_grad():
+                soft = teacher(x).softmax(1)
+            F.kl_div(student(x).log_softmax(1), soft, reduction="batchmean").backward()
+            opt.step()
+            with torch.no_grad():
+                for t, s in zip(teacher.parameters(), student.parameters()):
+                    t.mul_(0.9).add_(s, alpha=0.1)
+
+    out = capture(loop, steps=2)
+    after = [(r["step"], r["layer"], r["name"], r["call"]) for r in out.where(phase="after_step", kind="param")]
+    assert sorted(after) == sorted((step, layer, name, 0) for step in (0, 1) for layer in ("", "student")
+                                   for name in ("weight", "bias")), after
+    teacher_weights = out.where(phase="after_step", kind="param", layer="", name="weight")
+    assert teacher_weights[0]["hash"] != teacher_weights[1]["hash"]  # the update is in them
+
+
 def test_two_models_are_named_by_their_variables(capture: Any) -> None:
     generator = nn.Sequential(nn.Linear(2, 4), nn.Tanh())
     critic = nn.Sequential(nn.Linear(4, 1))
