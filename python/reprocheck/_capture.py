@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import threading
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
@@ -81,6 +81,7 @@ class Session:
         self.distributed = False  # several ranks: known once the step begins
         self.in_backward = 0  # inside torch.autograd.backward, called through install()'s wrapper
         self.output_hashes = OutputHashes()
+        self.grad_hooked: set[int] = set()  # ids of the parameters with a gradient hook
         self.step = 0
         self.step_open = False  # the step's RNG states are recorded
         self.pending_close = False  # an optimizer stepped: the step ends at the next iteration
@@ -192,8 +193,8 @@ class Session:
             for kind, named in (("param", model.root.named_parameters()), ("buffer", model.root.named_buffers())):
                 for name, t in named:
                     full = model.path(name)
-                    if kind == "param" and ("after_step", full) in self.calls:
-                        continue  # its optimizer's step hook recorded it
+                    if (kind == "param" and ("after_step", full) in self.calls) or not self.models.owns(full, t, kind):
+                        continue  # its optimizer's step hook recorded it, or another model's name is its
                     layer, own, layer_type = self.models.parts(full)
                     self._write("after_step", layer, layer_type, kind, own, t, call=self._count(("after_step", full)),
                                 defer=True)
@@ -256,9 +257,10 @@ class Session:
     def _on_adopted(self, model: Model) -> None:
         """A new model: gradient hooks on its parameters, its attributes, its initial state."""
         root, a, w = model.root, _core.attr, self.recorder
-        for name, p in root.named_parameters():
-            if p.requires_grad:
-                p.register_post_accumulate_grad_hook(self._param_grad_hook(model.path(name)))
+        for p in root.parameters():
+            if p.requires_grad and id(p) not in self.grad_hooked:  # once: a model may absorb another
+                self.grad_hooked.add(id(p))
+                p.register_post_accumulate_grad_hook(self._on_param_grad)
         w.set_attribute(a.MODEL_SIGNATURE, f"{self.models.signature:016x}")
         if model is self.models.first:
             w.set_attribute(a.MODE, "train" if root.training else "eval")
@@ -266,8 +268,6 @@ class Session:
             w.set_attribute(a.DEVICE, str(device) if device.type == "cpu" else f"{device.type}:{device.index or 0}")
         if self.models.categories:
             w.set_attribute(a.LAYER_CATEGORIES, json_attribute(self.models.categories))
-        if self.models.leaf_fallback:
-            w.set_attribute(a.LAYER_FALLBACK, "leaf")
         types = self.models.types
         for name, t in list(root.named_parameters()) + list(root.named_buffers()):
             layer, _, own = model.path(name).rpartition(".")
@@ -407,11 +407,9 @@ class Session:
         self.in_backward -= 1
         self.recorder.settle()  # the gradients recorded during backward, before the script sees them
 
-    def _param_grad_hook(self, name: str) -> Callable[[torch.Tensor], None]:
-        return lambda p: self._on_param_grad(name, p)
-
-    def _on_param_grad(self, name: str, p: torch.Tensor) -> None:
-        if not self.recording() or p.grad is None or compiling():
+    def _on_param_grad(self, p: torch.Tensor) -> None:
+        name = self.models.param_names.get(id(p))  # as of now: a model adopted later may rename it
+        if name is None or not self.recording() or p.grad is None or compiling():
             return
         layer, own, layer_type = self.models.parts(name)
         call = self._count(("param_grad", name))
@@ -472,6 +470,8 @@ class Session:
         w = self.recorder
         w.set_run_attributes(self.options, self.step, self.dropout_elements, self.losses.nonfinite_steps,
                              self.op_generators, self.shards)
+        if self.models.leaf_fallback:  # as it ends: a model adopted later may absorb the one that had none
+            w.set_attribute(_core.attr.LAYER_FALLBACK, "leaf")
         notes = self.models.notes + self.notes + self.drill.finish(w)
         if w.skipped:
             notes.append(f"{w.skipped} tensor(s) of dtypes a dump cannot store were not recorded")

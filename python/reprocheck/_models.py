@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from . import _core
-from ._torch_patches import forward_owner, is_compiled_module
+from ._torch_patches import built_by_owner, forward_owner, is_compiled_module
 from ._util import layer_category, type_name, unwrap, variable_name
 
 
@@ -21,6 +21,7 @@ class Model:
         self.entry = entry
         self.root = root
         self.compiled = is_compiled_module(entry)
+        self.fallback = False  # no conv, dropout or batch norm: its leaf layers are tapped
 
     def path(self, inner: str) -> str:
         if not self.prefix:
@@ -40,7 +41,8 @@ class Models:
         self.types: dict[str, str] = {}  # path -> qualified type
         self.categories: dict[str, str] = {}  # qualified type -> category
         self.tapped: set[int] = set()
-        self.param_names: dict[int, str] = {}  # id(parameter) -> path.name
+        self.param_names: dict[int, str] = {}  # id(parameter) -> path.name (of the model adopted last)
+        self.buffer_names: dict[int, str] = {}  # id(buffer) -> path.name (of the model adopted last)
         self.name_parts: dict[str, tuple[str, str, str]] = {}  # path.name -> (path, name, type of path)
         self.signature = 0
         self.notes: list[str] = []
@@ -67,19 +69,22 @@ class Models:
         return self.by_entry.get(id(module))
 
     def is_new_model(self, module: torch.nn.Module) -> bool:
-        """A module with parameters that is no model yet and no layer of one."""
+        """A module with parameters that is no model yet and no layer of one, nor a part of a module
+        being made (a shape probe in its __init__) or torch computing a parametrized weight."""
         if id(module) in self.by_entry or id(module) in self.names:
             return False
-        return any(True for _ in module.parameters())
+        if isinstance(module, torch.nn.utils.parametrize.ParametrizationList):  # spectral_norm, weight_norm
+            return False
+        return any(True for _ in module.parameters()) and not built_by_owner(module)
 
     def adopt(self, entry: torch.nn.Module) -> Model:
         """Adopts a new model: names its layers, selects the tapped ones. Raises SelectorError."""
         direct = forward_owner(entry)  # model.forward(x): entry is one of its layers
         root = unwrap(entry)
         model = Model(self._prefix(entry, root), entry, root)
-        self.list.append(model)
-        self.by_entry[id(entry)] = model
         modules = list(root.named_modules())
+        self._absorb(model, {id(m) for _, m in modules})
+        self.by_entry[id(entry)] = model
         refs = []
         for path, m in modules:
             full = model.path(path)
@@ -90,20 +95,41 @@ class Models:
                 self.categories[type_name(m)] = category
             leaf = not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))
             refs.append((full, type_name(m), category, leaf))
-        fallback = self.leaf_fallback
         self._select(model, modules, refs)
         if direct:  # not a model without conv, dropout or batch norm: a layer run as a model
-            self.leaf_fallback = fallback
+            model.fallback = False
             if direct not in self.notes:
                 self.notes.append(direct)
+        self.leaf_fallback = any(m.fallback for m in self.list)
         for name, p in root.named_parameters():
             self.param_names[id(p)] = model.path(name)
+        for name, b in root.named_buffers():
+            self.buffer_names[id(b)] = model.path(name)
         for full, tname, _, _ in refs:
             self.signature = _core.combine_hash(self.signature, _core.hash_bytes(f"{full}|{tname}".encode()))
         for name, p in root.named_parameters():
             self.signature = _core.combine_hash(
                 self.signature, _core.hash_bytes(f"{model.path(name)}{list(p.shape)}".encode()))
         return model
+
+    def _absorb(self, model: Model, inner: set[int]) -> None:
+        """Adds `model`. Earlier models that are parts of it (`features(x)` run once before the model
+        around it was made, the module inside a DDP or torch.compile wrapper called bare) become its
+        layers: it takes the place of the first of them (the first model drives the steps) and its
+        own layer selection replaces theirs."""
+        parts = [m for m in self.list if id(m.root) in inner]
+        for old in parts:
+            self.by_entry.pop(id(old.entry), None)
+            self.tapped -= {id(m) for m in old.root.modules()}
+        at = self.list.index(parts[0]) if parts else len(self.list)
+        self.list = [m for m in self.list if m not in parts]
+        self.list.insert(at, model)
+
+    def owns(self, full: str, t: torch.Tensor, kind: str) -> bool:
+        """`full` is the name of parameter or buffer `t` (a tensor that two models share is named by
+        the one adopted last, and recorded under that name only)."""
+        names = self.param_names if kind == "param" else self.buffer_names
+        return names.get(id(t), full) == full
 
     def _prefix(self, entry: torch.nn.Module, root: torch.nn.Module) -> str:
         """"" for the first model; the script's variable (or class) name for the others."""
@@ -123,7 +149,7 @@ class Models:
         if self.layers == "default" and not any(selected):
             # No conv, dropout or batch norm (an LSTM, a transformer): every leaf layer.
             selected = [i > 0 and not any(True for _ in m.children()) for i, (_, m) in enumerate(modules)]
-            self.leaf_fallback = True
+            model.fallback = True
         elif note := _core.sparse_selection_note(self.layers, refs, selected):
             self.notes.append(note)
         if model.compiled:

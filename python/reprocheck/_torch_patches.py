@@ -196,6 +196,27 @@ def call_kwargs(module: torch.nn.Module) -> dict:
     return {}
 
 
+def built_by_owner(module: torch.nn.Module) -> bool:
+    """`module` runs inside the __init__ of a module that already holds it: a shape probe
+    (`n = self.features(torch.zeros(1, 3, 32, 32)).numel()` while the model is made), not the model
+    the script trains."""
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(64):
+        if frame is None:
+            return False
+        code = frame.f_code
+        if code.co_name == "__init__" and code.co_argcount:
+            owner = frame.f_locals.get(code.co_varnames[0])
+            try:
+                if isinstance(owner, torch.nn.Module) and owner is not module and any(
+                        m is module for m in owner.modules()):
+                    return True
+            except AttributeError:  # an owner before its Module.__init__ ran
+                pass
+        frame = frame.f_back
+    return False
+
+
 def forward_owner(module: torch.nn.Module) -> str | None:
     """`model.forward(x)` in place of `model(x)`: a module whose forward() runs without its call,
     so PyTorch's module hooks see its layers called one by one, each as if it were a model. When

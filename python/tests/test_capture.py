@@ -291,3 +291,85 @@ def test_the_start_up_hook_keeps_what_lives_before_the_script_out_of_full_collec
     captured = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
     assert int(plain.stdout) == 0
     assert int(captured.stdout) > 10000, captured.stderr  # torch's modules, classes and functions
+
+
+def unique_keys(out: Any) -> None:
+    duplicates = [k for k, n in collections.Counter(out.keys()).items() if n > 1]
+    assert not duplicates, duplicates
+
+
+class Probed(nn.Module):
+    """A model that runs its features once while it is made, for the size of its last layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.2))
+        with torch.no_grad():
+            n = self.features(torch.zeros(1, 3, 6, 6)).numel()
+        self.fc = nn.Linear(n, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.features(x), 1))
+
+
+def test_a_shape_probe_while_the_model_is_made_is_no_model(capture: Any) -> None:
+    # The probe ran the features before the model existed: they were the model, the real one a
+    # second model with every parameter's gradient recorded twice.
+    def loop() -> None:
+        model = Probed()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(3):
+            F.cross_entropy(model(torch.rand(2, 3, 6, 6)), torch.tensor([0, 1])).backward()
+            opt.step()
+
+    out = capture(loop, steps=2)
+    unique_keys(out)
+    assert {r["layer"] for r in out.where(phase="forward")} == {"features.0", "features.1", "features.3"}
+    grads = [(r["step"], r["layer"], r["name"]) for r in out.where(kind="param_grad")]
+    assert sorted(grads) == sorted((s, layer, n) for s in (0, 1) for layer in ("features.0", "features.1", "fc")
+                                   for n in ("weight", "bias"))
+
+
+def test_a_model_that_holds_an_earlier_model_takes_its_place(capture: Any) -> None:
+    # features(x) at the top of the script, then the model made around it: the model takes the first
+    # model's place, so that its calls end the steps of a loop without a DataLoader (before: one
+    # step that never ended), and each tensor is recorded once, under the model's name.
+    def loop() -> None:
+        features = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
+        with torch.no_grad():
+            n = features(torch.zeros(1, 3, 6, 6)).numel()
+        model = nn.Sequential(features, nn.Flatten(), nn.Linear(n, 2))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(4):
+            F.cross_entropy(model(torch.rand(2, 3, 6, 6)), torch.tensor([0, 1])).backward()
+            opt.step()
+
+    out = capture(loop, steps=2)
+    unique_keys(out)
+    for step in (0, 1):
+        grads = sorted((r["layer"], r["name"]) for r in out.where(step=step, kind="param_grad"))
+        assert grads == [("model.0.0", "bias"), ("model.0.0", "weight"), ("model.2", "bias"), ("model.2", "weight")]
+        assert len(out.where(step=step, phase="after_step", kind="param")) == 4
+        assert len(out.where(step=step, phase="input", kind="input")) == (2 if step == 0 else 1)  # the probe's
+    assert int(out.attributes["steps"]) == 2
+
+
+def test_a_parametrized_weight_is_no_model(capture: Any) -> None:
+    # spectral_norm runs its parametrization as it is registered: that was the model (its weight's
+    # `original`), the real model a second one, and "no conv, dropout or batch-norm layer" its note.
+    from torch.nn.utils import parametrizations
+
+    def loop() -> None:
+        model = nn.Sequential(parametrizations.spectral_norm(nn.Conv2d(3, 4, 3)), nn.Flatten(),
+                              parametrizations.weight_norm(nn.Linear(64, 2)))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        for _ in range(3):
+            F.cross_entropy(model(torch.rand(2, 3, 6, 6)), torch.tensor([0, 1])).backward()
+            opt.step()
+
+    out = capture(loop, steps=2)
+    unique_keys(out)
+    assert "layer_fallback" not in out.attributes
+    assert {r["layer"] for r in out.where(phase="forward")} == {"0"}
+    assert {r["layer"] for r in out.rows if r["phase"] != "rng"} >= {"0", "0.parametrizations.weight", "2"}
+    assert not [r for r in out.rows if r["phase"] in ("init", "param_grad") and r["layer"] == ""]
