@@ -14,7 +14,7 @@ PY = os.environ["REPROCHECK_PYTHON"]
 LOOPS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "fixtures", "scripts", "loops")
 SCRIPTS = os.path.dirname(LOOPS)
 TORCHRUN = [os.path.join(os.path.dirname(PY), "torchrun"), "--nproc_per_node", "2"]
-SHAPES = ["grad_accum", "gan", "two_loaders", "two_optimizers", "lbfgs", "eval_between", "set_to_none"]
+SHAPES = ["grad_accum", "gan", "two_loaders", "two_optimizers", "lbfgs", "eval_between", "set_to_none", "probed"]
 # name: (command, working directory)
 LOOP_CHECKS = {shape: ([PY, os.path.join(LOOPS, shape + ".py")], LOOPS) for shape in SHAPES}
 DISTRIBUTED_CHECKS = {

@@ -50,7 +50,7 @@ def keys_are_unique(test, rows):
 # Training loops as people write them (fixtures/scripts/loops): the loss records the plain script's
 # report holds, by the call index of the loss within its step (None: all of them).
 LOOP_SHAPES = {"grad_accum": None, "gan": 1, "two_loaders": None, "two_optimizers": None, "lbfgs": 0,
-               "eval_between": None, "set_to_none": None}
+               "eval_between": None, "set_to_none": None, "probed": None}
 
 
 def index(path):
@@ -137,7 +137,7 @@ class LoopShapes(unittest.TestCase):
         self.assertEqual(len(val), 2)  # 16 validation samples in batches of 8, after step 0
 
     def test_other_shapes(self):
-        for name in ("two_optimizers", "lbfgs", "eval_between", "set_to_none"):
+        for name in ("two_optimizers", "lbfgs", "eval_between", "set_to_none", "probed"):
             with self.subTest(shape=name):
                 rows, _ = self.run_shape(name)
                 if name == "lbfgs":  # the closure runs several times within one step
@@ -145,6 +145,11 @@ class LoopShapes(unittest.TestCase):
                 if name == "set_to_none":  # a frozen parameter has no gradient
                     self.assertFalse([r for r in rows if r["kind"] == "param_grad" and r["layer"] == "bn"
                                       and r["name"] == "weight"])
+                if name == "probed":  # the features run before the model was made are a part of it
+                    grads = {r["layer"] for r in rows if r["kind"] == "param_grad" and r["step"] == 1}
+                    self.assertEqual(grads, {"model.features.0", "model.features.0.parametrizations.weight",
+                                             "model.features.1", "model.fc"})
+                    self.assertEqual({r["step"] for r in rows if r["kind"] == "loss"}, {0, 1})
 
 
 class Compiled(unittest.TestCase):
