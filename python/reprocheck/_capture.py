@@ -380,15 +380,17 @@ class Session:
     def _hook_grad(self, t: torch.Tensor, layer: str, layer_type: str, name: str, call: int) -> None:
         if not t.requires_grad:
             return
-        step = self.step
+        step, fired = self.step, [0]
 
         def on_grad(g: torch.Tensor | None) -> torch.Tensor | None:
             if not self.recording() or g is None:
                 return None
-            ref = self.replay.get(f"{step}|backward|{layer}|grad|{name}|{call}") if self.replay else None
+            fired[0] += 1  # again (backward through a retained graph, autograd.grad, then backward): out#2
+            label = name if fired[0] == 1 else f"{name}#{fired[0]}"
+            ref = self.replay.get(f"{step}|backward|{layer}|grad|{label}|{call}") if self.replay else None
             if ref is not None:
                 g = ref.to(device=g.device, dtype=g.dtype).view(g.shape)
-            self._write("backward", layer, layer_type, "grad", name, g, call, step=step)
+            self._write("backward", layer, layer_type, "grad", label, g, call, step=step)
             return g if ref is not None else None
 
         t.register_hook(on_grad)

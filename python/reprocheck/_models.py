@@ -100,7 +100,7 @@ class Models:
             model.fallback = False
             if direct not in self.notes:
                 self.notes.append(direct)
-        self.leaf_fallback = any(m.fallback for m in self.list)
+        self.leaf_fallback = self.list[0].fallback  # "the model has no conv, ...": the first one
         for name, p in root.named_parameters():
             self.param_names[id(p)] = model.path(name)
         for name, b in root.named_buffers():

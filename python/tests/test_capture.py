@@ -373,3 +373,51 @@ def test_a_parametrized_weight_is_no_model(capture: Any) -> None:
     assert {r["layer"] for r in out.where(phase="forward")} == {"0"}
     assert {r["layer"] for r in out.rows if r["phase"] != "rng"} >= {"0", "0.parametrizations.weight", "2"}
     assert not [r for r in out.rows if r["phase"] in ("init", "param_grad") and r["layer"] == ""]
+
+
+def test_a_gradient_that_reaches_an_output_again_has_a_key_of_its_own(capture: Any) -> None:
+    # Two losses through one retained graph, and a gradient penalty (autograd.grad, then backward
+    # through its graph): the tapped outputs' hooks run again, and wrote the same key twice.
+    trunk = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten())
+    head = nn.Linear(64, 2)
+    opt = torch.optim.SGD(list(trunk.parameters()) + list(head.parameters()), lr=0.1)
+
+    def loop(penalty: bool) -> None:
+        for _ in range(3):
+            x = torch.rand(2, 3, 6, 6, requires_grad=penalty)
+            out = head(trunk(x))
+            if penalty:
+                grad, = torch.autograd.grad(out.sum(), x, create_graph=True)
+                (out.mean() + grad.square().mean()).backward()
+            else:
+                F.cross_entropy(out, torch.tensor([0, 1])).backward(retain_graph=True)
+                out.square().mean().backward()
+            opt.step()
+
+    for penalty in (False, True):
+        out = capture(lambda penalty=penalty: loop(penalty), steps=2)
+        unique_keys(out)
+        names = sorted(r["name"] for r in out.where(step=0, phase="backward", layer="0"))
+        assert names == ["out", "out#2"], names
+
+
+def test_the_fallback_note_is_about_the_first_model(capture: Any) -> None:
+    # A second model without conv, dropout or batch norm (a linear head the script calls on its own)
+    # has its leaf layers tapped, but "the model has none" is about the first.
+    trunk = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    head = nn.Linear(64, 2)
+    opt = torch.optim.SGD(list(trunk.parameters()) + list(head.parameters()), lr=0.1)
+
+    def loop(first: nn.Module, second: nn.Module) -> None:
+        for _ in range(3):
+            x = torch.rand(2, 3, 6, 6)
+            if first is head:
+                head(torch.rand(2, 64))
+            F.cross_entropy(head(trunk(x)), torch.tensor([0, 1])).backward()
+            opt.step()
+
+    out = capture(lambda: loop(trunk, head), steps=2)
+    assert "layer_fallback" not in out.attributes
+    assert {r["layer"] for r in out.where(kind="input")} == {"", "second"}  # the head: a model of its own
+    out = capture(lambda: loop(head, trunk), steps=2)
+    assert out.attributes["layer_fallback"] == "leaf"
