@@ -1,16 +1,7 @@
 """Capture for `reprocheck run`: PyTorch's global hooks record a training script's tensors, data and
 RNG states into a reprocheck dump, written by the C++ core (reprocheck._core).
 
-What is recorded, in execution order (docs/python.md):
-  - each DataLoader batch: its dataset indices and its tensors (phase input); a DataLoader over a
-    Subset (random_split) first records the split's indices;
-  - at the first forward of each model: its parameters and buffers (phase init, step -1);
-  - at the start of every step: the RNG states in use (phase rng);
-  - each model's inputs, the tapped layers' outputs with the hashes of their inputs, the output,
-    the loss function's target and every loss;
-  - gradients of the tapped outputs and of the parameters, as autograd produces them;
-  - after each optimizer step: that optimizer's parameters and state; at the step's end: the
-    parameters no optimizer stepped (an EMA model's, frozen ones) and the buffers.
+What is recorded, and when, in execution order: the table in docs/python.md, "What a run records".
 
 A model is a top-level module with parameters that the script calls (inside a DDP, DataParallel or
 torch.compile wrapper, the wrapped module); the first one is "the model", others are named by the
@@ -30,11 +21,11 @@ from typing import Any
 
 import torch
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from . import _core
 from . import _torch_patches as patches
-from ._data import Loaders, subset_indices
+from ._data import Loaders, batch_records, subset_indices
 from ._drill import make_drill
 from ._models import Model, Models, SelectorError
 from ._records import Losses, OutputHashes, Recorder, Row, distributed, json_attribute, provenance
@@ -110,6 +101,7 @@ class Session:
         """Switches capture on: PyTorch's global hooks, the loss, the DataLoader, the exit."""
         handles = [register_module_forward_pre_hook(self._pre_forward),
                    register_module_forward_hook(self._post_forward, always_call=True),
+                   register_optimizer_step_pre_hook(lambda opt, args, kwargs: self._before_optimizer_step(opt)),
                    register_optimizer_step_post_hook(lambda opt, args, kwargs: self.on_optimizer_step(opt))]
         self._undo += [h.remove for h in handles]
         self._undo.append(patches.patch_backward(self._on_backward, self._after_backward))
@@ -210,6 +202,15 @@ class Session:
             sys.stdout.flush()
             raise SystemExit(0)
 
+    def _before_optimizer_step(self, optimizer: Any) -> None:
+        """The initial value of each parameter the optimizer steps that no model holds, at its first step."""
+        if not self.models or not self.recording() or compiling():
+            return
+        for p in (p for group in optimizer.param_groups for p in group["params"]):
+            if id(p) not in self.models.param_names and id(p) not in self.models.free:
+                layer, layer_type, name = self.models.free_param(optimizer, p)
+                self._write("init", layer, layer_type, "param", name, p, step=-1)
+
     def on_optimizer_step(self, optimizer: Any) -> None:
         """After an optimizer's step: its parameters and state; the step ends at the next iteration."""
         if not self.models or not self.recording() or compiling():
@@ -218,9 +219,11 @@ class Session:
         for group in optimizer.param_groups:
             for p in group["params"]:
                 name = self.models.param_names.get(id(p))
-                if name is None:
-                    continue
-                layer, own, layer_type = self.models.parts(name)
+                if name is None:  # a parameter of no model: named by the optimizer's variable
+                    layer, layer_type, own = self.models.free_param(optimizer, p)
+                    name = f"{layer}.{own}"
+                else:
+                    layer, own, layer_type = self.models.parts(name)
                 self._write("after_step", layer, layer_type, "param", own, p, call=self._count(("after_step", name)),
                             defer=True)
                 state = optimizer.state.get(p, {})
@@ -456,12 +459,8 @@ class Session:
         self._announce_loaders()
         layer = self.loaders.layer_of(iterator)
         call = self._count(("batch", layer))
-        loader_type = "torch.utils.data.DataLoader"
-        if indices is not None:
-            positions = torch.tensor(indices, dtype=torch.int64)
-            self._write("input", layer, loader_type, "indices", "indices", positions, call)
-        for name, t in tensors(batch, "batch"):
-            self._write("input", layer, loader_type, "batch", name, t, call)
+        for kind, name, t in batch_records(indices, batch):
+            self._write("input", layer, "torch.utils.data.DataLoader", kind, name, t, call)
 
     def _finish(self) -> None:
         if self.finished:

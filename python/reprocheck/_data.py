@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ._util import type_name, variable_name
+from ._util import tensors, type_name, variable_name
 
 
 def subset_indices(dataset: Any) -> list | None:
@@ -25,6 +25,12 @@ def subset_indices(dataset: Any) -> list | None:
     if not all(isinstance(i, int) for i in indices):
         return None
     return [int(i) for i in indices]
+
+
+def batch_records(indices: list | None, batch: Any) -> list[tuple[str, str, torch.Tensor]]:
+    """(kind, name, tensor) of a DataLoader batch's records: its dataset indices, then its tensors."""
+    out = [("indices", "indices", torch.tensor(indices, dtype=torch.int64))] if indices is not None else []
+    return out + [("batch", name, t) for name, t in tensors(batch, "batch")]
 
 
 def describe(loader: Any, name: str | None) -> dict:

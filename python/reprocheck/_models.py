@@ -43,6 +43,7 @@ class Models:
         self.tapped: set[int] = set()
         self.param_names: dict[int, str] = {}  # id(parameter) -> path.name (of the model adopted last)
         self.buffer_names: dict[int, str] = {}  # id(buffer) -> path.name (of the model adopted last)
+        self.free: dict[int, tuple[str, str, str]] = {}  # id(parameter) of no model -> free_param()
         self.name_parts: dict[str, tuple[str, str, str]] = {}  # path.name -> (path, name, type of path)
         self.signature = 0
         self.notes: list[str] = []
@@ -124,6 +125,18 @@ class Models:
         at = self.list.index(parts[0]) if parts else len(self.list)
         self.list = [m for m in self.list if m not in parts]
         self.list.insert(at, model)
+
+    def free_param(self, optimizer: torch.optim.Optimizer, p: torch.Tensor) -> tuple[str, str, str]:
+        """(layer, layer type, name) of a parameter an optimizer steps that no model holds (SAC's
+        log_alpha, a prompt tuned against a frozen model): the optimizer's variable and type, and the
+        parameter's variable ('alpha_opt', 'log_alpha') or its place among the optimizer's."""
+        named = self.free.get(id(p))
+        if named is None:
+            index = next(i for i, q in enumerate(q for g in optimizer.param_groups for q in g["params"]) if q is p)
+            named = (variable_name(optimizer) or type(optimizer).__name__, type_name(optimizer),
+                     variable_name(p) or f"param{index}")
+            self.free[id(p)] = named
+        return named
 
     def owns(self, full: str, t: torch.Tensor, kind: str) -> bool:
         """`full` is the name of parameter or buffer `t` (a tensor that two models share is named by

@@ -421,3 +421,34 @@ def test_the_fallback_note_is_about_the_first_model(capture: Any) -> None:
     assert {r["layer"] for r in out.where(kind="input")} == {"", "second"}  # the head: a model of its own
     out = capture(lambda: loop(head, trunk), steps=2)
     assert out.attributes["layer_fallback"] == "leaf"
+
+
+def test_parameters_of_no_model_are_named_by_their_optimizer(capture: Any) -> None:
+    # SAC's temperature: a tensor of its own, stepped by an optimizer of its own. Unrecorded, a
+    # change to its update showed first in the next step's loss.
+    policy = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.1), nn.Linear(8, 2))
+    log_alpha = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.SGD(policy.parameters(), lr=0.1)
+    alpha_opt = torch.optim.Adam([log_alpha], lr=0.01)
+    inline = torch.optim.SGD([torch.ones(2, requires_grad=True)], lr=0.1, momentum=0.9)
+
+    def loop() -> None:
+        for i in range(3):
+            logits = policy(torch.rand(4, 4))
+            entropy = -(logits.log_softmax(-1).exp() * logits.log_softmax(-1)).sum(-1).mean()
+            (logits.square().mean() - log_alpha.exp().detach() * entropy).backward()
+            opt.step()
+            (-(log_alpha * (i - entropy.detach()))).backward()
+            alpha_opt.step()
+            inline.param_groups[0]["params"][0].sum().backward()
+            inline.step()
+
+    out = capture(loop, steps=2)
+    unique_keys(out)
+    for step in (0, 1):
+        assert [r["name"] for r in out.where(step=step, layer="alpha_opt")] == [
+            "log_alpha", "log_alpha.step", "log_alpha.exp_avg", "log_alpha.exp_avg_sq"]
+        assert [r["name"] for r in out.where(step=step, layer="inline")] == ["param0", "param0.momentum_buffer"]
+    assert [(r["layer"], r["name"]) for r in out.where(phase="init") if r["layer"] in ("alpha_opt", "inline")] == [
+        ("alpha_opt", "log_alpha"), ("inline", "param0")]
+    assert out.where(layer="alpha_opt", name="log_alpha", phase="init")[0]["layer_type"] == "torch.optim.adam.Adam"
