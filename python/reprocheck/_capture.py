@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+from torch.utils.data import get_worker_info
 
 from . import _core
 from . import _torch_patches as patches
@@ -121,8 +122,9 @@ class Session:
         while self._undo:
             self._undo.pop()()
 
-    def recording(self) -> bool:
-        return os.getpid() == self.pid and not self.finished and (self.blocks is None or self.blocks > 0)
+    def recording(self) -> bool:  # not in a DataLoader worker: a spawned one has a session of its own
+        return (os.getpid() == self.pid and not self.finished and (self.blocks is None or self.blocks > 0)
+                and get_worker_info() is None)
 
     def enter_block(self) -> None:
         self.blocks = (self.blocks or 0) + 1

@@ -452,3 +452,41 @@ def test_parameters_of_no_model_are_named_by_their_optimizer(capture: Any) -> No
     assert [(r["layer"], r["name"]) for r in out.where(phase="init") if r["layer"] in ("alpha_opt", "inline")] == [
         ("alpha_opt", "log_alpha"), ("inline", "param0")]
     assert out.where(layer="alpha_opt", name="log_alpha", phase="init")[0]["layer_type"] == "torch.optim.adam.Adam"
+
+
+SPAWNED_WORKER = '''
+import torch, torch.nn as nn, torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+class Blurred(Dataset):  # a module with parameters runs in the worker
+    def __init__(self):
+        self.x, self.blur = torch.rand(16, 3, 6, 6), nn.Conv2d(3, 3, 3, padding=1, bias=False)
+    def __len__(self):
+        return 16
+    def __getitem__(self, i):
+        with torch.no_grad():
+            return self.blur(self.x[i:i + 1])[0], i % 2
+
+if __name__ == "__main__":
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(64, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for x, y in DataLoader(Blurred(), batch_size=4, num_workers=1, multiprocessing_context="spawn"):
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+'''
+
+
+def test_a_spawned_data_loader_worker_records_nothing(tmp_path: Any) -> None:
+    # A worker started by spawn runs the start-up hook too: it adopted the dataset's conv as a model
+    # and took the dump's lock, and the script failed on its first batch.
+    (tmp_path / "train.py").write_text(SPAWNED_WORKER)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPROCHECK_")}
+    env.update(REPROCHECK_CAPTURE=str(tmp_path / "run.h5"), REPROCHECK_RUN_OPTIONS='{"steps": 2}')
+    r = subprocess.run([sys.executable, str(tmp_path / "train.py")], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    from conftest import Captured
+
+    out = Captured(str(tmp_path / "run.h5"))
+    assert {r["layer"] for r in out.where(phase="forward")} == {"0"}
+    assert {r["step"] for r in out.where(kind="loss")} == {0, 1}
