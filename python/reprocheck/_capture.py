@@ -205,13 +205,17 @@ class Session:
             raise SystemExit(0)
 
     def _before_optimizer_step(self, optimizer: Any) -> None:
-        """The initial value of each parameter the optimizer steps that no model holds, at its first step."""
+        """At its first step, each parameter of no model it steps: its value, its gradient, a hook."""
         if not self.models or not self.recording() or compiling():
             return
         for p in (p for group in optimizer.param_groups for p in group["params"]):
             if id(p) not in self.models.param_names and id(p) not in self.models.free:
                 layer, layer_type, name = self.models.free_param(optimizer, p)
                 self._write("init", layer, layer_type, "param", name, p, step=-1)
+                if p.requires_grad and id(p) not in self.grad_hooked:
+                    self.grad_hooked.add(id(p))
+                    p.register_post_accumulate_grad_hook(self._on_param_grad)
+                    self._on_param_grad(p)
 
     def on_optimizer_step(self, optimizer: Any) -> None:
         """After an optimizer's step: its parameters and state; the step ends at the next iteration."""
@@ -220,12 +224,8 @@ class Session:
         self.stepped = True
         for group in optimizer.param_groups:
             for p in group["params"]:
-                name = self.models.param_names.get(id(p))
-                if name is None:  # a parameter of no model: named by the optimizer's variable
-                    layer, layer_type, own = self.models.free_param(optimizer, p)
-                    name = f"{layer}.{own}"
-                else:
-                    layer, own, layer_type = self.models.parts(name)
+                name = self.models.name_of(p) or ".".join(self.models.free_param(optimizer, p)[::2])
+                layer, own, layer_type = self.models.parts(name)
                 self._write("after_step", layer, layer_type, "param", own, p, call=self._count(("after_step", name)),
                             defer=True)
                 state = optimizer.state.get(p, {})
@@ -415,7 +415,7 @@ class Session:
         self.recorder.settle()  # the gradients recorded during backward, before the script sees them
 
     def _on_param_grad(self, p: torch.Tensor) -> None:
-        name = self.models.param_names.get(id(p))  # as of now: a model adopted later may rename it
+        name = self.models.name_of(p)  # as of now: a model adopted later may rename it
         if name is None or not self.recording() or p.grad is None or compiling():
             return
         layer, own, layer_type = self.models.parts(name)

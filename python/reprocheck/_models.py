@@ -136,7 +136,16 @@ class Models:
             named = (variable_name(optimizer) or type(optimizer).__name__, type_name(optimizer),
                      variable_name(p) or f"param{index}")
             self.free[id(p)] = named
+            self.name_parts[f"{named[0]}.{named[2]}"] = (named[0], named[2], named[1])
         return named
+
+    def name_of(self, p: torch.Tensor) -> str | None:
+        """A parameter's full name: its model's, or as free_param() named it; None if neither."""
+        name = self.param_names.get(id(p))
+        if name is None and id(p) in self.free:
+            layer, _, own = self.free[id(p)]
+            return f"{layer}.{own}"
+        return name
 
     def owns(self, full: str, t: torch.Tensor, kind: str) -> bool:
         """`full` is the name of parameter or buffer `t` (a tensor that two models share is named by

@@ -445,10 +445,14 @@ def test_parameters_of_no_model_are_named_by_their_optimizer(capture: Any) -> No
 
     out = capture(loop, steps=2)
     unique_keys(out)
-    for step in (0, 1):
-        assert [r["name"] for r in out.where(step=step, layer="alpha_opt")] == [
-            "log_alpha", "log_alpha.step", "log_alpha.exp_avg", "log_alpha.exp_avg_sq"]
-        assert [r["name"] for r in out.where(step=step, layer="inline")] == ["param0", "param0.momentum_buffer"]
+    for step in (0, 1):  # its gradient (step 0's as the optimizer first met it, then from its hook)
+        assert [(r["phase"], r["name"]) for r in out.where(step=step, layer="alpha_opt")] == [
+            ("param_grad", "log_alpha"), ("after_step", "log_alpha"), ("after_step", "log_alpha.step"),
+            ("after_step", "log_alpha.exp_avg"), ("after_step", "log_alpha.exp_avg_sq")]
+        assert [(r["phase"], r["name"]) for r in out.where(step=step, layer="inline")] == [
+            ("param_grad", "param0"), ("after_step", "param0"), ("after_step", "param0.momentum_buffer")]
+    grads = out.where(layer="alpha_opt", kind="param_grad")
+    assert {r["layer_type"] for r in grads} == {"torch.optim.adam.Adam"} and grads[0]["hash"] != grads[1]["hash"]
     assert [(r["layer"], r["name"]) for r in out.where(phase="init") if r["layer"] in ("alpha_opt", "inline")] == [
         ("alpha_opt", "log_alpha"), ("inline", "param0")]
     assert out.where(layer="alpha_opt", name="log_alpha", phase="init")[0]["layer_type"] == "torch.optim.adam.Adam"

@@ -357,7 +357,16 @@ void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dum
       widened = true;
       continue;
     }
-    if (dd.found || dd.ops_captured == 0) break;
+    if (dd.found) break;
+    if (dd.ops_captured == 0) {
+      // A scope that ran no op in the step (a parameter of no model, whose gradient the script's own
+      // ops make): every op of the step, once. Unscoped and still none: the front end cannot trace.
+      if (plan.scope.empty() || widened) break;
+      moved = fmt::format("started in {}, which ran no op of its own: widened to every op of the step", plan.scope);
+      plan.scope.clear();
+      widened = true;
+      continue;
+    }
     // Not reproduced (an op that adds in arrival order may agree by chance): once more, as it was.
     if (!c3.pairs[0].has_divergence()) continue;
     if (plan.scope.empty() || widened) break;
