@@ -210,7 +210,7 @@ class Session:
             return
         for p in (p for group in optimizer.param_groups for p in group["params"]):
             if id(p) not in self.models.param_names and id(p) not in self.models.free:
-                layer, layer_type, name = self.models.free_param(optimizer, p)
+                layer, name, layer_type = self.models.parts(self.models.free_param(optimizer, p))
                 self._write("init", layer, layer_type, "param", name, p, step=-1)
                 if p.requires_grad and id(p) not in self.grad_hooked:
                     self.grad_hooked.add(id(p))
@@ -224,7 +224,7 @@ class Session:
         self.stepped = True
         for group in optimizer.param_groups:
             for p in group["params"]:
-                name = self.models.name_of(p) or ".".join(self.models.free_param(optimizer, p)[::2])
+                name = self.models.name_of(p) or self.models.free_param(optimizer, p)
                 layer, own, layer_type = self.models.parts(name)
                 self._write("after_step", layer, layer_type, "param", own, p, call=self._count(("after_step", name)),
                             defer=True)

@@ -43,7 +43,7 @@ class Models:
         self.tapped: set[int] = set()
         self.param_names: dict[int, str] = {}  # id(parameter) -> path.name (of the model adopted last)
         self.buffer_names: dict[int, str] = {}  # id(buffer) -> path.name (of the model adopted last)
-        self.free: dict[int, tuple[str, str, str]] = {}  # id(parameter) of no model -> free_param()
+        self.free: dict[int, str] = {}  # id(parameter) of no model -> free_param()
         self.name_parts: dict[str, tuple[str, str, str]] = {}  # path.name -> (path, name, type of path)
         self.signature = 0
         self.notes: list[str] = []
@@ -126,26 +126,22 @@ class Models:
         self.list = [m for m in self.list if m not in parts]
         self.list.insert(at, model)
 
-    def free_param(self, optimizer: torch.optim.Optimizer, p: torch.Tensor) -> tuple[str, str, str]:
-        """(layer, layer type, name) of a parameter an optimizer steps that no model holds (SAC's
-        log_alpha, a prompt tuned against a frozen model): the optimizer's variable and type, and the
-        parameter's variable ('alpha_opt', 'log_alpha') or its place among the optimizer's."""
-        named = self.free.get(id(p))
-        if named is None:
+    def free_param(self, optimizer: torch.optim.Optimizer, p: torch.Tensor) -> str:
+        """The full name of a parameter an optimizer steps that no model holds (SAC's log_alpha, a
+        prompt tuned against a frozen model): the optimizer's variable as its layer (its type the
+        layer's type), the parameter's variable ('alpha_opt.log_alpha') or its place among the
+        optimizer's ('optimizer.param3'). parts() splits it."""
+        name = self.free.get(id(p))
+        if name is None:
             index = next(i for i, q in enumerate(q for g in optimizer.param_groups for q in g["params"]) if q is p)
-            named = (variable_name(optimizer) or type(optimizer).__name__, type_name(optimizer),
-                     variable_name(p) or f"param{index}")
-            self.free[id(p)] = named
-            self.name_parts[f"{named[0]}.{named[2]}"] = (named[0], named[2], named[1])
-        return named
+            layer, own = variable_name(optimizer) or type(optimizer).__name__, variable_name(p) or f"param{index}"
+            name = self.free[id(p)] = f"{layer}.{own}"
+            self.name_parts[name] = (layer, own, type_name(optimizer))
+        return name
 
     def name_of(self, p: torch.Tensor) -> str | None:
         """A parameter's full name: its model's, or as free_param() named it; None if neither."""
-        name = self.param_names.get(id(p))
-        if name is None and id(p) in self.free:
-            layer, _, own = self.free[id(p)]
-            return f"{layer}.{own}"
-        return name
+        return self.param_names.get(id(p)) or self.free.get(id(p))
 
     def owns(self, full: str, t: torch.Tensor, kind: str) -> bool:
         """`full` is the name of parameter or buffer `t` (a tensor that two models share is named by

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any, Callable
 
@@ -196,25 +197,28 @@ def call_kwargs(module: torch.nn.Module) -> dict:
     return {}
 
 
+def _holders(module: torch.nn.Module, method: str) -> Iterator[tuple[torch.nn.Module, FrameType]]:
+    """The modules, innermost first, that hold `module` and run `method` ("__init__", "forward") on
+    the call stack, each with the frame of that method."""
+    frame: FrameType | None = sys._getframe(2)
+    for _ in range(64):
+        if frame is None:
+            return
+        code = frame.f_code
+        owner = frame.f_locals.get(code.co_varnames[0]) if code.co_name == method and code.co_argcount else None
+        try:
+            if isinstance(owner, torch.nn.Module) and owner is not module and any(m is module for m in owner.modules()):
+                yield owner, frame
+        except AttributeError:  # an owner before its Module.__init__ ran
+            pass
+        frame = frame.f_back
+
+
 def built_by_owner(module: torch.nn.Module) -> bool:
     """`module` runs inside the __init__ of a module that already holds it: a shape probe
     (`n = self.features(torch.zeros(1, 3, 32, 32)).numel()` while the model is made), not the model
     the script trains."""
-    frame: FrameType | None = sys._getframe(1)
-    for _ in range(64):
-        if frame is None:
-            return False
-        code = frame.f_code
-        if code.co_name == "__init__" and code.co_argcount:
-            owner = frame.f_locals.get(code.co_varnames[0])
-            try:
-                if isinstance(owner, torch.nn.Module) and owner is not module and any(
-                        m is module for m in owner.modules()):
-                    return True
-            except AttributeError:  # an owner before its Module.__init__ ran
-                pass
-        frame = frame.f_back
-    return False
+    return next(_holders(module, "__init__"), None) is not None
 
 
 def forward_owner(module: torch.nn.Module) -> str | None:
@@ -222,19 +226,11 @@ def forward_owner(module: torch.nn.Module) -> str | None:
     so PyTorch's module hooks see its layers called one by one, each as if it were a model. When
     `module` is a layer of such a module (the outermost on the stack), says so in a capture note's
     words (the call's variable, file and line); None otherwise."""
-    frame: FrameType | None = sys._getframe(1)
-    found = None
-    for _ in range(64):
-        if frame is None:
-            break
-        code = frame.f_code
-        owner = frame.f_locals.get(code.co_varnames[0]) if code.co_name == "forward" and code.co_argcount else None
-        if isinstance(owner, torch.nn.Module) and owner is not module and any(m is module for m in owner.modules()):
-            found = (owner, frame.f_back)
-        frame = frame.f_back
-    if found is None:
+    holders = list(_holders(module, "forward"))
+    if not holders:
         return None
-    owner, caller = found
+    owner, frame = holders[-1]
+    caller = frame.f_back
     name, where = type(owner).__name__, "the script"
     if caller is not None:
         where = f"{os.path.basename(caller.f_code.co_filename)}:{caller.f_lineno}"

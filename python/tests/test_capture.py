@@ -298,6 +298,13 @@ def unique_keys(out: Any) -> None:
     assert not duplicates, duplicates
 
 
+def train_images(model: nn.Module, opt: torch.optim.Optimizer, iterations: int) -> None:
+    """`iterations` steps of `model` on random 2x3x6x6 images of classes 0 and 1."""
+    for _ in range(iterations):
+        F.cross_entropy(model(torch.rand(2, 3, 6, 6)), torch.tensor([0, 1])).backward()
+        opt.step()
+
+
 class Probed(nn.Module):
     """A model that runs its features once while it is made, for the size of its last layer."""
 
@@ -317,10 +324,7 @@ def test_a_shape_probe_while_the_model_is_made_is_no_model(capture: Any) -> None
     # second model with every parameter's gradient recorded twice.
     def loop() -> None:
         model = Probed()
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        for _ in range(3):
-            F.cross_entropy(model(torch.rand(2, 3, 6, 6)), torch.tensor([0, 1])).backward()
-            opt.step()
+        train_images(model, torch.optim.SGD(model.parameters(), lr=0.1), 3)
 
     out = capture(loop, steps=2)
     unique_keys(out)
@@ -339,10 +343,7 @@ def test_a_model_that_holds_an_earlier_model_takes_its_place(capture: Any) -> No
         with torch.no_grad():
             n = features(torch.zeros(1, 3, 6, 6)).numel()
         model = nn.Sequential(features, nn.Flatten(), nn.Linear(n, 2))
-        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        for _ in range(4):
-            F.cross_entropy(model(torch.rand(2, 3, 6, 6)), torch.tensor([0, 1])).backward()
-            opt.step()
+        train_images(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), 4)
 
     out = capture(loop, steps=2)
     unique_keys(out)
@@ -362,10 +363,7 @@ def test_a_parametrized_weight_is_no_model(capture: Any) -> None:
     def loop() -> None:
         model = nn.Sequential(parametrizations.spectral_norm(nn.Conv2d(3, 4, 3)), nn.Flatten(),
                               parametrizations.weight_norm(nn.Linear(64, 2)))
-        opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        for _ in range(3):
-            F.cross_entropy(model(torch.rand(2, 3, 6, 6)), torch.tensor([0, 1])).backward()
-            opt.step()
+        train_images(model, torch.optim.SGD(model.parameters(), lr=0.1), 3)
 
     out = capture(loop, steps=2)
     unique_keys(out)

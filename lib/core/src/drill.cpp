@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -14,13 +15,6 @@ namespace {
 // An op's record: "module.path:aten::op#k" (or "aten::op#k" outside any module).
 bool is_op_record(const TensorMeta& m) {
   return m.layer.find('#') != std::string::npos && m.layer_type.find("::") != std::string::npos;
-}
-
-// The layer within its process: a merged distributed dump prefixes it with "rankR/".
-std::string own_layer(const TensorMeta& m) {
-  if (m.rank < 0) return m.layer;
-  auto slash = m.layer.find('/');
-  return slash == std::string::npos ? m.layer : m.layer.substr(slash + 1);
 }
 
 bool drillable(const TensorDiff& d, bool update_ops) {
@@ -52,7 +46,7 @@ void read_source(DrillDown& dd, const std::string& attribute, const TensorMeta& 
     const auto j = nlohmann::json::parse(attribute);
     if (!j.is_object() || !j.contains("ops") || !j["ops"].is_object()) return;
     const auto& ops = j["ops"];
-    auto it = ops.find(own_layer(m));
+    auto it = ops.find(layer_in_process(m));
     if (it == ops.end()) it = ops.find(m.layer);
     if (it == ops.end() || !it->is_object()) return;
     const auto& o = *it;
@@ -73,6 +67,18 @@ void read_source(DrillDown& dd, const std::string& attribute, const TensorMeta& 
 }
 
 }  // namespace
+
+std::string layer_in_process(const TensorMeta& m) {
+  if (m.rank < 0) return m.layer;
+  auto slash = m.layer.find('/');
+  return slash == std::string::npos ? m.layer : m.layer.substr(slash + 1);
+}
+
+bool ran_forward(const std::vector<TensorMeta>& index, const DrillPlan& plan) {
+  return std::any_of(index.begin(), index.end(), [&plan](const TensorMeta& m) {
+    return m.phase == Phase::forward && m.rank == plan.rank && layer_in_process(m) == plan.scope;
+  });
+}
 
 std::string DrillDown::source() const { return file.empty() ? "" : fmt::format("{}:{}", file, line); }
 
@@ -125,7 +131,7 @@ std::optional<DrillPlan> plan_for(const TensorDiff& d, int other_run, const std:
   // written by its layer's backward. Anything else: every op of the step.
   const bool in_layer =
       (d.ref.phase == Phase::forward && d.ref.kind == Kind::activation && source) || d.ref.kind == Kind::param_grad;
-  if (mode == "auto" && in_layer) plan.scope = own_layer(d.ref);
+  if (mode == "auto" && in_layer) plan.scope = layer_in_process(d.ref);
   return plan;
 }
 
@@ -195,7 +201,7 @@ DrillDown read_drill(const Comparison& c3, const DrillPlan& plan, const std::str
   read_source(dd, c3.attribute(attr::kOpSources), first->ref);
   judge_inputs(dd, *first);
   if (dd.module.empty()) {
-    const std::string layer = own_layer(first->ref);
+    const std::string layer = layer_in_process(first->ref);
     auto colon = layer.find(':');
     dd.module =
         colon == std::string::npos || layer.compare(0, colon, dd.op, 0, colon) == 0 ? "" : layer.substr(0, colon);

@@ -308,15 +308,6 @@ void Check::third_pass(Comparison& c, const std::vector<std::string>& pass1_dump
   c.drill = std::move(dd);
 }
 
-// `layer` (of any rank) has a forward record in the dump at `path`: a module that ran.
-bool ran_forward(const std::string& path, const std::string& layer) {
-  DumpReader reader(path);
-  return std::any_of(reader.index().begin(), reader.index().end(), [&layer](const TensorMeta& m) {
-    const auto slash = m.layer.find('/');
-    return m.phase == Phase::forward && (slash == std::string::npos ? m.layer : m.layer.substr(slash + 1)) == layer;
-  });
-}
-
 void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dumps, DrillDown& dd,
                        const std::vector<std::string>* first_dumps) const {
   const std::vector<int> indices = {0, plan.other_run};
@@ -371,7 +362,7 @@ void Check::drill_runs(DrillPlan plan, const std::vector<std::string>& pass1_dum
       // A scope that is no module (a parameter of no model, whose gradient the script's own ops
       // make): every op of the step, once. A module that ran and gave no op: the front end cannot
       // trace, and a wider capture would not either.
-      if (plan.scope.empty() || widened || ran_forward(dumps[0], plan.scope)) break;
+      if (plan.scope.empty() || widened || ran_forward(DumpReader(dumps[0]).index(), plan)) break;
       moved = fmt::format("started in {}, which ran no op of its own: widened to every op of the step", plan.scope);
       plan.scope.clear();
       widened = true;

@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "reprocheck/compare.h"
 
@@ -19,6 +20,13 @@ struct DrillPlan {
   int other_run = 1;
   int rank = -1;  // the process (rank of a distributed run) whose ops are searched
 };
+
+// A record's layer within its process: a merged distributed dump prefixes it with "rankR/".
+std::string layer_in_process(const TensorMeta& m);
+
+// The plan's scope is a module that ran: it has a forward record in the plan's rank of `index` (a
+// parameter of no model is named after its optimizer, which runs no op).
+bool ran_forward(const std::vector<TensorMeta>& index, const DrillPlan& plan);
 
 // The plan for the headline divergence of `c` with --drill `mode` (none, auto, full); nullopt when
 // pass 3 has nothing to add: no divergence, one already at op granularity, or one in the data, the
