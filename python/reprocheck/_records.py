@@ -20,7 +20,7 @@ import torch
 
 from . import _core
 from ._shards import local_tensor
-from ._util import DTYPES, device_hash, hashable, host_array
+from ._util import device_hash, hashable, host_array
 
 
 class Row(NamedTuple):
@@ -183,7 +183,7 @@ class Recorder:
         it or `keep` asks for its data (pass 2's drill-down ops). `defer`: the caller guarantees that
         the tensor does not change before `settle()`. Returns the hash of a CPU tensor's bytes when
         it was computed here (a hash-only record), else None."""
-        if DTYPES.get(t.dtype) is None or t.is_sparse or t.layout != torch.strided:
+        if not row.dtype or t.layout != torch.strided:  # a dtype DTYPES lacks, a sparse layout
             self.skipped += 1
             return None
         planned = self.hashes_only and bool(self.plan) and row.text_key() in self.plan
@@ -232,10 +232,8 @@ class Recorder:
             if not rows:
                 return
             device = [r.value for r in rows if isinstance(r.value, torch.Tensor)]
-            fetched = iter(torch.stack([d.to(device[0].device) for d in device]).cpu().tolist()) if device else iter(())
-            self._open().write_hashes([
-                (*r.row[:9], (next(fetched) if isinstance(r.value, torch.Tensor) else r.value) & 0xFFFFFFFFFFFFFFFF,
-                 r.words, r.row.input_hash) for r in rows])
+            fetched = torch.stack([d.to(device[0].device) for d in device]).cpu().tolist() if device else []
+            self._open().write_pending(rows, [h & 0xFFFFFFFFFFFFFFFF for h in fetched])
 
     def commit(self) -> None:
         self.flush()

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -23,15 +25,15 @@ namespace rc = reprocheck;
 
 namespace {
 
-rc::Phase phase_of(const std::string& s) {
+rc::Phase phase_of(std::string_view s) {
   auto p = rc::parse_phase(s);
-  if (!p) throw py::value_error("unknown phase '" + s + "'");
+  if (!p) throw py::value_error("unknown phase '" + std::string(s) + "'");
   return *p;
 }
 
-rc::Kind kind_of(const std::string& s) {
+rc::Kind kind_of(std::string_view s) {
   auto k = rc::parse_kind(s);
-  if (!k) throw py::value_error("unknown kind '" + s + "'");
+  if (!k) throw py::value_error("unknown kind '" + std::string(s) + "'");
   return *k;
 }
 
@@ -82,6 +84,62 @@ rc::TensorMeta make_meta(int step, const std::string& phase, const std::string& 
   return meta;
 }
 
+// A row's fields read with Python's C API: a step's rows are written in one call, and converting
+// each field through pybind11 cost more than writing the row (0.84 us a row).
+std::string_view str_field(PyObject* row, Py_ssize_t i) {
+  PyObject* o = PyTuple_GET_ITEM(row, i);
+  Py_ssize_t n = 0;
+  const char* s = PyUnicode_Check(o) ? PyUnicode_AsUTF8AndSize(o, &n) : nullptr;
+  if (s == nullptr) {
+    PyErr_Clear();
+    throw py::type_error("a row's field " + std::to_string(i) + " is not a str");
+  }
+  return {s, static_cast<size_t>(n)};
+}
+
+int64_t int_of(PyObject* o, const char* what) {
+  int64_t v = PyLong_Check(o) ? PyLong_AsLongLong(o) : -1;
+  if (!PyLong_Check(o) || (v == -1 && PyErr_Occurred())) {
+    PyErr_Clear();
+    throw py::type_error(std::string("a row's ") + what + " is not an integer in range");
+  }
+  return v;
+}
+
+// A hash as Python holds it: modulo 2^64 (a device hash comes back as a signed 64-bit value).
+uint64_t hash_of(PyObject* o) {
+  if (!PyLong_Check(o)) throw py::type_error("a hash is not an integer");
+  uint64_t v = PyLong_AsUnsignedLongLongMask(o);
+  if (v == static_cast<uint64_t>(-1) && PyErr_Occurred()) {
+    PyErr_Clear();
+    throw py::type_error("a hash is not an integer");
+  }
+  return v;
+}
+
+// (step, phase, layer, layer_type, kind, name, call, dtype, shape, ...), its input hash (or None) at
+// `input_at`.
+rc::TensorMeta meta_of_row(PyObject* row, Py_ssize_t input_at) {
+  rc::TensorMeta meta;
+  meta.step = static_cast<int32_t>(int_of(PyTuple_GET_ITEM(row, 0), "step"));
+  meta.phase = phase_of(str_field(row, 1));
+  meta.layer = str_field(row, 2);
+  meta.layer_type = str_field(row, 3);
+  meta.kind = kind_of(str_field(row, 4));
+  meta.name = str_field(row, 5);
+  meta.call = static_cast<int32_t>(int_of(PyTuple_GET_ITEM(row, 6), "call"));
+  meta.dtype = str_field(row, 7);
+  PyObject* shape = PyTuple_GET_ITEM(row, 8);
+  if (!PyList_Check(shape) && !PyTuple_Check(shape)) throw py::type_error("a row's shape is not a list");
+  meta.shape.resize(static_cast<size_t>(PySequence_Fast_GET_SIZE(shape)));
+  for (size_t d = 0; d < meta.shape.size(); ++d)
+    meta.shape[d] = int_of(PySequence_Fast_GET_ITEM(shape, static_cast<Py_ssize_t>(d)), "shape");
+  PyObject* input = PyTuple_GET_ITEM(row, input_at);
+  meta.has_input_hash = input != Py_None;
+  meta.input_hash = meta.has_input_hash ? hash_of(input) : 0;
+  return meta;
+}
+
 py::dict meta_dict(const rc::TensorMeta& m) {
   py::dict d;
   d["order"] = m.order;
@@ -124,22 +182,32 @@ void bind_writer(py::module_& m) {
           "Stores one tensor's hash and no data (a hash-only dump): XXH3-64 of its bytes, or hash_words when "
           "`words` (computed on a device); returns its order.")
       .def(
-          "write_hashes",
-          [](rc::DumpWriter& w, const py::list& rows) {
-            // One call for a step's hash-only rows: (step, phase, layer, layer_type, kind, name, call,
-            // dtype, shape, hash, words, input_hash) each, as write_hash takes them.
-            for (const auto& item : rows) {
-              auto r = item.cast<py::tuple>();
-              if (r.size() != 12) throw py::value_error("write_hashes: a row is a tuple of 12 values");
-              auto input_hash = r[11].is_none() ? std::optional<uint64_t>() : r[11].cast<uint64_t>();
-              rc::TensorMeta meta =
-                  make_meta(r[0].cast<int>(), r[1].cast<std::string>(), r[2].cast<std::string>(),
-                            r[3].cast<std::string>(), r[4].cast<std::string>(), r[5].cast<std::string>(),
-                            r[6].cast<int>(), r[7].cast<std::string>(), r[8].cast<std::vector<int64_t>>(), input_hash);
-              w.write_hash(std::move(meta), r[9].cast<uint64_t>(), r[10].cast<bool>());
+          "write_pending",
+          [](rc::DumpWriter& w, const py::list& pending, const std::vector<uint64_t>& device_hashes) {
+            size_t next = 0;
+            for (const auto& item : pending) {
+              PyObject* p = item.ptr();
+              if (!PyTuple_Check(p) || PyTuple_GET_SIZE(p) != 3)
+                throw py::value_error("write_pending: an entry is a (row, value, words) tuple");
+              PyObject* row = PyTuple_GET_ITEM(p, 0);
+              if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 10)
+                throw py::value_error("write_pending: a row is a tuple of 10 values");
+              PyObject* value = PyTuple_GET_ITEM(p, 1);
+              uint64_t hash = 0;
+              if (PyLong_Check(value)) {
+                hash = hash_of(value);
+              } else {
+                if (next >= device_hashes.size()) throw py::value_error("write_pending: too few device hashes");
+                hash = device_hashes[next++];
+              }
+              w.write_hash(meta_of_row(row, 9), hash, PyObject_IsTrue(PyTuple_GET_ITEM(p, 2)));
             }
+            if (next != device_hashes.size()) throw py::value_error("write_pending: too many device hashes");
           },
-          py::arg("rows"), "write_hash for each row of a list, in order.")
+          py::arg("pending"), py::arg("device_hashes"),
+          "write_hash for each (row, value, words) of a list, in order; a row is (step, phase, layer, layer_type, "
+          "kind, name, call, dtype, shape, input_hash), a value the hash, or anything else for the next of "
+          "device_hashes.")
       .def_property_readonly("hashes_only", &rc::DumpWriter::hashes_only)
       .def("keep_data_from", &rc::DumpWriter::keep_data_from, py::arg("plan_path"),
            "Keeps the data of the records listed in the capture plan (keys, one per line) in a hash-only dump.")

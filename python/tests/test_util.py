@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, Subset, TensorDataset, WeightedRandomSa
 
 from reprocheck import _core
 from reprocheck._data import describe, subset_indices
+from reprocheck._records import PendingHash, Row
 from reprocheck._rng import RngTracker
 from reprocheck._torch_patches import SUPPORTED_TORCH, torch_version
 from reprocheck._util import device_hash, hashable, host_array
@@ -101,20 +102,31 @@ def test_a_shard_is_the_block_torch_chunk_gives_each_rank() -> None:
     assert local_slice([8, 6], [2], [1], [Shard(-1)]) == ([0, 3], [8, 3])
 
 
-def test_write_hashes_writes_the_rows_write_hash_writes(tmp_path: Any) -> None:
-    rows = [(0, "forward", "conv", "torch.nn.Conv2d", "activation", "out", 0, "float32", [2, 3], 0xFFFFFFFFFFFFFFFF,
-             False, 7),
-            (0, "after_step", "conv", "torch.nn.Conv2d", "param", "weight", 1, "bfloat16", [4], 5, True, None)]
+def test_write_pending_writes_the_rows_write_hash_writes(tmp_path: Any) -> None:
+    rows = [Row(0, "forward", "conv", "torch.nn.Conv2d", "activation", "out", 0, "float32", [2, 3], 7),
+            Row(0, "after_step", "conv", "torch.nn.Conv2d", "param", "weight", 1, "bfloat16", [4], None),
+            Row(1, "backward", "conv", "torch.nn.Conv2d", "grad", "out", 0, "float32", [2, 3], None)]
+    # A CPU hash as an int; a device hash as anything else, taken in order from device_hashes.
+    pending = [PendingHash(rows[0], 0xFFFFFFFFFFFFFFFF, False), PendingHash(rows[1], torch.zeros(()), True),
+               PendingHash(rows[2], 5, False)]
     for path, one_call in ((tmp_path / "many.h5", True), (tmp_path / "each.h5", False)):
         w = _core.DumpWriter(str(path), False, True)
         if one_call:
-            w.write_hashes(rows)
+            w.write_pending(pending, [-2 & 0xFFFFFFFFFFFFFFFF])
         else:
-            for r in rows:
-                w.write_hash(*r)
+            for r, h, words in ((rows[0], 0xFFFFFFFFFFFFFFFF, False), (rows[1], 2**64 - 2, True), (rows[2], 5, False)):
+                w.write_hash(*r[:9], h, words, r.input_hash)
         w.commit()
     many, each = (_core.DumpReader(str(tmp_path / f)).index() for f in ("many.h5", "each.h5"))
-    assert many == each and len(many) == 2
+    assert many == each and len(many) == 3
     assert many[0]["hash"] == 0xFFFFFFFFFFFFFFFF and many[0]["input_hash"] == 7 and many[1]["kind"] == "param"
-    with pytest.raises(ValueError, match="12 values"):
-        _core.DumpWriter(str(tmp_path / "bad.h5"), False, True).write_hashes([rows[0][:11]])
+    assert many[1]["hash"] == 2**64 - 2 and many[2]["step"] == 1 and many[2]["shape"] == [2, 3]
+    bad = _core.DumpWriter(str(tmp_path / "bad.h5"), False, True)
+    with pytest.raises(ValueError, match="10 values"):
+        bad.write_pending([(rows[0][:9], 1, False)], [])
+    with pytest.raises(ValueError, match="too few device hashes"):
+        bad.write_pending(pending, [])
+    with pytest.raises(ValueError, match="too many device hashes"):
+        bad.write_pending(pending[:1], [3])
+    with pytest.raises(TypeError, match="field 2 is not a str"):
+        bad.write_pending([(rows[0]._replace(layer=3), 1, False)], [])
