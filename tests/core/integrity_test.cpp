@@ -167,6 +167,24 @@ TEST(Integrity, RanksCompareByLogicalTimeNotFileOrder) {
   EXPECT_NE(report.hints[0].evidence.find("on rank 1"), std::string::npos) << report.hints[0].evidence;
 }
 
+TEST(Integrity, TheTableAfterTheFirstDivergenceGoesInLogicalTimeOverRanks) {
+  testutil::TempDir d;
+  write_rows(d.file("a.h5"), ranks(false), {{"ranks", "2"}});
+  write_rows(d.file("b.h5"), ranks(true), {{"ranks", "2"}});
+  auto r = rc::make_report(compare({d.file("a.h5"), d.file("b.h5")}));
+  // In the file, rank 0's gradient and parameter come before rank 1's dropout output; in logical
+  // time, step 0's forward comes first, and each group counts both ranks.
+  auto j = nlohmann::json::parse(rc::render_json(r));
+  std::vector<std::pair<std::string, int>> groups;
+  for (const auto& row : j["pairs"][0]["after_first"]) groups.emplace_back(row["phase"], row["count"]);
+  std::vector<std::pair<std::string, int>> expected{{"forward", 1}, {"param_grad", 2}, {"after_step", 2}};
+  EXPECT_EQ(groups, expected);
+  auto text = rc::render_text(r);
+  auto forward = text.find("step 0         forward"), after = text.find("step 0         after_step");
+  ASSERT_NE(forward, std::string::npos) << text;
+  EXPECT_LT(forward, after) << text;
+}
+
 TEST(Integrity, TheHeadlineIsThePairThatDivergesEarliest) {
   testutil::TempDir d;
   // Three runs of two ranks: run 1 diverges on rank 1 at the start of step 0 (its RNG state), run 2

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <utility>
 
 #include "reprocheck/error.h"
 
@@ -141,9 +142,11 @@ std::string value(double v) { return fmt::format("{:.9g}", v); }
 std::vector<CascadeRow> cascade(const PairComparison& p) {
   std::vector<CascadeRow> rows;
   std::map<std::pair<int, Phase>, size_t> at;
+  bool ranks = false;
   for (size_t i = 0; i < p.diffs.size(); ++i) {
     const auto& d = p.diffs[i];
     if (!is_divergent(d.status) || (p.first && i == *p.first)) continue;
+    ranks |= d.ref.rank >= 0;
     auto key = std::make_pair(d.ref.step, d.ref.phase);
     auto it = at.find(key);
     if (it == at.end()) {
@@ -157,6 +160,12 @@ std::vector<CascadeRow> cascade(const PairComparison& p) {
       rows[it->second].max_abs = std::max(rows[it->second].max_abs, d.stats.max_abs);
     }
   }
+  // Several ranks' streams follow each other in a merged dump, with no common clock: their groups
+  // go in logical time (step, then phase), as the first divergence is chosen.
+  if (ranks)
+    std::stable_sort(rows.begin(), rows.end(), [](const CascadeRow& a, const CascadeRow& b) {
+      return std::make_pair(a.step, phase_rank(a.phase)) < std::make_pair(b.step, phase_rank(b.phase));
+    });
   return rows;
 }
 

@@ -34,7 +34,8 @@ struct CascadeRow {
   int64_t hash_only = 0;   // of `count`, divergent by their hashes alone (no statistics)
   int64_t with_stats = 0;  // of `count`, with statistics (max_abs is theirs)
 };
-// Divergent tensors after the first, grouped by (step, phase), in order of first appearance.
+// Divergent tensors after the first, grouped by (step, phase), in order of first appearance (in
+// a run of several ranks, in logical time: by step, then phase).
 std::vector<CascadeRow> cascade(const PairComparison& p);
 std::string knobs(const PairComparison& p);
 // A training script's data and RNG records in the user's terms ("batch 0 of the DataLoader: 5 of 8
