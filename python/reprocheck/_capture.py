@@ -1,14 +1,8 @@
 """Capture for `reprocheck run`: PyTorch's global hooks record a training script's tensors, data and
-RNG states into a reprocheck dump, written by the C++ core (reprocheck._core).
-
-What is recorded, and when, in execution order: the table in docs/python.md, "What a run records".
-
-A model is a top-level module with parameters that the script calls (inside a DDP, DataParallel or
-torch.compile wrapper, the wrapped module); the first one is "the model", others are named by the
-script's variable (a GAN's netD). A step is one iteration of the loop: it ends after an optimizer
-step, at the next DataLoader batch (or, in a loop without a DataLoader, the next call of the
-model), so that gradient accumulation, several optimizers and closures make one step each. Within a
-step every record has its own key: a repeated layer, batch or loss counts its calls.
+RNG states into a reprocheck dump, written by the C++ core (reprocheck._core). What a model and a
+step are, and what is recorded when, in execution order: docs/python.md ("How capture switches on",
+"What a run records"). Within a step every record has its own key: a repeated layer, batch or loss
+counts its calls.
 """
 from __future__ import annotations
 
@@ -21,6 +15,7 @@ from typing import Any
 
 import torch
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.nn.parameter import is_lazy
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 from torch.utils.data import get_worker_info
 
@@ -141,6 +136,8 @@ class Session:
                input_hash: int | None = None, step: int | None = None, keep: bool = False,
                defer: bool = False) -> int | None:
         plain = t.__class__ is torch.Tensor  # neither a DTensor nor an FSDP flat parameter
+        if not plain and is_lazy(t):  # a lazy module's, before its first call made it
+            return None
         if not plain and is_sharded(t):
             if kind in _STATE_KINDS:
                 key = f"{layer}.{name}" if layer else name
@@ -262,10 +259,6 @@ class Session:
     def _on_adopted(self, model: Model) -> None:
         """A new model: gradient hooks on its parameters, its attributes, its initial state."""
         root, a, w = model.root, _core.attr, self.recorder
-        for p in root.parameters():
-            if p.requires_grad and id(p) not in self.grad_hooked:  # once: a model may absorb another
-                self.grad_hooked.add(id(p))
-                p.register_post_accumulate_grad_hook(self._on_param_grad)
         w.set_attribute(a.MODEL_SIGNATURE, f"{self.models.signature:016x}")
         if model is self.models.first:
             w.set_attribute(a.MODE, "train" if root.training else "eval")
@@ -273,12 +266,25 @@ class Session:
             w.set_attribute(a.DEVICE, str(device) if device.type == "cpu" else f"{device.type}:{device.index or 0}")
         if self.models.categories:
             w.set_attribute(a.LAYER_CATEGORIES, json_attribute(self.models.categories))
-        types = self.models.types
-        for name, t in list(root.named_parameters()) + list(root.named_buffers()):
+        named = list(root.named_parameters()) + list(root.named_buffers())
+        self._record_init(model, [(n, t) for n, t in named if id(t) not in self.models.lazy], defer=True)
+        w.settle()
+
+    def _record_init(self, model: Model, named: list, defer: bool) -> None:
+        """Initial values, and a gradient hook on each parameter (once: a model may absorb another)."""
+        for name, t in named:
             layer, _, own = model.path(name).rpartition(".")
             kind = "param" if isinstance(t, torch.nn.Parameter) else "buffer"
-            self._write("init", layer, types.get(layer, ""), kind, own, t, step=-1, defer=True)
-        w.settle()
+            self._write("init", layer, self.models.types.get(layer, ""), kind, own, t, step=-1, defer=defer)
+            if kind == "param" and t.requires_grad and id(t) not in self.grad_hooked:
+                self.grad_hooked.add(id(t))
+                t.register_post_accumulate_grad_hook(self._on_param_grad)
+
+    def _on_materialized(self) -> None:
+        """Parameters a lazy module's first call made (nn.LazyLinear): recorded before its output."""
+        for model, name, t in self.models.materialized():
+            self._record_init(model, [(name, t)], defer=False)
+            self.recorder.set_attribute(_core.attr.MODEL_SIGNATURE, f"{self.models.signature:016x}")
 
     # -- hooks ----------------------------------------------------------------------------------
 
@@ -335,6 +341,8 @@ class Session:
         if compiling() or os.getpid() != self.pid:
             return None
         self.depth -= 1
+        if self.models.lazy:
+            self._on_materialized()
         replaced = None
         path = self.models.names.get(id(module))
         if path is not None:
@@ -473,25 +481,17 @@ class Session:
         w = self.recorder
         w.set_run_attributes(self.options, self.step, self.dropout_elements, self.losses.nonfinite_steps,
                              self.op_generators, self.shards)
-        if self.models.leaf_fallback:  # as it ends: a model adopted later may absorb the one that had none
-            w.set_attribute(_core.attr.LAYER_FALLBACK, "leaf")
-        notes = self.models.notes + self.notes + self.drill.finish(w)
-        if w.skipped:
-            notes.append(f"{w.skipped} tensor(s) of dtypes a dump cannot store were not recorded")
-        if notes:
-            w.set_attribute(_core.attr.CAPTURE_NOTES, json.dumps(notes))
-        w.commit()
+        # The leaf fallback as the run ends: a model adopted later may absorb the one that had it.
+        w.commit(self.models.notes + self.notes + self.drill.finish(w), self.models.leaf_fallback)
 
     def _at_exit(self) -> None:
         if os.getpid() != self.pid or self.finished:
             return
         if self.saw_forward and not self.stepped and not self.crashed:
             self.finished = True
-            report_error(
-                f"'{' '.join(sys.argv)}' ran the model but never called optimizer.step(): reprocheck compares "
-                "training steps; call a torch.optim optimizer's step(), or reprocheck.mark_step() at the end "
-                "of each step"
-            )
+            report_error(f"'{' '.join(sys.argv)}' ran the model but never called optimizer.step(): reprocheck "
+                         "compares training steps; call a torch.optim optimizer's step(), or reprocheck.mark_step() "
+                         "at the end of each step")
             os._exit(2)
         if self.pending_close:
             self._close_step(exit_when_done=False)

@@ -3,6 +3,7 @@ each layer is (its category), and which layers are tapped."""
 from __future__ import annotations
 
 import torch
+from torch.nn.parameter import is_lazy
 
 from . import _core
 from ._torch_patches import built_by_owner, forward_owner, is_compiled_module
@@ -48,6 +49,9 @@ class Models:
         self.signature = 0
         self.notes: list[str] = []
         self.leaf_fallback = False
+        # A lazy module's parameters and buffers (nn.LazyLinear's) until its first call makes them:
+        # id -> (model, name in its root, tensor).
+        self.lazy: dict[int, tuple[Model, str, torch.Tensor]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.list)
@@ -109,9 +113,25 @@ class Models:
         for full, tname, _, _ in refs:
             self.signature = _core.combine_hash(self.signature, _core.hash_bytes(f"{full}|{tname}".encode()))
         for name, p in root.named_parameters():
-            self.signature = _core.combine_hash(
-                self.signature, _core.hash_bytes(f"{model.path(name)}{list(p.shape)}".encode()))
+            self._sign(model.path(name), p)
+        for name, t in list(root.named_parameters()) + list(root.named_buffers()):
+            if is_lazy(t):
+                self.lazy[id(t)] = (model, name, t)
         return model
+
+    def _sign(self, full: str, p: torch.Tensor) -> None:
+        shape = "lazy" if is_lazy(p) else list(p.shape)
+        self.signature = _core.combine_hash(self.signature, _core.hash_bytes(f"{full}{shape}".encode()))
+
+    def materialized(self) -> list[tuple[Model, str, torch.Tensor]]:
+        """The lazy parameters and buffers that their module's first call has made since the last
+        call (their shapes join the signature): (model, name in its root, tensor)."""
+        done = [entry for entry in self.lazy.values() if not is_lazy(entry[2])]
+        for model, name, t in done:
+            del self.lazy[id(t)]
+            if isinstance(t, torch.nn.Parameter):
+                self._sign(model.path(name), t)
+        return done
 
     def _absorb(self, model: Model, inner: set[int]) -> None:
         """Adds `model`. Earlier models that are parts of it (`features(x)` run once before the model

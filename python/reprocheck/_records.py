@@ -235,7 +235,14 @@ class Recorder:
             fetched = torch.stack([d.to(device[0].device) for d in device]).cpu().tolist() if device else []
             self._open().write_pending(rows, [h & 0xFFFFFFFFFFFFFFFF for h in fetched])
 
-    def commit(self) -> None:
+    def commit(self, notes: list[str], leaf_fallback: bool) -> None:
+        """Writes the dump whole, with the capture's notes (and one for what it could not store)."""
+        if leaf_fallback:
+            self.set_attribute(_core.attr.LAYER_FALLBACK, "leaf")
+        if self.skipped:
+            notes = [*notes, f"{self.skipped} tensor(s) of dtypes a dump cannot store were not recorded"]
+        if notes:
+            self.set_attribute(_core.attr.CAPTURE_NOTES, json.dumps(notes))
         self.flush()
         with self.lock:
             self._open().commit()

@@ -1,0 +1,37 @@
+"""Models whose parameters the capture cannot see in full when it adopts them."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def test_a_lazy_modules_parameters_are_recorded_once_its_first_call_makes_them(capture: Any) -> None:
+    # nn.LazyConv2d and nn.LazyLinear have no shapes until their first call: adopting the model read
+    # them and the capture raised inside the script's forward.
+    def loop() -> None:
+        model = nn.Sequential(nn.LazyConv2d(4, 3), nn.LazyBatchNorm2d(), nn.ReLU(), nn.Flatten(), nn.LazyLinear(2))
+        model(torch.rand(1, 3, 6, 6))  # made before the optimizer, as PyTorch asks
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for _ in range(3):
+            F.cross_entropy(model(torch.rand(2, 3, 6, 6)), torch.tensor([0, 1])).backward()
+            opt.step()
+            opt.zero_grad()
+
+    out = capture(loop, steps=2)
+    keys = out.keys()
+    assert len(keys) == len(set(keys))
+    init = {(r["layer"], r["name"]): r["shape"] for r in out.where(phase="init")}
+    assert init == {("0", "weight"): [4, 3, 3, 3], ("0", "bias"): [4], ("1", "weight"): [4], ("1", "bias"): [4],
+                    ("1", "running_mean"): [4], ("1", "running_var"): [4], ("1", "num_batches_tracked"): [],
+                    ("4", "weight"): [2, 64], ("4", "bias"): [2]}
+    # Each one's initial value comes before the output its layer computed with it.
+    order = [(r["phase"], r["layer"]) for r in out.rows]
+    assert order.index(("init", "0")) < order.index(("forward", "0"))
+    assert order.index(("init", "1")) < order.index(("forward", "1"))
+    # Their gradients are hooked once made: every parameter's, in both steps.
+    for step in (0, 1):
+        grads = sorted((r["layer"], r["name"]) for r in out.where(step=step, kind="param_grad"))
+        assert grads == sorted((layer, n) for layer in ("0", "1", "4") for n in ("weight", "bias")), step
