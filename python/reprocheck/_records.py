@@ -136,7 +136,7 @@ class Recorder:
         self.writer: Any = None
         self.pending: list[PendingHash] = []
         self.unhashed: list[int] = []  # positions in `pending` of rows whose bytes settle() hashes
-        self.skipped = 0  # tensors of dtypes or layouts a dump cannot store
+        self.skipped: dict[str, list[str]] = {}  # what a dump cannot store (a dtype, "sparse") -> the records
         self.attributes: dict[str, Any] = {}
 
     def _open(self) -> Any:
@@ -184,7 +184,8 @@ class Recorder:
         the tensor does not change before `settle()`. Returns the hash of a CPU tensor's bytes when
         it was computed here (a hash-only record), else None."""
         if not row.dtype or t.layout != torch.strided:  # a dtype DTYPES lacks, a sparse layout
-            self.skipped += 1
+            why = str(t.layout if row.dtype else t.dtype).removeprefix("torch.")  # sparse_coo, complex64
+            self.skipped.setdefault(why, []).append(".".join(p for p in (row.layer, row.name) if p) + f" {row.kind}")
             return None
         planned = self.hashes_only and bool(self.plan) and row.text_key() in self.plan
         keep = keep and self.hashes_only
@@ -240,12 +241,19 @@ class Recorder:
         if leaf_fallback:
             self.set_attribute(_core.attr.LAYER_FALLBACK, "leaf")
         if self.skipped:
-            notes = [*notes, f"{self.skipped} tensor(s) of dtypes a dump cannot store were not recorded"]
+            notes = [*notes, "not recorded, as a dump stores dense tensors of the dtypes in docs/dump-format.md: "
+                     + "; ".join(f"{len(rows)} {why} ({few(list(dict.fromkeys(rows)))})"
+                                 for why, rows in self.skipped.items())]
         if notes:
             self.set_attribute(_core.attr.CAPTURE_NOTES, json.dumps(notes))
         self.flush()
         with self.lock:
             self._open().commit()
+
+
+def few(names: list[str]) -> str:
+    """The first three names, and how many more."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def blas_of(config: str) -> str:

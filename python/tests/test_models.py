@@ -1,6 +1,7 @@
-"""Models whose parameters the capture cannot see in full when it adopts them."""
+"""Models whose parameters the capture cannot take as they are: lazy ones, sparse gradients."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import torch
@@ -35,3 +36,25 @@ def test_a_lazy_modules_parameters_are_recorded_once_its_first_call_makes_them(c
     for step in (0, 1):
         grads = sorted((r["layer"], r["name"]) for r in out.where(step=step, kind="param_grad"))
         assert grads == sorted((layer, n) for layer in ("0", "1", "4") for n in ("weight", "bias")), step
+
+
+def test_a_sparse_gradient_is_named_in_the_note_of_what_was_not_recorded(capture: Any) -> None:
+    # nn.Embedding(sparse=True) with SparseAdam: its gradient is a sparse tensor, which a dump cannot
+    # hold; the note said "tensor(s) of dtypes a dump cannot store", naming neither the layout nor
+    # the tensor.
+    def loop() -> None:
+        emb, fc = nn.Embedding(20, 4, sparse=True), nn.Linear(4, 2)
+        model = nn.Sequential(emb, nn.Dropout(0.2), nn.Flatten(), fc)
+        opts = [torch.optim.SparseAdam(list(emb.parameters()), lr=0.01), torch.optim.Adam(fc.parameters(), lr=0.01)]
+        for _ in range(3):
+            F.cross_entropy(model(torch.randint(0, 20, (2, 1))), torch.tensor([0, 1])).backward()
+            for opt in opts:
+                opt.step()
+                opt.zero_grad()
+
+    out = capture(loop, steps=2)
+    notes = json.loads(out.attributes["capture_notes"])
+    assert "not recorded, as a dump stores dense tensors of the dtypes in docs/dump-format.md: " \
+           "2 sparse_coo (0.weight param_grad)" in notes, notes
+    assert not out.where(kind="param_grad", layer="0")
+    assert len(out.where(kind="param", phase="after_step", layer="0", name="weight")) == 2  # its values are
