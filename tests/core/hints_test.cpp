@@ -326,6 +326,20 @@ TEST(HintRules, EachRuleHoldsToItsEvidenceConditions) {
   EXPECT_EQ(rng(1, false), "rng_reseeded");
   EXPECT_EQ(rng(0, true), "rng_reseeded");
   EXPECT_EQ(rng(0, false), "rng_not_seeded");
+  // Every run ended with the same seed: a constant seed, called only after the model's first call.
+  auto ended_with = [](const std::vector<std::pair<std::string, std::string>>& knobs) {
+    auto c = script({meta(0, "rng", "", "torch.Generator", "rng_state", "torch"), {}, "", knobs, true, {{"seed", "0"}}});
+    c.ref_index.push_back(meta(-1, "init", "fc", "", "param", "weight"));
+    return rc::explain(c);
+  };
+  auto late = ended_with({});
+  ASSERT_FALSE(late.empty());
+  EXPECT_EQ(late[0].cause, "rng_not_seeded");
+  EXPECT_EQ(late[0].title, "the torch RNG is seeded only after training has begun");
+  EXPECT_NE(late[0].evidence.find("every run ended with the same seed (0)"), std::string::npos) << late[0].evidence;
+  EXPECT_NE(late[0].fix_python.find("before the data, the model and its first call"), std::string::npos)
+      << late[0].fix_python;
+  EXPECT_EQ(ended_with({{"seed_value", "0 vs 7"}})[0].cause, "rng_reseeded");  // a seed that varies
   // Thread counts explain a CPU divergence only when they differ.
   auto threads = [](bool differ, const std::string& device) {
     return first_cause(divergence(meta(0, "param_grad", "c", "torch.nn.modules.conv.Conv2d", "param_grad", "weight"),

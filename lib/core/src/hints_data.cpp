@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "hints_evidence.h"
+#include "reprocheck/protocol.h"
 
 namespace reprocheck::hints_detail {
 
@@ -184,6 +185,22 @@ P rng_first(const Evidence& e) {
                                 d.ref.step, e.on_rank()),
                     "seed it with a fixed value: generator=torch.Generator().manual_seed(0)",
                     "-",
+                    ""};
+  // Every run ended with the same torch seed (recorded), yet the state differed as the first step
+  // began: a constant seed that came only after training had started (after the model's first call).
+  const auto seed = c.ref_attributes.find(attr::kSeed);
+  if (d.ref.name == "torch" && d.ref.step == 0 && init_matched && !distributed && seed != c.ref_attributes.end() &&
+      !seed->second.empty() && !e.seed_differs())
+    return Proposal{"rng_not_seeded",
+                    "the torch RNG is seeded only after training has begun",
+                    fmt::format("torch RNG state differed at the start of step 0 although everything recorded before "
+                                "it matched, the initial parameters included, and every run ended with the same seed "
+                                "({}): torch.manual_seed is called with a constant, but after the model's first call; "
+                                "what ran before it drew from an unseeded generator",
+                                seed->second),
+                    "move torch.manual_seed(0) to the top of the script, before the data, the model and its first "
+                    "call",
+                    "--seed 0",
                     ""};
   if (d.ref.name == "torch" && (d.ref.step > 0 || (init_matched && !distributed)))
     return Proposal{"rng_reseeded",
