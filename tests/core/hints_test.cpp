@@ -328,7 +328,8 @@ TEST(HintRules, EachRuleHoldsToItsEvidenceConditions) {
   EXPECT_EQ(rng(0, false), "rng_not_seeded");
   // Every run ended with the same seed: a constant seed, called only after the model's first call.
   auto ended_with = [](const std::vector<std::pair<std::string, std::string>>& knobs) {
-    auto c = script({meta(0, "rng", "", "torch.Generator", "rng_state", "torch"), {}, "", knobs, true, {{"seed", "0"}}});
+    auto c =
+        script({meta(0, "rng", "", "torch.Generator", "rng_state", "torch"), {}, "", knobs, true, {{"seed", "0"}}});
     c.ref_index.push_back(meta(-1, "init", "fc", "", "param", "weight"));
     return rc::explain(c);
   };
