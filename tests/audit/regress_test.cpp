@@ -231,6 +231,24 @@ TEST(CheckReport, IsReadIntoACell) {
   }
 }
 
+TEST(CheckReport, NumbersOutOfRangeReadAsTheirDefaults) {
+  // Found by audit_fuzz: an order of 6.7e80 was converted to an integer (undefined behaviour).
+  std::string report = kReport;
+  for (auto [from, to] : {std::pair<std::string, std::string>{R"("order": 30)", R"("order": 6.7e80)"},
+                          {R"("step": 1, "phase": "forward", "tensor": "features.0")",
+                           R"("step": -1e300, "phase": "forward", "tensor": "features.0")"}}) {
+    auto at = report.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    report.replace(at, from.size(), to);
+  }
+  audit::CellResult r;
+  audit::read_check_report(report, r);
+  auto chart = json::parse(r.chart);
+  ASSERT_EQ(chart.size(), 2u);
+  EXPECT_EQ(chart[1][0], 0);  // the defaults: order 0, step 0
+  EXPECT_EQ(chart[1][1], 0);
+}
+
 audit::AuditView view_with_everything() {
   audit::AuditView v;
   v.info.id = 7;

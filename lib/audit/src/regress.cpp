@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <ctime>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -30,6 +32,17 @@ std::string str(const json& j, const char* key) {
 double num(const json& j, const char* key, double fallback = -1) {
   auto it = j.find(key);
   return it != j.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
+// An integer field: the number when it fits `Int`, else `fallback` (a report read back may hold
+// anything: 6.7e80 as an order must not become an undefined conversion).
+template <typename Int>
+Int whole(const json& j, const char* key, Int fallback) {
+  const double v = num(j, key, static_cast<double>(fallback));
+  if (!std::isfinite(v) || v < static_cast<double>(std::numeric_limits<Int>::min()) ||
+      v >= static_cast<double>(std::numeric_limits<Int>::max()))
+    return fallback;
+  return static_cast<Int>(v);
 }
 
 std::map<std::string, std::string> settings_of(const CellResult& r) {
@@ -70,7 +83,7 @@ void read_check_report(const std::string& json_text, CellResult& out) {
   out.verdict = str(j, "verdict");
   if (out.verdict != "reproducible" && out.verdict != "divergent")
     throw InputError(fmt::format("the check's JSON report has verdict '{}'", out.verdict));
-  out.tensors = static_cast<int64_t>(num(j, "tensors", 0));
+  out.tensors = whole<int64_t>(j, "tensors", 0);
   if (auto p = j.find("provenance"); p != j.end() && p->is_object()) {
     out.provenance.reprocheck = str(*p, "reprocheck_version");
     out.provenance.libtorch = str(*p, "libtorch_version");
@@ -83,7 +96,7 @@ void read_check_report(const std::string& json_text, CellResult& out) {
   }
   auto fd = j.find("first_divergence");
   if (fd == j.end() || !fd->is_object()) return;
-  out.step = static_cast<int>(num(*fd, "step", 0));
+  out.step = whole<int>(*fd, "step", 0);
   out.tensor = str(*fd, "tensor");
   out.layer = str(*fd, "layer");
   out.layer_type = str(*fd, "layer_type");
@@ -95,8 +108,8 @@ void read_check_report(const std::string& json_text, CellResult& out) {
   if (auto st = fd->find("stats"); st != fd->end() && st->is_object()) {
     out.max_abs = num(*st, "max_abs");
     out.max_rel = num(*st, "max_rel");
-    out.mismatched = static_cast<int64_t>(num(*st, "mismatched", 0));
-    out.numel = static_cast<int64_t>(num(*st, "numel", 0));
+    out.mismatched = whole<int64_t>(*st, "mismatched", 0);
+    out.numel = whole<int64_t>(*st, "numel", 0);
   }
   if (auto h = j.find("hints"); h != j.end() && h->is_array() && !h->empty()) {
     out.cause = str((*h)[0], "cause");
@@ -106,18 +119,18 @@ void read_check_report(const std::string& json_text, CellResult& out) {
     out.evidence = str((*h)[0], "evidence");
     out.test_it = str((*h)[0], "test_it");
   }
-  const int run = static_cast<int>(num(*fd, "run", 1));
+  const int run = whole<int>(*fd, "run", 1);
   json points = json::array();
   if (auto dt = j.find("divergent_tensors"); dt != j.end() && dt->is_array())
     for (const auto& t : *dt) {
-      if (static_cast<int>(num(t, "run", -1)) != run) continue;
+      if (whole<int>(t, "run", -1) != run) continue;
       if (points.size() >= kMaxChartPoints) break;
-      const int step = static_cast<int>(num(t, "step", 0));
+      const int step = whole<int>(t, "step", 0);
       std::string label = fmt::format("{} · {} · {}", step < 0 ? "init" : fmt::format("step {}", step), str(t, "phase"),
                                       str(t, "tensor"));
       auto ma = t.find("max_abs");
       points.push_back(
-          {static_cast<int64_t>(num(t, "order", 0)), step,
+          {whole<int64_t>(t, "order", 0), step,
            ma != t.end() && ma->is_number() && !t.value("hash_only", false) ? json(ma->get<double>()) : json(nullptr),
            label});
     }

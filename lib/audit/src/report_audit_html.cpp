@@ -85,6 +85,7 @@ html::Chart chart_of(const CellResult& c) {
       if (!p.is_array() || p.size() < 4 || !p[0].is_number_integer() || !p[1].is_number_integer()) continue;
       html::ChartPoint pt;
       pt.order = p[0].get<int64_t>();
+      if (pt.order < 0 || pt.order == std::numeric_limits<int64_t>::max()) continue;  // a history file's nonsense
       pt.step = int(std::clamp<int64_t>(p[1].get<int64_t>(), -1, std::numeric_limits<int>::max()));
       pt.hash_only = !p[2].is_number();
       pt.max_abs = pt.hash_only ? 0 : p[2].get<double>();
