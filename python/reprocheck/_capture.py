@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-from torch.nn.parameter import is_lazy
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 from torch.utils.data import get_worker_info
 
@@ -136,8 +135,6 @@ class Session:
                input_hash: int | None = None, step: int | None = None, keep: bool = False,
                defer: bool = False) -> int | None:
         plain = t.__class__ is torch.Tensor  # neither a DTensor nor an FSDP flat parameter
-        if not plain and is_lazy(t):  # a lazy module's, before its first call made it
-            return None
         if not plain and is_sharded(t):
             if kind in _STATE_KINDS:
                 key = f"{layer}.{name}" if layer else name
@@ -184,8 +181,9 @@ class Session:
             for kind, named in (("param", model.root.named_parameters()), ("buffer", model.root.named_buffers())):
                 for name, t in named:
                     full = model.path(name)
-                    if (kind == "param" and ("after_step", full) in self.calls) or not self.models.owns(full, t, kind):
-                        continue  # its optimizer's step hook recorded it, or another model's name is its
+                    if ((kind == "param" and ("after_step", full) in self.calls) or not self.models.owns(full, t, kind)
+                            or id(t) in self.models.lazy):
+                        continue  # its optimizer's step hook recorded it, another model's name is its, not made yet
                     layer, own, layer_type = self.models.parts(full)
                     self._write("after_step", layer, layer_type, kind, own, t, call=self._count(("after_step", full)),
                                 defer=True)

@@ -106,17 +106,15 @@ class Models:
             if direct not in self.notes:
                 self.notes.append(direct)
         self.leaf_fallback = self.list[0].fallback  # "the model has no conv, ...": the first one
-        for name, p in root.named_parameters():
-            self.param_names[id(p)] = model.path(name)
-        for name, b in root.named_buffers():
-            self.buffer_names[id(b)] = model.path(name)
+        for names, named in ((self.param_names, root.named_parameters()), (self.buffer_names, root.named_buffers())):
+            for name, t in named:
+                names[id(t)] = model.path(name)
+                if is_lazy(t):
+                    self.lazy[id(t)] = (model, name, t)
         for full, tname, _, _ in refs:
             self.signature = _core.combine_hash(self.signature, _core.hash_bytes(f"{full}|{tname}".encode()))
         for name, p in root.named_parameters():
             self._sign(model.path(name), p)
-        for name, t in list(root.named_parameters()) + list(root.named_buffers()):
-            if is_lazy(t):
-                self.lazy[id(t)] = (model, name, t)
         return model
 
     def _sign(self, full: str, p: torch.Tensor) -> None:

@@ -66,8 +66,8 @@ std::pair<const void*, size_t> bytes_to_hash(const py::handle& item, std::vector
 }
 
 // The index row of one tensor as the capture describes it.
-rc::TensorMeta make_meta(int step, const std::string& phase, const std::string& layer, const std::string& layer_type,
-                         const std::string& kind, const std::string& name, int call, const std::string& dtype,
+rc::TensorMeta make_meta(int step, std::string_view phase, std::string_view layer, std::string_view layer_type,
+                         std::string_view kind, std::string_view name, int call, std::string_view dtype,
                          std::vector<int64_t> shape, std::optional<uint64_t> input_hash) {
   rc::TensorMeta meta;
   meta.step = step;
@@ -120,24 +120,16 @@ uint64_t hash_of(PyObject* o) {
 // (step, phase, layer, layer_type, kind, name, call, dtype, shape, ...), its input hash (or None) at
 // `input_at`.
 rc::TensorMeta meta_of_row(PyObject* row, Py_ssize_t input_at) {
-  rc::TensorMeta meta;
-  meta.step = static_cast<int32_t>(int_of(PyTuple_GET_ITEM(row, 0), "step"));
-  meta.phase = phase_of(str_field(row, 1));
-  meta.layer = str_field(row, 2);
-  meta.layer_type = str_field(row, 3);
-  meta.kind = kind_of(str_field(row, 4));
-  meta.name = str_field(row, 5);
-  meta.call = static_cast<int32_t>(int_of(PyTuple_GET_ITEM(row, 6), "call"));
-  meta.dtype = str_field(row, 7);
   PyObject* shape = PyTuple_GET_ITEM(row, 8);
   if (!PyList_Check(shape) && !PyTuple_Check(shape)) throw py::type_error("a row's shape is not a list");
-  meta.shape.resize(static_cast<size_t>(PySequence_Fast_GET_SIZE(shape)));
-  for (size_t d = 0; d < meta.shape.size(); ++d)
-    meta.shape[d] = int_of(PySequence_Fast_GET_ITEM(shape, static_cast<Py_ssize_t>(d)), "shape");
+  std::vector<int64_t> dims(static_cast<size_t>(PySequence_Fast_GET_SIZE(shape)));
+  for (size_t d = 0; d < dims.size(); ++d)
+    dims[d] = int_of(PySequence_Fast_GET_ITEM(shape, static_cast<Py_ssize_t>(d)), "shape");
   PyObject* input = PyTuple_GET_ITEM(row, input_at);
-  meta.has_input_hash = input != Py_None;
-  meta.input_hash = meta.has_input_hash ? hash_of(input) : 0;
-  return meta;
+  return make_meta(static_cast<int>(int_of(PyTuple_GET_ITEM(row, 0), "step")), str_field(row, 1), str_field(row, 2),
+                   str_field(row, 3), str_field(row, 4), str_field(row, 5),
+                   static_cast<int>(int_of(PyTuple_GET_ITEM(row, 6), "call")), str_field(row, 7), std::move(dims),
+                   input == Py_None ? std::nullopt : std::optional<uint64_t>(hash_of(input)));
 }
 
 py::dict meta_dict(const rc::TensorMeta& m) {

@@ -58,3 +58,22 @@ def test_a_sparse_gradient_is_named_in_the_note_of_what_was_not_recorded(capture
            "2 sparse_coo (0.weight param_grad)" in notes, notes
     assert not out.where(kind="param_grad", layer="0")
     assert len(out.where(kind="param", phase="after_step", layer="0", name="weight")) == 2  # its values are
+
+
+def test_a_lazy_module_the_model_never_calls_is_left_out(capture: Any) -> None:
+    # A lazy head the script never runs keeps uninitialized parameters: the step's end, which records
+    # each parameter no optimizer stepped, must pass it by (its shape cannot be read).
+    def loop() -> None:
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(64, 2))
+        model.add_module("spare", nn.LazyLinear(3))
+        model.forward = lambda x: model[2](model[1](model[0](x)))  # type: ignore[method-assign]
+        opt = torch.optim.SGD([p for n, p in model.named_parameters() if not n.startswith("spare")], lr=0.1)
+        for _ in range(3):
+            F.cross_entropy(model(torch.rand(2, 3, 6, 6)), torch.tensor([0, 1])).backward()
+            opt.step()
+            opt.zero_grad()
+
+    out = capture(loop, steps=2)
+    assert out.attributes["steps"] == "2"
+    assert not [r for r in out.rows if r["layer"] == "spare"]
+    assert len(out.where(phase="after_step", kind="param")) == 2 * 4
